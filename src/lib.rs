@@ -1,0 +1,3 @@
+//! Postern: an authenticating SMTP submission proxy.
+pub mod proto;
+pub mod secret;
