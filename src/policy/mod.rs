@@ -1,0 +1,3 @@
+//! Policy decisions as plain functions and state, testable without a connection.
+
+pub mod senders;
