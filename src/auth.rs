@@ -8,9 +8,9 @@
 
 use crate::config::{User, Users};
 use crate::secret::Secret;
+use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::Argon2;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::Semaphore;
@@ -46,7 +46,9 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 fn verify_phc(password: &str, hash: &str) -> bool {
     match PasswordHash::new(hash) {
-        Ok(h) => Argon2::default().verify_password(password.as_bytes(), &h).is_ok(),
+        Ok(h) => Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -150,12 +152,29 @@ mod tests {
         let users = Users::from_list(vec![user("alice", "right", false), user("bob", "pw", true)]);
         let a = Authenticator::new(users, 2, 8);
         let s = |p: &str| Secret::new(p.into());
-        assert!(matches!(a.verify("alice", s("right")).await, AuthOutcome::Ok(u) if u.name == "alice"));
-        assert!(matches!(a.verify("alice", s("wrong")).await, AuthOutcome::BadCredentials));
-        assert!(matches!(a.verify("Alice", s("right")).await, AuthOutcome::BadCredentials));
-        assert!(matches!(a.verify("nobody", s("right")).await, AuthOutcome::BadCredentials));
-        assert!(matches!(a.verify("bob", s("pw")).await, AuthOutcome::Disabled));
-        assert!(matches!(a.verify("bob", s("nope")).await, AuthOutcome::BadCredentials));
+        assert!(
+            matches!(a.verify("alice", s("right")).await, AuthOutcome::Ok(u) if u.name == "alice")
+        );
+        assert!(matches!(
+            a.verify("alice", s("wrong")).await,
+            AuthOutcome::BadCredentials
+        ));
+        assert!(matches!(
+            a.verify("Alice", s("right")).await,
+            AuthOutcome::BadCredentials
+        ));
+        assert!(matches!(
+            a.verify("nobody", s("right")).await,
+            AuthOutcome::BadCredentials
+        ));
+        assert!(matches!(
+            a.verify("bob", s("pw")).await,
+            AuthOutcome::Disabled
+        ));
+        assert!(matches!(
+            a.verify("bob", s("nope")).await,
+            AuthOutcome::BadCredentials
+        ));
         assert_eq!(a.in_flight.load(Ordering::SeqCst), 0);
     }
 

@@ -1,3 +1,205 @@
-fn main() {
-    println!("Hello, world!");
+//! The `postern` command line.
+
+use clap::{Parser, Subcommand};
+use postern::config::{self, Config, LogFormat};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "postern",
+    version,
+    about = "Authenticating SMTP submission proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the proxy in the foreground, logging to stderr.
+    Serve {
+        /// Config file (default: $POSTERN_CONFIG, then /etc/postern/postern.yaml).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the config and the users file it names; list every problem.
+    CheckConfig {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Read one password and print its argon2id PHC string for the users file.
+    HashPassword,
+    /// Run a self-contained demo on loopback: self-signed TLS, a sample user and a
+    /// stand-in smarthost.
+    Demo {
+        /// Folder for the demo's files (config, certificates, received messages).
+        #[arg(long, default_value = "postern-demo")]
+        dir: PathBuf,
+        /// Submission (STARTTLS) listener.
+        #[arg(long, default_value = "127.0.0.1:2587")]
+        submission: std::net::SocketAddr,
+        /// Implicit-TLS listener.
+        #[arg(long, default_value = "127.0.0.1:2465")]
+        smtps: std::net::SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Cmd::Serve { config } => serve(config),
+        Cmd::CheckConfig { config } => check_config(config),
+        Cmd::HashPassword => hash_password(),
+        Cmd::Demo {
+            dir,
+            submission,
+            smtps,
+        } => {
+            init_logging(LogFormat::Text, "info");
+            let ports = postern::demo::DemoPorts { submission, smtps };
+            match runtime().block_on(postern::demo::run(&dir, ports)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("postern demo: {e:#}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn load(path: Option<PathBuf>) -> Result<(Config, config::Users), ExitCode> {
+    let path = config::resolve_path(path);
+    Config::load(&path).map_err(|problems| {
+        eprintln!(
+            "postern: {} problem(s) in the configuration:",
+            problems.len()
+        );
+        eprint!("{problems}");
+        ExitCode::from(1)
+    })
+}
+
+fn serve(path: Option<PathBuf>) -> ExitCode {
+    let (config, users) = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(config.log.format, &config.log.level);
+    match runtime().block_on(postern::server::serve(config, users)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot run");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check_config(path: Option<PathBuf>) -> ExitCode {
+    let (config, users) = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!("{}: OK", config.path.display());
+    for l in &config.listeners {
+        println!(
+            "  listener   {} (tls: {}{})",
+            l.address,
+            l.tls,
+            if l.insecure_auth {
+                ", insecure_auth"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "  users      {} in {} ({} disabled)",
+        users.len(),
+        config.users_file.display(),
+        users.disabled_count()
+    );
+    let s = &config.smarthost;
+    println!(
+        "  smarthost  {}:{} (tls: {}, {})",
+        s.host,
+        s.port,
+        s.tls,
+        match &s.username {
+            Some(u) => format!("AUTH as {u}"),
+            None => "no AUTH".into(),
+        }
+    );
+    println!("  delivery   {:?}", config.delivery.mode);
+    ExitCode::SUCCESS
+}
+
+fn hash_password() -> ExitCode {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ");
+        let second = rpassword::prompt_password("Again: ");
+        match (first, second) {
+            (Ok(a), Ok(b)) if a == b => a,
+            (Ok(_), Ok(_)) => {
+                eprintln!("postern: the passwords differ");
+                return ExitCode::from(1);
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("postern: cannot read the password: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        let mut line = String::new();
+        if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+            eprintln!("postern: cannot read the password: {e}");
+            return ExitCode::from(2);
+        }
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    let password = postern::secret::Secret::new(password);
+    if password.expose().is_empty() {
+        eprintln!("postern: the password is empty");
+        return ExitCode::from(1);
+    }
+    match postern::auth::hash_password(password.expose()) {
+        Ok(h) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("postern: hashing failed: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

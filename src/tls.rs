@@ -30,7 +30,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// Reads every certificate in a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -112,7 +113,10 @@ impl ServerTls {
 
     /// The config for a new handshake.
     pub fn get(&self) -> Arc<ServerConfig> {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Puts a new config in force.
@@ -177,9 +181,10 @@ impl TestCa {
     pub fn issue(&self, names: &[&str]) -> Result<GeneratedCert, rcgen::Error> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = rcgen::CertificateParams::new(names.clone())?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, names.first().cloned().unwrap_or_default());
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         let key = rcgen::KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(GeneratedCert {

@@ -394,7 +394,12 @@ impl Config {
     }
 
     /// Parses and validates config text; relative paths are resolved against `base`.
-    pub fn from_yaml(text: &str, file: &Path, base: &Path, problems: &mut Problems) -> Option<Config> {
+    pub fn from_yaml(
+        text: &str,
+        file: &Path,
+        base: &Path,
+        problems: &mut Problems,
+    ) -> Option<Config> {
         let before = problems.len();
         let root: serde_yaml::Value = match serde_yaml::from_str(text) {
             Ok(v) => v,
@@ -410,7 +415,11 @@ impl Config {
         for key in map.keys() {
             let name = key.as_str().unwrap_or("?");
             if !KNOWN_KEYS.contains(&name) {
-                problems.add(file, name, format!("unknown key (known: {})", KNOWN_KEYS.join(", ")));
+                problems.add(
+                    file,
+                    name,
+                    format!("unknown key (known: {})", KNOWN_KEYS.join(", ")),
+                );
             }
         }
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
@@ -423,7 +432,8 @@ impl Config {
             problems.add(file, "hostname", "must be a host name without spaces");
         }
 
-        let raw_listeners: Vec<RawListener> = section(map, "listeners", file, problems).unwrap_or_default();
+        let raw_listeners: Vec<RawListener> =
+            section(map, "listeners", file, problems).unwrap_or_default();
         if raw_listeners.is_empty() && !problems.0.iter().any(|p| p.key == "listeners") {
             problems.add(file, "listeners", "at least one listener is needed");
         }
@@ -444,14 +454,25 @@ impl Config {
                 Err(_) => problems.add(
                     file,
                     &format!("{key}.address"),
-                    format!("{:?} is not an IP:port such as \"[::]:587\" or \"0.0.0.0:465\"", l.address),
+                    format!(
+                        "{:?} is not an IP:port such as \"[::]:587\" or \"0.0.0.0:465\"",
+                        l.address
+                    ),
                 ),
             }
             if l.insecure_auth && l.tls != TlsMode::None {
-                problems.add(file, &format!("{key}.insecure_auth"), "only applies to a listener with tls: none");
+                problems.add(
+                    file,
+                    &format!("{key}.insecure_auth"),
+                    "only applies to a listener with tls: none",
+                );
             }
             if l.proxy_protocol {
-                problems.add(file, &format!("{key}.proxy_protocol"), "PROXY protocol is not supported by this version yet");
+                problems.add(
+                    file,
+                    &format!("{key}.proxy_protocol"),
+                    "PROXY protocol is not supported by this version yet",
+                );
             }
         }
 
@@ -461,9 +482,11 @@ impl Config {
         });
         let needs_tls = listeners.iter().any(|l| l.tls != TlsMode::None);
         match &tls {
-            None if needs_tls && !problems.0.iter().any(|p| p.key == "tls") => {
-                problems.add(file, "tls", "a listener uses TLS, so tls.certificate and tls.private_key are needed")
-            }
+            None if needs_tls && !problems.0.iter().any(|p| p.key == "tls") => problems.add(
+                file,
+                "tls",
+                "a listener uses TLS, so tls.certificate and tls.private_key are needed",
+            ),
             Some(t) => {
                 if let Err(e) = crate::tls::load_server_config(t) {
                     problems.add(file, "tls", e.to_string());
@@ -495,7 +518,10 @@ impl Config {
         let d: RawDelivery = section(map, "delivery", file, problems).unwrap_or_default();
         let delivery = Delivery {
             mode: d.mode.unwrap_or(DeliveryMode::Passthrough),
-            spool_directory: resolve(d.spool_directory.unwrap_or_else(|| PathBuf::from("/var/spool/postern"))),
+            spool_directory: resolve(
+                d.spool_directory
+                    .unwrap_or_else(|| PathBuf::from("/var/spool/postern")),
+            ),
         };
         if delivery.mode == DeliveryMode::Queue {
             problems.add(
@@ -517,7 +543,10 @@ impl Config {
             ("max_message_size", limits.max_message_size),
             ("max_recipients", limits.max_recipients as u64),
             ("max_connections", limits.max_connections as u64),
-            ("max_connections_per_ip", limits.max_connections_per_ip as u64),
+            (
+                "max_connections_per_ip",
+                limits.max_connections_per_ip as u64,
+            ),
             ("max_errors", limits.max_errors as u64),
         ] {
             if v == 0 {
@@ -535,7 +564,14 @@ impl Config {
             level: lg.level.unwrap_or_else(|| "info".into()),
         };
         if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
-            problems.add(file, "log.level", format!("{:?} is not a level (error, warn, info, debug, trace)", log.level));
+            problems.add(
+                file,
+                "log.level",
+                format!(
+                    "{:?} is not a level (error, warn, info, debug, trace)",
+                    log.level
+                ),
+            );
         }
 
         let t: RawTimeouts = section(map, "timeouts", file, problems).unwrap_or_default();
@@ -597,36 +633,56 @@ fn validate_smarthost(
     let (host, port) = match split_host_port(&s.address) {
         Some(hp) => hp,
         None => {
-            problems.add(file, "smarthost.address", format!("{:?} is not host:port", s.address));
+            problems.add(
+                file,
+                "smarthost.address",
+                format!("{:?} is not host:port", s.address),
+            );
             (String::new(), 0)
         }
     };
     let ca_file = s.ca_file.map(resolve);
-    if let Some(ca) = &ca_file {
-        if let Err(e) = crate::tls::load_ca_file(ca) {
-            problems.add(file, "smarthost.ca_file", e.to_string());
-        }
+    if let Some(ca) = &ca_file
+        && let Err(e) = crate::tls::load_ca_file(ca)
+    {
+        problems.add(file, "smarthost.ca_file", e.to_string());
     }
     let password = match (&s.username, s.password_file.map(resolve)) {
         (Some(_), Some(pf)) => match std::fs::read_to_string(&pf) {
             Ok(text) => {
                 let p = text.trim_end_matches(['\r', '\n']).to_string();
                 if p.is_empty() {
-                    problems.add(file, "smarthost.password_file", format!("{} is empty", pf.display()));
+                    problems.add(
+                        file,
+                        "smarthost.password_file",
+                        format!("{} is empty", pf.display()),
+                    );
                 }
                 Some(Secret::new(p))
             }
             Err(e) => {
-                problems.add(file, "smarthost.password_file", format!("cannot read {}: {e}", pf.display()));
+                problems.add(
+                    file,
+                    "smarthost.password_file",
+                    format!("cannot read {}: {e}", pf.display()),
+                );
                 None
             }
         },
         (Some(_), None) => {
-            problems.add(file, "smarthost.password_file", "needed with smarthost.username");
+            problems.add(
+                file,
+                "smarthost.password_file",
+                "needed with smarthost.username",
+            );
             None
         }
         (None, Some(_)) => {
-            problems.add(file, "smarthost.username", "needed with smarthost.password_file");
+            problems.add(
+                file,
+                "smarthost.username",
+                "needed with smarthost.password_file",
+            );
             None
         }
         (None, None) => None,
@@ -641,7 +697,11 @@ fn validate_smarthost(
     let pool_size = s.pool_size.unwrap_or(8);
     let max_messages_per_connection = s.max_messages_per_connection.unwrap_or(100);
     if max_messages_per_connection == 0 {
-        problems.add(file, "smarthost.max_messages_per_connection", "must be greater than 0");
+        problems.add(
+            file,
+            "smarthost.max_messages_per_connection",
+            "must be greater than 0",
+        );
     }
     (problems.len() == before).then(|| Smarthost {
         host,
@@ -652,7 +712,10 @@ fn validate_smarthost(
         password,
         insecure_auth: s.insecure_auth,
         pool_size,
-        idle_timeout: s.idle_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
+        idle_timeout: s
+            .idle_timeout
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(30)),
         max_messages_per_connection,
     })
 }

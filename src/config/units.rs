@@ -24,13 +24,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("{s:?} is not a duration such as 30s, 5m or 1h"));
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| format!("{s:?}: number too large"))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{s:?}: number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         let part = match unit {
@@ -39,7 +45,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "m" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
             "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)")),
+            _ => {
+                return Err(format!(
+                    "{s:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+                ));
+            }
         };
         total = total.saturating_add(part);
     }
@@ -53,7 +63,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if digits == 0 {
         return Err(format!("{s:?} is not a size such as 25MiB or 10485760"));
     }
-    let n: u64 = s[..digits].parse().map_err(|_| format!("{s:?}: number too large"))?;
+    let n: u64 = s[..digits]
+        .parse()
+        .map_err(|_| format!("{s:?}: number too large"))?;
     let mult: u64 = match s[digits..].trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1000,
@@ -62,9 +74,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "g" | "gb" => 1_000_000_000,
         "gib" => 1 << 30,
-        unit => return Err(format!("{s:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, KB, MB, GB)")),
+        unit => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (use B, KiB, MiB, GiB, KB, MB, GB)"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?}: too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?}: too large"))
 }
 
 #[derive(Deserialize)]
@@ -78,7 +95,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match NumOrString::deserialize(d)? {
             NumOrString::Num(n) => Ok(HumanDuration(Duration::from_secs(n))),
-            NumOrString::Str(s) => parse_duration(&s).map(HumanDuration).map_err(de::Error::custom),
+            NumOrString::Str(s) => parse_duration(&s)
+                .map(HumanDuration)
+                .map_err(de::Error::custom),
         }
     }
 }
@@ -98,7 +117,8 @@ mod tests {
 
     #[test]
     fn durations() {
-        let ok = |s: &str, ms: u64| assert_eq!(parse_duration(s), Ok(Duration::from_millis(ms)), "{s}");
+        let ok =
+            |s: &str, ms: u64| assert_eq!(parse_duration(s), Ok(Duration::from_millis(ms)), "{s}");
         ok("30s", 30_000);
         ok("5m", 300_000);
         ok("1h", 3_600_000);

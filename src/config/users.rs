@@ -76,7 +76,10 @@ impl Users {
     /// Builds a user set from users (for tests and the demo).
     pub fn from_list(list: Vec<User>) -> Users {
         Users {
-            by_name: list.into_iter().map(|u| (u.name.clone(), Arc::new(u))).collect(),
+            by_name: list
+                .into_iter()
+                .map(|u| (u.name.clone(), Arc::new(u)))
+                .collect(),
         }
     }
 }
@@ -103,10 +106,18 @@ pub fn load_users(path: &Path, defaults: &RateLimits, problems: &mut Problems) -
     for (i, u) in raw.users.into_iter().enumerate() {
         let key = format!("users[{i}]");
         if u.name.is_empty() || u.name.chars().any(|c| c.is_control() || c == ' ') {
-            problems.add(path, &format!("{key}.name"), "must be non-empty, without spaces or control characters");
+            problems.add(
+                path,
+                &format!("{key}.name"),
+                "must be non-empty, without spaces or control characters",
+            );
         }
         if let Err(e) = crate::auth::check_phc(&u.password) {
-            problems.add(path, &format!("{key}.password"), format!("{e} (make one with `postern hash-password`)"));
+            problems.add(
+                path,
+                &format!("{key}.password"),
+                format!("{e} (make one with `postern hash-password`)"),
+            );
         }
         let mut senders = Vec::new();
         for (j, s) in u.senders.iter().enumerate() {
@@ -128,7 +139,11 @@ pub fn load_users(path: &Path, defaults: &RateLimits, problems: &mut Problems) -
             allow_any_header_from: u.allow_any_header_from,
         };
         if by_name.insert(u.name.clone(), Arc::new(user)).is_some() {
-            problems.add(path, &format!("{key}.name"), format!("user {:?} is listed twice", u.name));
+            problems.add(
+                path,
+                &format!("{key}.name"),
+                format!("user {:?} is listed twice", u.name),
+            );
         }
     }
     (problems.len() == before).then_some(Users { by_name })

@@ -33,7 +33,11 @@ impl SenderRule {
         if local.is_empty() {
             Ok(SenderRule::Domain(domain))
         } else {
-            Ok(SenderRule::Address(format!("{}@{}", local.to_lowercase(), domain)))
+            Ok(SenderRule::Address(format!(
+                "{}@{}",
+                local.to_lowercase(),
+                domain
+            )))
         }
     }
 
@@ -113,7 +117,14 @@ mod tests {
 
     #[test]
     fn parse_errors() {
-        for bad in ["nodomain", "a@", "@", "a b@c.example", "@.example", "<a@b.example>"] {
+        for bad in [
+            "nodomain",
+            "a@",
+            "@",
+            "a b@c.example",
+            "@.example",
+            "<a@b.example>",
+        ] {
             assert!(SenderRule::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(SenderRule::parse("@EX.com").unwrap().to_string(), "@ex.com");

@@ -21,9 +21,7 @@ pub fn error_reply(e: smtp_proto::Error) -> Reply {
     match e {
         E::UnknownCommand => Reply::new(500, Esc(5, 5, 1), "Command unrecognized"),
         E::InvalidSenderAddress => Reply::new(501, Esc(5, 1, 7), "Bad sender address syntax"),
-        E::InvalidRecipientAddress => {
-            Reply::new(501, Esc(5, 1, 3), "Bad recipient address syntax")
-        }
+        E::InvalidRecipientAddress => Reply::new(501, Esc(5, 1, 3), "Bad recipient address syntax"),
         E::SyntaxError { syntax } => Reply::new(501, Esc(5, 5, 4), format!("Syntax: {syntax}")),
         E::InvalidParameter { param } => {
             Reply::new(501, Esc(5, 5, 4), format!("Invalid parameter {param}"))
@@ -31,7 +29,10 @@ pub fn error_reply(e: smtp_proto::Error) -> Reply {
         E::UnsupportedParameter { param } => Reply::new(
             555,
             Esc(5, 5, 4),
-            format!("Unsupported parameter {}", param.chars().take(32).collect::<String>()),
+            format!(
+                "Unsupported parameter {}",
+                param.chars().take(32).collect::<String>()
+            ),
         ),
         E::NeedsMoreData { .. } | E::ResponseTooLong | E::InvalidResponse { .. } => {
             Reply::new(500, Esc(5, 5, 2), "Syntax error")
@@ -57,8 +58,18 @@ mod tests {
 
     #[test]
     fn simple_verbs() {
-        assert_eq!(ok("EHLO client.example\r\n"), Request::Ehlo { host: "client.example".into() });
-        assert_eq!(ok("ehlo [127.0.0.1]\r\n"), Request::Ehlo { host: "[127.0.0.1]".into() });
+        assert_eq!(
+            ok("EHLO client.example\r\n"),
+            Request::Ehlo {
+                host: "client.example".into()
+            }
+        );
+        assert_eq!(
+            ok("ehlo [127.0.0.1]\r\n"),
+            Request::Ehlo {
+                host: "[127.0.0.1]".into()
+            }
+        );
         assert_eq!(ok("HELO x\r\n"), Request::Helo { host: "x".into() });
         assert_eq!(ok("STARTTLS\r\n"), Request::StartTls);
         assert_eq!(ok("DATA\r\n"), Request::Data);
@@ -71,32 +82,51 @@ mod tests {
 
     #[test]
     fn mail_and_rcpt() {
-        let Request::Mail { from } = ok("MAIL FROM:<a@b.example>\r\n") else { panic!() };
+        let Request::Mail { from } = ok("MAIL FROM:<a@b.example>\r\n") else {
+            panic!()
+        };
         assert_eq!(from.address, "a@b.example");
         let Request::Mail { from } = ok("mail from:<a@b.example> SIZE=1000 BODY=8BITMIME\r\n")
         else {
             panic!()
         };
-        assert_eq!((from.size, from.flags & MAIL_BODY_8BITMIME != 0), (1000, true));
-        let Request::Mail { from } = ok("MAIL FROM:<j\u{f6}s\u{e9}@b.example> SMTPUTF8\r\n")
-        else {
+        assert_eq!(
+            (from.size, from.flags & MAIL_BODY_8BITMIME != 0),
+            (1000, true)
+        );
+        let Request::Mail { from } = ok("MAIL FROM:<j\u{f6}s\u{e9}@b.example> SMTPUTF8\r\n") else {
             panic!()
         };
         assert_eq!(from.address, "j\u{f6}s\u{e9}@b.example");
         assert!(from.flags & MAIL_SMTPUTF8 != 0);
-        let Request::Mail { from } = ok("MAIL FROM:<>\r\n") else { panic!() };
+        let Request::Mail { from } = ok("MAIL FROM:<>\r\n") else {
+            panic!()
+        };
         assert_eq!(from.address, "");
-        let Request::Rcpt { to } = ok("RCPT TO:<c@d.example>\r\n") else { panic!() };
+        let Request::Rcpt { to } = ok("RCPT TO:<c@d.example>\r\n") else {
+            panic!()
+        };
         assert_eq!(to.address, "c@d.example");
     }
 
     #[test]
     fn auth() {
-        let Request::Auth { mechanism, initial_response } = ok("AUTH PLAIN AGEAYg==\r\n") else {
+        let Request::Auth {
+            mechanism,
+            initial_response,
+        } = ok("AUTH PLAIN AGEAYg==\r\n")
+        else {
             panic!()
         };
-        assert_eq!((mechanism, initial_response.as_str()), (AUTH_PLAIN, "AGEAYg=="));
-        let Request::Auth { mechanism, initial_response } = ok("AUTH LOGIN\r\n") else {
+        assert_eq!(
+            (mechanism, initial_response.as_str()),
+            (AUTH_PLAIN, "AGEAYg==")
+        );
+        let Request::Auth {
+            mechanism,
+            initial_response,
+        } = ok("AUTH LOGIN\r\n")
+        else {
             panic!()
         };
         assert_eq!((mechanism, initial_response.as_str()), (AUTH_LOGIN, ""));

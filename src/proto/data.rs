@@ -243,7 +243,12 @@ mod tests {
             let mut input = body.to_vec();
             input.extend_from_slice(b"real end\r\n.\r\nNEXT\r\n");
             let (_, done, err) = all_splits(&input, 1 << 20);
-            assert_eq!(done, Some(input.len() - 6), "{:?}", String::from_utf8_lossy(body));
+            assert_eq!(
+                done,
+                Some(input.len() - 6),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
             assert_eq!(err, Some(*want), "{:?}", String::from_utf8_lossy(body));
         }
     }
@@ -264,7 +269,10 @@ mod tests {
         let mut long = vec![b'x'; 999];
         long.extend_from_slice(b"\r\nok\r\n.\r\n");
         let (_, done, err) = all_splits(&long, 1 << 20);
-        assert_eq!((done, err), (Some(long.len()), Some(DataError::LineTooLong)));
+        assert_eq!(
+            (done, err),
+            (Some(long.len()), Some(DataError::LineTooLong))
+        );
     }
 
     #[test]
@@ -273,7 +281,10 @@ mod tests {
         let mut input = vec![b'y'; 5000];
         input.extend_from_slice(b"\r\n.\r\n");
         let (_, done, err) = all_splits(&input, 1 << 20);
-        assert_eq!((done, err), (Some(input.len()), Some(DataError::LineTooLong)));
+        assert_eq!(
+            (done, err),
+            (Some(input.len()), Some(DataError::LineTooLong))
+        );
         // But an over-long line ending in a bare LF does not.
         let mut input = vec![b'y'; 5000];
         input.extend_from_slice(b"\n.\r\n");

@@ -77,17 +77,57 @@ mod tests {
             (b"NOOP\r", 10, Frame::Incomplete),
             (b"NOOP\r\n", 10, Frame::Line(6)),
             (b"NOOP\r\nQUIT\r\n", 10, Frame::Line(6)),
-            (b"NOOP\n", 10, Frame::Bad { len: 5, why: LineError::BareLf }),
-            (b"\n", 10, Frame::Bad { len: 1, why: LineError::BareLf }),
-            (b"NO\rOP\r\n", 10, Frame::Bad { len: 7, why: LineError::BareCr }),
-            (b"NO\0OP\r\n", 10, Frame::Bad { len: 7, why: LineError::Nul }),
-            (b"0123456789\r\n", 10, Frame::Bad { len: 12, why: LineError::TooLong }),
+            (
+                b"NOOP\n",
+                10,
+                Frame::Bad {
+                    len: 5,
+                    why: LineError::BareLf,
+                },
+            ),
+            (
+                b"\n",
+                10,
+                Frame::Bad {
+                    len: 1,
+                    why: LineError::BareLf,
+                },
+            ),
+            (
+                b"NO\rOP\r\n",
+                10,
+                Frame::Bad {
+                    len: 7,
+                    why: LineError::BareCr,
+                },
+            ),
+            (
+                b"NO\0OP\r\n",
+                10,
+                Frame::Bad {
+                    len: 7,
+                    why: LineError::Nul,
+                },
+            ),
+            (
+                b"0123456789\r\n",
+                10,
+                Frame::Bad {
+                    len: 12,
+                    why: LineError::TooLong,
+                },
+            ),
             (b"01234567\r\n", 10, Frame::Line(10)),
             (b"0123456789A", 10, Frame::Overflow),
             (b"0123456789", 10, Frame::Incomplete),
         ];
         for (input, max, want) in cases {
-            assert_eq!(next_line(input, *max), *want, "input {:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                next_line(input, *max),
+                *want,
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 }

@@ -31,7 +31,12 @@ pub fn received_header(t: &Trace<'_>) -> String {
     } else {
         h.push(' ');
     }
-    h.push_str(&format!("by {} (Postern) with {} id {}", clean(t.by), t.with, clean(t.id)));
+    h.push_str(&format!(
+        "by {} (Postern) with {} id {}",
+        clean(t.by),
+        t.with,
+        clean(t.id)
+    ));
     if let Some(tls) = t.tls {
         h.push_str(&format!("\r\n\t(using {tls})"));
     }
@@ -61,7 +66,10 @@ fn clean(s: &str) -> String {
 
 /// Formats a time as an RFC 5322 date in UTC, e.g. `Sat, 28 Nov 2026 17:37:42 +0000`.
 pub fn rfc5322_date(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);

@@ -26,8 +26,7 @@ impl Esc {
         let class: u8 = parts.next()?.parse().ok()?;
         let subject: u16 = parts.next()?.parse().ok()?;
         let detail: u16 = parts.next()?.parse().ok()?;
-        if parts.next().is_some() || !matches!(class, 2 | 4 | 5) || subject > 999 || detail > 999
-        {
+        if parts.next().is_some() || !matches!(class, 2 | 4 | 5) || subject > 999 || detail > 999 {
             return None;
         }
         Some((Esc(class, subject, detail), rest))
@@ -96,7 +95,7 @@ impl Reply {
                 s.push(' ');
             }
             s.push_str(line);
-            out.extend_from_slice(s.trim_end().as_bytes());
+            out.extend_from_slice(s.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -144,7 +143,8 @@ pub fn parse_reply_line(line: &[u8]) -> Result<ReplyLine<'_>, ReplyError> {
     if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
         return Err(ReplyError::Malformed);
     }
-    let code = (line[0] - b'0') as u16 * 100 + (line[1] - b'0') as u16 * 10 + (line[2] - b'0') as u16;
+    let code =
+        (line[0] - b'0') as u16 * 100 + (line[1] - b'0') as u16 * 10 + (line[2] - b'0') as u16;
     if !(200..600).contains(&code) {
         return Err(ReplyError::Malformed);
     }
@@ -211,7 +211,13 @@ impl ReplyBuilder {
 /// carry control characters.
 fn sanitize(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
@@ -222,9 +228,15 @@ mod tests {
     #[test]
     fn writes_single_and_multiline() {
         let r = Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid");
-        assert_eq!(r.to_wire(), "535 5.7.8 Authentication credentials invalid\r\n");
+        assert_eq!(
+            r.to_wire(),
+            "535 5.7.8 Authentication credentials invalid\r\n"
+        );
         let r = Reply::plain(250, "mx.example\nPIPELINING\nSIZE 10");
-        assert_eq!(r.to_wire(), "250-mx.example\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+        assert_eq!(
+            r.to_wire(),
+            "250-mx.example\r\n250-PIPELINING\r\n250 SIZE 10\r\n"
+        );
         let r = Reply::new(451, Esc(4, 4, 1), "a\nb");
         assert_eq!(r.to_wire(), "451-4.4.1 a\r\n451 4.4.1 b\r\n");
     }
@@ -237,7 +249,14 @@ mod tests {
         assert_eq!((ok.code, ok.last, ok.text), (220, true, "ready"));
         let ok = parse_reply_line(b"250\r\n").unwrap();
         assert_eq!((ok.code, ok.last, ok.text), (250, true, ""));
-        for bad in [&b"25 x\r\n"[..], b"abc def", b"250x", b"999 x", b"", b"\xff\xff\xff"] {
+        for bad in [
+            &b"25 x\r\n"[..],
+            b"abc def",
+            b"250x",
+            b"999 x",
+            b"",
+            b"\xff\xff\xff",
+        ] {
             assert_eq!(parse_reply_line(bad), Err(ReplyError::Malformed), "{bad:?}");
         }
     }
@@ -275,7 +294,10 @@ mod tests {
 
     #[test]
     fn esc_prefix() {
-        assert_eq!(Esc::parse_prefix("4.7.1 slow down"), Some((Esc(4, 7, 1), "slow down")));
+        assert_eq!(
+            Esc::parse_prefix("4.7.1 slow down"),
+            Some((Esc(4, 7, 1), "slow down"))
+        );
         assert_eq!(Esc::parse_prefix("2.0.0"), Some((Esc(2, 0, 0), "")));
         assert_eq!(Esc::parse_prefix("3.0.0 x"), None);
         assert_eq!(Esc::parse_prefix("hello"), None);

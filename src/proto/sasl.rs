@@ -104,7 +104,11 @@ mod tests {
         };
         ok(b"\0alice\0secret", "alice", "secret");
         ok(b"alice\0alice\0secret", "alice", "secret");
-        ok("\0jos\u{e9}\0p\u{e4}ss w\u{f6}rd".as_bytes(), "jos\u{e9}", "p\u{e4}ss w\u{f6}rd");
+        ok(
+            "\0jos\u{e9}\0p\u{e4}ss w\u{f6}rd".as_bytes(),
+            "jos\u{e9}",
+            "p\u{e4}ss w\u{f6}rd",
+        );
 
         let err = |line: &str, want: SaslError| {
             assert_eq!(decode_plain(line).unwrap_err(), want, "{line:?}");

@@ -66,7 +66,12 @@ mod tests {
         let wire = b"..one\r\ntwo\r\n...\r\n.\r\n";
         let mut rx = DataReceiver::new(1000);
         let mut content = Vec::new();
-        assert_eq!(rx.feed(wire, &mut content), Feed::Done { consumed: wire.len() });
+        assert_eq!(
+            rx.feed(wire, &mut content),
+            Feed::Done {
+                consumed: wire.len()
+            }
+        );
         let mut s = DotStuffer::default();
         let mut out = Vec::new();
         s.stuff(&content, &mut out);

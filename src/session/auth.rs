@@ -1,0 +1,186 @@
+//! AUTH PLAIN and AUTH LOGIN (RFC 4954, RFC 4616).
+
+use super::{Flow, MAX_AUTH_LINE, Session};
+use crate::auth::AuthOutcome;
+use crate::proto::reply::{Esc, Reply};
+use crate::proto::sasl::{self, Credentials, SaslError};
+use crate::secret::Secret;
+use crate::session::io::{ReadLine, SmtpStream};
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{info, warn};
+
+/// Why the SASL exchange did not produce credentials.
+enum Exchange {
+    Sasl(SaslError),
+    /// The connection timed out or closed mid-exchange.
+    Gone(Flow),
+}
+
+impl Session {
+    pub(super) async fn auth<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        mechanism: u64,
+        initial: String,
+    ) -> Flow {
+        let initial = Secret::new(initial);
+        if self.helo.is_none() {
+            return self.refuse(io, Reply::new(503, Esc(5, 5, 1), "Send EHLO first"));
+        }
+        if !self.auth_allowed() {
+            return self.refuse(
+                io,
+                Reply::new(530, Esc(5, 7, 0), "Must issue a STARTTLS command first"),
+            );
+        }
+        if self.user.is_some() {
+            return self.refuse(io, Reply::new(503, Esc(5, 5, 1), "Already authenticated"));
+        }
+        if self.txn.is_some() {
+            return self.refuse(
+                io,
+                Reply::new(
+                    503,
+                    Esc(5, 5, 1),
+                    "AUTH not allowed during a mail transaction",
+                ),
+            );
+        }
+        let exchanged = match mechanism {
+            AUTH_PLAIN => self.exchange_plain(io, initial).await,
+            AUTH_LOGIN => self.exchange_login(io, initial).await,
+            _ => {
+                return self.refuse(
+                    io,
+                    Reply::new(504, Esc(5, 5, 4), "Unrecognized authentication mechanism"),
+                );
+            }
+        };
+        let creds = match exchanged {
+            Ok(c) => c,
+            Err(Exchange::Gone(flow)) => return flow,
+            Err(Exchange::Sasl(SaslError::Cancelled)) => {
+                return self.refuse(
+                    io,
+                    Reply::new(501, Esc(5, 0, 0), "Authentication cancelled"),
+                );
+            }
+            Err(Exchange::Sasl(SaslError::AuthzidMismatch)) => {
+                warn!("authentication refused: authorization identity differs from the username");
+                return self.refuse(
+                    io,
+                    Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
+                );
+            }
+            Err(Exchange::Sasl(e)) => {
+                return self.refuse(
+                    io,
+                    Reply::new(
+                        501,
+                        Esc(5, 5, 2),
+                        format!("Malformed authentication data: {e}"),
+                    ),
+                );
+            }
+        };
+        let username = creds.username.clone();
+        match self.ctx.auth.verify(&creds.username, creds.password).await {
+            AuthOutcome::Ok(user) => {
+                self.span.record("user", user.name.as_str());
+                info!(user = %user.name, "authenticated");
+                self.user = Some(user);
+                self.ok(
+                    io,
+                    Reply::new(235, Esc(2, 7, 0), "Authentication successful"),
+                )
+            }
+            AuthOutcome::BadCredentials => {
+                warn!(username = ?username, "authentication failed: bad username or password");
+                self.refuse(
+                    io,
+                    Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
+                )
+            }
+            AuthOutcome::Disabled => {
+                warn!(username = ?username, "authentication failed: user is disabled");
+                self.refuse(
+                    io,
+                    Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
+                )
+            }
+            AuthOutcome::Busy => {
+                warn!("authentication deferred: too many verifications in progress");
+                self.refuse(
+                    io,
+                    Reply::new(
+                        454,
+                        Esc(4, 7, 0),
+                        "Temporary authentication failure, try again later",
+                    ),
+                )
+            }
+        }
+    }
+
+    async fn exchange_plain<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        initial: Secret,
+    ) -> Result<Credentials, Exchange> {
+        let response = if initial.expose().is_empty() {
+            self.challenge(io, "").await?
+        } else {
+            initial
+        };
+        sasl::decode_plain(response.expose()).map_err(Exchange::Sasl)
+    }
+
+    async fn exchange_login<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        initial: Secret,
+    ) -> Result<Credentials, Exchange> {
+        let user_line = if initial.expose().is_empty() {
+            self.challenge(io, sasl::LOGIN_USERNAME_PROMPT).await?
+        } else {
+            initial
+        };
+        let username = sasl::decode_login(user_line.expose()).map_err(Exchange::Sasl)?;
+        let pass_line = self.challenge(io, sasl::LOGIN_PASSWORD_PROMPT).await?;
+        let password = Secret::new(sasl::decode_login(pass_line.expose()).map_err(Exchange::Sasl)?);
+        if username.is_empty() || password.expose().is_empty() {
+            return Err(Exchange::Sasl(SaslError::Malformed));
+        }
+        Ok(Credentials { username, password })
+    }
+
+    /// Sends a 334 challenge and reads the client's response line (never logged).
+    async fn challenge<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        prompt: &str,
+    ) -> Result<Secret, Exchange> {
+        io.reply(&Reply::plain(334, prompt));
+        match io
+            .read_line(MAX_AUTH_LINE, self.ctx.config.timeouts.command)
+            .await
+        {
+            ReadLine::Line(line) => {
+                let text = std::str::from_utf8(&line[..line.len() - 2])
+                    .map_err(|_| Exchange::Sasl(SaslError::Base64))?;
+                Ok(Secret::new(text.to_string()))
+            }
+            ReadLine::Bad(_) => Err(Exchange::Sasl(SaslError::Base64)),
+            ReadLine::TimedOut => {
+                io.reply(&Reply::new(
+                    421,
+                    Esc(4, 4, 2),
+                    "Timeout during authentication, closing connection",
+                ));
+                Err(Exchange::Gone(Flow::Close))
+            }
+            ReadLine::Closed => Err(Exchange::Gone(Flow::Close)),
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! MAIL and RCPT: local policy first, then the smarthost's own verdict.
+
+use super::{Flow, Session, Transaction};
+use crate::policy::senders::sender_allowed;
+use crate::proto::command::{MailFrom, RcptTo};
+use crate::proto::reply::{Esc, Reply};
+use crate::session::io::SmtpStream;
+use crate::upstream::{Upstream, UpstreamError};
+use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_SMTPUTF8};
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{info, warn};
+
+/// The reply when the smarthost cannot be reached: always transient.
+pub(super) fn upstream_unavailable(e: &UpstreamError) -> Reply {
+    match e {
+        UpstreamError::Refused { reply, .. } if reply.code == 421 => {
+            Reply::new(421, Esc(4, 4, 2), "Smarthost unavailable, try again later")
+        }
+        _ => Reply::new(451, Esc(4, 4, 1), "Smarthost unavailable, try again later"),
+    }
+}
+
+/// The reply when the smarthost connection broke mid-transaction.
+pub(super) fn upstream_lost() -> Reply {
+    Reply::new(
+        451,
+        Esc(4, 4, 2),
+        "Connection to the smarthost lost, try again later",
+    )
+}
+
+/// A smarthost reply passed on to the client, with an enhanced code if it had none.
+pub(super) fn relay_reply(mut r: Reply) -> Reply {
+    if r.esc.is_none() {
+        let class = (r.code / 100) as u8;
+        r.esc = Some(Esc(class, 0, 0));
+    }
+    r
+}
+
+impl Session {
+    /// Checks that a transaction may start; the reply if not.
+    fn mail_precheck(&self) -> Option<Reply> {
+        if self.helo.is_none() {
+            Some(Reply::new(503, Esc(5, 5, 1), "Send EHLO first"))
+        } else if self.user.is_none() {
+            Some(Reply::new(530, Esc(5, 7, 0), "Authentication required"))
+        } else if self.txn.is_some() {
+            Some(Reply::new(503, Esc(5, 5, 1), "Nested MAIL command"))
+        } else {
+            None
+        }
+    }
+
+    pub(super) async fn mail<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        from: MailFrom<String>,
+    ) -> Flow {
+        if let Some(reply) = self.mail_precheck() {
+            return self.refuse(io, reply);
+        }
+        let user = self.user.clone().expect("checked above");
+        if from.address.is_empty() || !sender_allowed(&user.senders, &from.address) {
+            warn!(user = %user.name, sender = ?from.address, "sender not allowed for this user");
+            return self.refuse(
+                io,
+                Reply::new(
+                    550,
+                    Esc(5, 7, 1),
+                    format!("Sender <{}> not allowed for this user", from.address),
+                ),
+            );
+        }
+        let max = self.ctx.config.limits.max_message_size;
+        if from.size as u64 > max {
+            info!(declared = from.size, max, "declared size too large");
+            return self.refuse(
+                io,
+                Reply::new(
+                    552,
+                    Esc(5, 3, 4),
+                    "Message size exceeds fixed maximum message size",
+                ),
+            );
+        }
+        let utf8 = from.flags & MAIL_SMTPUTF8 != 0 || !from.address.is_ascii();
+        let eight_bit = from.flags & MAIL_BODY_8BITMIME != 0;
+        let (conn, reply) = match self
+            .upstream_mail(&from.address, from.size, eight_bit, utf8)
+            .await
+        {
+            Ok(r) => r,
+            Err(reply) => return self.refuse(io, reply),
+        };
+        if !reply.is_positive() {
+            info!(sender = %from.address, reply = %reply, "smarthost refused the sender");
+            self.ctx.relay.put(conn);
+            return self.refuse(io, relay_reply(reply));
+        }
+        self.txn = Some(Transaction {
+            from: from.address,
+            rcpts: Vec::new(),
+            upstream: Some(conn),
+            broken: false,
+            started: Instant::now(),
+        });
+        self.ok(io, Reply::new(250, Esc(2, 1, 0), "Sender OK"))
+    }
+
+    /// Opens the transaction at the smarthost, retrying once on a new connection when
+    /// a pooled one turns out to be dead.
+    async fn upstream_mail(
+        &mut self,
+        address: &str,
+        size: usize,
+        eight_bit: bool,
+        utf8: bool,
+    ) -> Result<(Upstream, crate::proto::reply::Reply), Reply> {
+        let mut taken = self.ctx.relay.take().await.map_err(|e| {
+            warn!(error = %e, "smarthost unavailable");
+            upstream_unavailable(&e)
+        })?;
+        loop {
+            let conn = &mut taken.conn;
+            if utf8 && !conn.caps.smtputf8 {
+                self.ctx.relay.put(taken.conn);
+                return Err(Reply::new(
+                    553,
+                    Esc(5, 6, 7),
+                    "The smarthost does not support SMTPUTF8 addresses",
+                ));
+            }
+            let mut line = format!("MAIL FROM:<{address}>");
+            if size > 0 && conn.caps.size.is_some() {
+                line.push_str(&format!(" SIZE={size}"));
+            }
+            if eight_bit && conn.caps.eight_bit_mime {
+                line.push_str(" BODY=8BITMIME");
+            }
+            if utf8 {
+                line.push_str(" SMTPUTF8");
+            }
+            let result = conn.command(&line, "MAIL").await;
+            let dead = match &result {
+                Err(_) => true,
+                Ok(reply) => reply.code == 421,
+            };
+            if dead && taken.reused {
+                info!("pooled smarthost connection was closed; opening a new one");
+                taken.conn = self.ctx.relay.connect().await.map_err(|e| {
+                    warn!(error = %e, "smarthost unavailable");
+                    upstream_unavailable(&e)
+                })?;
+                taken.reused = false;
+                continue;
+            }
+            return match result {
+                Ok(reply) if reply.code == 421 => {
+                    warn!(reply = %reply, "smarthost closed the connection at MAIL");
+                    Err(upstream_lost())
+                }
+                Ok(reply) => Ok((taken.conn, reply)),
+                Err(e) => {
+                    warn!(error = %e, "smarthost failed at MAIL");
+                    Err(upstream_unavailable(&e))
+                }
+            };
+        }
+    }
+
+    pub(super) async fn rcpt<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        to: RcptTo<String>,
+    ) -> Flow {
+        if self.user.is_none() {
+            return self.refuse(io, Reply::new(530, Esc(5, 7, 0), "Authentication required"));
+        }
+        let max = self.ctx.config.limits.max_recipients;
+        let Some(txn) = self.txn.as_mut() else {
+            return self.refuse(io, Reply::new(503, Esc(5, 5, 1), "Need MAIL command first"));
+        };
+        if txn.broken {
+            return self.refuse(io, upstream_lost());
+        }
+        if txn.rcpts.len() >= max {
+            info!(max, "too many recipients");
+            return self.refuse(
+                io,
+                Reply::new(
+                    452,
+                    Esc(4, 5, 3),
+                    format!("Too many recipients (at most {max} per message)"),
+                ),
+            );
+        }
+        if to.address.is_empty() || !to.address.contains('@') {
+            return self.refuse(
+                io,
+                Reply::new(501, Esc(5, 1, 3), "Bad recipient address syntax"),
+            );
+        }
+        let conn = txn
+            .upstream
+            .as_mut()
+            .expect("passthrough transaction has a connection");
+        match conn
+            .command(&format!("RCPT TO:<{}>", to.address), "RCPT")
+            .await
+        {
+            Ok(reply) if reply.code == 421 => {
+                warn!(reply = %reply, "smarthost closed the connection at RCPT");
+                txn.broken = true;
+                txn.upstream = None;
+                self.refuse(io, upstream_lost())
+            }
+            Ok(reply) if reply.is_positive() => {
+                txn.rcpts.push(to.address);
+                self.ok(io, Reply::new(250, Esc(2, 1, 5), "Recipient OK"))
+            }
+            Ok(reply) => {
+                info!(rcpt = %to.address, reply = %reply, "smarthost refused the recipient");
+                self.refuse(io, relay_reply(reply))
+            }
+            Err(e) => {
+                warn!(error = %e, "smarthost failed at RCPT");
+                txn.broken = true;
+                txn.upstream = None;
+                self.refuse(io, upstream_lost())
+            }
+        }
+    }
+}

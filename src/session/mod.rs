@@ -1,0 +1,357 @@
+//! One SMTP session: a small state machine generic over its stream, with one file
+//! per phase ([`ehlo`], [`auth`], [`mail`] for MAIL and RCPT, [`data`]).
+//!
+//! STARTTLS ends [`Session::run`] with [`Flow::StartTls`]; [`serve_connection`] then
+//! does the handshake and runs the same session again over the TLS stream, with
+//! everything the client pipelined after STARTTLS thrown away.
+
+mod auth;
+mod data;
+mod ehlo;
+pub mod io;
+mod mail;
+
+use crate::config::{Listener, TlsMode, User};
+use crate::context::Context;
+use crate::proto::command::{Command, parse_command};
+use crate::proto::reply::{Esc, Reply};
+use crate::upstream::Upstream;
+use io::{ReadLine, SmtpStream};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::{Instrument, Span, debug, info, info_span, warn};
+
+/// Longest command line, CRLF included: RFC 5321's 512 plus room for the
+/// parameters of SIZE, BODY, SMTPUTF8 and DSN.
+pub const MAX_COMMAND_LINE: usize = 1024;
+/// Longest AUTH command or SASL response line (RFC 4954 section 4).
+pub const MAX_AUTH_LINE: usize = 12288;
+/// How long a reply may wait for a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the session loop does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// The client said QUIT.
+    Quit,
+    /// 220 was sent for STARTTLS: hand the stream to the TLS handshake.
+    StartTls,
+    /// Close the connection (timeout, too many errors, shutdown, client gone).
+    Close,
+}
+
+/// One mail transaction, from MAIL to the end of DATA.
+pub struct Transaction {
+    pub from: String,
+    pub rcpts: Vec<String>,
+    /// The smarthost connection carrying this transaction (passthrough mode).
+    pub upstream: Option<Upstream>,
+    /// The smarthost connection failed mid-transaction: only RSET helps now.
+    pub broken: bool,
+    pub started: Instant,
+}
+
+pub struct Session {
+    ctx: Arc<Context>,
+    listener: Listener,
+    peer: SocketAddr,
+    id: String,
+    /// TLS version and cipher, once TLS is up.
+    tls: Option<String>,
+    helo: Option<String>,
+    esmtp: bool,
+    user: Option<Arc<User>>,
+    txn: Option<Transaction>,
+    errors: u32,
+    messages: u32,
+    span: Span,
+}
+
+impl Session {
+    fn new(ctx: Arc<Context>, listener: Listener, peer: SocketAddr) -> Session {
+        let id = ctx.new_session_id();
+        let span = info_span!("session", id = %id, peer = %peer, user = tracing::field::Empty);
+        Session {
+            ctx,
+            listener,
+            peer,
+            id,
+            tls: None,
+            helo: None,
+            esmtp: false,
+            user: None,
+            txn: None,
+            errors: 0,
+            messages: 0,
+            span,
+        }
+    }
+
+    /// Whether AUTH may be used now: after TLS, or on a `tls: none` listener that
+    /// explicitly allows it.
+    fn auth_allowed(&self) -> bool {
+        self.tls.is_some() || (self.listener.tls == TlsMode::None && self.listener.insecure_auth)
+    }
+
+    /// Reads and answers commands until the session ends or switches to TLS.
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, io: &mut SmtpStream<S>) -> Flow {
+        let command_timeout = self.ctx.config.timeouts.command;
+        let mut shutdown = self.ctx.shutdown.clone();
+        loop {
+            let line = if self.txn.is_none() {
+                tokio::select! {
+                    biased;
+                    Ok(_) = shutdown.wait_for(|s| *s) => {
+                        io.reply(&Reply::new(421, Esc(4, 3, 2), format!("{} Service shutting down", self.ctx.config.hostname)));
+                        info!("closing idle session for shutdown");
+                        return Flow::Close;
+                    }
+                    l = io.read_line(MAX_AUTH_LINE, command_timeout) => l,
+                }
+            } else {
+                io.read_line(MAX_AUTH_LINE, command_timeout).await
+            };
+            let flow = match line {
+                ReadLine::Line(l) => self.command(&l, io).await,
+                ReadLine::Bad(why) => self.refuse(
+                    io,
+                    Reply::new(
+                        500,
+                        Esc(5, 5, 2),
+                        format!("Syntax error: {}", why.describe()),
+                    ),
+                ),
+                ReadLine::TimedOut => {
+                    info!("timeout waiting for a command");
+                    io.reply(&Reply::new(
+                        421,
+                        Esc(4, 4, 2),
+                        format!("{} Timeout, closing connection", self.ctx.config.hostname),
+                    ));
+                    Flow::Close
+                }
+                ReadLine::Closed => {
+                    debug!("client closed the connection");
+                    return Flow::Close;
+                }
+            };
+            if flow != Flow::Continue {
+                return flow;
+            }
+            if self.errors >= self.ctx.config.limits.max_errors {
+                warn!(errors = self.errors, "too many errors, closing");
+                io.reply(&Reply::new(
+                    421,
+                    Esc(4, 7, 0),
+                    "Too many errors, closing connection",
+                ));
+                return Flow::Close;
+            }
+        }
+    }
+
+    /// Parses and answers one command line.
+    async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        line: &[u8],
+        io: &mut SmtpStream<S>,
+    ) -> Flow {
+        let command = match parse_command(line) {
+            Ok(c) => c,
+            Err(reply) => return self.refuse(io, reply),
+        };
+        if line.len() > MAX_COMMAND_LINE && !matches!(command, Command::Auth { .. }) {
+            return self.refuse(
+                io,
+                Reply::new(500, Esc(5, 5, 2), "Syntax error: line too long"),
+            );
+        }
+        match command {
+            Command::Ehlo { host } => self.ehlo(io, host, true),
+            Command::Helo { host } => self.ehlo(io, host, false),
+            Command::StartTls => self.starttls(io),
+            Command::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(io, mechanism, initial_response).await,
+            Command::Mail { from } => self.mail(io, from).await,
+            Command::Rcpt { to } => self.rcpt(io, to).await,
+            Command::Data => self.data(io).await,
+            Command::Rset => {
+                self.reset_transaction();
+                self.ok(io, Reply::new(250, Esc(2, 0, 0), "Reset OK"))
+            }
+            Command::Noop { .. } => self.ok(io, Reply::new(250, Esc(2, 0, 0), "OK")),
+            Command::Quit => {
+                io.reply(&Reply::new(221, Esc(2, 0, 0), format!("{} closing connection", self.ctx.config.hostname)));
+                Flow::Quit
+            }
+            Command::Vrfy { .. } => self.ok(
+                io,
+                Reply::new(252, Esc(2, 1, 5), "Cannot VRFY user, but will accept message and attempt delivery"),
+            ),
+            Command::Expn { .. } => self.refuse(io, Reply::new(502, Esc(5, 5, 1), "EXPN not supported")),
+            Command::Help { .. } => self.ok(
+                io,
+                Reply::new(214, Esc(2, 0, 0), "Postern submission service: EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA, RSET, NOOP, QUIT"),
+            ),
+            Command::Lhlo { .. }
+            | Command::Bdat { .. }
+            | Command::Etrn { .. }
+            | Command::Atrn { .. }
+            | Command::Burl { .. } => self.refuse(io, Reply::new(502, Esc(5, 5, 1), "Command not implemented")),
+        }
+    }
+
+    fn ok<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        reply: Reply,
+    ) -> Flow {
+        io.reply(&reply);
+        Flow::Continue
+    }
+
+    /// Sends an error reply, logs why, and counts it towards `max_errors`.
+    fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        reply: Reply,
+    ) -> Flow {
+        self.errors += 1;
+        info!(reply = %reply, "command refused");
+        io.reply(&reply);
+        Flow::Continue
+    }
+
+    fn starttls<S: AsyncRead + AsyncWrite + Unpin>(&mut self, io: &mut SmtpStream<S>) -> Flow {
+        if self.tls.is_some() {
+            return self.refuse(io, Reply::new(503, Esc(5, 5, 1), "TLS already active"));
+        }
+        if self.listener.tls != TlsMode::Starttls {
+            return self.refuse(
+                io,
+                Reply::new(502, Esc(5, 5, 1), "STARTTLS not available on this port"),
+            );
+        }
+        io.reply(&Reply::new(220, Esc(2, 0, 0), "Ready to start TLS"));
+        Flow::StartTls
+    }
+
+    /// After the TLS handshake the session starts afresh (RFC 3207 section 4.2).
+    fn tls_started(&mut self, description: String) {
+        self.reset_transaction();
+        self.helo = None;
+        self.esmtp = false;
+        self.user = None;
+        self.tls = Some(description);
+    }
+
+    /// Ends the open transaction, if any; its smarthost connection is RSET and pooled
+    /// in the background.
+    fn reset_transaction(&mut self) {
+        if let Some(Transaction {
+            upstream: Some(conn),
+            broken: false,
+            ..
+        }) = self.txn.take()
+        {
+            let ctx = self.ctx.clone();
+            tokio::spawn(async move { ctx.relay.reset_and_put(conn).await });
+        }
+    }
+}
+
+/// Runs one accepted connection to its end: TLS (implicit or after STARTTLS),
+/// greeting, commands.
+pub async fn serve_connection(
+    ctx: Arc<Context>,
+    listener: Listener,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    let mut session = Session::new(ctx.clone(), listener.clone(), peer);
+    let span = session.span.clone();
+    async move {
+        debug!(listener = %listener.address, tls = %listener.tls, "connection accepted");
+        let greeting = Reply::plain(220, format!("{} ESMTP Postern", ctx.config.hostname));
+        match listener.tls {
+            TlsMode::Implicit => {
+                let Some(tls) = handshake(&ctx, tcp).await else {
+                    return;
+                };
+                session.tls = Some(describe(&tls));
+                let mut io = SmtpStream::new(tls);
+                io.reply(&greeting);
+                let flow = session.run(&mut io).await;
+                finish(&mut session, &mut io, flow).await;
+            }
+            TlsMode::Starttls | TlsMode::None => {
+                let mut io = SmtpStream::new(tcp);
+                io.reply(&greeting);
+                let flow = session.run(&mut io).await;
+                if flow != Flow::StartTls {
+                    finish(&mut session, &mut io, flow).await;
+                    return;
+                }
+                if !io.flush_within(WRITE_TIMEOUT).await {
+                    return;
+                }
+                let (tcp, discarded) = io.into_inner();
+                if discarded > 0 {
+                    warn!(bytes = discarded, "discarded data pipelined after STARTTLS");
+                }
+                let Some(tls) = handshake(&ctx, tcp).await else {
+                    return;
+                };
+                session.tls_started(describe(&tls));
+                let mut io = SmtpStream::new(tls);
+                let flow = session.run(&mut io).await;
+                finish(&mut session, &mut io, flow).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Flushes the last replies and releases the transaction's smarthost connection.
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+    session: &mut Session,
+    io: &mut SmtpStream<S>,
+    flow: Flow,
+) {
+    session.reset_transaction();
+    let _ = io.flush_within(WRITE_TIMEOUT).await;
+    debug!(?flow, messages = session.messages, "session ended");
+}
+
+async fn handshake(
+    ctx: &Context,
+    tcp: TcpStream,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let Some(tls) = &ctx.tls else {
+        warn!("TLS requested but no certificate is configured");
+        return None;
+    };
+    let limit = ctx.config.timeouts.tls_handshake;
+    match tokio::time::timeout(limit, tls.acceptor().accept(tcp)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            info!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            info!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
+fn describe(tls: &tokio_rustls::server::TlsStream<TcpStream>) -> String {
+    crate::tls::describe(tls.get_ref().1)
+}

@@ -1,0 +1,431 @@
+//! A stand-in smarthost: a small SMTP server that demands STARTTLS (or implicit TLS)
+//! and AUTH like Amazon SES or Mailgun do, and keeps every message it accepts.
+//!
+//! The demo uses it as the smarthost, the integration tests check what it received
+//! byte for byte, and the benchmarks use it as a fast sink. It can be told to fail
+//! on purpose through the addresses it is given:
+//!
+//! | address (local part starts with) | reply |
+//! | --- | --- |
+//! | sender `reject550` | `550 5.7.1` at MAIL |
+//! | recipient `reject550` | `550 5.1.1` at RCPT |
+//! | recipient `defer450` | `450 4.2.1` at RCPT |
+//! | recipient `hangup` | connection closed at RCPT |
+//!
+//! and a message with a header line `X-Sink-Reply: 554` (or `451`) gets that reply
+//! after DATA.
+
+use crate::config::TlsMode;
+use crate::proto::command::{Command, parse_command};
+use crate::proto::data::{DataReceiver, Feed};
+use crate::proto::reply::{Esc, Reply};
+use crate::proto::sasl;
+use crate::session::io::{ReadChunk, ReadLine, SmtpStream};
+use rustls::ServerConfig;
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// How the sink behaves.
+#[derive(Clone)]
+pub struct SinkConfig {
+    pub hostname: String,
+    pub tls: TlsMode,
+    pub server_tls: Option<Arc<ServerConfig>>,
+    /// Username and password the client must authenticate with; `None`: no AUTH.
+    pub credentials: Option<(String, String)>,
+    /// Write every accepted message here as `<n>.eml`.
+    pub save_dir: Option<PathBuf>,
+    /// Print a line per accepted message on stderr.
+    pub verbose: bool,
+}
+
+/// One accepted message.
+#[derive(Debug, Clone)]
+pub struct ReceivedMessage {
+    pub from: String,
+    pub rcpts: Vec<String>,
+    /// The DATA bytes exactly as they came on the wire, terminator included.
+    pub raw: Vec<u8>,
+    /// The message with dot-stuffing removed.
+    pub content: Vec<u8>,
+    pub authenticated_as: Option<String>,
+    pub tls: bool,
+}
+
+#[derive(Default)]
+struct SinkState {
+    messages: Mutex<Vec<ReceivedMessage>>,
+    connections: AtomicUsize,
+    auths: AtomicUsize,
+    arrived: Notify,
+}
+
+/// A running sink.
+pub struct Sink {
+    pub addr: SocketAddr,
+    state: Arc<SinkState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Sink {
+    /// Binds `addr` (port 0 for any) and serves until dropped.
+    pub async fn start(addr: SocketAddr, config: SinkConfig) -> std::io::Result<Sink> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(SinkState::default());
+        let config = Arc::new(config);
+        let task = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    state.connections.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(serve(tcp, config.clone(), state.clone()));
+                }
+            })
+        };
+        Ok(Sink { addr, state, task })
+    }
+
+    /// Every message accepted so far.
+    pub fn messages(&self) -> Vec<ReceivedMessage> {
+        self.state
+            .messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Successful AUTH exchanges so far.
+    pub fn auths(&self) -> usize {
+        self.state.auths.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` messages arrived, or `limit` passes; returns them all.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<ReceivedMessage> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let notified = self.state.arrived.notified();
+            let msgs = self.messages();
+            if msgs.len() >= n || Instant::now() >= deadline {
+                return msgs;
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+}
+
+async fn challenge<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut SmtpStream<S>,
+    prompt: &str,
+) -> Option<String> {
+    io.reply(&Reply::plain(334, prompt));
+    match io.read_line(16 * 1024, T).await {
+        ReadLine::Line(l) => Some(String::from_utf8_lossy(&l[..l.len() - 2]).into_owned()),
+        _ => None,
+    }
+}
+
+struct Conn {
+    config: Arc<SinkConfig>,
+    state: Arc<SinkState>,
+    tls: bool,
+    user: Option<String>,
+    from: Option<String>,
+    rcpts: Vec<String>,
+}
+
+const T: Duration = Duration::from_secs(60);
+
+async fn serve(tcp: TcpStream, config: Arc<SinkConfig>, state: Arc<SinkState>) {
+    let _ = tcp.set_nodelay(true);
+    let mut conn = Conn {
+        config: config.clone(),
+        state,
+        tls: false,
+        user: None,
+        from: None,
+        rcpts: vec![],
+    };
+    let greeting = Reply::plain(220, format!("{} ESMTP sink", config.hostname));
+    let acceptor = config
+        .server_tls
+        .clone()
+        .map(tokio_rustls::TlsAcceptor::from);
+    match (config.tls, acceptor) {
+        (TlsMode::Implicit, Some(acceptor)) => {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            conn.tls = true;
+            let mut io = SmtpStream::new(tls);
+            io.reply(&greeting);
+            conn.run(&mut io).await;
+            let _ = io.flush().await;
+        }
+        (_, acceptor) => {
+            let mut io = SmtpStream::new(tcp);
+            io.reply(&greeting);
+            let starttls = conn.run(&mut io).await;
+            let _ = io.flush().await;
+            if starttls && let Some(acceptor) = acceptor {
+                let (tcp, _) = io.into_inner();
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                conn.tls = true;
+                let mut io = SmtpStream::new(tls);
+                conn.run(&mut io).await;
+                let _ = io.flush().await;
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// Returns true when the client asked for STARTTLS.
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, io: &mut SmtpStream<S>) -> bool {
+        loop {
+            let line = match io.read_line(16 * 1024, T).await {
+                ReadLine::Line(l) => l,
+                ReadLine::Bad(why) => {
+                    io.reply(&Reply::new(500, Esc(5, 5, 2), why.describe()));
+                    continue;
+                }
+                ReadLine::TimedOut | ReadLine::Closed => return false,
+            };
+            let cmd = match parse_command(&line) {
+                Ok(c) => c,
+                Err(r) => {
+                    io.reply(&r);
+                    continue;
+                }
+            };
+            let need_tls = self.config.tls != TlsMode::None && !self.tls;
+            let reply = match cmd {
+                Command::Ehlo { .. } => {
+                    let mut caps = vec![
+                        self.config.hostname.clone(),
+                        "PIPELINING".into(),
+                        "SIZE 104857600".into(),
+                        "8BITMIME".into(),
+                        "SMTPUTF8".into(),
+                        "ENHANCEDSTATUSCODES".into(),
+                    ];
+                    if need_tls {
+                        caps.push("STARTTLS".into());
+                    } else if self.config.credentials.is_some() {
+                        caps.push("AUTH PLAIN LOGIN".into());
+                    }
+                    Reply::plain(250, caps.join("\n"))
+                }
+                Command::Helo { .. } => Reply::plain(250, self.config.hostname.clone()),
+                Command::StartTls if need_tls => {
+                    io.reply(&Reply::new(220, Esc(2, 0, 0), "Go ahead"));
+                    return true;
+                }
+                Command::Auth {
+                    mechanism,
+                    initial_response,
+                } => {
+                    if need_tls {
+                        Reply::new(530, Esc(5, 7, 0), "Must issue a STARTTLS command first")
+                    } else {
+                        match self.auth(io, mechanism, initial_response).await {
+                            Some(r) => r,
+                            None => return false,
+                        }
+                    }
+                }
+                Command::Mail { from } => {
+                    if need_tls {
+                        Reply::new(530, Esc(5, 7, 0), "Must issue a STARTTLS command first")
+                    } else if self.config.credentials.is_some() && self.user.is_none() {
+                        Reply::new(530, Esc(5, 7, 0), "Authentication required")
+                    } else if from.address.starts_with("reject550") {
+                        Reply::new(550, Esc(5, 7, 1), "Sender rejected by sink")
+                    } else {
+                        self.from = Some(from.address);
+                        self.rcpts.clear();
+                        Reply::new(250, Esc(2, 1, 0), "OK")
+                    }
+                }
+                Command::Rcpt { to } => {
+                    if self.from.is_none() {
+                        Reply::new(503, Esc(5, 5, 1), "MAIL first")
+                    } else if to.address.starts_with("reject550") {
+                        Reply::new(550, Esc(5, 1, 1), "No such user here")
+                    } else if to.address.starts_with("defer450") {
+                        Reply::new(450, Esc(4, 2, 1), "Mailbox busy, try later")
+                    } else if to.address.starts_with("hangup") {
+                        return false;
+                    } else {
+                        self.rcpts.push(to.address);
+                        Reply::new(250, Esc(2, 1, 5), "OK")
+                    }
+                }
+                Command::Data => {
+                    if self.from.is_none() || self.rcpts.is_empty() {
+                        Reply::new(503, Esc(5, 5, 1), "MAIL and RCPT first")
+                    } else {
+                        io.reply(&Reply::plain(354, "Go ahead"));
+                        match self.data(io).await {
+                            Some(r) => r,
+                            None => return false,
+                        }
+                    }
+                }
+                Command::Rset => {
+                    self.from = None;
+                    self.rcpts.clear();
+                    Reply::new(250, Esc(2, 0, 0), "OK")
+                }
+                Command::Noop { .. } => Reply::new(250, Esc(2, 0, 0), "OK"),
+                Command::Quit => {
+                    io.reply(&Reply::new(221, Esc(2, 0, 0), "Bye"));
+                    return false;
+                }
+                _ => Reply::new(502, Esc(5, 5, 1), "Not implemented"),
+            };
+            io.reply(&reply);
+        }
+    }
+
+    async fn auth<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        mechanism: u64,
+        initial: String,
+    ) -> Option<Reply> {
+        let Some((want_user, want_pass)) = self.config.credentials.clone() else {
+            return Some(Reply::new(503, Esc(5, 5, 1), "AUTH not offered"));
+        };
+        let creds = match mechanism {
+            AUTH_PLAIN => {
+                let resp = if initial.is_empty() {
+                    challenge(io, "").await?
+                } else {
+                    initial
+                };
+                sasl::decode_plain(&resp)
+                    .ok()
+                    .map(|c| (c.username, c.password.expose().to_string()))
+            }
+            AUTH_LOGIN => {
+                let u = if initial.is_empty() {
+                    challenge(io, sasl::LOGIN_USERNAME_PROMPT).await?
+                } else {
+                    initial
+                };
+                let p = challenge(io, sasl::LOGIN_PASSWORD_PROMPT).await?;
+                match (sasl::decode_login(&u), sasl::decode_login(&p)) {
+                    (Ok(u), Ok(p)) => Some((u, p)),
+                    _ => None,
+                }
+            }
+            _ => return Some(Reply::new(504, Esc(5, 5, 4), "Unknown mechanism")),
+        };
+        match creds {
+            Some((u, p)) if u == want_user && p == want_pass => {
+                self.state.auths.fetch_add(1, Ordering::SeqCst);
+                self.user = Some(u);
+                Some(Reply::new(235, Esc(2, 7, 0), "Authenticated"))
+            }
+            _ => Some(Reply::new(535, Esc(5, 7, 8), "Bad credentials")),
+        }
+    }
+
+    async fn data<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+    ) -> Option<Reply> {
+        let mut rx = DataReceiver::new(usize::MAX);
+        let mut content = Vec::new();
+        let mut raw = Vec::new();
+        loop {
+            let feed = rx.feed(io.buffered(), &mut content);
+            let n = match feed {
+                Feed::Done { consumed } => consumed,
+                Feed::NeedMore => io.buffered().len(),
+            };
+            raw.extend_from_slice(&io.buffered()[..n]);
+            io.consume(n);
+            if matches!(feed, Feed::Done { .. }) {
+                break;
+            }
+            match io.fill(Instant::now() + T).await {
+                ReadChunk::Data => {}
+                _ => return None,
+            }
+        }
+        let from = self.from.take().unwrap_or_default();
+        let rcpts = std::mem::take(&mut self.rcpts);
+        if let Some(e) = rx.error() {
+            return Some(Reply::new(554, Esc(5, 6, 0), format!("sink refused: {e}")));
+        }
+        let text = String::from_utf8_lossy(&content);
+        if text.contains("\r\nX-Sink-Reply: 554") {
+            return Some(Reply::new(554, Esc(5, 7, 1), "Content rejected by sink"));
+        }
+        if text.contains("\r\nX-Sink-Reply: 451") {
+            return Some(Reply::new(451, Esc(4, 3, 0), "Sink deferred the message"));
+        }
+        let msg = ReceivedMessage {
+            from,
+            rcpts,
+            raw,
+            content,
+            authenticated_as: self.user.clone(),
+            tls: self.tls,
+        };
+        let n = {
+            let mut all = self
+                .state
+                .messages
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            all.push(msg.clone());
+            all.len()
+        };
+        if let Some(dir) = &self.config.save_dir {
+            let _ = std::fs::write(dir.join(format!("{n}.eml")), &msg.content);
+        }
+        if self.config.verbose {
+            eprintln!(
+                "[sink] message {n} from <{}> to {:?}, {} bytes{}",
+                msg.from,
+                msg.rcpts,
+                msg.content.len(),
+                self.config
+                    .save_dir
+                    .as_ref()
+                    .map(|d| format!(", saved as {}", d.join(format!("{n}.eml")).display()))
+                    .unwrap_or_default()
+            );
+        }
+        self.state.arrived.notify_waiters();
+        Some(Reply::new(
+            250,
+            Esc(2, 0, 0),
+            format!("Ok: queued as sink-{n}"),
+        ))
+    }
+}

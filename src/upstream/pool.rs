@@ -1,0 +1,133 @@
+//! A small pool of idle, authenticated smarthost connections.
+//!
+//! A busy site must not pay TCP + TLS + AUTH to the smarthost for every message:
+//! after a transaction the connection goes back here (RSET first if the transaction
+//! did not finish), and the next transaction takes the most recently used one.
+//! Connections idle past `idle_timeout`, used for `max_messages_per_connection`
+//! messages, or that saw any error are closed instead.
+
+use super::client::{Upstream, UpstreamError, UpstreamSettings};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Pool {
+    settings: Arc<UpstreamSettings>,
+    idle: Mutex<Vec<(Upstream, Instant)>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    max_messages: u32,
+}
+
+/// A connection taken from the pool, and whether it was reused (a reused one may
+/// turn out to have been closed by the smarthost meanwhile: retry once on a new one).
+pub struct Taken {
+    pub conn: Upstream,
+    pub reused: bool,
+}
+
+impl Pool {
+    pub fn new(
+        settings: UpstreamSettings,
+        max_idle: usize,
+        idle_timeout: Duration,
+        max_messages: u32,
+    ) -> Pool {
+        Pool {
+            settings: Arc::new(settings),
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            idle_timeout,
+            max_messages,
+        }
+    }
+
+    /// An idle connection if a fresh one is pooled, else a new connection.
+    pub async fn take(&self) -> Result<Taken, UpstreamError> {
+        if let Some(conn) = self.take_idle() {
+            return Ok(Taken { conn, reused: true });
+        }
+        self.connect().await.map(|conn| Taken {
+            conn,
+            reused: false,
+        })
+    }
+
+    /// A brand-new connection.
+    pub async fn connect(&self) -> Result<Upstream, UpstreamError> {
+        Upstream::connect(self.settings.clone()).await
+    }
+
+    fn take_idle(&self) -> Option<Upstream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        while let Some((conn, since)) = idle.pop() {
+            if now.duration_since(since) < self.idle_timeout {
+                return Some(conn);
+            }
+            // Stale: dropping it closes the socket.
+        }
+        None
+    }
+
+    /// Returns a connection whose last transaction is complete (or was RSET).
+    pub fn put(&self, conn: Upstream) {
+        if conn.broken || conn.messages >= self.max_messages {
+            tokio::spawn(conn.quit());
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= self.max_idle {
+            drop(idle);
+            tokio::spawn(conn.quit());
+            return;
+        }
+        idle.push((conn, Instant::now()));
+    }
+
+    /// Resets an unfinished transaction, then pools the connection if that worked.
+    pub async fn reset_and_put(&self, mut conn: Upstream) {
+        if conn.broken {
+            return;
+        }
+        match conn.command("RSET", "RSET").await {
+            Ok(r) if r.is_positive() => self.put(conn),
+            _ => {}
+        }
+    }
+
+    /// Closes idle connections past their idle timeout; run periodically.
+    pub fn prune(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let (keep, stale): (Vec<_>, Vec<_>) = idle
+            .drain(..)
+            .partition(|(_, since)| now.duration_since(*since) < self.idle_timeout);
+        *idle = keep;
+        drop(idle);
+        for (conn, _) in stale {
+            tokio::spawn(conn.quit());
+        }
+    }
+
+    /// Says QUIT on every idle connection (at shutdown).
+    pub async fn close_all(&self) {
+        let all: Vec<_> = self
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for (conn, _) in all {
+            conn.quit().await;
+        }
+    }
+
+    /// How many connections are idle now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+}
