@@ -442,7 +442,9 @@ impl Config {
             let key = format!("listeners[{i}]");
             match l.address.parse::<SocketAddr>() {
                 Ok(address) => {
-                    if listeners.iter().any(|x: &Listener| x.address == address) {
+                    if address.port() != 0
+                        && listeners.iter().any(|x: &Listener| x.address == address)
+                    {
                         problems.add(file, &format!("{key}.address"), "listed twice");
                     }
                     listeners.push(Listener {

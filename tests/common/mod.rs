@@ -1,0 +1,306 @@
+//! Test harness: a stand-in smarthost that demands STARTTLS and AUTH, and the real
+//! `postern` binary started on loopback against it with a throw-away CA.
+#![allow(dead_code)]
+
+pub mod client;
+
+use postern::config::{TlsFiles, TlsMode};
+use postern::sink::{Sink, SinkConfig};
+use postern::tls::{TestCa, load_server_config};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const RELAY_USER: &str = "relay-user";
+pub const RELAY_PASSWORD: &str = "relay-password";
+
+/// A user for the users file.
+#[derive(Clone)]
+pub struct TestUser {
+    pub name: &'static str,
+    pub password: &'static str,
+    pub senders: Vec<&'static str>,
+    pub disabled: bool,
+}
+
+impl TestUser {
+    pub fn new(name: &'static str, password: &'static str, senders: &[&'static str]) -> TestUser {
+        TestUser {
+            name,
+            password,
+            senders: senders.to_vec(),
+            disabled: false,
+        }
+    }
+}
+
+/// What a test wants from the setup.
+pub struct Setup {
+    pub users: Vec<TestUser>,
+    /// Extra top-level YAML appended to the config (limits, timeouts…).
+    pub extra: String,
+    /// Point the smarthost at a closed port.
+    pub smarthost_down: bool,
+    /// Also open a `tls: none` listener with `insecure_auth: true`.
+    pub plain_listener: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            users: vec![
+                TestUser::new(
+                    "alice",
+                    "alice-password",
+                    &["@alice.example", "boss@corp.example"],
+                ),
+                TestUser {
+                    disabled: true,
+                    ..TestUser::new("mallory", "mallory-password", &["@mallory.example"])
+                },
+            ],
+            extra: String::new(),
+            smarthost_down: false,
+            plain_listener: false,
+        }
+    }
+}
+
+/// A running Postern plus its smarthost.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub ca: TestCa,
+    pub sink: Sink,
+    pub child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    pub starttls: SocketAddr,
+    pub implicit: SocketAddr,
+    pub plain: Option<SocketAddr>,
+    pub config_path: PathBuf,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn postern_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_postern")
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+/// Writes certificates for "localhost" and "127.0.0.1" signed by `ca` into `dir`.
+pub fn write_cert(ca: &TestCa, dir: &Path, prefix: &str) -> TlsFiles {
+    let cert = ca.issue(&["localhost", "127.0.0.1"]).unwrap();
+    let files = TlsFiles {
+        certificate: dir.join(format!("{prefix}-cert.pem")),
+        private_key: dir.join(format!("{prefix}-key.pem")),
+    };
+    write(&files.certificate, &cert.cert_pem);
+    write(&files.private_key, &cert.key_pem);
+    files
+}
+
+pub fn users_yaml(users: &[TestUser]) -> String {
+    let mut y = String::from("users:\n");
+    for u in users {
+        let hash = postern::auth::hash_password(u.password).unwrap();
+        let senders: Vec<String> = u.senders.iter().map(|s| format!("\"{s}\"")).collect();
+        y.push_str(&format!(
+            "  - name: {}\n    password: \"{}\"\n    senders: [{}]\n    disabled: {}\n",
+            u.name,
+            hash,
+            senders.join(", "),
+            u.disabled
+        ));
+    }
+    y
+}
+
+impl Harness {
+    pub async fn start(setup: Setup) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new("Postern test CA").unwrap();
+        write(&dir.path().join("ca.pem"), &ca.cert_pem);
+        let server_files = write_cert(&ca, dir.path(), "server");
+        let sink_files = write_cert(&ca, dir.path(), "sink");
+        let sink = Sink::start(
+            "127.0.0.1:0".parse().unwrap(),
+            SinkConfig {
+                hostname: "sink.test".into(),
+                tls: TlsMode::Starttls,
+                server_tls: Some(load_server_config(&sink_files).unwrap()),
+                credentials: Some((RELAY_USER.into(), RELAY_PASSWORD.into())),
+                save_dir: None,
+                verbose: false,
+            },
+        )
+        .await
+        .unwrap();
+        let smarthost_port = if setup.smarthost_down {
+            // Bind and drop a socket: a port nothing listens on.
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        } else {
+            sink.addr.port()
+        };
+        write(
+            &dir.path().join("smarthost.secret"),
+            &format!("{RELAY_PASSWORD}\n"),
+        );
+        write(&dir.path().join("users.yaml"), &users_yaml(&setup.users));
+        let mut config = format!(
+            "hostname: postern.test\n\
+             listeners:\n  - address: \"127.0.0.1:0\"\n    tls: starttls\n  - address: \"127.0.0.1:0\"\n    tls: implicit\n"
+        );
+        if setup.plain_listener {
+            config
+                .push_str("  - address: \"127.0.0.1:0\"\n    tls: none\n    insecure_auth: true\n");
+        }
+        config.push_str(&format!(
+            "tls:\n  certificate: {}\n  private_key: {}\n\
+             users:\n  file: users.yaml\n\
+             smarthost:\n  address: \"localhost:{smarthost_port}\"\n  tls: starttls\n  ca_file: ca.pem\n  username: {RELAY_USER}\n  password_file: smarthost.secret\n\
+             delivery:\n  mode: passthrough\n\
+             log:\n  level: debug\n",
+            server_files.certificate.display(),
+            server_files.private_key.display(),
+        ));
+        config.push_str(&setup.extra);
+        let config_path = dir.path().join("postern.yaml");
+        write(&config_path, &config);
+        Self::spawn(dir, ca, sink, config_path, setup.plain_listener).await
+    }
+
+    async fn spawn(
+        dir: tempfile::TempDir,
+        ca: TestCa,
+        sink: Sink,
+        config_path: PathBuf,
+        plain: bool,
+    ) -> Harness {
+        let mut child = Command::new(postern_bin())
+            .args(["serve", "-c"])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut h = Harness {
+            dir,
+            ca,
+            sink,
+            child,
+            logs,
+            starttls: "0.0.0.0:0".parse().unwrap(),
+            implicit: "0.0.0.0:0".parse().unwrap(),
+            plain: None,
+            config_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut ready = false;
+        while Instant::now() < deadline && !ready {
+            ready = h.logs().iter().any(|l| l.contains(" ready"));
+            if h.child.try_wait().unwrap().is_some() {
+                // Give the log reader a moment to collect the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(ready, "postern did not start:\n{}", h.logs().join("\n"));
+        for line in h.logs() {
+            if !line.contains(" listening ") {
+                continue;
+            }
+            let addr: SocketAddr = field(&line, "address").parse().unwrap();
+            match field(&line, "tls") {
+                "starttls" => h.starttls = addr,
+                "implicit" => h.implicit = addr,
+                "none" if plain => h.plain = Some(addr),
+                other => panic!("unexpected listener {other}"),
+            }
+        }
+        h
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line containing `needle`.
+    pub async fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.logs().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.ca.cert_pem.clone()
+    }
+
+    /// A client connected to the STARTTLS port, upgraded, EHLO'd and logged in.
+    pub async fn session(&self, user: &str, password: &str) -> client::Client {
+        let mut c = client::Client::connect(self.starttls).await;
+        c.expect("EHLO client.test", 250).await;
+        let mut c = c.starttls(&self.ca_pem()).await;
+        c.expect("EHLO client.test", 250).await;
+        let r = c.auth_plain(user, password).await;
+        assert_eq!(r.code, 235, "{r:?}");
+        c
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postern did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The value of `key=value` in a text log line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let start = line.find(&format!("{key}=")).unwrap() + key.len() + 1;
+    let rest = &line[start..];
+    rest.split_whitespace().next().unwrap().trim_matches('"')
+}
+
+/// A message body with CRLF line ends.
+pub fn crlf(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\n', "\r\n")
+}
