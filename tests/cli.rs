@@ -1,0 +1,213 @@
+//! The command line: check-config, hash-password, exit codes, SIGTERM.
+
+mod common;
+
+use common::{Harness, Setup, TestUser, postern_bin, users_yaml};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(postern_bin())
+        .args(args)
+        .env_remove("POSTERN_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A minimal valid setup in a temp dir: certificate, users, smarthost secret.
+fn valid_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = postern::tls::TestCa::new("t").unwrap();
+    common::write_cert(&ca, dir.path(), "server");
+    std::fs::write(
+        dir.path().join("users.yaml"),
+        users_yaml(&[TestUser::new("u1", "pw", &["@a.example"])]),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("secret"), "very-secret-relay-password\n").unwrap();
+    dir
+}
+
+const VALID: &str = "hostname: relay.test
+listeners:
+  - address: \"127.0.0.1:0\"
+    tls: starttls
+tls:
+  certificate: server-cert.pem
+  private_key: server-key.pem
+users:
+  file: users.yaml
+smarthost:
+  address: smtp.example.net:587
+  username: relay
+  password_file: secret
+delivery:
+  mode: passthrough
+limits:
+  max_message_size: 10MiB
+timeouts:
+  command: 2m
+";
+
+#[test]
+fn check_config_accepts_a_valid_config() {
+    let dir = valid_dir();
+    let path = dir.path().join("postern.yaml");
+    std::fs::write(&path, VALID).unwrap();
+    let out = run(&["check-config", "-c", path.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("OK"));
+    assert!(stdout.contains("users      1"));
+    assert!(stdout.contains("smtp.example.net:587"));
+    assert!(!stdout.contains("very-secret-relay-password"));
+    // $POSTERN_CONFIG is used when -c is absent.
+    let out = Command::new(postern_bin())
+        .arg("check-config")
+        .env("POSTERN_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn check_config_lists_every_problem() {
+    let dir = valid_dir();
+    let path = dir.path().join("postern.yaml");
+    let bad = VALID
+        .replace("127.0.0.1:0", "not-an-address")
+        .replace("smtp.example.net:587", "no-port-here")
+        .replace("command: 2m", "command: soon")
+        .replace("users.yaml", "missing-users.yaml")
+        + "colour: blue\n";
+    std::fs::write(&path, bad).unwrap();
+    let out = run(&["check-config", "-c", path.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for needle in [
+        "listeners[0].address",
+        "smarthost.address",
+        "timeouts",
+        "colour: unknown key",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(
+        err.contains(path.to_str().unwrap()),
+        "problems name the file"
+    );
+}
+
+#[test]
+fn check_config_reports_users_file_problems() {
+    let dir = valid_dir();
+    let path = dir.path().join("postern.yaml");
+    std::fs::write(&path, VALID).unwrap();
+    let good = postern::auth::hash_password("pw").unwrap();
+    std::fs::write(
+        dir.path().join("users.yaml"),
+        format!(
+            "users:\n  - name: a\n    password: plaintext\n  - name: b\n    password: \"{good}\"\n    senders: [\"no-at-sign\"]\n  - name: b\n    password: \"{good}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = run(&["check-config", "-c", path.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for needle in [
+        "users[0].password",
+        "users[1].senders[0]",
+        "listed twice",
+        "users.yaml",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    // An unknown key in the users file is an error too.
+    std::fs::write(
+        dir.path().join("users.yaml"),
+        format!("users:\n  - name: a\n    password: \"{good}\"\n    sender: [x]\n"),
+    )
+    .unwrap();
+    let out = run(&["check-config", "-c", path.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown field"));
+}
+
+#[test]
+fn hash_password_reads_stdin_and_prints_a_phc_string() {
+    let out = run(&["hash-password"], "correct horse battery staple\n");
+    assert!(out.status.success());
+    let phc = text(&out.stdout).trim().to_string();
+    assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    assert!(postern::auth::check_phc(&phc).is_ok());
+    // It verifies: a users file with it authenticates (checked through the store).
+    let users = postern::config::Users::from_list(vec![postern::config::User {
+        name: "x".into(),
+        password_hash: phc,
+        senders: vec![],
+        rate_limits: Default::default(),
+        disabled: false,
+        allow_any_header_from: false,
+    }]);
+    let auth = postern::auth::Authenticator::new(users, 1, 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ok = rt.block_on(auth.verify(
+        "x",
+        postern::secret::Secret::new("correct horse battery staple".into()),
+    ));
+    assert!(matches!(ok, postern::auth::AuthOutcome::Ok(_)));
+    // An empty password is refused.
+    let out = run(&["hash-password"], "\n");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn usage_errors_exit_1() {
+    assert_eq!(run(&["frobnicate"], "").status.code(), Some(1));
+    assert_eq!(run(&["serve", "--bogus"], "").status.code(), Some(1));
+    let out = run(&["serve", "-c", "/nonexistent/postern.yaml"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/postern.yaml"));
+}
+
+#[test]
+fn cannot_bind_exits_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = valid_dir();
+    let path = dir.path().join("postern.yaml");
+    std::fs::write(
+        &path,
+        VALID.replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    let out = run(&["serve", "-c", path.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cannot listen"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_0() {
+    let mut h = Harness::start(Setup::default()).await;
+    // An idle session is told the server is going away.
+    let mut idle = common::client::Client::connect(h.starttls).await;
+    idle.expect("EHLO client.test", 250).await;
+    let status = tokio::task::block_in_place(|| h.terminate());
+    assert!(status.success(), "{status:?}");
+    let r = idle.read_reply().await;
+    assert_eq!((r.code, r.esc.unwrap().to_string()), (421, "4.3.2".into()));
+}
