@@ -211,3 +211,43 @@ async fn sigterm_drains_and_exits_0() {
     let r = idle.read_reply().await;
     assert_eq!((r.code, r.esc.unwrap().to_string()), (421, "4.3.2".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_users_and_keeps_them_on_a_broken_file() {
+    let h = Harness::start(Setup::default()).await;
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &h.child.id().to_string()])
+            .status()
+            .unwrap();
+    };
+    let users = h.dir.path().join("users.yaml");
+    std::fs::write(
+        &users,
+        users_yaml(&[TestUser::new(
+            "newbie",
+            "newbie-password",
+            &["@new.example"],
+        )]),
+    )
+    .unwrap();
+    hup();
+    assert!(
+        h.wait_log("reload complete", std::time::Duration::from_secs(10))
+            .await
+    );
+    let mut c = h.session("newbie", "newbie-password").await;
+    c.expect("MAIL FROM:<n@new.example>", 250).await;
+    // alice is gone with the old file.
+    let mut c = common::client::Client::connect_tls(h.implicit, &h.ca_pem()).await;
+    c.expect("EHLO client.test", 250).await;
+    assert_eq!(c.auth_plain("alice", "alice-password").await.code, 535);
+    // A broken file is refused and newbie keeps working.
+    std::fs::write(&users, "users:\n  - name: x\n    password: not-a-hash\n").unwrap();
+    hup();
+    assert!(
+        h.wait_log("reload rejected", std::time::Duration::from_secs(10))
+            .await
+    );
+    assert_eq!(c.auth_plain("newbie", "newbie-password").await.code, 235);
+}

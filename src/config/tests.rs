@@ -1,1 +1,181 @@
+use super::*;
 
+fn parse(yaml: &str) -> Result<Config, Vec<String>> {
+    let mut problems = Problems::default();
+    let file = Path::new("/etc/postern/postern.yaml");
+    match Config::from_yaml(yaml, file, Path::new("/etc/postern"), &mut problems) {
+        Some(c) if problems.is_empty() => Ok(c),
+        _ => Err(problems.0.iter().map(|p| p.to_string()).collect()),
+    }
+}
+
+const MINIMAL: &str = "
+hostname: relay.test
+listeners:
+  - address: \"127.0.0.1:2525\"
+    tls: none
+users:
+  file: users.yaml
+smarthost:
+  address: \"[::1]:25\"
+  tls: none
+";
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.hostname, "relay.test");
+    assert_eq!(c.users_file, PathBuf::from("/etc/postern/users.yaml"));
+    assert_eq!((c.smarthost.host.as_str(), c.smarthost.port), ("::1", 25));
+    assert_eq!(c.delivery.mode, DeliveryMode::Passthrough);
+    assert_eq!(c.limits.max_message_size, 25 << 20);
+    assert_eq!(c.limits.max_recipients, 100);
+    assert_eq!(c.limits.max_connections, 1000);
+    assert_eq!(c.limits.max_connections_per_ip, 50);
+    assert_eq!(c.timeouts.command, Duration::from_secs(300));
+    assert_eq!(c.timeouts.data_block, Duration::from_secs(180));
+    assert_eq!(c.timeouts.upstream_data_done, Duration::from_secs(600));
+    assert_eq!(c.log.format, LogFormat::Text);
+    assert!(c.received_include_client_ip);
+    assert!(c.tls.is_none());
+}
+
+#[test]
+fn every_problem_is_reported_with_its_key() {
+    let yaml = "
+listeners:
+  - address: nowhere
+    tls: sometimes
+  - address: \"0.0.0.0:465\"
+    tls: implicit
+    insecure_auth: true
+smarthost:
+  address: no-port
+  username: u
+limits:
+  max_recipients: 0
+log:
+  format: xml
+extra: 1
+";
+    let problems = parse(yaml).unwrap_err();
+    let all = problems.join("\n");
+    for needle in [
+        "listeners: ",
+        "users: users.file is needed",
+        "smarthost.address",
+        "smarthost.password_file",
+        "limits.max_recipients: must be greater than 0",
+        "log: ",
+        "extra: unknown key",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn listener_problems() {
+    let yaml = MINIMAL.replace(
+        "tls: none\nusers",
+        "tls: none\n    insecure_auth: true\n    proxy_protocol: true\nusers",
+    );
+    let all = parse(&yaml).unwrap_err().join("\n");
+    assert!(all.contains("proxy_protocol"), "{all}");
+    let yaml = MINIMAL.replace("tls: none\nusers", "tls: implicit\nusers");
+    let all = parse(&yaml).unwrap_err().join("\n");
+    assert!(
+        all.contains("tls.certificate and tls.private_key are needed"),
+        "{all}"
+    );
+}
+
+#[test]
+fn cleartext_smarthost_credentials_need_insecure_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw"), "secret\n").unwrap();
+    let yaml = format!(
+        "{MINIMAL}  username: u\n  password_file: {}\n",
+        dir.path().join("pw").display()
+    );
+    let all = parse(&yaml).unwrap_err().join("\n");
+    assert!(all.contains("clear text"), "{all}");
+    let c = parse(&format!("{yaml}  insecure_auth: true\n")).unwrap();
+    assert_eq!(c.smarthost.password.as_ref().unwrap().expose(), "secret");
+    assert!(
+        !format!("{c:?}").contains("secret\""),
+        "Debug must not print the password"
+    );
+}
+
+#[test]
+fn host_port_forms() {
+    assert_eq!(
+        split_host_port("smtp.example.net:587"),
+        Some(("smtp.example.net".into(), 587))
+    );
+    assert_eq!(
+        split_host_port("[2001:db8::1]:465"),
+        Some(("2001:db8::1".into(), 465))
+    );
+    assert_eq!(
+        split_host_port("127.0.0.1:25"),
+        Some(("127.0.0.1".into(), 25))
+    );
+    for bad in [
+        "smtp.example.net",
+        ":25",
+        "host:0",
+        "host:99999",
+        "[::1]25",
+        "a b:25",
+    ] {
+        assert_eq!(split_host_port(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn user_rate_limits_override_key_by_key() {
+    let defaults = RateLimits {
+        messages_per_hour: Some(200),
+        recipients_per_hour: None,
+        recipients_per_day: Some(2000),
+    };
+    let raw: RawRateLimits = serde_yaml::from_str("messages_per_hour: 50").unwrap();
+    assert_eq!(
+        raw.over(&defaults),
+        RateLimits {
+            messages_per_hour: Some(50),
+            recipients_per_hour: None,
+            recipients_per_day: Some(2000),
+        }
+    );
+}
+
+#[test]
+fn example_files_stay_in_sync_with_the_parser() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let text = std::fs::read_to_string(root.join("postern.example.yaml")).unwrap();
+    let mut problems = Problems::default();
+    Config::from_yaml(
+        &text,
+        Path::new("postern.example.yaml"),
+        &root,
+        &mut problems,
+    );
+    // The example names files that only exist on a real server; nothing else may fail.
+    for p in &problems.0 {
+        assert!(
+            (p.key == "tls" || p.key == "smarthost.password_file")
+                && p.why.contains("No such file"),
+            "unexpected problem in the example config: {p}"
+        );
+    }
+    let mut problems = Problems::default();
+    let users = load_users(
+        &root.join("users.example.yaml"),
+        &RateLimits::default(),
+        &mut problems,
+    );
+    assert!(problems.is_empty(), "{problems}");
+    assert_eq!(users.unwrap().len(), 2);
+}
