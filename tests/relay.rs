@@ -127,7 +127,7 @@ async fn ten_megabyte_message_arrives_intact() {
         // Lines of varied content, some starting with a dot.
         let line = format!(
             "{}{:08} {}\r\n",
-            if i % 7 == 0 { "." } else { "" },
+            if i.is_multiple_of(7) { "." } else { "" },
             i,
             "x".repeat((i % 90) as usize)
         );

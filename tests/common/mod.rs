@@ -157,9 +157,9 @@ impl Harness {
             &format!("{RELAY_PASSWORD}\n"),
         );
         write(&dir.path().join("users.yaml"), &users_yaml(&setup.users));
-        let mut config = format!(
+        let mut config = String::from(
             "hostname: postern.test\n\
-             listeners:\n  - address: \"127.0.0.1:0\"\n    tls: starttls\n  - address: \"127.0.0.1:0\"\n    tls: implicit\n"
+             listeners:\n  - address: \"127.0.0.1:0\"\n    tls: starttls\n  - address: \"127.0.0.1:0\"\n    tls: implicit\n",
         );
         if setup.plain_listener {
             config
