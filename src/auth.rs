@@ -88,7 +88,8 @@ impl Authenticator {
     }
 
     /// Verifies one username and password.
-    pub async fn verify(&self, username: &str, password: Secret) -> AuthOutcome {
+    pub async fn verify(&self, username: &str, password: &Secret) -> AuthOutcome {
+        let password = password.clone();
         let user = self.users().get(username).cloned();
         let hash = user
             .as_ref()
@@ -153,26 +154,26 @@ mod tests {
         let a = Authenticator::new(users, 2, 8);
         let s = |p: &str| Secret::new(p.into());
         assert!(
-            matches!(a.verify("alice", s("right")).await, AuthOutcome::Ok(u) if u.name == "alice")
+            matches!(a.verify("alice", &s("right")).await, AuthOutcome::Ok(u) if u.name == "alice")
         );
         assert!(matches!(
-            a.verify("alice", s("wrong")).await,
+            a.verify("alice", &s("wrong")).await,
             AuthOutcome::BadCredentials
         ));
         assert!(matches!(
-            a.verify("Alice", s("right")).await,
+            a.verify("Alice", &s("right")).await,
             AuthOutcome::BadCredentials
         ));
         assert!(matches!(
-            a.verify("nobody", s("right")).await,
+            a.verify("nobody", &s("right")).await,
             AuthOutcome::BadCredentials
         ));
         assert!(matches!(
-            a.verify("bob", s("pw")).await,
+            a.verify("bob", &s("pw")).await,
             AuthOutcome::Disabled
         ));
         assert!(matches!(
-            a.verify("bob", s("nope")).await,
+            a.verify("bob", &s("nope")).await,
             AuthOutcome::BadCredentials
         ));
         assert_eq!(a.in_flight.load(Ordering::SeqCst), 0);

@@ -3,10 +3,14 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::policy::auth_failures::AuthFailures;
+use crate::policy::brake::Brake;
+use crate::policy::rates::{MemoryRates, RateStore};
 use crate::tls::ServerTls;
 use crate::upstream::Pool;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 pub struct Context {
@@ -15,6 +19,12 @@ pub struct Context {
     /// `None` when no listener uses TLS.
     pub tls: Option<ServerTls>,
     pub relay: Pool,
+    /// Per-user sending quotas.
+    pub rates: Arc<dyn RateStore>,
+    /// Failed-login penalties per address and username.
+    pub auth_failures: AuthFailures,
+    /// Automatic suspension of accounts that look compromised.
+    pub brake: Brake,
     /// Becomes `true` when the server starts draining.
     pub shutdown: watch::Receiver<bool>,
     id_prefix: u64,
@@ -28,20 +38,34 @@ impl Context {
         tls: Option<ServerTls>,
         relay: Pool,
         shutdown: watch::Receiver<bool>,
-    ) -> Context {
+    ) -> Result<Context, String> {
         let start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        Context {
+        let brake = Brake::new(config.abuse.brake.clone(), config.abuse.state_file.clone())?;
+        let auth_failures = AuthFailures::new(config.abuse.auth_failures.clone());
+        Ok(Context {
             config,
             auth,
             tls,
             relay,
+            rates: Arc::new(MemoryRates::new(Instant::now())),
+            auth_failures,
+            brake,
             shutdown,
             id_prefix: start & 0xff_ffff,
             next_id: AtomicU64::new(1),
-        }
+        })
+    }
+
+    /// Forgets expired limiter state; run about once a minute.
+    pub fn prune(&self) {
+        let now = Instant::now();
+        self.relay.prune();
+        self.rates.prune(now);
+        self.auth_failures.prune(now);
+        self.brake.prune(now, SystemTime::now());
     }
 
     /// A new session id, unique within this process and unlikely to repeat across

@@ -157,13 +157,10 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
         config.limits.max_connections_per_ip,
     );
     let grace = config.timeouts.shutdown_grace;
-    let ctx = Arc::new(Context::new(
-        config,
-        auth,
-        server_tls,
-        pool,
-        shutdown_rx.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(config, auth, server_tls, pool, shutdown_rx.clone())
+            .map_err(ServeError::Setup)?,
+    );
 
     for (socket, listener) in listeners {
         tokio::spawn(accept_loop(
@@ -177,11 +174,12 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
     let pruner = {
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let every = (ctx.relay.idle_timeout() / 2).max(Duration::from_secs(1));
+            let every = (ctx.relay.idle_timeout() / 2)
+                .clamp(Duration::from_secs(1), Duration::from_secs(60));
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                ctx.relay.prune();
+                ctx.prune();
             }
         })
     };
@@ -270,6 +268,12 @@ pub fn reload(ctx: &Context) {
     match Config::load(&ctx.config.path) {
         Ok((config, users)) => {
             ctx.auth.replace_users(users);
+            match ctx.brake.reload() {
+                Ok(n) => info!(suspended = n, "suspensions re-read"),
+                Err(e) => {
+                    error!(error = %e, "cannot re-read the suspension file; keeping the old list")
+                }
+            }
             if let (Some(tls), Some(files)) = (&ctx.tls, &config.tls) {
                 match load_server_config(files) {
                     Ok(c) => tls.replace(c),

@@ -50,8 +50,6 @@ async fn mail_before_auth_after_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_unknown_and_disabled_credentials() {
     let h = Harness::start(Setup::default()).await;
-    let mut c = Client::connect_tls(h.implicit, &h.ca_pem()).await;
-    c.expect("EHLO client.test", 250).await;
     let cases = [
         ("alice", "wrong-password-1"),
         ("nobody", "secret-guess-2"),
@@ -59,16 +57,20 @@ async fn wrong_unknown_and_disabled_credentials() {
         ("mallory", "mallory-password"),
     ];
     for (user, pass) in cases {
+        let mut c = Client::connect_tls(h.implicit, &h.ca_pem()).await;
+        c.expect("EHLO client.test", 250).await;
         let r = c.auth_plain(user, pass).await;
         assert_eq!(
             (r.code, r.esc.unwrap().to_string()),
             (535, "5.7.8".into()),
             "{user}"
         );
+        c.expect("MAIL FROM:<a@alice.example>", 530).await;
     }
+    let mut c = Client::connect_tls(h.implicit, &h.ca_pem()).await;
+    c.expect("EHLO client.test", 250).await;
     let r = c.auth_login("alice", "wrong-password-3").await;
     assert_eq!(r.code, 535);
-    c.expect("MAIL FROM:<a@alice.example>", 530).await;
     // The right password still works afterwards.
     assert_eq!(c.auth_plain("alice", "alice-password").await.code, 235);
     c.expect("QUIT", 221).await;

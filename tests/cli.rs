@@ -167,7 +167,7 @@ fn hash_password_reads_stdin_and_prints_a_phc_string() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ok = rt.block_on(auth.verify(
         "x",
-        postern::secret::Secret::new("correct horse battery staple".into()),
+        &postern::secret::Secret::new("correct horse battery staple".into()),
     ));
     assert!(matches!(ok, postern::auth::AuthOutcome::Ok(_)));
     // An empty password is refused.

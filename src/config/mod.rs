@@ -7,6 +7,8 @@ pub mod users;
 pub use units::{HumanDuration, Size, parse_duration, parse_size};
 pub use users::{User, Users, load_users};
 
+use crate::policy::auth_failures::AuthFailurePolicy;
+use crate::policy::brake::BrakePolicy;
 use crate::secret::Secret;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -214,6 +216,21 @@ struct RawTimeouts {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawAbuse {
+    auth_failure_window: Option<HumanDuration>,
+    auth_tarpit_after: Option<u32>,
+    auth_failures_per_session: Option<u32>,
+    auth_block_ip_after: Option<u32>,
+    auth_block_user_after: Option<u32>,
+    auth_block_time: Option<HumanDuration>,
+    auth_block_max: Option<HumanDuration>,
+    max_ips_per_user_per_hour: Option<u32>,
+    suspend_after_limited_hours: Option<u32>,
+    state_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawReceived {
     include_client_ip: Option<bool>,
 }
@@ -237,6 +254,16 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Whether the `Received:` header names the client's address.
     pub received_include_client_ip: bool,
+    pub abuse: Abuse,
+}
+
+/// Abuse protection: login failure penalties and the suspension brake.
+#[derive(Debug, Clone)]
+pub struct Abuse {
+    pub auth_failures: AuthFailurePolicy,
+    pub brake: BrakePolicy,
+    /// Where suspensions are kept across restarts.
+    pub state_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -369,6 +396,7 @@ const KNOWN_KEYS: &[&str] = &[
     "log",
     "timeouts",
     "received",
+    "abuse",
 ];
 
 impl Config {
@@ -605,6 +633,45 @@ impl Config {
 
         let r: RawReceived = section(map, "received", file, problems).unwrap_or_default();
 
+        let a: RawAbuse = section(map, "abuse", file, problems).unwrap_or_default();
+        let d = AuthFailurePolicy::default();
+        let auth_failures = AuthFailurePolicy {
+            window: pick(a.auth_failure_window, d.window),
+            tarpit_after: a.auth_tarpit_after.unwrap_or(d.tarpit_after),
+            per_session: a.auth_failures_per_session.unwrap_or(d.per_session),
+            block_ip_after: a.auth_block_ip_after.unwrap_or(d.block_ip_after),
+            block_user_after: a.auth_block_user_after.unwrap_or(d.block_user_after),
+            block_time: pick(a.auth_block_time, d.block_time),
+            block_max: pick(a.auth_block_max, d.block_max),
+            ..d
+        };
+        for (k, v) in [
+            ("auth_failures_per_session", auth_failures.per_session),
+            ("auth_block_ip_after", auth_failures.block_ip_after),
+            ("auth_block_user_after", auth_failures.block_user_after),
+        ] {
+            if v == 0 {
+                problems.add(file, &format!("abuse.{k}"), "must be greater than 0");
+            }
+        }
+        let abuse = Abuse {
+            auth_failures,
+            brake: BrakePolicy {
+                max_ips_per_user_per_hour: a.max_ips_per_user_per_hour.filter(|&n| n > 0),
+                suspend_after_limited_hours: a
+                    .suspend_after_limited_hours
+                    .or(Some(3))
+                    .filter(|&n| n > 0),
+            },
+            state_file: resolve(
+                a.state_file
+                    .unwrap_or_else(|| delivery.spool_directory.join("suspended.yaml")),
+            ),
+        };
+        if let Err(e) = crate::policy::brake::read_state(&abuse.state_file) {
+            problems.add(file, "abuse.state_file", e);
+        }
+
         if problems.len() != before {
             return None;
         }
@@ -621,6 +688,7 @@ impl Config {
             log,
             timeouts,
             received_include_client_ip: r.include_client_ip.unwrap_or(true),
+            abuse,
         })
     }
 }

@@ -2,11 +2,14 @@
 
 use super::{Flow, MAX_AUTH_LINE, Session};
 use crate::auth::AuthOutcome;
+use crate::policy::auth_failures::Gate;
+use crate::policy::rates::human;
 use crate::proto::reply::{Esc, Reply};
 use crate::proto::sasl::{self, Credentials, SaslError};
 use crate::secret::Secret;
 use crate::session::io::{ReadLine, SmtpStream};
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
+use std::time::{Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
@@ -84,43 +87,145 @@ impl Session {
                 );
             }
         };
-        let username = creds.username.clone();
-        match self.ctx.auth.verify(&creds.username, creds.password).await {
-            AuthOutcome::Ok(user) => {
-                self.span.record("user", user.name.as_str());
-                info!(user = %user.name, "authenticated");
-                self.user = Some(user);
-                self.ok(
-                    io,
-                    Reply::new(235, Esc(2, 7, 0), "Authentication successful"),
-                )
+        self.check_credentials(io, creds).await
+    }
+
+    /// Applies the failure penalties and the brake around the password check.
+    async fn check_credentials<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        creds: Credentials,
+    ) -> Flow {
+        let ip = self.peer.ip();
+        let username = creds.username.as_str();
+        match self.ctx.auth_failures.gate(ip, username, Instant::now()) {
+            Gate::Open => {}
+            Gate::IpBlocked { retry_after } => {
+                warn!(username = ?username, retry_after = %human(retry_after), "AUTH refused: address blocked after repeated failures");
+                io.reply(&Reply::new(
+                    421,
+                    Esc(4, 7, 0),
+                    format!(
+                        "Too many failed logins from your address, try again in {}",
+                        human(retry_after)
+                    ),
+                ));
+                return Flow::Close;
             }
-            AuthOutcome::BadCredentials => {
-                warn!(username = ?username, "authentication failed: bad username or password");
-                self.refuse(
+            Gate::UserBlocked { retry_after } => {
+                warn!(username = ?username, retry_after = %human(retry_after), "AUTH refused: username locked after repeated failures");
+                return self.refuse(
                     io,
-                    Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
-                )
+                    Reply::new(
+                        454,
+                        Esc(4, 7, 0),
+                        format!(
+                            "Temporary authentication failure, try again in {}",
+                            human(retry_after)
+                        ),
+                    ),
+                );
             }
+        }
+        let user = match self.ctx.auth.verify(username, &creds.password).await {
+            AuthOutcome::Ok(user) => user,
+            AuthOutcome::BadCredentials => return self.login_failed(io, &creds).await,
             AuthOutcome::Disabled => {
                 warn!(username = ?username, "authentication failed: user is disabled");
-                self.refuse(
+                return self.refuse(
                     io,
                     Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
-                )
+                );
             }
             AuthOutcome::Busy => {
                 warn!("authentication deferred: too many verifications in progress");
-                self.refuse(
+                return self.refuse(
                     io,
                     Reply::new(
                         454,
                         Esc(4, 7, 0),
                         "Temporary authentication failure, try again later",
                     ),
-                )
+                );
             }
+        };
+        if let Some(s) = self.ctx.brake.suspended(&user.name) {
+            warn!(user = %user.name, reason = %s.reason, "authentication refused: user is suspended");
+            return self.refuse(
+                io,
+                Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
+            );
         }
+        if let Some(reason) =
+            self.ctx
+                .brake
+                .login(&user.name, ip, Instant::now(), SystemTime::now())
+        {
+            warn!(user = %user.name, reason = %reason, "user suspended by the abuse brake");
+            return self.refuse(
+                io,
+                Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
+            );
+        }
+        self.ctx
+            .auth_failures
+            .succeeded(ip, &user.name, Instant::now());
+        self.span.record("user", user.name.as_str());
+        info!(user = %user.name, "authenticated");
+        self.user = Some(user);
+        self.ok(
+            io,
+            Reply::new(235, Esc(2, 7, 0), "Authentication successful"),
+        )
+    }
+
+    /// A wrong password (or unknown user): slow down, then maybe close.
+    async fn login_failed<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        creds: &Credentials,
+    ) -> Flow {
+        let ip = self.peer.ip();
+        let p = self.ctx.auth_failures.failed(
+            ip,
+            &creds.username,
+            creds.password.expose(),
+            Instant::now(),
+        );
+        self.auth_failures += 1;
+        warn!(
+            username = ?creds.username,
+            address_failures = p.ip_failures,
+            session_failures = self.auth_failures,
+            delay_ms = p.delay.as_millis() as u64,
+            "authentication failed: bad username or password"
+        );
+        if let Some(d) = p.ip_blocked {
+            warn!(blocked_for = %human(d), "address blocked after repeated login failures");
+        }
+        if let Some(d) = p.user_blocked {
+            warn!(username = ?creds.username, blocked_for = %human(d), "username locked after repeated login failures");
+        }
+        if !p.delay.is_zero() {
+            // The tarpit: the reply waits, and so does the attacker.
+            let _ = io.flush().await;
+            tokio::time::sleep(p.delay).await;
+        }
+        self.refuse(
+            io,
+            Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
+        );
+        if p.ip_blocked.is_some()
+            || self.auth_failures >= self.ctx.auth_failures.policy().per_session
+        {
+            io.reply(&Reply::new(
+                421,
+                Esc(4, 7, 0),
+                "Too many failed login attempts, closing connection",
+            ));
+            return Flow::Close;
+        }
+        Flow::Continue
     }
 
     async fn exchange_plain<S: AsyncRead + AsyncWrite + Unpin>(

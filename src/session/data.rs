@@ -8,6 +8,10 @@
 
 use super::mail::{relay_reply, upstream_lost};
 use super::{Flow, Session};
+use crate::policy::header_from::{
+    HeaderFromError, MAX_HEADER_SECTION, check_header_senders, header_end,
+};
+use crate::policy::senders::SenderRule;
 use crate::proto::data::{DataError, DataReceiver, Feed};
 use crate::proto::received::{Trace, received_header};
 use crate::proto::reply::{Esc, Reply};
@@ -17,6 +21,63 @@ use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{info, warn};
+
+/// Content on its way to the smarthost: held back until the header section has
+/// passed the From/Sender check, then dot-stuffed into `wire`.
+struct Outbound {
+    /// The user's sender rules while the header check is pending; `None` once done
+    /// (or for a user with `allow_any_header_from`).
+    rules: Option<Vec<SenderRule>>,
+    head: Vec<u8>,
+    stuffer: DotStuffer,
+    wire: Vec<u8>,
+    refused: Option<HeaderFromError>,
+}
+
+impl Outbound {
+    fn new(received: &str, rules: Option<Vec<SenderRule>>) -> Outbound {
+        let mut out = Outbound {
+            rules,
+            head: Vec::new(),
+            stuffer: DotStuffer::default(),
+            wire: Vec::with_capacity(UPSTREAM_CHUNK + 1024),
+            refused: None,
+        };
+        out.stuffer.stuff(received.as_bytes(), &mut out.wire);
+        out
+    }
+
+    /// Takes the next content lines; `done` after the last.
+    fn push(&mut self, content: &[u8], done: bool) {
+        if self.refused.is_some() {
+            return;
+        }
+        if let Some(rules) = &self.rules {
+            self.head.extend_from_slice(content);
+            let end = header_end(&self.head).or(done.then_some(self.head.len()));
+            let Some(end) = end else {
+                if self.head.len() > MAX_HEADER_SECTION {
+                    self.refused = Some(HeaderFromError::TooLarge);
+                    self.head = Vec::new();
+                }
+                return;
+            };
+            if let Err(e) = check_header_senders(&self.head[..end], rules) {
+                self.refused = Some(e);
+                self.head = Vec::new();
+                return;
+            }
+            self.rules = None;
+            let head = std::mem::take(&mut self.head);
+            self.stuffer.stuff(&head, &mut self.wire);
+        } else {
+            self.stuffer.stuff(content, &mut self.wire);
+        }
+        if done {
+            self.stuffer.finish(&mut self.wire);
+        }
+    }
+}
 
 /// Bytes gathered before a write to the smarthost.
 const UPSTREAM_CHUNK: usize = 64 * 1024;
@@ -66,10 +127,13 @@ impl Session {
         let header = self.trace_header(&queue_id);
         let timeouts = self.ctx.config.timeouts.clone();
         let mut rx = DataReceiver::new(self.ctx.config.limits.max_message_size as usize);
-        let mut stuffer = DotStuffer::default();
+        let rules = self
+            .user
+            .as_ref()
+            .filter(|u| !u.allow_any_header_from)
+            .map(|u| u.senders.clone());
+        let mut out = Outbound::new(&header, rules);
         let mut content = Vec::with_capacity(UPSTREAM_CHUNK);
-        let mut wire = Vec::with_capacity(UPSTREAM_CHUNK + 1024);
-        stuffer.stuff(header.as_bytes(), &mut wire);
         let mut upstream_ok = true;
         let total_deadline = Instant::now() + timeouts.data_total;
 
@@ -80,16 +144,13 @@ impl Session {
             };
             io.consume(consumed);
             if rx.error().is_none() && upstream_ok {
-                stuffer.stuff(&content, &mut wire);
-                if done {
-                    stuffer.finish(&mut wire);
-                }
-                if wire.len() >= UPSTREAM_CHUNK || done {
-                    if let Err(e) = conn.write_data(&wire).await {
+                out.push(&content, done);
+                if out.wire.len() >= UPSTREAM_CHUNK || (done && out.refused.is_none()) {
+                    if let Err(e) = conn.write_data(&out.wire).await {
                         warn!(error = %e, "smarthost failed during DATA");
                         upstream_ok = false;
                     }
-                    wire.clear();
+                    out.wire.clear();
                 }
             }
             content.clear();
@@ -140,6 +201,17 @@ impl Session {
             };
             return self.refuse(io, reply);
         }
+        if let Some(e) = out.refused {
+            drop(conn);
+            warn!(sender = %txn.from, rcpts = txn.rcpts.len(), error = %e, "message refused: header sender not allowed");
+            let reply = match e {
+                HeaderFromError::TooLarge => {
+                    Reply::new(554, Esc(5, 6, 0), format!("Message refused: {e}"))
+                }
+                e => Reply::new(550, Esc(5, 7, 1), format!("Message refused: {e}")),
+            };
+            return self.refuse(io, reply);
+        }
         if !upstream_ok {
             return self.refuse(io, upstream_lost());
         }
@@ -160,6 +232,8 @@ impl Session {
                 }
                 self.ctx.relay.put(conn);
                 if positive {
+                    // Counted now that it is accepted; any other ending gives it back.
+                    txn.quota.commit(std::time::Instant::now());
                     let text = format!("Message accepted for delivery: {}", reply.first_line());
                     self.ok(io, Reply::new(250, Esc(2, 0, 0), text))
                 } else {

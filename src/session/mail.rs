@@ -1,13 +1,14 @@
 //! MAIL and RCPT: local policy first, then the smarthost's own verdict.
 
 use super::{Flow, Session, Transaction};
+use crate::policy::rates::{Exceeded, Reservation, human};
 use crate::policy::senders::sender_allowed;
 use crate::proto::command::{MailFrom, RcptTo};
 use crate::proto::reply::{Esc, Reply};
 use crate::session::io::SmtpStream;
 use crate::upstream::{Upstream, UpstreamError};
 use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_SMTPUTF8};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
@@ -40,6 +41,24 @@ pub(super) fn relay_reply(mut r: Reply) -> Reply {
 }
 
 impl Session {
+    /// Answers `450 4.7.1` for a rate limit, logs it, and tells the brake.
+    fn rate_limited<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        e: &Exceeded,
+    ) -> Flow {
+        let user = self
+            .user
+            .as_ref()
+            .map(|u| u.name.clone())
+            .unwrap_or_default();
+        warn!(user = %user, limit = e.limit, max = e.max, retry_after = %human(e.retry_after), "rate limit reached");
+        if let Some(reason) = self.ctx.brake.limited(&user, SystemTime::now()) {
+            warn!(user = %user, reason = %reason, "user suspended by the abuse brake");
+        }
+        self.refuse(io, Reply::new(450, Esc(4, 7, 1), format!("Rate limit {e}")))
+    }
+
     /// Checks that a transaction may start; the reply if not.
     fn mail_precheck(&self) -> Option<Reply> {
         if self.helo.is_none() {
@@ -85,6 +104,15 @@ impl Session {
                 ),
             );
         }
+        let quota = match Reservation::message(
+            self.ctx.rates.clone(),
+            &user.name,
+            &user.rate_limits,
+            Instant::now(),
+        ) {
+            Ok(r) => r,
+            Err(e) => return self.rate_limited(io, &e),
+        };
         let utf8 = from.flags & MAIL_SMTPUTF8 != 0 || !from.address.is_ascii();
         let eight_bit = from.flags & MAIL_BODY_8BITMIME != 0;
         let (conn, reply) = match self
@@ -104,6 +132,7 @@ impl Session {
             rcpts: Vec::new(),
             upstream: Some(conn),
             broken: false,
+            quota,
             started: Instant::now(),
         });
         self.ok(io, Reply::new(250, Esc(2, 1, 0), "Sender OK"))
@@ -211,6 +240,7 @@ impl Session {
             .await
         {
             Ok(reply) if reply.code == 421 => {
+                txn.quota.drop_recipient();
                 warn!(reply = %reply, "smarthost closed the connection at RCPT");
                 txn.broken = true;
                 txn.upstream = None;
@@ -221,10 +251,12 @@ impl Session {
                 self.ok(io, Reply::new(250, Esc(2, 1, 5), "Recipient OK"))
             }
             Ok(reply) => {
+                txn.quota.drop_recipient();
                 info!(rcpt = %to.address, reply = %reply, "smarthost refused the recipient");
                 self.refuse(io, relay_reply(reply))
             }
             Err(e) => {
+                txn.quota.drop_recipient();
                 warn!(error = %e, "smarthost failed at RCPT");
                 txn.broken = true;
                 txn.upstream = None;

@@ -13,6 +13,7 @@ mod mail;
 
 use crate::config::{Listener, TlsMode, User};
 use crate::context::Context;
+use crate::policy::rates::Reservation;
 use crate::proto::command::{Command, parse_command};
 use crate::proto::reply::{Esc, Reply};
 use crate::upstream::Upstream;
@@ -52,6 +53,8 @@ pub struct Transaction {
     pub upstream: Option<Upstream>,
     /// The smarthost connection failed mid-transaction: only RSET helps now.
     pub broken: bool,
+    /// The user's quota held for this message; given back unless committed.
+    pub quota: Reservation,
     pub started: Instant,
 }
 
@@ -67,6 +70,8 @@ pub struct Session {
     user: Option<Arc<User>>,
     txn: Option<Transaction>,
     errors: u32,
+    /// Failed AUTH attempts in this session.
+    auth_failures: u32,
     messages: u32,
     span: Span,
 }
@@ -86,6 +91,7 @@ impl Session {
             user: None,
             txn: None,
             errors: 0,
+            auth_failures: 0,
             messages: 0,
             span,
         }

@@ -169,7 +169,7 @@ impl Harness {
             "tls:\n  certificate: {}\n  private_key: {}\n\
              users:\n  file: users.yaml\n\
              smarthost:\n  address: \"localhost:{smarthost_port}\"\n  tls: starttls\n  ca_file: ca.pem\n  username: {RELAY_USER}\n  password_file: smarthost.secret\n\
-             delivery:\n  mode: passthrough\n\
+             delivery:\n  mode: passthrough\n  spool_directory: spool\n\
              log:\n  level: debug\n",
             server_files.certificate.display(),
             server_files.private_key.display(),

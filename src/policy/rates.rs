@@ -1,0 +1,503 @@
+//! Per-user sending quotas: messages per hour, recipients per hour and per day.
+//!
+//! Counts are exact sliding windows (to the second), so `messages_per_hour: 100`
+//! means at most 100 messages in any hour: a token bucket such as governor's
+//! GCRA would let a full burst plus the refill through (199 in the first hour), which
+//! is exactly what a leaked password would use.
+//!
+//! A message is counted only when it is accepted. Until then its place is *reserved*
+//! (at MAIL for the message, at each RCPT for a recipient), so concurrent sessions of
+//! one user cannot together overshoot, and a message that is refused or abandoned
+//! gives its reservation back and costs nothing.
+//!
+//! The store sits behind [`RateStore`] so that a shared one (Redis) can replace the
+//! in-memory [`MemoryRates`] for several instances.
+
+use crate::config::RateLimits;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Which limit was reached, and when the count will have room again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exceeded {
+    pub limit: &'static str,
+    pub max: u32,
+    pub retry_after: Duration,
+}
+
+impl fmt::Display for Exceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}) reached, resets in {}",
+            self.limit,
+            self.max,
+            human(self.retry_after)
+        )
+    }
+}
+
+/// `1h05m`, `12m`, `40s`.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs().max(1);
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, sec) => format!("{m}m{sec:02}s"),
+        (h, m, _) => format!("{h}h{m:02}m"),
+    }
+}
+
+/// Counts in a sliding window made of `buckets` buckets of `bucket` length each.
+#[derive(Debug, Clone)]
+struct Window {
+    bucket: Duration,
+    buckets: u64,
+    /// (bucket index, count), oldest first; empty buckets are not stored, so there
+    /// are never more entries than the limit allows events.
+    counts: VecDeque<(u64, u32)>,
+    total: u32,
+}
+
+impl Window {
+    fn new(bucket: Duration, buckets: u64) -> Window {
+        Window {
+            bucket,
+            buckets,
+            counts: VecDeque::new(),
+            total: 0,
+        }
+    }
+
+    fn index(&self, since_origin: Duration) -> u64 {
+        since_origin.as_secs() / self.bucket.as_secs().max(1)
+    }
+
+    fn prune(&mut self, since_origin: Duration) {
+        let now = self.index(since_origin);
+        while let Some(&(i, n)) = self.counts.front() {
+            if i + self.buckets <= now {
+                self.counts.pop_front();
+                self.total -= n;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn used(&mut self, since_origin: Duration) -> u32 {
+        self.prune(since_origin);
+        self.total
+    }
+
+    fn add(&mut self, since_origin: Duration, n: u32) {
+        if n == 0 {
+            return;
+        }
+        let i = self.index(since_origin);
+        self.total += n;
+        match self.counts.back_mut() {
+            Some((last, count)) if *last == i => *count += n,
+            _ => self.counts.push_back((i, n)),
+        }
+    }
+
+    /// When the oldest counted bucket leaves the window.
+    fn retry_after(&self, since_origin: Duration) -> Duration {
+        match self.counts.front() {
+            Some(&(i, _)) => {
+                let frees = Duration::from_secs((i + self.buckets) * self.bucket.as_secs());
+                frees.saturating_sub(since_origin)
+            }
+            None => Duration::ZERO,
+        }
+    }
+}
+
+/// One user's counts.
+#[derive(Debug, Clone)]
+struct UserCounts {
+    messages_hour: Window,
+    rcpts_hour: Window,
+    rcpts_day: Window,
+    reserved_messages: u32,
+    reserved_rcpts: u32,
+}
+
+impl UserCounts {
+    fn new() -> UserCounts {
+        let second = Duration::from_secs(1);
+        UserCounts {
+            messages_hour: Window::new(second, 3600),
+            rcpts_hour: Window::new(second, 3600),
+            rcpts_day: Window::new(second, 86_400),
+            reserved_messages: 0,
+            reserved_rcpts: 0,
+        }
+    }
+
+    fn idle(&mut self, t: Duration) -> bool {
+        self.reserved_messages == 0
+            && self.reserved_rcpts == 0
+            && self.messages_hour.used(t) == 0
+            && self.rcpts_hour.used(t) == 0
+            && self.rcpts_day.used(t) == 0
+    }
+}
+
+/// Where quota counts live.
+pub trait RateStore: Send + Sync {
+    /// Reserves room for one more message, or says which limit is reached.
+    fn reserve_message(
+        &self,
+        user: &str,
+        limits: &RateLimits,
+        now: Instant,
+    ) -> Result<(), Exceeded>;
+    /// Reserves room for one more recipient.
+    fn reserve_recipient(
+        &self,
+        user: &str,
+        limits: &RateLimits,
+        now: Instant,
+    ) -> Result<(), Exceeded>;
+    /// Turns a reservation (one message, `rcpts` recipients) into counted use.
+    fn commit(&self, user: &str, rcpts: u32, now: Instant);
+    /// Gives reservations back: `messages` messages and `rcpts` recipients.
+    fn release(&self, user: &str, messages: u32, rcpts: u32);
+    /// Drops users with nothing counted; returns how many remain.
+    fn prune(&self, now: Instant) -> usize;
+}
+
+/// The in-memory store: one process, counts lost on restart.
+pub struct MemoryRates {
+    origin: Instant,
+    users: Mutex<HashMap<String, UserCounts>>,
+}
+
+impl MemoryRates {
+    pub fn new(origin: Instant) -> MemoryRates {
+        MemoryRates {
+            origin,
+            users: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with<R>(&self, user: &str, f: impl FnOnce(&mut UserCounts) -> R) -> R {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        f(users
+            .entry(user.to_string())
+            .or_insert_with(UserCounts::new))
+    }
+
+    fn since(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.origin)
+    }
+}
+
+fn check(
+    window: &mut Window,
+    reserved: u32,
+    max: Option<u32>,
+    name: &'static str,
+    t: Duration,
+) -> Result<(), Exceeded> {
+    let Some(max) = max else { return Ok(()) };
+    if window.used(t) + reserved < max {
+        return Ok(());
+    }
+    let retry_after = if window.used(t) == 0 {
+        // Everything is reserved by transactions in progress: soon.
+        Duration::from_secs(60)
+    } else {
+        window.retry_after(t)
+    };
+    Err(Exceeded {
+        limit: name,
+        max,
+        retry_after,
+    })
+}
+
+impl RateStore for MemoryRates {
+    fn reserve_message(
+        &self,
+        user: &str,
+        limits: &RateLimits,
+        now: Instant,
+    ) -> Result<(), Exceeded> {
+        let t = self.since(now);
+        self.with(user, |c| {
+            check(
+                &mut c.messages_hour,
+                c.reserved_messages,
+                limits.messages_per_hour,
+                "messages_per_hour",
+                t,
+            )?;
+            c.reserved_messages += 1;
+            Ok(())
+        })
+    }
+
+    fn reserve_recipient(
+        &self,
+        user: &str,
+        limits: &RateLimits,
+        now: Instant,
+    ) -> Result<(), Exceeded> {
+        let t = self.since(now);
+        self.with(user, |c| {
+            check(
+                &mut c.rcpts_hour,
+                c.reserved_rcpts,
+                limits.recipients_per_hour,
+                "recipients_per_hour",
+                t,
+            )?;
+            check(
+                &mut c.rcpts_day,
+                c.reserved_rcpts,
+                limits.recipients_per_day,
+                "recipients_per_day",
+                t,
+            )?;
+            c.reserved_rcpts += 1;
+            Ok(())
+        })
+    }
+
+    fn commit(&self, user: &str, rcpts: u32, now: Instant) {
+        let t = self.since(now);
+        self.with(user, |c| {
+            c.reserved_messages = c.reserved_messages.saturating_sub(1);
+            c.reserved_rcpts = c.reserved_rcpts.saturating_sub(rcpts);
+            c.messages_hour.add(t, 1);
+            c.rcpts_hour.add(t, rcpts);
+            c.rcpts_day.add(t, rcpts);
+        })
+    }
+
+    fn release(&self, user: &str, messages: u32, rcpts: u32) {
+        self.with(user, |c| {
+            c.reserved_messages = c.reserved_messages.saturating_sub(messages);
+            c.reserved_rcpts = c.reserved_rcpts.saturating_sub(rcpts);
+        })
+    }
+
+    fn prune(&self, now: Instant) -> usize {
+        let t = self.since(now);
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.retain(|_, c| !c.idle(t));
+        users.len()
+    }
+}
+
+/// One transaction's reservation; given back on drop unless committed, so a
+/// transaction that ends any other way (RSET, error, disconnect) costs nothing.
+pub struct Reservation {
+    store: Arc<dyn RateStore>,
+    user: String,
+    rcpts: u32,
+    done: bool,
+}
+
+impl Reservation {
+    /// Reserves a message for `user`.
+    pub fn message(
+        store: Arc<dyn RateStore>,
+        user: &str,
+        limits: &RateLimits,
+        now: Instant,
+    ) -> Result<Reservation, Exceeded> {
+        store.reserve_message(user, limits, now)?;
+        Ok(Reservation {
+            store,
+            user: user.to_string(),
+            rcpts: 0,
+            done: false,
+        })
+    }
+
+    /// Reserves one more recipient in this transaction.
+    pub fn recipient(&mut self, limits: &RateLimits, now: Instant) -> Result<(), Exceeded> {
+        self.store.reserve_recipient(&self.user, limits, now)?;
+        self.rcpts += 1;
+        Ok(())
+    }
+
+    /// Gives back one recipient reservation (the smarthost refused it).
+    pub fn drop_recipient(&mut self) {
+        if self.rcpts > 0 {
+            self.rcpts -= 1;
+            self.store.release(&self.user, 0, 1);
+        }
+    }
+
+    /// The message was accepted: count it.
+    pub fn commit(mut self, now: Instant) {
+        self.store.commit(&self.user, self.rcpts, now);
+        self.done = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            self.store.release(&self.user, 1, self.rcpts);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(m: Option<u32>, rh: Option<u32>, rd: Option<u32>) -> RateLimits {
+        RateLimits {
+            messages_per_hour: m,
+            recipients_per_hour: rh,
+            recipients_per_day: rd,
+        }
+    }
+
+    fn send(
+        store: &Arc<dyn RateStore>,
+        l: &RateLimits,
+        now: Instant,
+        rcpts: u32,
+    ) -> Result<(), Exceeded> {
+        let mut r = Reservation::message(store.clone(), "u", l, now)?;
+        for _ in 0..rcpts {
+            r.recipient(l, now)?;
+        }
+        r.commit(now);
+        Ok(())
+    }
+
+    #[test]
+    fn messages_per_hour_is_exact_at_the_boundary_and_resets() {
+        let t0 = Instant::now();
+        let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
+        let l = limits(Some(100), None, None);
+        // 100 in the first minute pass, the 101st does not.
+        for i in 0..100 {
+            send(&store, &l, t0 + Duration::from_millis(i * 10), 1).unwrap();
+        }
+        let e = send(&store, &l, t0 + Duration::from_secs(1), 1).unwrap_err();
+        assert_eq!((e.limit, e.max), ("messages_per_hour", 100));
+        assert_eq!(e.retry_after, Duration::from_secs(3599));
+        // Still refused 59 minutes later: no refill in the middle of the hour.
+        assert!(send(&store, &l, t0 + Duration::from_secs(59 * 60 + 59), 1).is_err());
+        // Free again once the hour has passed.
+        send(&store, &l, t0 + Duration::from_secs(3600), 1).unwrap();
+    }
+
+    #[test]
+    fn over_a_long_run_never_more_than_the_limit_in_any_hour() {
+        let t0 = Instant::now();
+        let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
+        let l = limits(Some(30), None, None);
+        let mut accepted = Vec::new();
+        // A client trying every 20 seconds for 5 hours.
+        for i in 0..900u64 {
+            let now = t0 + Duration::from_secs(i * 20);
+            if send(&store, &l, now, 1).is_ok() {
+                accepted.push(i * 20);
+            }
+        }
+        for (k, &start) in accepted.iter().enumerate() {
+            let in_hour = accepted[k..]
+                .iter()
+                .take_while(|&&t| t < start + 3600)
+                .count();
+            assert!(
+                in_hour <= 30,
+                "{in_hour} messages in the hour from {start}s"
+            );
+        }
+        assert_eq!(accepted.len(), 150, "30 per hour over 5 hours");
+    }
+
+    #[test]
+    fn a_burst_late_in_a_minute_still_counts_for_a_full_hour() {
+        let t0 = Instant::now();
+        let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
+        let l = limits(Some(5), None, None);
+        for _ in 0..5 {
+            send(&store, &l, t0 + Duration::from_secs(59), 1).unwrap();
+        }
+        assert!(send(&store, &l, t0 + Duration::from_secs(3600 + 30), 1).is_err());
+        send(&store, &l, t0 + Duration::from_secs(3600 + 59), 1).unwrap();
+    }
+
+    #[test]
+    fn recipients_per_hour_and_day() {
+        let t0 = Instant::now();
+        let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
+        let l = limits(None, Some(10), Some(15));
+        send(&store, &l, t0, 10).unwrap();
+        let e = send(&store, &l, t0, 1).unwrap_err();
+        assert_eq!(e.limit, "recipients_per_hour");
+        let t1 = t0 + Duration::from_secs(3600);
+        send(&store, &l, t1, 5).unwrap();
+        let e = send(&store, &l, t1, 1).unwrap_err();
+        assert_eq!((e.limit, e.max), ("recipients_per_day", 15));
+        assert_eq!(e.retry_after, Duration::from_secs(23 * 3600));
+        send(&store, &l, t0 + Duration::from_secs(24 * 3600), 10).unwrap();
+    }
+
+    #[test]
+    fn refused_or_abandoned_messages_cost_nothing() {
+        let t0 = Instant::now();
+        let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
+        let l = limits(Some(2), Some(3), None);
+        for _ in 0..10 {
+            let mut r = Reservation::message(store.clone(), "u", &l, t0).unwrap();
+            r.recipient(&l, t0).unwrap();
+            drop(r);
+        }
+        // Reservations held by an open transaction count against the limit...
+        let mut a = Reservation::message(store.clone(), "u", &l, t0).unwrap();
+        let _b = Reservation::message(store.clone(), "u", &l, t0).unwrap();
+        assert!(Reservation::message(store.clone(), "u", &l, t0).is_err());
+        a.recipient(&l, t0).unwrap();
+        a.recipient(&l, t0).unwrap();
+        a.recipient(&l, t0).unwrap();
+        assert!(a.recipient(&l, t0).is_err());
+        // ...and a recipient the smarthost refused is given back.
+        a.drop_recipient();
+        a.recipient(&l, t0).unwrap();
+        a.commit(t0);
+        drop(_b);
+        send(&store, &l, t0, 0).unwrap();
+        assert!(send(&store, &l, t0, 0).is_err());
+    }
+
+    #[test]
+    fn users_are_independent_and_pruned() {
+        let t0 = Instant::now();
+        let mem = Arc::new(MemoryRates::new(t0));
+        let store: Arc<dyn RateStore> = mem.clone();
+        let l = limits(Some(1), None, None);
+        Reservation::message(store.clone(), "a", &l, t0)
+            .unwrap()
+            .commit(t0);
+        Reservation::message(store.clone(), "b", &l, t0)
+            .unwrap()
+            .commit(t0);
+        assert!(Reservation::message(store.clone(), "a", &l, t0).is_err());
+        assert_eq!(mem.prune(t0), 2);
+        assert_eq!(mem.prune(t0 + Duration::from_secs(25 * 3600)), 0);
+    }
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human(Duration::from_secs(40)), "40s");
+        assert_eq!(human(Duration::from_secs(720)), "12m");
+        assert_eq!(human(Duration::from_secs(750)), "12m30s");
+        assert_eq!(human(Duration::from_secs(3900)), "1h05m");
+    }
+}
