@@ -32,6 +32,9 @@ enum Cmd {
     },
     /// Read one password and print its argon2id PHC string for the users file.
     HashPassword,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
     /// Run a self-contained demo on loopback: self-signed TLS, a sample user and a
     /// stand-in smarthost.
     Demo {
@@ -44,6 +47,16 @@ enum Cmd {
         /// Implicit-TLS listener.
         #[arg(long, default_value = "127.0.0.1:2465")]
         smtps: std::net::SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Lift an automatic suspension (then reload the server with SIGHUP).
+    Enable {
+        name: String,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -60,6 +73,7 @@ fn main() -> ExitCode {
         Cmd::Serve { config } => serve(config),
         Cmd::CheckConfig { config } => check_config(config),
         Cmd::HashPassword => hash_password(),
+        Cmd::User(UserCmd::Enable { name, config }) => user_enable(&name, config),
         Cmd::Demo {
             dir,
             submission,
@@ -160,7 +174,39 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
         }
     );
     println!("  delivery   {:?}", config.delivery.mode);
+    match postern::policy::brake::read_state(&config.abuse.state_file) {
+        Ok(s) if s.is_empty() => {}
+        Ok(s) => {
+            for (name, sus) in &s {
+                println!("  suspended  {name}: {}", sus.reason);
+            }
+        }
+        Err(e) => println!("  suspended  cannot read: {e}"),
+    }
     ExitCode::SUCCESS
+}
+
+fn user_enable(name: &str, path: Option<PathBuf>) -> ExitCode {
+    let (config, _) = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match postern::policy::brake::lift(&config.abuse.state_file, name) {
+        Ok(true) => {
+            println!(
+                "{name}: suspension lifted; reload the server (systemctl reload postern, or SIGHUP) to apply"
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            eprintln!("postern: {name} is not suspended");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("postern: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn hash_password() -> ExitCode {

@@ -109,7 +109,22 @@ impl Brake {
     pub fn reload(&self) -> Result<usize, String> {
         let s = read_state(&self.file)?;
         let n = s.len();
-        *self.suspended.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        let lifted: Vec<String> = {
+            let mut cur = self.suspended.lock().unwrap_or_else(|e| e.into_inner());
+            let lifted = cur
+                .keys()
+                .filter(|u| !s.contains_key(*u))
+                .cloned()
+                .collect();
+            *cur = s;
+            lifted
+        };
+        // A lifted user starts with a clean slate, or the next login would
+        // suspend it again on the same evidence.
+        let mut act = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        for u in lifted {
+            act.remove(&u);
+        }
         Ok(n)
     }
 

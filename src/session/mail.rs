@@ -208,6 +208,11 @@ impl Session {
             return self.refuse(io, Reply::new(530, Esc(5, 7, 0), "Authentication required"));
         }
         let max = self.ctx.config.limits.max_recipients;
+        let limits = self
+            .user
+            .as_ref()
+            .map(|u| u.rate_limits.clone())
+            .unwrap_or_default();
         let Some(txn) = self.txn.as_mut() else {
             return self.refuse(io, Reply::new(503, Esc(5, 5, 1), "Need MAIL command first"));
         };
@@ -230,6 +235,9 @@ impl Session {
                 io,
                 Reply::new(501, Esc(5, 1, 3), "Bad recipient address syntax"),
             );
+        }
+        if let Err(e) = txn.quota.recipient(&limits, Instant::now()) {
+            return self.rate_limited(io, &e);
         }
         let conn = txn
             .upstream

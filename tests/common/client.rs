@@ -55,7 +55,19 @@ impl Client {
 
     /// Connects with implicit TLS and reads the greeting.
     pub async fn connect_tls(addr: SocketAddr, ca_pem: &str) -> Client {
-        let tcp = TcpStream::connect(addr).await.unwrap();
+        Self::connect_tls_from(addr, "127.0.0.1".parse().unwrap(), ca_pem).await
+    }
+
+    /// Connects with implicit TLS from a chosen loopback source address (127.0.0.x),
+    /// so a test can play several clients.
+    pub async fn connect_tls_from(
+        addr: SocketAddr,
+        source: std::net::IpAddr,
+        ca_pem: &str,
+    ) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source, 0)).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
         let tls = tls_connector(ca_pem)
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await

@@ -24,6 +24,8 @@ pub struct TestUser {
     pub password: &'static str,
     pub senders: Vec<&'static str>,
     pub disabled: bool,
+    /// Extra YAML lines for this user (indented four spaces), e.g. rate_limits.
+    pub extra: &'static str,
 }
 
 impl TestUser {
@@ -33,6 +35,7 @@ impl TestUser {
             password,
             senders: senders.to_vec(),
             disabled: false,
+            extra: "",
         }
     }
 }
@@ -115,11 +118,12 @@ pub fn users_yaml(users: &[TestUser]) -> String {
         let hash = postern::auth::hash_password(u.password).unwrap();
         let senders: Vec<String> = u.senders.iter().map(|s| format!("\"{s}\"")).collect();
         y.push_str(&format!(
-            "  - name: {}\n    password: \"{}\"\n    senders: [{}]\n    disabled: {}\n",
+            "  - name: {}\n    password: \"{}\"\n    senders: [{}]\n    disabled: {}\n{}",
             u.name,
             hash,
             senders.join(", "),
-            u.disabled
+            u.disabled,
+            u.extra
         ));
     }
     y
