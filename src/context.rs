@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::policy::auth_failures::AuthFailures;
 use crate::policy::brake::Brake;
 use crate::policy::rates::{MemoryRates, RateStore};
+use crate::spool::queue::Queue;
 use crate::tls::ServerTls;
 use crate::upstream::Pool;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub struct Context {
     pub auth_failures: AuthFailures,
     /// Automatic suspension of accounts that look compromised.
     pub brake: Brake,
+    /// The spool and its delivery state, in queue mode.
+    pub queue: Option<Arc<Queue>>,
     /// Becomes `true` when the server starts draining.
     pub shutdown: watch::Receiver<bool>,
     id_prefix: u64,
@@ -45,6 +48,17 @@ impl Context {
             .unwrap_or(0);
         let brake = Brake::new(config.abuse.brake.clone(), config.abuse.state_file.clone())?;
         let auth_failures = AuthFailures::new(config.abuse.auth_failures.clone());
+        let queue = match config.delivery.mode {
+            crate::config::DeliveryMode::Queue => {
+                Some(Arc::new(Queue::open(&config.delivery).map_err(|e| {
+                    format!(
+                        "cannot open the spool {}: {e}",
+                        config.delivery.spool_directory.display()
+                    )
+                })?))
+            }
+            crate::config::DeliveryMode::Passthrough => None,
+        };
         Ok(Context {
             config,
             auth,
@@ -53,6 +67,7 @@ impl Context {
             rates: Arc::new(MemoryRates::new(Instant::now())),
             auth_failures,
             brake,
+            queue,
             shutdown,
             id_prefix: start & 0xff_ffff,
             next_id: AtomicU64::new(1),

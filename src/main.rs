@@ -32,6 +32,9 @@ enum Cmd {
     },
     /// Read one password and print its argon2id PHC string for the users file.
     HashPassword,
+    /// Inspect and steer the queue.
+    #[command(subcommand)]
+    Queue(QueueCmd),
     /// Manage users.
     #[command(subcommand)]
     User(UserCmd),
@@ -47,6 +50,26 @@ enum Cmd {
         /// Implicit-TLS listener.
         #[arg(long, default_value = "127.0.0.1:2465")]
         smtps: std::net::SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    /// List spooled messages: id, age, sender, recipients, attempts, last error.
+    List {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Ask the running server to retry every spooled message now.
+    Flush {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Remove one spooled message.
+    Delete {
+        id: String,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -74,6 +97,9 @@ fn main() -> ExitCode {
         Cmd::CheckConfig { config } => check_config(config),
         Cmd::HashPassword => hash_password(),
         Cmd::User(UserCmd::Enable { name, config }) => user_enable(&name, config),
+        Cmd::Queue(QueueCmd::List { config }) => queue_list(config),
+        Cmd::Queue(QueueCmd::Flush { config }) => queue_request(config, "flush".into()),
+        Cmd::Queue(QueueCmd::Delete { id, config }) => queue_delete(&id, config),
         Cmd::Demo {
             dir,
             submission,
@@ -184,6 +210,105 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
         Err(e) => println!("  suspended  cannot read: {e}"),
     }
     ExitCode::SUCCESS
+}
+
+fn queue_list(path: Option<PathBuf>) -> ExitCode {
+    let (config, _) = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let spool = postern::spool::store::Spool::at(&config.delivery.spool_directory);
+    let envs = match spool.load_all(false) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            eprintln!(
+                "postern: cannot read the spool {}: {e}",
+                config.delivery.spool_directory.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let now = postern::spool::store::unix_now();
+    println!(
+        "{:<22} {:>8} {:<32} {:>4} {:>8}  recipients / last error",
+        "id", "age", "sender", "rcpt", "attempts"
+    );
+    for e in &envs {
+        let pending: Vec<&str> = e.pending().map(|r| r.address.as_str()).collect();
+        println!(
+            "{:<22} {:>8} {:<32} {:>4} {:>8}  {}",
+            e.id,
+            postern::policy::rates::human(std::time::Duration::from_secs(
+                now.saturating_sub(e.created)
+            )),
+            if e.from.is_empty() { "<>" } else { &e.from },
+            pending.len(),
+            e.attempts,
+            pending.join(", ")
+        );
+        if let Some(err) = &e.last_error {
+            println!("{:<22} last error: {err}", "");
+        }
+    }
+    println!("{} message(s) queued", envs.len());
+    ExitCode::SUCCESS
+}
+
+fn queue_request(path: Option<PathBuf>, line: String) -> ExitCode {
+    let (config, _) = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let socket = postern::control::socket_path(&config.delivery.spool_directory);
+    match postern::control::request(&socket, &line) {
+        Ok(answer) if answer.starts_with("ok") => {
+            println!("{}", answer.trim_start_matches("ok "));
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            eprintln!("postern: {}", answer.trim_start_matches("err "));
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!(
+                "postern: cannot reach the running server at {}: {e}",
+                socket.display()
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn queue_delete(id: &str, path: Option<PathBuf>) -> ExitCode {
+    if !postern::spool::store::valid_id(id) {
+        eprintln!("postern: {id:?} is not a queue id");
+        return ExitCode::from(1);
+    }
+    let (config, _) = match load(path.clone()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let socket = postern::control::socket_path(&config.delivery.spool_directory);
+    if socket.exists() && postern::control::request(&socket, "status").is_ok() {
+        // The server is running: let it delete, so an attempt in flight is not
+        // written back.
+        return queue_request(path, format!("delete {id}"));
+    }
+    match postern::spool::store::Spool::at(&config.delivery.spool_directory).remove(id) {
+        Ok(true) => {
+            println!("{id} deleted");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            eprintln!("postern: {id} is not queued");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("postern: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn user_enable(name: &str, path: Option<PathBuf>) -> ExitCode {

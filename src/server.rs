@@ -184,6 +184,19 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
         })
     };
 
+    let queue_task = ctx
+        .queue
+        .as_ref()
+        .map(|_| tokio::spawn(crate::spool::queue::run(ctx.clone())));
+    let control_task = ctx.queue.as_ref().map(|_| {
+        let path = crate::control::socket_path(&ctx.config.delivery.spool_directory);
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::control::serve(ctx, path.clone()).await {
+                error!(path = %path.display(), error = %e, "control socket failed; `postern queue flush` will not reach this server");
+            }
+        })
+    });
     let mut hup = signal(SignalKind::hangup()).map_err(|e| ServeError::Setup(e.to_string()))?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| ServeError::Setup(e.to_string()))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| ServeError::Setup(e.to_string()))?;
@@ -203,6 +216,23 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
             open = limits.open(),
             "shutdown grace period over, closing remaining sessions"
         );
+    }
+    if let Some(queue) = &ctx.queue {
+        // Deliveries in flight finish (bounded); everything else stays spooled.
+        if tokio::time::timeout(grace, queue.idle()).await.is_err() {
+            warn!(
+                "deliveries still in flight at the end of the grace period; they will be retried after restart"
+            );
+        }
+    }
+    if let Some(t) = queue_task {
+        t.abort();
+    }
+    if let Some(t) = control_task {
+        t.abort();
+        let _ = std::fs::remove_file(crate::control::socket_path(
+            &ctx.config.delivery.spool_directory,
+        ));
     }
     pruner.abort();
     ctx.relay.close_all().await;

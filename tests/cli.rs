@@ -217,7 +217,7 @@ async fn sighup_reloads_users_and_keeps_them_on_a_broken_file() {
     let h = Harness::start(Setup::default()).await;
     let hup = || {
         Command::new("kill")
-            .args(["-HUP", &h.child.id().to_string()])
+            .args(["-HUP", &h.pid().to_string()])
             .status()
             .unwrap();
     };

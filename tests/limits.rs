@@ -305,7 +305,7 @@ async fn suspension_triggered_and_lifted() {
         String::from_utf8_lossy(&out.stderr)
     );
     Command::new("kill")
-        .args(["-HUP", &h.child.id().to_string()])
+        .args(["-HUP", &h.pid().to_string()])
         .status()
         .unwrap();
     assert!(h.wait_log("suspensions re-read", W).await);

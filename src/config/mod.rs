@@ -161,6 +161,9 @@ fn default_smarthost_tls() -> TlsMode {
 struct RawDelivery {
     mode: Option<DeliveryMode>,
     spool_directory: Option<PathBuf>,
+    concurrency: Option<usize>,
+    retry_schedule: Option<Vec<HumanDuration>>,
+    max_queue_lifetime: Option<HumanDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -301,6 +304,12 @@ pub struct Smarthost {
 pub struct Delivery {
     pub mode: DeliveryMode,
     pub spool_directory: PathBuf,
+    /// Deliveries to the smarthost at once (queue mode).
+    pub concurrency: usize,
+    /// Waits between attempts; the last one repeats.
+    pub retry_schedule: Vec<Duration>,
+    /// After this, a message still not delivered is bounced.
+    pub max_queue_lifetime: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -547,17 +556,34 @@ impl Config {
 
         let d: RawDelivery = section(map, "delivery", file, problems).unwrap_or_default();
         let delivery = Delivery {
-            mode: d.mode.unwrap_or(DeliveryMode::Passthrough),
+            mode: d.mode.unwrap_or(DeliveryMode::Queue),
             spool_directory: resolve(
                 d.spool_directory
                     .unwrap_or_else(|| PathBuf::from("/var/spool/postern")),
             ),
+            concurrency: d.concurrency.unwrap_or(8),
+            retry_schedule: d
+                .retry_schedule
+                .map(|v| v.into_iter().map(|h| h.0).collect())
+                .unwrap_or_else(|| {
+                    [60, 300, 900, 3600, 7200, 14400]
+                        .map(Duration::from_secs)
+                        .to_vec()
+                }),
+            max_queue_lifetime: d
+                .max_queue_lifetime
+                .map(|h| h.0)
+                .unwrap_or(Duration::from_secs(5 * 86_400)),
         };
-        if delivery.mode == DeliveryMode::Queue {
+        if delivery.concurrency == 0 {
+            problems.add(file, "delivery.concurrency", "must be greater than 0");
+        }
+        if delivery.retry_schedule.is_empty() || delivery.retry_schedule.iter().any(|d| d.is_zero())
+        {
             problems.add(
                 file,
-                "delivery.mode",
-                "queue mode is not available in this version yet; use passthrough",
+                "delivery.retry_schedule",
+                "needs at least one duration, none of them 0",
             );
         }
 

@@ -27,7 +27,11 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.hostname, "relay.test");
     assert_eq!(c.users_file, PathBuf::from("/etc/postern/users.yaml"));
     assert_eq!((c.smarthost.host.as_str(), c.smarthost.port), ("::1", 25));
-    assert_eq!(c.delivery.mode, DeliveryMode::Passthrough);
+    assert_eq!(c.delivery.mode, DeliveryMode::Queue);
+    assert_eq!(
+        c.delivery.max_queue_lifetime,
+        Duration::from_secs(5 * 86_400)
+    );
     assert_eq!(c.limits.max_message_size, 25 << 20);
     assert_eq!(c.limits.max_recipients, 100);
     assert_eq!(c.limits.max_connections, 1000);

@@ -1,13 +1,15 @@
-//! DATA: stream the message through the receiver to the smarthost, then pass its
-//! verdict back.
+//! DATA: stream the message through the receiver to its target, then answer.
 //!
-//! The content is checked line by line as it arrives and forwarded in chunks. If the
-//! message turns out bad (bare CR/LF, NUL, over-long line, too large), the smarthost
-//! connection is dropped without the end-of-data marker, so the smarthost discards
-//! the partial message: nothing that Postern refused is ever delivered.
+//! The target is the smarthost itself (passthrough: the client gets the smarthost's
+//! verdict) or a spool file (queue: the client gets 250 once the message is durable).
+//! The content is checked line by line as it arrives and written out in chunks, after
+//! the header section has passed the From/Sender check. If the message turns out bad
+//! (bare CR/LF, NUL, over-long line, too large, forged From), the smarthost connection
+//! is dropped without the end-of-data marker, so the smarthost discards the partial
+//! message, or the spool file is deleted: nothing Postern refused is ever delivered.
 
 use super::mail::{relay_reply, upstream_lost};
-use super::{Flow, Session};
+use super::{Flow, Session, Transaction};
 use crate::policy::header_from::{
     HeaderFromError, MAX_HEADER_SECTION, check_header_senders, header_end,
 };
@@ -17,34 +19,35 @@ use crate::proto::received::{Trace, received_header};
 use crate::proto::reply::{Esc, Reply};
 use crate::proto::stuff::DotStuffer;
 use crate::session::io::{ReadChunk, SmtpStream};
+use crate::spool::store::{Envelope, MessageWriter, RcptState, Recipient, unix_now};
+use crate::upstream::Upstream;
 use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-/// Content on its way to the smarthost: held back until the header section has
-/// passed the From/Sender check, then dot-stuffed into `wire`.
-struct Outbound {
-    /// The user's sender rules while the header check is pending; `None` once done
-    /// (or for a user with `allow_any_header_from`).
+/// Bytes gathered before a write to the smarthost.
+const UPSTREAM_CHUNK: usize = 64 * 1024;
+
+/// The header gate: content is held back until the header section has passed the
+/// From/Sender check, then released into `ready` (unstuffed).
+struct HeaderGate {
+    /// The user's sender rules while the check is pending; `None` once done (or for
+    /// a user with `allow_any_header_from`).
     rules: Option<Vec<SenderRule>>,
     head: Vec<u8>,
-    stuffer: DotStuffer,
-    wire: Vec<u8>,
+    ready: Vec<u8>,
     refused: Option<HeaderFromError>,
 }
 
-impl Outbound {
-    fn new(received: &str, rules: Option<Vec<SenderRule>>) -> Outbound {
-        let mut out = Outbound {
+impl HeaderGate {
+    fn new(received: &str, rules: Option<Vec<SenderRule>>) -> HeaderGate {
+        HeaderGate {
             rules,
             head: Vec::new(),
-            stuffer: DotStuffer::default(),
-            wire: Vec::with_capacity(UPSTREAM_CHUNK + 1024),
+            ready: received.as_bytes().to_vec(),
             refused: None,
-        };
-        out.stuffer.stuff(received.as_bytes(), &mut out.wire);
-        out
+        }
     }
 
     /// Takes the next content lines; `done` after the last.
@@ -52,35 +55,71 @@ impl Outbound {
         if self.refused.is_some() {
             return;
         }
-        if let Some(rules) = &self.rules {
-            self.head.extend_from_slice(content);
-            let end = header_end(&self.head).or(done.then_some(self.head.len()));
-            let Some(end) = end else {
-                if self.head.len() > MAX_HEADER_SECTION {
-                    self.refused = Some(HeaderFromError::TooLarge);
-                    self.head = Vec::new();
-                }
-                return;
-            };
-            if let Err(e) = check_header_senders(&self.head[..end], rules) {
-                self.refused = Some(e);
+        let Some(rules) = &self.rules else {
+            self.ready.extend_from_slice(content);
+            return;
+        };
+        self.head.extend_from_slice(content);
+        let Some(end) = header_end(&self.head).or(done.then_some(self.head.len())) else {
+            if self.head.len() > MAX_HEADER_SECTION {
+                self.refused = Some(HeaderFromError::TooLarge);
                 self.head = Vec::new();
-                return;
             }
-            self.rules = None;
-            let head = std::mem::take(&mut self.head);
-            self.stuffer.stuff(&head, &mut self.wire);
-        } else {
-            self.stuffer.stuff(content, &mut self.wire);
+            return;
+        };
+        if let Err(e) = check_header_senders(&self.head[..end], rules) {
+            self.refused = Some(e);
+            self.head = Vec::new();
+            return;
         }
-        if done {
-            self.stuffer.finish(&mut self.wire);
+        self.rules = None;
+        self.ready.append(&mut self.head);
+    }
+}
+
+/// Where accepted content goes.
+enum Target {
+    /// Passthrough: to the smarthost, dot-stuffed.
+    Relay {
+        conn: Upstream,
+        stuffer: DotStuffer,
+        wire: Vec<u8>,
+    },
+    /// Queue: to a spool file.
+    Spool(MessageWriter),
+}
+
+impl Target {
+    /// Writes content; with `finish`, also the end of data (relay).
+    async fn write(&mut self, content: &[u8], finish: bool) -> Result<(), String> {
+        match self {
+            Target::Relay {
+                conn,
+                stuffer,
+                wire,
+            } => {
+                stuffer.stuff(content, wire);
+                if finish {
+                    stuffer.finish(wire);
+                }
+                if wire.len() >= UPSTREAM_CHUNK || finish {
+                    conn.write_data(wire).await.map_err(|e| e.to_string())?;
+                    wire.clear();
+                }
+                Ok(())
+            }
+            Target::Spool(w) => w.write(content).await.map_err(|e| e.to_string()),
         }
     }
 }
 
-/// Bytes gathered before a write to the smarthost.
-const UPSTREAM_CHUNK: usize = 64 * 1024;
+fn insufficient_storage() -> Reply {
+    Reply::new(
+        452,
+        Esc(4, 3, 1),
+        "Insufficient system storage, try again later",
+    )
+}
 
 impl Session {
     pub(super) async fn data<S: AsyncRead + AsyncWrite + Unpin>(
@@ -99,42 +138,24 @@ impl Session {
         if txn.rcpts.is_empty() {
             return self.refuse(io, Reply::new(554, Esc(5, 5, 1), "No valid recipients"));
         }
-        let mut conn = txn
-            .upstream
-            .take()
-            .expect("passthrough transaction has a connection");
-        match conn.command("DATA", "DATA").await {
-            Ok(r) if r.code == 354 => {}
-            Ok(r) => {
-                info!(reply = %r, "smarthost refused DATA");
-                self.reset_transaction();
-                if r.code == 421 {
-                    return self.refuse(io, upstream_lost());
-                }
-                self.ctx.relay.reset_and_put(conn).await;
-                return self.refuse(io, relay_reply(r));
-            }
-            Err(e) => {
-                warn!(error = %e, "smarthost failed at DATA");
-                self.reset_transaction();
-                return self.refuse(io, upstream_lost());
-            }
-        }
+        let upstream = txn.upstream.take();
+        let (mut target, queue_id) = match self.open_target(upstream).await {
+            Ok(t) => t,
+            Err(reply) => return self.refuse(io, reply),
+        };
         io.reply(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
-
         self.messages += 1;
-        let queue_id = format!("{}.{}", self.id, self.messages);
-        let header = self.trace_header(&queue_id);
-        let timeouts = self.ctx.config.timeouts.clone();
-        let mut rx = DataReceiver::new(self.ctx.config.limits.max_message_size as usize);
+
         let rules = self
             .user
             .as_ref()
             .filter(|u| !u.allow_any_header_from)
             .map(|u| u.senders.clone());
-        let mut out = Outbound::new(&header, rules);
+        let mut gate = HeaderGate::new(&self.trace_header(&queue_id), rules);
+        let timeouts = self.ctx.config.timeouts.clone();
+        let mut rx = DataReceiver::new(self.ctx.config.limits.max_message_size as usize);
         let mut content = Vec::with_capacity(UPSTREAM_CHUNK);
-        let mut upstream_ok = true;
+        let mut target_error: Option<String> = None;
         let total_deadline = Instant::now() + timeouts.data_total;
 
         loop {
@@ -143,14 +164,15 @@ impl Session {
                 Feed::NeedMore => (io.buffered().len(), false),
             };
             io.consume(consumed);
-            if rx.error().is_none() && upstream_ok {
-                out.push(&content, done);
-                if out.wire.len() >= UPSTREAM_CHUNK || (done && out.refused.is_none()) {
-                    if let Err(e) = conn.write_data(&out.wire).await {
-                        warn!(error = %e, "smarthost failed during DATA");
-                        upstream_ok = false;
+            if rx.error().is_none() && target_error.is_none() {
+                gate.push(&content, done);
+                let finish = done && gate.refused.is_none();
+                if !gate.ready.is_empty() || finish {
+                    if let Err(e) = target.write(&gate.ready, finish).await {
+                        warn!(error = %e, "cannot pass the message on");
+                        target_error = Some(e);
                     }
-                    out.wire.clear();
+                    gate.ready.clear();
                 }
             }
             content.clear();
@@ -185,11 +207,9 @@ impl Session {
         }
 
         let txn = self.txn.take().expect("transaction is open");
-        let elapsed_ms = txn.started.elapsed().as_millis() as u64;
+        // From here on, returning without finishing drops `target`: the smarthost
+        // connection closes without end of data, or the spool file is deleted.
         if let Some(e) = rx.error() {
-            // Dropping `conn` closes the smarthost connection without the
-            // end-of-data marker: the smarthost discards what it got.
-            drop(conn);
             warn!(sender = %txn.from, rcpts = txn.rcpts.len(), error = %e, "message refused");
             let reply = match e {
                 DataError::TooBig => Reply::new(
@@ -201,8 +221,7 @@ impl Session {
             };
             return self.refuse(io, reply);
         }
-        if let Some(e) = out.refused {
-            drop(conn);
+        if let Some(e) = gate.refused {
             warn!(sender = %txn.from, rcpts = txn.rcpts.len(), error = %e, "message refused: header sender not allowed");
             let reply = match e {
                 HeaderFromError::TooLarge => {
@@ -212,9 +231,79 @@ impl Session {
             };
             return self.refuse(io, reply);
         }
-        if !upstream_ok {
-            return self.refuse(io, upstream_lost());
+        match target {
+            Target::Relay { conn, .. } => {
+                if target_error.is_some() {
+                    return self.refuse(io, upstream_lost());
+                }
+                self.finish_relay(io, txn, conn, &queue_id, rx.size()).await
+            }
+            Target::Spool(writer) => {
+                if target_error.is_some() {
+                    return self.refuse(io, insufficient_storage());
+                }
+                self.finish_spool(io, txn, writer, rx.size()).await
+            }
         }
+    }
+
+    /// Opens where the message goes: sends DATA to the smarthost, or starts a spool
+    /// file. Returns the target and the id for the Received header.
+    async fn open_target(&mut self, upstream: Option<Upstream>) -> Result<(Target, String), Reply> {
+        let Some(mut conn) = upstream else {
+            let queue = self
+                .ctx
+                .queue
+                .clone()
+                .expect("queue mode without a connection");
+            return match queue.spool().writer().await {
+                Ok(w) => {
+                    let id = w.id().to_string();
+                    Ok((Target::Spool(w), id))
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot write to the spool");
+                    self.txn = None;
+                    Err(insufficient_storage())
+                }
+            };
+        };
+        match conn.command("DATA", "DATA").await {
+            Ok(r) if r.code == 354 => {
+                let id = format!("{}.{}", self.id, self.messages + 1);
+                let target = Target::Relay {
+                    conn,
+                    stuffer: DotStuffer::default(),
+                    wire: Vec::with_capacity(UPSTREAM_CHUNK + 1024),
+                };
+                Ok((target, id))
+            }
+            Ok(r) => {
+                info!(reply = %r, "smarthost refused DATA");
+                self.reset_transaction();
+                if r.code == 421 {
+                    return Err(upstream_lost());
+                }
+                self.ctx.relay.reset_and_put(conn).await;
+                Err(relay_reply(r))
+            }
+            Err(e) => {
+                warn!(error = %e, "smarthost failed at DATA");
+                self.reset_transaction();
+                Err(upstream_lost())
+            }
+        }
+    }
+
+    /// Passthrough: end of data to the smarthost, and its verdict to the client.
+    async fn finish_relay<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        txn: Transaction,
+        mut conn: Upstream,
+        queue_id: &str,
+        size: usize,
+    ) -> Flow {
         match conn.finish_data().await {
             Ok(reply) => {
                 let positive = reply.is_positive();
@@ -222,9 +311,9 @@ impl Session {
                     queue_id = %queue_id,
                     sender = %txn.from,
                     rcpts = txn.rcpts.len(),
-                    size = rx.size(),
+                    size,
                     upstream = %reply,
-                    duration_ms = elapsed_ms,
+                    duration_ms = txn.started.elapsed().as_millis() as u64,
                     "{}", if positive { "message relayed" } else { "message refused by the smarthost" }
                 );
                 if reply.code == 421 {
@@ -247,6 +336,61 @@ impl Session {
                 self.refuse(io, upstream_lost())
             }
         }
+    }
+
+    /// Queue: make the message durable, then answer 250.
+    async fn finish_spool<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        txn: Transaction,
+        writer: MessageWriter,
+        size: usize,
+    ) -> Flow {
+        let queue = self.ctx.queue.clone().expect("queue mode");
+        let now = unix_now();
+        let env = Envelope {
+            id: writer.id().to_string(),
+            from: txn.from.clone(),
+            rcpts: txn
+                .rcpts
+                .iter()
+                .map(|a| Recipient {
+                    address: a.clone(),
+                    state: RcptState::Pending,
+                    last_reply: None,
+                })
+                .collect(),
+            user: self
+                .user
+                .as_ref()
+                .map(|u| u.name.clone())
+                .unwrap_or_default(),
+            created: now,
+            attempts: 0,
+            next_attempt: now,
+            last_error: None,
+            smtputf8: txn.smtputf8,
+            eight_bit: txn.eight_bit,
+            size: writer.written,
+        };
+        if let Err(e) = queue.spool().commit(writer, &env).await {
+            error!(error = %e, sender = %txn.from, "cannot make the message durable; refused");
+            return self.refuse(io, insufficient_storage());
+        }
+        queue.enqueued(&env);
+        txn.quota.commit(std::time::Instant::now());
+        info!(
+            queue_id = %env.id,
+            sender = %txn.from,
+            rcpts = txn.rcpts.len(),
+            size,
+            duration_ms = txn.started.elapsed().as_millis() as u64,
+            "message queued"
+        );
+        self.ok(
+            io,
+            Reply::new(250, Esc(2, 0, 0), format!("Ok: queued as {}", env.id)),
+        )
     }
 
     /// The `Received:` header for this message.

@@ -115,24 +115,32 @@ impl Session {
         };
         let utf8 = from.flags & MAIL_SMTPUTF8 != 0 || !from.address.is_ascii();
         let eight_bit = from.flags & MAIL_BODY_8BITMIME != 0;
-        let (conn, reply) = match self
-            .upstream_mail(&from.address, from.size, eight_bit, utf8)
-            .await
-        {
-            Ok(r) => r,
-            Err(reply) => return self.refuse(io, reply),
+        let upstream = if self.ctx.queue.is_some() {
+            // Queue mode: the smarthost is asked later, by the delivery workers.
+            None
+        } else {
+            let (conn, reply) = match self
+                .upstream_mail(&from.address, from.size, eight_bit, utf8)
+                .await
+            {
+                Ok(r) => r,
+                Err(reply) => return self.refuse(io, reply),
+            };
+            if !reply.is_positive() {
+                info!(sender = %from.address, reply = %reply, "smarthost refused the sender");
+                self.ctx.relay.put(conn);
+                return self.refuse(io, relay_reply(reply));
+            }
+            Some(conn)
         };
-        if !reply.is_positive() {
-            info!(sender = %from.address, reply = %reply, "smarthost refused the sender");
-            self.ctx.relay.put(conn);
-            return self.refuse(io, relay_reply(reply));
-        }
         self.txn = Some(Transaction {
             from: from.address,
             rcpts: Vec::new(),
-            upstream: Some(conn),
+            upstream,
             broken: false,
             quota,
+            smtputf8: utf8,
+            eight_bit,
             started: Instant::now(),
         });
         self.ok(io, Reply::new(250, Esc(2, 1, 0), "Sender OK"))
@@ -239,10 +247,11 @@ impl Session {
         if let Err(e) = txn.quota.recipient(&limits, Instant::now()) {
             return self.rate_limited(io, &e);
         }
-        let conn = txn
-            .upstream
-            .as_mut()
-            .expect("passthrough transaction has a connection");
+        let Some(conn) = txn.upstream.as_mut() else {
+            // Queue mode: accepted here, delivered later.
+            txn.rcpts.push(to.address);
+            return self.ok(io, Reply::new(250, Esc(2, 1, 5), "Recipient OK"));
+        };
         match conn
             .command(&format!("RCPT TO:<{}>", to.address), "RCPT")
             .await

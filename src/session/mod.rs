@@ -55,6 +55,10 @@ pub struct Transaction {
     pub broken: bool,
     /// The user's quota held for this message; given back unless committed.
     pub quota: Reservation,
+    /// MAIL said SMTPUTF8 (or used a non-ASCII address).
+    pub smtputf8: bool,
+    /// MAIL said BODY=8BITMIME.
+    pub eight_bit: bool,
     pub started: Instant,
 }
 

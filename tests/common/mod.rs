@@ -49,6 +49,9 @@ pub struct Setup {
     pub smarthost_down: bool,
     /// Also open a `tls: none` listener with `insecure_auth: true`.
     pub plain_listener: bool,
+    /// Queue mode (spool in the temp dir, retries after 1s, 2s, 2s…) instead of
+    /// passthrough.
+    pub queue: bool,
 }
 
 impl Default for Setup {
@@ -68,6 +71,7 @@ impl Default for Setup {
             extra: String::new(),
             smarthost_down: false,
             plain_listener: false,
+            queue: false,
         }
     }
 }
@@ -77,18 +81,31 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub ca: TestCa,
     pub sink: Sink,
-    pub child: Child,
+    sink_files: TlsFiles,
+    pub smarthost_port: u16,
+    child: Option<Child>,
     logs: Arc<Mutex<Vec<String>>>,
     pub starttls: SocketAddr,
     pub implicit: SocketAddr,
     pub plain: Option<SocketAddr>,
+    want_plain: bool,
     pub config_path: PathBuf,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
+    }
+}
+
+fn sink_config(files: &TlsFiles) -> SinkConfig {
+    SinkConfig {
+        hostname: "sink.test".into(),
+        tls: TlsMode::Starttls,
+        server_tls: Some(load_server_config(files).unwrap()),
+        credentials: Some((RELAY_USER.into(), RELAY_PASSWORD.into())),
+        save_dir: None,
+        verbose: false,
     }
 }
 
@@ -136,19 +153,9 @@ impl Harness {
         write(&dir.path().join("ca.pem"), &ca.cert_pem);
         let server_files = write_cert(&ca, dir.path(), "server");
         let sink_files = write_cert(&ca, dir.path(), "sink");
-        let sink = Sink::start(
-            "127.0.0.1:0".parse().unwrap(),
-            SinkConfig {
-                hostname: "sink.test".into(),
-                tls: TlsMode::Starttls,
-                server_tls: Some(load_server_config(&sink_files).unwrap()),
-                credentials: Some((RELAY_USER.into(), RELAY_PASSWORD.into())),
-                save_dir: None,
-                verbose: false,
-            },
-        )
-        .await
-        .unwrap();
+        let sink = Sink::start("127.0.0.1:0".parse().unwrap(), sink_config(&sink_files))
+            .await
+            .unwrap();
         let smarthost_port = if setup.smarthost_down {
             // Bind and drop a socket: a port nothing listens on.
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -173,27 +180,38 @@ impl Harness {
             "tls:\n  certificate: {}\n  private_key: {}\n\
              users:\n  file: users.yaml\n\
              smarthost:\n  address: \"localhost:{smarthost_port}\"\n  tls: starttls\n  ca_file: ca.pem\n  username: {RELAY_USER}\n  password_file: smarthost.secret\n\
-             delivery:\n  mode: passthrough\n  spool_directory: spool\n\
+             delivery:\n  mode: {mode}\n  spool_directory: spool\n  retry_schedule: [1s, 2s]\n\
              log:\n  level: debug\n",
             server_files.certificate.display(),
             server_files.private_key.display(),
+            mode = if setup.queue { "queue" } else { "passthrough" },
         ));
         config.push_str(&setup.extra);
         let config_path = dir.path().join("postern.yaml");
         write(&config_path, &config);
-        Self::spawn(dir, ca, sink, config_path, setup.plain_listener).await
+        let mut h = Harness {
+            dir,
+            ca,
+            sink,
+            sink_files,
+            smarthost_port,
+            child: None,
+            logs: Arc::new(Mutex::new(Vec::new())),
+            starttls: "0.0.0.0:0".parse().unwrap(),
+            implicit: "0.0.0.0:0".parse().unwrap(),
+            plain: None,
+            want_plain: setup.plain_listener,
+            config_path,
+        };
+        h.launch().await;
+        h
     }
 
-    async fn spawn(
-        dir: tempfile::TempDir,
-        ca: TestCa,
-        sink: Sink,
-        config_path: PathBuf,
-        plain: bool,
-    ) -> Harness {
+    /// Starts the postern process (again) on the same files and waits until ready.
+    pub async fn launch(&mut self) {
         let mut child = Command::new(postern_bin())
             .args(["serve", "-c"])
-            .arg(&config_path)
+            .arg(&self.config_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -209,42 +227,60 @@ impl Harness {
                 }
             });
         }
-        let mut h = Harness {
-            dir,
-            ca,
-            sink,
-            child,
-            logs,
-            starttls: "0.0.0.0:0".parse().unwrap(),
-            implicit: "0.0.0.0:0".parse().unwrap(),
-            plain: None,
-            config_path,
-        };
+        self.child = Some(child);
+        self.logs = logs;
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut ready = false;
         while Instant::now() < deadline && !ready {
-            ready = h.logs().iter().any(|l| l.contains(" ready"));
-            if h.child.try_wait().unwrap().is_some() {
+            ready = self.logs().iter().any(|l| l.contains(" ready"));
+            if self.child_mut().try_wait().unwrap().is_some() {
                 // Give the log reader a moment to collect the last lines.
                 std::thread::sleep(Duration::from_millis(100));
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(ready, "postern did not start:\n{}", h.logs().join("\n"));
-        for line in h.logs() {
+        assert!(ready, "postern did not start:\n{}", self.logs().join("\n"));
+        for line in self.logs() {
             if !line.contains(" listening ") {
                 continue;
             }
             let addr: SocketAddr = field(&line, "address").parse().unwrap();
             match field(&line, "tls") {
-                "starttls" => h.starttls = addr,
-                "implicit" => h.implicit = addr,
-                "none" if plain => h.plain = Some(addr),
+                "starttls" => self.starttls = addr,
+                "implicit" => self.implicit = addr,
+                "none" if self.want_plain => self.plain = Some(addr),
                 other => panic!("unexpected listener {other}"),
             }
         }
-        h
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("postern is running")
+    }
+
+    /// The process id of the running postern.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("postern is running").id()
+    }
+
+    /// Kills postern with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a stand-in smarthost on the configured smarthost port (for a test that
+    /// began with the smarthost down).
+    pub async fn start_smarthost(&self) -> Sink {
+        Sink::start(
+            SocketAddr::new("127.0.0.1".parse().unwrap(), self.smarthost_port),
+            sink_config(&self.sink_files),
+        )
+        .await
+        .unwrap()
     }
 
     /// Every log line so far.
@@ -281,11 +317,11 @@ impl Harness {
 
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+        let pid = self.pid().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.child_mut().try_wait().unwrap() {
                 return status;
             }
             assert!(

@@ -1,0 +1,160 @@
+//! Delivery status notifications (RFC 3464) for recipients that failed for good.
+
+use super::store::{Envelope, RcptState, Recipient, new_id, unix_now};
+use crate::proto::received::rfc5322_date;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// One failed recipient and why.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub rcpt: String,
+    /// Enhanced status, e.g. `5.1.1`, or `4.4.7` for an expired message.
+    pub status: String,
+    /// The smarthost's reply, or Postern's own reason.
+    pub diagnostic: String,
+}
+
+/// The header section of the original message (for `text/rfc822-headers`), at most
+/// 64 KiB.
+pub fn original_headers(message: &[u8]) -> &[u8] {
+    let end = crate::policy::header_from::header_end(message).unwrap_or(message.len());
+    &message[..end.min(64 * 1024)]
+}
+
+/// Builds the DSN message and its envelope (null sender, to the original sender).
+pub fn build(
+    hostname: &str,
+    original: &Envelope,
+    failures: &[Failure],
+    headers: &[u8],
+) -> (Envelope, Vec<u8>) {
+    let id = new_id();
+    let now = unix_now();
+    let date = rfc5322_date(UNIX_EPOCH + Duration::from_secs(now));
+    let arrival = rfc5322_date(UNIX_EPOCH + Duration::from_secs(original.created));
+    let boundary = format!("{id}/{hostname}");
+    let mut m = String::new();
+    m.push_str(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"
+    ));
+    m.push_str(&format!("To: <{}>\r\n", original.from));
+    m.push_str("Subject: Undelivered Mail Returned to Sender\r\n");
+    m.push_str(&format!("Date: {date}\r\n"));
+    m.push_str(&format!("Message-ID: <{id}@{hostname}>\r\n"));
+    m.push_str("Auto-Submitted: auto-replied\r\n");
+    m.push_str("MIME-Version: 1.0\r\n");
+    m.push_str(&format!(
+        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
+    ));
+    m.push_str("This is a MIME-encapsulated message.\r\n\r\n");
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+    ));
+    m.push_str(&format!(
+        "This is the mail system at host {hostname}.\r\n\r\nYour message (queue id {}) could not be delivered to one or more\r\nrecipients. It is attached below.\r\n\r\n",
+        original.id
+    ));
+    for f in failures {
+        m.push_str(&format!("<{}>: {}\r\n", f.rcpt, f.diagnostic));
+    }
+    m.push_str(&format!(
+        "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+    ));
+    m.push_str(&format!(
+        "Reporting-MTA: dns; {hostname}\r\nX-Postern-Queue-ID: {}\r\nArrival-Date: {arrival}\r\n",
+        original.id
+    ));
+    for f in failures {
+        m.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\nDiagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {date}\r\n",
+            f.rcpt, f.status, f.diagnostic
+        ));
+    }
+    m.push_str(&format!(
+        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+    ));
+    let mut bytes = m.into_bytes();
+    bytes.extend_from_slice(headers);
+    if !bytes.ends_with(b"\r\n") {
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let env = Envelope {
+        id,
+        from: String::new(),
+        rcpts: vec![Recipient {
+            address: original.from.clone(),
+            state: RcptState::Pending,
+            last_reply: None,
+        }],
+        user: String::new(),
+        created: now,
+        attempts: 0,
+        next_attempt: now,
+        last_error: None,
+        smtputf8: original.smtputf8,
+        eight_bit: true,
+        size: bytes.len() as u64,
+    };
+    (env, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsn_is_a_valid_multipart_report() {
+        let original = Envelope {
+            id: "ABC".into(),
+            from: "alice@site.example".into(),
+            rcpts: vec![],
+            user: "u".into(),
+            created: 0,
+            attempts: 2,
+            next_attempt: 0,
+            last_error: None,
+            smtputf8: false,
+            eight_bit: false,
+            size: 10,
+        };
+        let msg = b"Subject: hello\r\nFrom: alice@site.example\r\n\r\nbody text\r\n";
+        let (env, bytes) = build(
+            "relay.test",
+            &original,
+            &[Failure {
+                rcpt: "nobody@example.org".into(),
+                status: "5.1.1".into(),
+                diagnostic: "550 5.1.1 No such user".into(),
+            }],
+            original_headers(msg),
+        );
+        assert_eq!(env.from, "");
+        assert_eq!(env.rcpts[0].address, "alice@site.example");
+        let text = String::from_utf8(bytes).unwrap();
+        for needle in [
+            "Content-Type: multipart/report; report-type=delivery-status;",
+            "Content-Type: message/delivery-status",
+            "Reporting-MTA: dns; relay.test",
+            "Final-Recipient: rfc822; nobody@example.org",
+            "Action: failed",
+            "Status: 5.1.1",
+            "Diagnostic-Code: smtp; 550 5.1.1 No such user",
+            "Content-Type: text/rfc822-headers\r\n\r\nSubject: hello\r\n",
+            "Auto-Submitted: auto-replied",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?}");
+        }
+        assert!(!text.contains("body text"), "only the headers are returned");
+        // Every line ends in CRLF.
+        assert!(!text.replace("\r\n", "").contains('\n'));
+        let parsed = mail_parser::MessageParser::default()
+            .parse(text.as_bytes())
+            .unwrap();
+        assert_eq!(
+            parsed.subject(),
+            Some("Undelivered Mail Returned to Sender")
+        );
+        assert_eq!(parsed.parts.len(), 4, "multipart with three parts");
+    }
+}

@@ -1,0 +1,6 @@
+//! Queue mode: the durable spool ([`store`]), the delivery workers ([`queue`]) and
+//! delivery status notifications ([`bounce`]).
+
+pub mod bounce;
+pub mod queue;
+pub mod store;

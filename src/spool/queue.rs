@@ -1,0 +1,579 @@
+//! Delivery from the spool: a scheduler that starts due deliveries up to
+//! `delivery.concurrency` at once, each over a pooled smarthost connection, with
+//! per-recipient results, retries on a schedule with jitter, a whole-queue slowdown
+//! when the smarthost throttles, and bounces for permanent failures.
+
+use super::bounce::{self, Failure};
+use super::store::{Envelope, RcptState, Spool, unix_now};
+use crate::config::Delivery;
+use crate::context::Context;
+use crate::proto::reply::Reply;
+use crate::proto::stuff::DotStuffer;
+use crate::upstream::{Upstream, UpstreamError};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{Notify, Semaphore};
+use tracing::{Instrument, error, info, info_span, warn};
+
+/// The queue in memory: which ids are spooled and when each is due.
+pub struct Queue {
+    spool: Spool,
+    policy: Delivery,
+    /// id → unix second of the next attempt.
+    due: Mutex<HashMap<String, u64>>,
+    in_flight: Mutex<HashSet<String>>,
+    /// Deleted by the operator while possibly in flight: do not write them back.
+    deleted: Mutex<HashSet<String>>,
+    wake: Notify,
+    /// Unix second until which the smarthost asked us to slow down, and the current
+    /// slowdown step.
+    throttle: Mutex<(u64, u64)>,
+    permits: Arc<Semaphore>,
+}
+
+/// What one attempt decided for the message as a whole.
+#[derive(Debug, Default)]
+struct Outcome {
+    delivered: Vec<String>,
+    deferred: Vec<(String, String)>,
+    failed: Vec<Failure>,
+    throttled: bool,
+}
+
+fn is_throttle(r: &Reply) -> bool {
+    r.code == 421 || r.code == 454 || r.text.to_ascii_lowercase().contains("throttl")
+}
+
+fn status_of(r: &Reply) -> String {
+    r.esc
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| format!("{}.0.0", r.code / 100))
+}
+
+impl Queue {
+    /// Opens the spool and loads what is queued (a restart resumes every message with
+    /// its attempt count and next-attempt time).
+    pub fn open(policy: &Delivery) -> std::io::Result<Queue> {
+        let spool = Spool::open(&policy.spool_directory)?;
+        let envs = spool.load_all(true)?;
+        let due = envs
+            .iter()
+            .map(|e| (e.id.clone(), e.next_attempt))
+            .collect();
+        if !envs.is_empty() {
+            info!(messages = envs.len(), "resuming the queue");
+        }
+        Ok(Queue {
+            spool,
+            policy: policy.clone(),
+            due: Mutex::new(due),
+            in_flight: Mutex::new(HashSet::new()),
+            deleted: Mutex::new(HashSet::new()),
+            wake: Notify::new(),
+            throttle: Mutex::new((0, 0)),
+            permits: Arc::new(Semaphore::new(policy.concurrency)),
+        })
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// Messages in the queue.
+    pub fn len(&self) -> usize {
+        self.due.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A message was just committed to the spool.
+    pub fn enqueued(&self, env: &Envelope) {
+        self.due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(env.id.clone(), env.next_attempt);
+        self.wake.notify_one();
+    }
+
+    /// Makes every message due now (`postern queue flush`); returns how many.
+    pub fn flush(&self) -> usize {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        for t in due.values_mut() {
+            *t = 0;
+        }
+        *self.throttle.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
+        let n = due.len();
+        drop(due);
+        self.wake.notify_one();
+        n
+    }
+
+    /// Removes a message (`postern queue delete`); returns whether it was queued.
+    pub fn delete(&self, id: &str) -> std::io::Result<bool> {
+        self.deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string());
+        self.due
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.spool.remove(id)
+    }
+
+    /// The wait before attempt number `attempts + 1`, with ±10% jitter so that
+    /// messages deferred together do not come back together.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let s = &self.policy.retry_schedule;
+        let base = s[(attempts.max(1) as usize - 1).min(s.len() - 1)];
+        let jitter = (rand_u32() % 2001) as f64 / 10_000.0 - 0.1;
+        base.mul_f64(1.0 + jitter)
+    }
+
+    fn throttled_until(&self) -> u64 {
+        self.throttle.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// The smarthost said slow down: pause the whole queue, 30 s doubling to 10 min.
+    fn slow_down(&self) {
+        let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        t.1 = (t.1 * 2).clamp(30, 600);
+        t.0 = unix_now() + t.1;
+        warn!(
+            pause_s = t.1,
+            "smarthost is throttling; pausing the whole queue"
+        );
+    }
+
+    fn delivered_something(&self) {
+        let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        t.1 = 0;
+    }
+
+    /// Ids due now and not in flight, oldest due first.
+    fn take_due(&self, now: u64, max: usize) -> (Vec<String>, Option<u64>) {
+        let due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ready: Vec<(u64, &String)> = due
+            .iter()
+            .filter(|(id, t)| **t <= now && !in_flight.contains(*id))
+            .map(|(id, t)| (*t, id))
+            .collect();
+        ready.sort();
+        let picked: Vec<String> = ready
+            .into_iter()
+            .take(max)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in &picked {
+            in_flight.insert(id.clone());
+        }
+        let next = due
+            .iter()
+            .filter(|(id, _)| !in_flight.contains(*id))
+            .map(|(_, t)| *t)
+            .min();
+        (picked, next)
+    }
+
+    fn finished(&self, id: &str, next: Option<u64>) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        match next {
+            Some(t)
+                if !self
+                    .deleted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(id) =>
+            {
+                due.insert(id.to_string(), t);
+            }
+            _ => {
+                due.remove(id);
+            }
+        }
+        drop(due);
+        self.wake.notify_one();
+    }
+
+    /// Waits until every delivery in flight has finished (at shutdown).
+    pub async fn idle(&self) {
+        let _all = self
+            .permits
+            .acquire_many(self.policy.concurrency as u32)
+            .await;
+    }
+}
+
+/// A cheap random number for jitter (not for anything secret).
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u32::from_le_bytes(b)
+}
+
+/// The scheduler: runs until `shutdown` turns true, then lets deliveries in flight
+/// finish (the server bounds that with `shutdown_grace`).
+pub async fn run(ctx: Arc<Context>) {
+    let Some(queue) = ctx.queue.clone() else {
+        return;
+    };
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let now = unix_now();
+        let throttled = queue.throttled_until();
+        let mut next = None;
+        if throttled <= now {
+            let free = queue.permits.available_permits();
+            let (ids, n) = queue.take_due(now, free);
+            next = n;
+            for id in ids {
+                let permit = queue
+                    .permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore open");
+                let ctx = ctx.clone();
+                let span = info_span!("delivery", queue_id = %id);
+                tokio::spawn(
+                    async move {
+                        let next = deliver(&ctx, &id).await;
+                        if let Some(q) = &ctx.queue {
+                            q.finished(&id, next);
+                        }
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+        let wait_until = if throttled > now {
+            throttled
+        } else {
+            next.unwrap_or(now + 60).max(now + 1)
+        };
+        let wait = Duration::from_secs(wait_until.saturating_sub(now).min(60));
+        tokio::select! {
+            _ = queue.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    info!(
+        queued = queue.len(),
+        "queue stopped; undelivered messages stay spooled"
+    );
+}
+
+/// One delivery attempt; returns when to try again, or `None` when the message is
+/// done (delivered, bounced or deleted).
+async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
+    let queue = ctx.queue.as_ref()?;
+    let spool = queue.spool();
+    let mut env = match spool.read_envelope(id) {
+        Ok(Some(e)) => e,
+        Ok(None) => return None,
+        Err(e) => {
+            error!(error = %e, "cannot read the envelope; leaving it for the operator");
+            return Some(unix_now() + 3600);
+        }
+    };
+    let outcome = attempt(ctx, &env).await;
+    if outcome.throttled {
+        queue.slow_down();
+    }
+    if !outcome.delivered.is_empty() {
+        queue.delivered_something();
+    }
+    let now = unix_now();
+    env.attempts += 1;
+    for r in env.rcpts.iter_mut() {
+        if outcome.delivered.contains(&r.address) {
+            r.state = RcptState::Delivered;
+        }
+        if let Some(f) = outcome.failed.iter().find(|f| f.rcpt == r.address) {
+            r.state = RcptState::Failed;
+            r.last_reply = Some(f.diagnostic.clone());
+        }
+        if let Some((_, why)) = outcome.deferred.iter().find(|(a, _)| *a == r.address) {
+            r.last_reply = Some(why.clone());
+        }
+    }
+    let mut failures = outcome.failed;
+    let expired = now.saturating_sub(env.created) >= queue.policy.max_queue_lifetime.as_secs();
+    if expired {
+        for r in env
+            .rcpts
+            .iter_mut()
+            .filter(|r| r.state == RcptState::Pending)
+        {
+            r.state = RcptState::Failed;
+            let why = r
+                .last_reply
+                .clone()
+                .unwrap_or_else(|| "no answer from the smarthost".into());
+            failures.push(Failure {
+                rcpt: r.address.clone(),
+                status: "4.4.7".into(),
+                diagnostic: format!(
+                    "message expired after {} attempts; last error: {why}",
+                    env.attempts
+                ),
+            });
+        }
+    }
+    env.last_error = outcome
+        .deferred
+        .first()
+        .map(|(_, w)| w.clone())
+        .or(env.last_error);
+    let pending = env.pending().count();
+    info!(
+        sender = %env.from,
+        attempt = env.attempts,
+        delivered = outcome.delivered.len(),
+        deferred = pending,
+        failed = failures.len(),
+        last_error = env.last_error.as_deref().unwrap_or(""),
+        "delivery attempt"
+    );
+    if !failures.is_empty() {
+        send_bounce(ctx, &env, &failures);
+    }
+    if queue
+        .deleted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(id)
+    {
+        return None;
+    }
+    if pending == 0 {
+        if let Err(e) = spool.remove(id) {
+            error!(error = %e, "cannot remove a finished message from the spool");
+        }
+        return None;
+    }
+    let delay = queue.backoff(env.attempts);
+    env.next_attempt = now + delay.as_secs().max(1);
+    if let Err(e) = spool.write_envelope(&env) {
+        error!(error = %e, "cannot update the envelope; the attempt will repeat");
+    }
+    Some(env.next_attempt)
+}
+
+/// Queues a DSN for `failures` to the sender, unless the message was itself a bounce.
+fn send_bounce(ctx: &Context, env: &Envelope, failures: &[Failure]) {
+    let Some(queue) = &ctx.queue else { return };
+    for f in failures {
+        warn!(rcpt = %f.rcpt, status = %f.status, diagnostic = %f.diagnostic, "recipient failed permanently");
+    }
+    if env.is_bounce() {
+        warn!("not bouncing a bounce; dropping it");
+        return;
+    }
+    let message = std::fs::read(queue.spool().message_path(&env.id)).unwrap_or_default();
+    let (dsn, bytes) = bounce::build(
+        &ctx.config.hostname,
+        env,
+        failures,
+        bounce::original_headers(&message),
+    );
+    match queue.spool().store(&dsn, &bytes) {
+        Ok(()) => {
+            info!(bounce_id = %dsn.id, to = %env.from, "bounce queued");
+            queue.enqueued(&dsn);
+        }
+        Err(e) => error!(error = %e, "cannot queue the bounce"),
+    }
+}
+
+/// Talks to the smarthost once for the pending recipients of `env`.
+async fn attempt(ctx: &Context, env: &Envelope) -> Outcome {
+    let pending: Vec<String> = env.pending().map(|r| r.address.clone()).collect();
+    let mut out = Outcome::default();
+    let defer_all = |out: &mut Outcome, why: String| {
+        let done: HashSet<String> = out
+            .delivered
+            .iter()
+            .cloned()
+            .chain(out.failed.iter().map(|f| f.rcpt.clone()))
+            .chain(out.deferred.iter().map(|(a, _)| a.clone()))
+            .collect();
+        for a in &pending {
+            if !done.contains(a) {
+                out.deferred.push((a.clone(), why.clone()));
+            }
+        }
+    };
+    let mut taken = match ctx.relay.take().await {
+        Ok(t) => t,
+        Err(e) => {
+            if let UpstreamError::Refused { reply, .. } = &e {
+                out.throttled = is_throttle(reply);
+            }
+            defer_all(&mut out, e.to_string());
+            return out;
+        }
+    };
+    // MAIL, with one retry on a fresh connection if a pooled one was dead.
+    let mail_line = mail_from(env, &taken.conn);
+    let mut mail = taken.conn.command(&mail_line, "MAIL").await;
+    if taken.reused && mail.as_ref().map_or(true, |r| r.code == 421) {
+        match ctx.relay.connect().await {
+            Ok(c) => {
+                taken.conn = c;
+                mail = taken
+                    .conn
+                    .command(&mail_from(env, &taken.conn), "MAIL")
+                    .await;
+            }
+            Err(e) => {
+                defer_all(&mut out, e.to_string());
+                return out;
+            }
+        }
+    }
+    let mut conn = taken.conn;
+    match mail {
+        Ok(r) if r.is_positive() => {}
+        Ok(r) => {
+            let text = r.to_string();
+            if r.is_permanent() {
+                for a in &pending {
+                    out.failed.push(Failure {
+                        rcpt: a.clone(),
+                        status: status_of(&r),
+                        diagnostic: text.clone(),
+                    });
+                }
+            } else {
+                out.throttled = is_throttle(&r);
+                defer_all(&mut out, text);
+            }
+            if r.code != 421 {
+                ctx.relay.reset_and_put(conn).await;
+            }
+            return out;
+        }
+        Err(e) => {
+            defer_all(&mut out, e.to_string());
+            return out;
+        }
+    }
+    let mut accepted = Vec::new();
+    for a in &pending {
+        match conn.command(&format!("RCPT TO:<{a}>"), "RCPT").await {
+            Ok(r) if r.is_positive() => accepted.push(a.clone()),
+            Ok(r) if r.is_permanent() => out.failed.push(Failure {
+                rcpt: a.clone(),
+                status: status_of(&r),
+                diagnostic: r.to_string(),
+            }),
+            Ok(r) => {
+                out.throttled |= is_throttle(&r);
+                out.deferred.push((a.clone(), r.to_string()));
+                if r.code == 421 {
+                    defer_all(&mut out, r.to_string());
+                    return out;
+                }
+            }
+            Err(e) => {
+                defer_all(&mut out, e.to_string());
+                return out;
+            }
+        }
+    }
+    if accepted.is_empty() {
+        ctx.relay.reset_and_put(conn).await;
+        return out;
+    }
+    match send_data(ctx, env, &mut conn).await {
+        Ok(r) if r.is_positive() => {
+            // Delivered: the caller removes the envelope right away, keeping the
+            // window for a duplicate after a crash as small as it can be.
+            out.delivered = accepted;
+            ctx.relay.put(conn);
+        }
+        Ok(r) => {
+            let text = r.to_string();
+            for a in accepted {
+                if r.is_permanent() {
+                    out.failed.push(Failure {
+                        rcpt: a,
+                        status: status_of(&r),
+                        diagnostic: text.clone(),
+                    });
+                } else {
+                    out.deferred.push((a, text.clone()));
+                }
+            }
+            out.throttled |= is_throttle(&r);
+            if r.code != 421 {
+                ctx.relay.put(conn);
+            }
+        }
+        Err(e) => defer_all(&mut out, e.to_string()),
+    }
+    out
+}
+
+fn mail_from(env: &Envelope, conn: &Upstream) -> String {
+    let mut line = format!("MAIL FROM:<{}>", env.from);
+    if conn.caps.size.is_some() {
+        line.push_str(&format!(" SIZE={}", env.size));
+    }
+    if env.eight_bit && conn.caps.eight_bit_mime {
+        line.push_str(" BODY=8BITMIME");
+    }
+    if env.smtputf8 {
+        line.push_str(" SMTPUTF8");
+    }
+    line
+}
+
+/// DATA: streams the spooled message from disk, dot-stuffed.
+async fn send_data(
+    ctx: &Context,
+    env: &Envelope,
+    conn: &mut Upstream,
+) -> Result<Reply, UpstreamError> {
+    let r = conn.command("DATA", "DATA").await?;
+    if r.code != 354 {
+        return Ok(r);
+    }
+    let path = ctx
+        .queue
+        .as_ref()
+        .expect("queue mode")
+        .spool()
+        .message_path(&env.id);
+    let mut file = tokio::fs::File::open(&path).await?;
+    let mut stuffer = DotStuffer::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut wire = Vec::with_capacity(66 * 1024);
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        stuffer.stuff(&buf[..n], &mut wire);
+        conn.write_data(&wire).await?;
+        wire.clear();
+    }
+    stuffer.finish(&mut wire);
+    conn.write_data(&wire).await?;
+    conn.finish_data().await
+}

@@ -1,0 +1,399 @@
+//! The durable spool on disk.
+//!
+//! ```text
+//! <spool_directory>/tmp/<id>.msg     being received
+//! <spool_directory>/queue/<id>.msg   the message (unstuffed, Received header first)
+//! <spool_directory>/queue/<id>.env   its envelope and delivery state (YAML)
+//! ```
+//!
+//! A message is queued exactly when its `.env` exists. [`Spool::commit`] fsyncs the
+//! message, renames it into `queue/`, writes the envelope to a temporary file, fsyncs
+//! it, renames it into place and fsyncs the directory, all before the client is
+//! answered 250. A crash at any instant therefore leaves either a complete queued
+//! message or none (an orphan `.msg` without `.env`, removed at the next start).
+//! Envelope updates replace the file atomically the same way; removal deletes the
+//! `.env` first.
+
+use serde::{Deserialize, Serialize};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
+
+/// Where one recipient stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RcptState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    pub address: String,
+    pub state: RcptState,
+    /// The last reply or error for this recipient.
+    #[serde(default)]
+    pub last_reply: Option<String>,
+}
+
+/// A queued message's envelope and delivery state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub id: String,
+    /// Envelope sender; empty for a bounce (null reverse-path).
+    pub from: String,
+    pub rcpts: Vec<Recipient>,
+    /// The authenticated user who submitted it (empty for bounces).
+    #[serde(default)]
+    pub user: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub attempts: u32,
+    /// Unix seconds of the next delivery attempt.
+    pub next_attempt: u64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub smtputf8: bool,
+    #[serde(default)]
+    pub eight_bit: bool,
+    pub size: u64,
+}
+
+impl Envelope {
+    pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
+        self.rcpts.iter().filter(|r| r.state == RcptState::Pending)
+    }
+
+    pub fn is_bounce(&self) -> bool {
+        self.from.is_empty()
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Whether `id` can name a spool file (so `queue delete ../x` cannot escape).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A new queue id: time, process and a counter, so ids sort by age and never repeat.
+pub fn new_id() -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:013X}{:05X}{:04X}",
+        nanos / 1000 % (1 << 52),
+        std::process::id() & 0xfffff,
+        n & 0xffff
+    )
+}
+
+/// Opens a file and fsyncs it; used for directories.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// A message being received into `tmp/`; removed if dropped before commit.
+pub struct MessageWriter {
+    id: String,
+    path: PathBuf,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    pub written: u64,
+}
+
+impl MessageWriter {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("writer closed"))?;
+        f.write_all(bytes).await?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+impl Drop for MessageWriter {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The spool directory.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    queue: PathBuf,
+    tmp: PathBuf,
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool and clears `tmp/`: anything there was
+    /// never answered 250.
+    pub fn open(dir: &Path) -> io::Result<Spool> {
+        let spool = Spool::at(dir);
+        std::fs::create_dir_all(&spool.queue)?;
+        std::fs::create_dir_all(&spool.tmp)?;
+        for e in std::fs::read_dir(&spool.tmp)? {
+            let _ = std::fs::remove_file(e?.path());
+        }
+        Ok(spool)
+    }
+
+    /// The spool at `dir` without touching it (for `queue list` on a stopped server).
+    pub fn at(dir: &Path) -> Spool {
+        Spool {
+            queue: dir.join("queue"),
+            tmp: dir.join("tmp"),
+        }
+    }
+
+    pub fn message_path(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.msg"))
+    }
+
+    fn envelope_path(&self, id: &str) -> PathBuf {
+        self.queue.join(format!("{id}.env"))
+    }
+
+    /// Starts receiving a message.
+    pub async fn writer(&self) -> io::Result<MessageWriter> {
+        let id = new_id();
+        let path = self.tmp.join(format!("{id}.msg"));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await?;
+        Ok(MessageWriter {
+            id,
+            path,
+            file: Some(tokio::io::BufWriter::with_capacity(64 * 1024, file)),
+            written: 0,
+        })
+    }
+
+    /// Makes a received message durable and queued; only then may the client hear 250.
+    pub async fn commit(&self, mut w: MessageWriter, env: &Envelope) -> io::Result<()> {
+        let mut file = w
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("writer closed"))?;
+        let done = async {
+            file.flush().await?;
+            file.get_mut().sync_all().await?;
+            io::Result::Ok(())
+        }
+        .await;
+        drop(file);
+        if let Err(e) = done {
+            let _ = std::fs::remove_file(&w.path);
+            return Err(e);
+        }
+        let spool = self.clone();
+        let env = env.clone();
+        let tmp_path = w.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let msg = spool.message_path(&env.id);
+            std::fs::rename(&tmp_path, &msg).inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp_path);
+            })?;
+            if let Err(e) = spool.write_envelope(&env) {
+                let _ = std::fs::remove_file(&msg);
+                return Err(e);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    /// Writes a whole new message at once (bounces).
+    pub fn store(&self, env: &Envelope, content: &[u8]) -> io::Result<()> {
+        let tmp = self.tmp.join(format!("{}.msg", env.id));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.message_path(&env.id))?;
+        self.write_envelope(env)
+    }
+
+    /// Atomically writes (or replaces) an envelope, then fsyncs the directory.
+    pub fn write_envelope(&self, env: &Envelope) -> io::Result<()> {
+        let text = serde_yaml::to_string(env).map_err(io::Error::other)?;
+        let tmp = self.tmp.join(format!("{}.env", env.id));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, self.envelope_path(&env.id))?;
+        sync_dir(&self.queue)
+    }
+
+    /// Reads one envelope; `None` if it is gone (delivered or deleted).
+    pub fn read_envelope(&self, id: &str) -> io::Result<Option<Envelope>> {
+        match std::fs::read_to_string(self.envelope_path(id)) {
+            Ok(text) => serde_yaml::from_str(&text)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{id}.env: {e}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes a message: the envelope first, so a crash in between leaves only an
+    /// orphan body, never a queued message without one.
+    pub fn remove(&self, id: &str) -> io::Result<bool> {
+        let existed = match std::fs::remove_file(self.envelope_path(id)) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        let _ = std::fs::remove_file(self.message_path(id));
+        sync_dir(&self.queue)?;
+        Ok(existed)
+    }
+
+    /// Every queued envelope, oldest first. With `clean`, orphan bodies are removed
+    /// (only the server does that; `queue list` only reads).
+    pub fn load_all(&self, clean: bool) -> io::Result<Vec<Envelope>> {
+        let mut envs = Vec::new();
+        let mut bodies = Vec::new();
+        for e in std::fs::read_dir(&self.queue)? {
+            let path = e?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if let Some(id) = name.strip_suffix(".env") {
+                match self.read_envelope(id) {
+                    Ok(Some(env)) => envs.push(env),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "unreadable envelope left in the spool"),
+                }
+            } else if let Some(id) = name.strip_suffix(".msg") {
+                bodies.push(id.to_string());
+            }
+        }
+        if clean {
+            for id in bodies {
+                if !envs.iter().any(|e| e.id == id) {
+                    tracing::info!(id = %id, "removing an incomplete spool file (never acknowledged)");
+                    let _ = std::fs::remove_file(self.message_path(&id));
+                }
+            }
+        }
+        envs.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        Ok(envs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(id: &str) -> Envelope {
+        Envelope {
+            id: id.into(),
+            from: "a@b.example".into(),
+            rcpts: vec![Recipient {
+                address: "c@d.example".into(),
+                state: RcptState::Pending,
+                last_reply: None,
+            }],
+            user: "u".into(),
+            created: 1,
+            attempts: 0,
+            next_attempt: 0,
+            last_error: None,
+            smtputf8: false,
+            eight_bit: false,
+            size: 5,
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_load_update_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut w = spool.writer().await.unwrap();
+        w.write(b"hello\r\n").await.unwrap();
+        let id = w.id().to_string();
+        spool.commit(w, &env(&id)).await.unwrap();
+        assert_eq!(
+            std::fs::read(spool.message_path(&id)).unwrap(),
+            b"hello\r\n"
+        );
+        let all = spool.load_all(true).unwrap();
+        assert_eq!(all, vec![env(&id)]);
+        let mut e = env(&id);
+        e.attempts = 3;
+        e.rcpts[0].state = RcptState::Delivered;
+        spool.write_envelope(&e).unwrap();
+        assert_eq!(spool.read_envelope(&id).unwrap().unwrap().attempts, 3);
+        assert!(spool.remove(&id).unwrap());
+        assert!(!spool.remove(&id).unwrap());
+        assert!(spool.load_all(true).unwrap().is_empty());
+        assert!(!spool.message_path(&id).exists());
+    }
+
+    #[tokio::test]
+    async fn abandoned_and_orphaned_files_never_become_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        // Dropped before commit: the temporary file goes away.
+        let mut w = spool.writer().await.unwrap();
+        w.write(b"partial").await.unwrap();
+        drop(w);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        // A body without an envelope (crash between the two renames) is cleaned up.
+        std::fs::write(spool.message_path("ORPHAN"), b"x").unwrap();
+        std::fs::write(dir.path().join("tmp/LEFTOVER.msg"), b"x").unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        assert!(spool.load_all(false).unwrap().is_empty());
+        assert!(
+            spool.message_path("ORPHAN").exists(),
+            "queue list does not clean"
+        );
+        spool.load_all(true).unwrap();
+        assert!(!spool.message_path("ORPHAN").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn ids() {
+        let a = new_id();
+        let b = new_id();
+        assert_ne!(a, b);
+        assert!(valid_id(&a));
+        assert!(!valid_id("../etc/passwd"));
+        assert!(!valid_id(""));
+        assert!(!valid_id("a/b"));
+    }
+}
