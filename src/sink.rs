@@ -11,6 +11,7 @@
 //! | recipient `reject550` | `550 5.1.1` at RCPT |
 //! | recipient `defer450` | `450 4.2.1` at RCPT |
 //! | recipient `hangup` | connection closed at RCPT |
+//! | recipient `deferonce` | `450 4.2.1` the first time, accepted after |
 //!
 //! and a message with a header line `X-Sink-Reply: 554` (or `451`) gets that reply
 //! after DATA.
@@ -66,6 +67,7 @@ struct SinkState {
     connections: AtomicUsize,
     auths: AtomicUsize,
     arrived: Notify,
+    deferred_once: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A running sink.
@@ -275,6 +277,15 @@ impl Conn {
                         Reply::new(550, Esc(5, 1, 1), "No such user here")
                     } else if to.address.starts_with("defer450") {
                         Reply::new(450, Esc(4, 2, 1), "Mailbox busy, try later")
+                    } else if to.address.starts_with("deferonce")
+                        && self
+                            .state
+                            .deferred_once
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(to.address.clone())
+                    {
+                        Reply::new(450, Esc(4, 2, 1), "Try again later (first attempt)")
                     } else if to.address.starts_with("hangup") {
                         return false;
                     } else {

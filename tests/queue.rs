@@ -1,0 +1,296 @@
+//! Queue mode: a message answered 250 is never lost, and delivered exactly once.
+
+mod common;
+
+use common::{Harness, Setup, postern_bin};
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+const W: Duration = Duration::from_secs(20);
+
+fn queued() -> Setup {
+    Setup {
+        queue: true,
+        ..Setup::default()
+    }
+}
+
+fn cli(h: &Harness, args: &[&str]) -> (bool, String) {
+    let out = Command::new(postern_bin())
+        .args(args)
+        .arg("-c")
+        .arg(&h.config_path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn queued_id(r: &postern::proto::reply::Reply) -> String {
+    assert_eq!(r.code, 250, "{r:?}");
+    r.text.rsplit(' ').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_to_the_spool_then_delivered() {
+    let h = Harness::start(queued()).await;
+    let mut c = h.session("alice", "alice-password").await;
+    let r = c
+        .send_mail(
+            "a@alice.example",
+            &["b@example.org"],
+            "Subject: q\r\n\r\n.dot line\r\nbody\r\n",
+        )
+        .await;
+    let id = queued_id(&r);
+    let msgs = h.sink.wait_for(1, W).await;
+    assert_eq!(msgs.len(), 1);
+    let content = String::from_utf8(msgs[0].content.clone()).unwrap();
+    assert!(
+        content.contains(&format!("with ESMTPSA id {id}")),
+        "{content}"
+    );
+    assert!(content.ends_with("Subject: q\r\n\r\n.dot line\r\nbody\r\n"));
+    assert!(
+        msgs[0].raw.ends_with(b"\r\n..dot line\r\nbody\r\n.\r\n"),
+        "dot-stuffed on the wire"
+    );
+    // The spool is empty once delivered.
+    assert!(h.wait_log("delivery attempt", W).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (ok, list) = cli(&h, &["queue", "list"]);
+    assert!(ok && list.contains("0 message(s) queued"), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smarthost_down_at_submission_then_up_delivers_exactly_once() {
+    let h = Harness::start(Setup {
+        smarthost_down: true,
+        ..queued()
+    })
+    .await;
+    let mut c = h.session("alice", "alice-password").await;
+    let id = queued_id(
+        &c.send_mail(
+            "a@alice.example",
+            &["b@example.org"],
+            "Subject: later\r\n\r\nx\r\n",
+        )
+        .await,
+    );
+    assert!(h.wait_log("delivery attempt", W).await);
+    let (ok, list) = cli(&h, &["queue", "list"]);
+    assert!(
+        ok && list.contains(&id) && list.contains("1 message(s) queued"),
+        "{list}"
+    );
+    assert!(
+        list.contains("cannot connect"),
+        "the last error is shown: {list}"
+    );
+    let sink = h.start_smarthost().await;
+    let (ok, out) = cli(&h, &["queue", "flush"]);
+    assert!(ok, "{out}");
+    assert_eq!(sink.wait_for(1, W).await.len(), 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sink.messages().len(),
+        1,
+        "delivered once, not again on a later retry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_250_loses_nothing() {
+    let mut h = Harness::start(Setup {
+        smarthost_down: true,
+        ..queued()
+    })
+    .await;
+    let mut c = h.session("alice", "alice-password").await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = c
+            .send_mail(
+                "a@alice.example",
+                &["b@example.org"],
+                &format!("X-Seq: {i}\r\n\r\nx\r\n"),
+            )
+            .await;
+        ids.push(queued_id(&r));
+    }
+    h.kill9();
+    let sink = h.start_smarthost().await;
+    h.launch().await;
+    assert!(h.wait_log("resuming the queue", W).await);
+    let msgs = sink.wait_for(3, W).await;
+    assert_eq!(msgs.len(), 3);
+    let mut seqs: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            String::from_utf8_lossy(&m.content)
+                .lines()
+                .find(|l| l.starts_with("X-Seq"))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, vec!["X-Seq: 0", "X-Seq: 1", "X-Seq: 2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failure_is_bounced_to_the_sender() {
+    let h = Harness::start(queued()).await;
+    let mut c = h.session("alice", "alice-password").await;
+    let r = c
+        .send_mail(
+            "a@alice.example",
+            &["good@example.org", "reject550@example.org"],
+            "From: a@alice.example\r\nSubject: partly\r\n\r\nbody\r\n",
+        )
+        .await;
+    let id = queued_id(&r);
+    let msgs = h.sink.wait_for(2, W).await;
+    assert_eq!(
+        msgs.len(),
+        2,
+        "the message to the good recipient and the bounce"
+    );
+    assert_eq!(msgs[0].rcpts, vec!["good@example.org"]);
+    let dsn = &msgs[1];
+    assert_eq!(dsn.from, "", "bounces use the null reverse-path");
+    assert_eq!(dsn.rcpts, vec!["a@alice.example"]);
+    let text = String::from_utf8(dsn.content.clone()).unwrap();
+    for needle in [
+        "report-type=delivery-status",
+        "Final-Recipient: rfc822; reject550@example.org",
+        "Status: 5.1.1",
+        "Action: failed",
+        &format!("X-Postern-Queue-ID: {id}"),
+        "Subject: partly",
+    ] {
+        assert!(text.contains(needle), "DSN lacks {needle:?}:\n{text}");
+    }
+    assert!(
+        !text.contains("good@example.org"),
+        "only the failed recipient is reported"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_failure_is_retried_then_delivered() {
+    let h = Harness::start(queued()).await;
+    let mut c = h.session("alice", "alice-password").await;
+    queued_id(
+        &c.send_mail(
+            "a@alice.example",
+            &["deferonce@example.org"],
+            "Subject: retry\r\n\r\nx\r\n",
+        )
+        .await,
+    );
+    let msgs = h.sink.wait_for(1, W).await;
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].rcpts, vec!["deferonce@example.org"]);
+    assert!(h.wait_log("delivered=1", W).await);
+    let attempts: Vec<String> = h
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("delivery attempt"))
+        .collect();
+    assert!(attempts.len() >= 2, "{attempts:?}");
+    assert!(attempts[0].contains("deferred=1"), "{}", attempts[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unwritable_spool_answers_452() {
+    let h = Harness::start(queued()).await;
+    // Root ignores permissions, so make the spool's tmp/ something that is not a folder.
+    let tmp = h.dir.path().join("spool/tmp");
+    std::fs::remove_dir_all(&tmp).unwrap();
+    std::fs::write(&tmp, b"not a folder").unwrap();
+    let mut c = h.session("alice", "alice-password").await;
+    c.expect("MAIL FROM:<a@alice.example>", 250).await;
+    c.expect("RCPT TO:<b@example.org>", 250).await;
+    let r = c.cmd("DATA").await;
+    assert_eq!((r.code, r.esc.unwrap().to_string()), (452, "4.3.1".into()));
+    assert!(h.wait_log("cannot write to the spool", W).await);
+    assert!(h.sink.messages().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_delete_removes_a_message() {
+    let h = Harness::start(Setup {
+        smarthost_down: true,
+        ..queued()
+    })
+    .await;
+    let mut c = h.session("alice", "alice-password").await;
+    let id = queued_id(
+        &c.send_mail("a@alice.example", &["b@example.org"], "x\r\n")
+            .await,
+    );
+    let (ok, out) = cli(&h, &["queue", "delete", &id]);
+    assert!(ok, "{out}");
+    let (_, list) = cli(&h, &["queue", "list"]);
+    assert!(list.contains("0 message(s) queued"), "{list}");
+    let (ok, _) = cli(&h, &["queue", "delete", &id]);
+    assert!(!ok, "deleting twice fails");
+    let (ok, _) = cli(&h, &["queue", "delete", "../../etc/passwd"]);
+    assert!(!ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_messages_over_twenty_connections_none_lost_none_twice() {
+    let h = Harness::start(Setup {
+        extra: "limits:\n  max_connections_per_ip: 100\n".into(),
+        ..queued()
+    })
+    .await;
+    let h = std::sync::Arc::new(h);
+    let mut tasks = Vec::new();
+    for conn in 0..20 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = h.session("alice", "alice-password").await;
+            for i in 0..25 {
+                let body = format!("X-Seq: {conn}-{i}\r\nSubject: load\r\n\r\nx\r\n");
+                let r = c
+                    .send_mail("a@alice.example", &["b@example.org"], &body)
+                    .await;
+                assert_eq!(r.code, 250, "{r:?}");
+            }
+            c.expect("QUIT", 221).await;
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .expect("bounded")
+            .unwrap();
+    }
+    let msgs = h.sink.wait_for(500, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let msgs = if msgs.len() == 500 {
+        h.sink.messages()
+    } else {
+        msgs
+    };
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for m in &msgs {
+        let text = String::from_utf8_lossy(&m.content).into_owned();
+        let seq = text
+            .lines()
+            .find(|l| l.starts_with("X-Seq"))
+            .unwrap()
+            .to_string();
+        *seen.entry(seq).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 500, "every message delivered");
+    assert!(seen.values().all(|&n| n == 1), "none twice");
+    assert_eq!(msgs.len(), 500);
+}
