@@ -1,0 +1,147 @@
+//! Crash safety: submit continuously, kill -9 at random moments, restart, repeat.
+//! Every message answered 250 must arrive exactly once; a message whose 250 never
+//! came may arrive at most once. Bounded: CRASH_ROUNDS rounds (default 6), each at
+//! most a few seconds; `scripts/crash-test.sh` runs many more.
+
+mod common;
+
+use common::client::Client;
+use common::{Harness, Setup};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Sends messages with sequence numbers until the connection dies; records acks.
+async fn submit_until_killed(
+    h_addr: std::net::SocketAddr,
+    ca: String,
+    start: u64,
+    acked: Arc<Mutex<HashSet<u64>>>,
+    tried: Arc<Mutex<HashSet<u64>>>,
+) {
+    let mut seq = start;
+    'outer: for _ in 0..1000 {
+        // Stop once the server is gone (the harness helper panics on a refused connect).
+        let Ok(Ok(tcp)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(h_addr),
+        )
+        .await
+        else {
+            return;
+        };
+        drop(tcp);
+        let mut c = Client::connect(h_addr).await;
+        if c.greeting.code != 220 {
+            return;
+        }
+        c.send_raw(b"EHLO crash.test\r\n").await;
+        if c.try_read_reply().await.is_none() {
+            return;
+        }
+        let mut c = c.starttls(&ca).await;
+        c.send_raw(b"EHLO crash.test\r\n").await;
+        if c.try_read_reply().await.is_none() {
+            return;
+        }
+        let auth = format!(
+            "AUTH PLAIN {}\r\n",
+            postern::proto::sasl::encode_plain("alice", "alice-password")
+        );
+        c.send_raw(auth.as_bytes()).await;
+        if c.try_read_reply().await.map(|r| r.code) != Some(235) {
+            return;
+        }
+        for _ in 0..10 {
+            tried.lock().unwrap().insert(seq);
+            c.send_raw(b"MAIL FROM:<a@alice.example>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+                .await;
+            for _ in 0..3 {
+                match c.try_read_reply().await {
+                    Some(r) if r.code < 400 => {}
+                    _ => break 'outer,
+                }
+            }
+            c.send_raw(format!("X-Seq: {seq}\r\nSubject: crash\r\n\r\nbody\r\n.\r\n").as_bytes())
+                .await;
+            match c.try_read_reply().await {
+                Some(r) if r.code == 250 => {
+                    acked.lock().unwrap().insert(seq);
+                }
+                _ => break 'outer,
+            }
+            seq += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
+    let rounds: u64 = std::env::var("CRASH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6)
+        .min(500);
+    let mut h = Harness::start(Setup {
+        queue: true,
+        ..Setup::default()
+    })
+    .await;
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let tried = Arc::new(Mutex::new(HashSet::new()));
+    for round in 0..rounds {
+        let client = tokio::spawn(submit_until_killed(
+            h.starttls,
+            h.ca_pem(),
+            round * 100_000,
+            acked.clone(),
+            tried.clone(),
+        ));
+        // Kill at a varied moment: during submission, spooling or delivery.
+        let wait = 40 + (round * 37 % 260);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        h.kill9();
+        let _ = tokio::time::timeout(Duration::from_secs(30), client).await;
+        h.launch().await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    let tried = tried.lock().unwrap().clone();
+    assert!(!acked.is_empty(), "the test submitted nothing");
+    // Wait for the queue to drain.
+    let mut last = 0;
+    for _ in 0..120 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let n = h.sink.messages().len();
+        if n >= acked.len() && n == last {
+            break;
+        }
+        last = n;
+    }
+    let mut count: HashMap<u64, usize> = HashMap::new();
+    for m in h.sink.messages() {
+        let text = String::from_utf8_lossy(&m.content).into_owned();
+        let seq: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("X-Seq: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        *count.entry(seq).or_default() += 1;
+    }
+    let lost: Vec<_> = acked.iter().filter(|s| !count.contains_key(s)).collect();
+    let dups: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    let phantom: Vec<_> = count.keys().filter(|s| !tried.contains(s)).collect();
+    eprintln!(
+        "crash test: {rounds} kills, {} acknowledged, {} delivered, {} lost, {} duplicated",
+        acked.len(),
+        count.len(),
+        lost.len(),
+        dups.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged but never delivered: {lost:?}"
+    );
+    assert!(dups.is_empty(), "delivered twice: {dups:?}");
+    assert!(phantom.is_empty());
+}
