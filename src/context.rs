@@ -8,7 +8,7 @@ use crate::policy::brake::Brake;
 use crate::policy::rates::{MemoryRates, RateStore};
 use crate::spool::queue::Queue;
 use crate::tls::ServerTls;
-use crate::upstream::Pool;
+use crate::upstream::Relays;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -19,7 +19,8 @@ pub struct Context {
     pub auth: Authenticator,
     /// `None` when no listener uses TLS.
     pub tls: Option<ServerTls>,
-    pub relay: Pool,
+    /// Every smarthost's connection pool, and the routes between them.
+    pub relay: Relays,
     /// Per-user sending quotas.
     pub rates: Arc<dyn RateStore>,
     /// Failed-login penalties per address and username.
@@ -39,7 +40,7 @@ impl Context {
         config: Config,
         auth: Authenticator,
         tls: Option<ServerTls>,
-        relay: Pool,
+        relay: Relays,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Context, String> {
         let start = SystemTime::now()

@@ -188,17 +188,26 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
         config.users_file.display(),
         users.disabled_count()
     );
-    let s = &config.smarthost;
-    println!(
-        "  smarthost  {}:{} (tls: {}, {})",
-        s.host,
-        s.port,
-        s.tls,
-        match &s.username {
-            Some(u) => format!("AUTH as {u}"),
-            None => "no AUTH".into(),
+    let describe = |s: &postern::config::Smarthost| {
+        format!(
+            "{}:{} (tls: {}, {})",
+            s.host,
+            s.port,
+            s.tls,
+            match &s.username {
+                Some(u) => format!("AUTH as {u}"),
+                None => "no AUTH".into(),
+            }
+        )
+    };
+    for s in &config.smarthosts {
+        println!("  smarthost  {}", describe(s));
+    }
+    for r in &config.routes {
+        for s in &r.smarthosts {
+            println!("  route      {} -> {}", r.rule, describe(s));
         }
-    );
+    }
     println!("  delivery   {:?}", config.delivery.mode);
     match postern::policy::brake::read_state(&config.abuse.state_file) {
         Ok(s) if s.is_empty() => {}

@@ -5,8 +5,8 @@ use crate::auth::Authenticator;
 use crate::config::{Config, Listener, TlsMode, Users};
 use crate::context::Context;
 use crate::session::serve_connection;
-use crate::tls::{ServerTls, client_config, load_server_config};
-use crate::upstream::{Pool, UpstreamSettings};
+use crate::tls::{ServerTls, load_server_config};
+use crate::upstream::Relays;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -119,20 +119,7 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
             "a listener uses TLS but no certificate is configured".into(),
         ));
     }
-    let client_tls = client_config(config.smarthost.ca_file.as_deref())
-        .map_err(|e| ServeError::Setup(e.to_string()))?;
-    let settings = UpstreamSettings::new(
-        &config.smarthost,
-        &config.timeouts,
-        &config.hostname,
-        client_tls,
-    );
-    let pool = Pool::new(
-        settings,
-        config.smarthost.pool_size,
-        config.smarthost.idle_timeout,
-        config.smarthost.max_messages_per_connection,
-    );
+    let relays = Relays::new(&config).map_err(|e| ServeError::Setup(e.to_string()))?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -158,7 +145,7 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
     );
     let grace = config.timeouts.shutdown_grace;
     let ctx = Arc::new(
-        Context::new(config, auth, server_tls, pool, shutdown_rx.clone())
+        Context::new(config, auth, server_tls, relays, shutdown_rx.clone())
             .map_err(ServeError::Setup)?,
     );
 

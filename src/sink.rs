@@ -59,6 +59,8 @@ pub struct ReceivedMessage {
     pub content: Vec<u8>,
     pub authenticated_as: Option<String>,
     pub tls: bool,
+    /// When the sink stored it (just before answering 250).
+    pub received_at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -406,6 +408,7 @@ impl Conn {
             content,
             authenticated_as: self.user.clone(),
             tls: self.tls,
+            received_at: std::time::Instant::now(),
         };
         let n = {
             let mut all = self

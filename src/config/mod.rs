@@ -156,6 +156,13 @@ fn default_smarthost_tls() -> TlsMode {
     TlsMode::Starttls
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    r#match: String,
+    smarthost: serde_yaml::Value,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawDelivery {
@@ -249,7 +256,10 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub tls: Option<TlsFiles>,
     pub users_file: PathBuf,
-    pub smarthost: Smarthost,
+    /// The smarthosts tried in order (failover) for senders no route matches.
+    pub smarthosts: Vec<Smarthost>,
+    /// Per-sender routes, first match wins.
+    pub routes: Vec<Route>,
     pub delivery: Delivery,
     pub limits: Limits,
     pub rate_limits: RateLimits,
@@ -298,6 +308,13 @@ pub struct Smarthost {
     pub pool_size: usize,
     pub idle_timeout: Duration,
     pub max_messages_per_connection: u32,
+}
+
+/// Mail from senders matching `rule` goes to its own smarthosts.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub rule: crate::policy::senders::SenderRule,
+    pub smarthosts: Vec<Smarthost>,
 }
 
 #[derive(Debug, Clone)]
@@ -406,6 +423,7 @@ const KNOWN_KEYS: &[&str] = &[
     "timeouts",
     "received",
     "abuse",
+    "routes",
 ];
 
 impl Config {
@@ -544,15 +562,34 @@ impl Config {
             }
         };
 
-        let smarthost = match section::<RawSmarthost>(map, "smarthost", file, problems) {
-            Some(s) => validate_smarthost(s, file, &resolve, problems),
+        let smarthost = match map.get("smarthost") {
+            Some(v) => smarthost_list(v, "smarthost", file, &resolve, problems),
             None => {
-                if !map.contains_key("smarthost") {
-                    problems.add(file, "smarthost", "smarthost.address is needed");
-                }
+                problems.add(file, "smarthost", "smarthost.address is needed");
                 None
             }
         };
+        let mut routes = Vec::new();
+        for (i, r) in section::<Vec<RawRoute>>(map, "routes", file, problems)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("routes[{i}]");
+            let rule = crate::policy::senders::SenderRule::parse(&r.r#match)
+                .map_err(|e| problems.add(file, &format!("{key}.match"), e))
+                .ok();
+            let hosts = smarthost_list(
+                &r.smarthost,
+                &format!("{key}.smarthost"),
+                file,
+                &resolve,
+                problems,
+            );
+            if let (Some(rule), Some(smarthosts)) = (rule, hosts) {
+                routes.push(Route { rule, smarthosts });
+            }
+        }
 
         let d: RawDelivery = section(map, "delivery", file, problems).unwrap_or_default();
         let delivery = Delivery {
@@ -707,7 +744,8 @@ impl Config {
             listeners,
             tls,
             users_file,
-            smarthost: smarthost?,
+            smarthosts: smarthost?,
+            routes,
             delivery,
             limits,
             rate_limits,
@@ -721,6 +759,7 @@ impl Config {
 
 fn validate_smarthost(
     s: RawSmarthost,
+    key: &str,
     file: &Path,
     resolve: &dyn Fn(PathBuf) -> PathBuf,
     problems: &mut Problems,
@@ -731,7 +770,7 @@ fn validate_smarthost(
         None => {
             problems.add(
                 file,
-                "smarthost.address",
+                &format!("{key}.address"),
                 format!("{:?} is not host:port", s.address),
             );
             (String::new(), 0)
@@ -741,7 +780,7 @@ fn validate_smarthost(
     if let Some(ca) = &ca_file
         && let Err(e) = crate::tls::load_ca_file(ca)
     {
-        problems.add(file, "smarthost.ca_file", e.to_string());
+        problems.add(file, &format!("{key}.ca_file"), e.to_string());
     }
     let password = match (&s.username, s.password_file.map(resolve)) {
         (Some(_), Some(pf)) => match std::fs::read_to_string(&pf) {
@@ -750,7 +789,7 @@ fn validate_smarthost(
                 if p.is_empty() {
                     problems.add(
                         file,
-                        "smarthost.password_file",
+                        &format!("{key}.password_file"),
                         format!("{} is empty", pf.display()),
                     );
                 }
@@ -759,7 +798,7 @@ fn validate_smarthost(
             Err(e) => {
                 problems.add(
                     file,
-                    "smarthost.password_file",
+                    &format!("{key}.password_file"),
                     format!("cannot read {}: {e}", pf.display()),
                 );
                 None
@@ -768,16 +807,16 @@ fn validate_smarthost(
         (Some(_), None) => {
             problems.add(
                 file,
-                "smarthost.password_file",
-                "needed with smarthost.username",
+                &format!("{key}.password_file"),
+                format!("needed with {key}.username"),
             );
             None
         }
         (None, Some(_)) => {
             problems.add(
                 file,
-                "smarthost.username",
-                "needed with smarthost.password_file",
+                &format!("{key}.username"),
+                format!("needed with {key}.password_file"),
             );
             None
         }
@@ -786,7 +825,7 @@ fn validate_smarthost(
     if s.username.is_some() && s.tls == TlsMode::None && !s.insecure_auth {
         problems.add(
             file,
-            "smarthost.tls",
+            &format!("{key}.tls"),
             "credentials would be sent in clear text; use starttls or implicit (or insecure_auth: true for a loopback smarthost)",
         );
     }
@@ -795,7 +834,7 @@ fn validate_smarthost(
     if max_messages_per_connection == 0 {
         problems.add(
             file,
-            "smarthost.max_messages_per_connection",
+            &format!("{key}.max_messages_per_connection"),
             "must be greater than 0",
         );
     }
@@ -814,6 +853,36 @@ fn validate_smarthost(
             .unwrap_or(Duration::from_secs(30)),
         max_messages_per_connection,
     })
+}
+
+/// A smarthost entry: one mapping, or a list of them tried in order.
+fn smarthost_list(
+    value: &serde_yaml::Value,
+    key: &str,
+    file: &Path,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+    problems: &mut Problems,
+) -> Option<Vec<Smarthost>> {
+    let before = problems.len();
+    let items: Vec<(String, &serde_yaml::Value)> = match value.as_sequence() {
+        Some(seq) => seq
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("{key}[{i}]"), v))
+            .collect(),
+        None => vec![(key.to_string(), value)],
+    };
+    if items.is_empty() {
+        problems.add(file, key, "needs at least one smarthost");
+    }
+    let mut out = Vec::new();
+    for (k, v) in items {
+        match serde_yaml::from_value::<RawSmarthost>(v.clone()) {
+            Ok(raw) => out.extend(validate_smarthost(raw, &k, file, resolve, problems)),
+            Err(e) => problems.add(file, &k, e.to_string()),
+        }
+    }
+    (problems.len() == before).then_some(out)
 }
 
 /// Splits `host:port` or `[v6]:port`.

@@ -26,7 +26,10 @@ fn minimal_config_gets_documented_defaults() {
     let c = parse(MINIMAL).unwrap();
     assert_eq!(c.hostname, "relay.test");
     assert_eq!(c.users_file, PathBuf::from("/etc/postern/users.yaml"));
-    assert_eq!((c.smarthost.host.as_str(), c.smarthost.port), ("::1", 25));
+    assert_eq!(
+        (c.smarthosts[0].host.as_str(), c.smarthosts[0].port),
+        ("::1", 25)
+    );
     assert_eq!(c.delivery.mode, DeliveryMode::Queue);
     assert_eq!(
         c.delivery.max_queue_lifetime,
@@ -104,7 +107,10 @@ fn cleartext_smarthost_credentials_need_insecure_auth() {
     let all = parse(&yaml).unwrap_err().join("\n");
     assert!(all.contains("clear text"), "{all}");
     let c = parse(&format!("{yaml}  insecure_auth: true\n")).unwrap();
-    assert_eq!(c.smarthost.password.as_ref().unwrap().expose(), "secret");
+    assert_eq!(
+        c.smarthosts[0].password.as_ref().unwrap().expose(),
+        "secret"
+    );
     assert!(
         !format!("{c:?}").contains("secret\""),
         "Debug must not print the password"
@@ -182,4 +188,45 @@ fn example_files_stay_in_sync_with_the_parser() {
     );
     assert!(problems.is_empty(), "{problems}");
     assert_eq!(users.unwrap().len(), 2);
+}
+
+#[test]
+fn smarthost_lists_and_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.secret"), "pa").unwrap();
+    let yaml = format!(
+        "{}smarthost:
+  - address: \"first.example:587\"
+  - address: \"second.example:465\"
+    tls: implicit
+routes:
+  - match: \"@client-a.example\"
+    smarthost:
+      address: \"mg.example:587\"
+      username: client-a
+      password_file: {}
+  - match: \"boss@client-b.example\"
+    smarthost: [{{ address: \"x.example:587\" }}, {{ address: \"y.example:587\" }}]
+",
+        MINIMAL.split("smarthost:").next().unwrap(),
+        dir.path().join("a.secret").display()
+    );
+    let c = parse(&yaml).unwrap();
+    let names: Vec<_> = c.smarthosts.iter().map(|s| s.host.as_str()).collect();
+    assert_eq!(names, ["first.example", "second.example"]);
+    assert_eq!(c.smarthosts[1].tls, TlsMode::Implicit);
+    assert_eq!(c.routes.len(), 2);
+    assert!(c.routes[0].rule.allows("x@CLIENT-A.example"));
+    assert_eq!(
+        c.routes[0].smarthosts[0].username.as_deref(),
+        Some("client-a")
+    );
+    assert_eq!(c.routes[1].smarthosts.len(), 2);
+
+    let bad = yaml
+        .replace("\"@client-a.example\"", "\"nonsense\"")
+        .replace("x.example:587", "x.example");
+    let all = parse(&bad).unwrap_err().join("\n");
+    assert!(all.contains("routes[0].match"), "{all}");
+    assert!(all.contains("routes[1].smarthost[0].address"), "{all}");
 }

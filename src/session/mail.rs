@@ -146,8 +146,8 @@ impl Session {
         self.ok(io, Reply::new(250, Esc(2, 1, 0), "Sender OK"))
     }
 
-    /// Opens the transaction at the smarthost, retrying once on a new connection when
-    /// a pooled one turns out to be dead.
+    /// Opens the transaction at the sender's route: each smarthost in turn until one
+    /// does not answer with a temporary failure.
     async fn upstream_mail(
         &mut self,
         address: &str,
@@ -155,7 +155,37 @@ impl Session {
         eight_bit: bool,
         utf8: bool,
     ) -> Result<(Upstream, crate::proto::reply::Reply), Reply> {
-        let mut taken = self.ctx.relay.take().await.map_err(|e| {
+        let route = self.ctx.relay.route(address).to_vec();
+        let mut last = None;
+        for (n, &pool) in route.iter().enumerate() {
+            let more = n + 1 < route.len();
+            match self.mail_on(pool, address, size, eight_bit, utf8).await {
+                Ok((conn, reply)) if reply.is_transient() && more => {
+                    warn!(smarthost = %self.ctx.relay.pool(pool).name(), reply = %reply, "smarthost deferred the sender; trying the next one");
+                    self.ctx.relay.reset_and_put(conn).await;
+                }
+                Ok(r) => return Ok(r),
+                Err(reply) if reply.is_transient() && more => {
+                    warn!(smarthost = %self.ctx.relay.pool(pool).name(), "smarthost unavailable; trying the next one");
+                    last = Some(reply);
+                }
+                Err(reply) => return Err(reply),
+            }
+        }
+        Err(last.unwrap_or_else(upstream_lost))
+    }
+
+    /// MAIL on one smarthost, retrying once on a new connection when a pooled one
+    /// turns out to be dead.
+    async fn mail_on(
+        &mut self,
+        pool: usize,
+        address: &str,
+        size: usize,
+        eight_bit: bool,
+        utf8: bool,
+    ) -> Result<(Upstream, crate::proto::reply::Reply), Reply> {
+        let mut taken = self.ctx.relay.take(pool).await.map_err(|e| {
             warn!(error = %e, "smarthost unavailable");
             upstream_unavailable(&e)
         })?;
@@ -186,7 +216,7 @@ impl Session {
             };
             if dead && taken.reused {
                 info!("pooled smarthost connection was closed; opening a new one");
-                taken.conn = self.ctx.relay.connect().await.map_err(|e| {
+                taken.conn = self.ctx.relay.connect(pool).await.map_err(|e| {
                     warn!(error = %e, "smarthost unavailable");
                     upstream_unavailable(&e)
                 })?;

@@ -291,6 +291,18 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
         }
     };
     let outcome = attempt(ctx, &env).await;
+    let all_delivered = outcome.deferred.is_empty()
+        && outcome.failed.is_empty()
+        && env
+            .pending()
+            .all(|r| outcome.delivered.contains(&r.address));
+    if all_delivered {
+        // First thing after the smarthost's 250: the window in which a crash would
+        // cause a second delivery closes here.
+        if let Err(e) = spool.remove(id) {
+            error!(error = %e, "cannot remove a delivered message from the spool");
+        }
+    }
     if outcome.throttled {
         queue.slow_down();
     }
@@ -360,7 +372,7 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
     {
         return None;
     }
-    if pending == 0 {
+    if pending == 0 && !all_delivered {
         if let Err(e) = spool.remove(id) {
             error!(error = %e, "cannot remove a finished message from the spool");
         }
@@ -400,9 +412,35 @@ fn send_bounce(ctx: &Context, env: &Envelope, failures: &[Failure]) {
     }
 }
 
-/// Talks to the smarthost once for the pending recipients of `env`.
+/// One attempt for the pending recipients of `env`, along the sender's route: what
+/// one smarthost defers (connection failure or 4xx) goes to the next, so each
+/// recipient is handed to exactly one smarthost.
 async fn attempt(ctx: &Context, env: &Envelope) -> Outcome {
-    let pending: Vec<String> = env.pending().map(|r| r.address.clone()).collect();
+    let route = ctx.relay.route(&env.from).to_vec();
+    let mut pending: Vec<String> = env.pending().map(|r| r.address.clone()).collect();
+    let mut total = Outcome::default();
+    for (n, &pool) in route.iter().enumerate() {
+        let out = attempt_on(ctx, env, pool, pending).await;
+        total.delivered.extend(out.delivered);
+        total.failed.extend(out.failed);
+        total.throttled = out.throttled;
+        if out.deferred.is_empty() || n + 1 == route.len() {
+            total.deferred.extend(out.deferred);
+            break;
+        }
+        warn!(
+            smarthost = %ctx.relay.pool(pool).name(),
+            deferred = out.deferred.len(),
+            reason = %out.deferred[0].1,
+            "failing over to the next smarthost"
+        );
+        pending = out.deferred.into_iter().map(|(a, _)| a).collect();
+    }
+    total
+}
+
+/// Talks to smarthost `pool` once for `pending`.
+async fn attempt_on(ctx: &Context, env: &Envelope, pool: usize, pending: Vec<String>) -> Outcome {
     let mut out = Outcome::default();
     let defer_all = |out: &mut Outcome, why: String| {
         let done: HashSet<String> = out
@@ -418,7 +456,7 @@ async fn attempt(ctx: &Context, env: &Envelope) -> Outcome {
             }
         }
     };
-    let mut taken = match ctx.relay.take().await {
+    let mut taken = match ctx.relay.take(pool).await {
         Ok(t) => t,
         Err(e) => {
             if let UpstreamError::Refused { reply, .. } = &e {
@@ -432,7 +470,7 @@ async fn attempt(ctx: &Context, env: &Envelope) -> Outcome {
     let mail_line = mail_from(env, &taken.conn);
     let mut mail = taken.conn.command(&mail_line, "MAIL").await;
     if taken.reused && mail.as_ref().map_or(true, |r| r.code == 421) {
-        match ctx.relay.connect().await {
+        match ctx.relay.connect(pool).await {
             Ok(c) => {
                 taken.conn = c;
                 mail = taken

@@ -34,6 +34,11 @@ pub struct UpstreamSettings {
 }
 
 impl UpstreamSettings {
+    /// `host:port`, for logs.
+    pub fn name(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
     pub fn new(
         s: &Smarthost,
         t: &Timeouts,
@@ -204,6 +209,8 @@ pub struct Upstream {
     pub opened: Instant,
     /// Set once a reply could not be read or a write failed: never reuse.
     pub broken: bool,
+    /// Which pool (smarthost) it belongs to; see [`super::Relays`].
+    pub pool: usize,
 }
 
 impl Upstream {
@@ -274,6 +281,7 @@ impl Upstream {
             messages: 0,
             opened: Instant::now(),
             broken: false,
+            pool: 0,
         };
         up.authenticate().await?;
         Ok(up)

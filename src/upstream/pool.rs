@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Pool {
+    /// This pool's place in [`super::Relays`].
+    index: usize,
     settings: Arc<UpstreamSettings>,
     idle: Mutex<Vec<(Upstream, Instant)>>,
     max_idle: usize,
@@ -27,12 +29,14 @@ pub struct Taken {
 
 impl Pool {
     pub fn new(
+        index: usize,
         settings: UpstreamSettings,
         max_idle: usize,
         idle_timeout: Duration,
         max_messages: u32,
     ) -> Pool {
         Pool {
+            index,
             settings: Arc::new(settings),
             idle: Mutex::new(Vec::new()),
             max_idle,
@@ -54,7 +58,14 @@ impl Pool {
 
     /// A brand-new connection.
     pub async fn connect(&self) -> Result<Upstream, UpstreamError> {
-        Upstream::connect(self.settings.clone()).await
+        let mut conn = Upstream::connect(self.settings.clone()).await?;
+        conn.pool = self.index;
+        Ok(conn)
+    }
+
+    /// `host:port` of this pool's smarthost.
+    pub fn name(&self) -> String {
+        self.settings.name()
     }
 
     fn take_idle(&self) -> Option<Upstream> {

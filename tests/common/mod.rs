@@ -52,6 +52,11 @@ pub struct Setup {
     /// Queue mode (spool in the temp dir, retries after 1s, 2s, 2s…) instead of
     /// passthrough.
     pub queue: bool,
+    /// Replaces the `smarthost:` section (and may add `routes:`); `{SINK}` stands for
+    /// the stand-in smarthost's port, `{RELAY}` for the standard credentials lines.
+    pub smarthost_yaml: Option<String>,
+    /// Extra files to write into the config folder first.
+    pub files: Vec<(&'static str, String)>,
 }
 
 impl Default for Setup {
@@ -72,6 +77,8 @@ impl Default for Setup {
             smarthost_down: false,
             plain_listener: false,
             queue: false,
+            smarthost_yaml: None,
+            files: Vec::new(),
         }
     }
 }
@@ -179,13 +186,22 @@ impl Harness {
         config.push_str(&format!(
             "tls:\n  certificate: {}\n  private_key: {}\n\
              users:\n  file: users.yaml\n\
-             smarthost:\n  address: \"localhost:{smarthost_port}\"\n  tls: starttls\n  ca_file: ca.pem\n  username: {RELAY_USER}\n  password_file: smarthost.secret\n\
+             {smarthost}\
              delivery:\n  mode: {mode}\n  spool_directory: spool\n  retry_schedule: [1s, 2s]\n\
              log:\n  level: debug\n",
             server_files.certificate.display(),
             server_files.private_key.display(),
             mode = if setup.queue { "queue" } else { "passthrough" },
+            smarthost = match &setup.smarthost_yaml {
+                Some(y) => y
+                    .replace("{SINK}", &sink.addr.port().to_string())
+                    .replace("{RELAY}", &format!("tls: starttls\n    ca_file: ca.pem\n    username: {RELAY_USER}\n    password_file: smarthost.secret")),
+                None => format!("smarthost:\n  address: \"localhost:{smarthost_port}\"\n  tls: starttls\n  ca_file: ca.pem\n  username: {RELAY_USER}\n  password_file: smarthost.secret\n"),
+            },
         ));
+        for (name, content) in &setup.files {
+            write(&dir.path().join(name), content);
+        }
         config.push_str(&setup.extra);
         let config_path = dir.path().join("postern.yaml");
         write(&config_path, &config);
@@ -272,6 +288,15 @@ impl Harness {
         }
     }
 
+    /// Starts another stand-in smarthost on `port` with its own credentials.
+    pub async fn sink_at(&self, port: u16, user: &str, password: &str) -> Sink {
+        let mut config = sink_config(&self.sink_files);
+        config.credentials = Some((user.into(), password.into()));
+        Sink::start(SocketAddr::new("127.0.0.1".parse().unwrap(), port), config)
+            .await
+            .unwrap()
+    }
+
     /// Starts a stand-in smarthost on the configured smarthost port (for a test that
     /// began with the smarthost down).
     pub async fn start_smarthost(&self) -> Sink {
@@ -331,6 +356,12 @@ impl Harness {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// A loopback port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 /// The value of `key=value` in a text log line.
