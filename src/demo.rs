@@ -82,7 +82,7 @@ pub async fn run(dir: &Path, ports: DemoPorts) -> anyhow::Result<()> {
              tls:\n  certificate: tls/cert.pem\n  private_key: tls/key.pem\n\
              users:\n  file: users.yaml\n\
              smarthost:\n  address: \"127.0.0.1:{port}\"\n  tls: starttls\n  ca_file: tls/ca.pem\n  username: demo-relay\n  password_file: smarthost.secret\n\
-             delivery:\n  mode: passthrough\n",
+             delivery:\n  mode: queue\n  spool_directory: spool\n",
             sub = ports.submission,
             smtps = ports.smtps,
             port = sink.addr.port(),
