@@ -160,4 +160,12 @@ async fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
         );
     }
     assert!(phantom.is_empty());
+    // And nothing is left behind in the spool.
+    let out = std::process::Command::new(common::postern_bin())
+        .args(["queue", "list", "-c"])
+        .arg(&h.config_path)
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains("0 message(s) queued"), "{list}");
 }

@@ -364,15 +364,16 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
     if !failures.is_empty() {
         send_bounce(ctx, &env, &failures);
     }
-    if queue
-        .deleted
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains(id)
+    if all_delivered
+        || queue
+            .deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
     {
         return None;
     }
-    if pending == 0 && !all_delivered {
+    if pending == 0 {
         if let Err(e) = spool.remove(id) {
             error!(error = %e, "cannot remove a finished message from the spool");
         }
