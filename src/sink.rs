@@ -8,6 +8,7 @@
 //! | address (local part starts with) | reply |
 //! | --- | --- |
 //! | sender `reject550` | `550 5.7.1` at MAIL |
+//! | sender `throttle454` | `454 4.7.0 Throttling failure` at MAIL (as SES says it) |
 //! | recipient `reject550` | `550 5.1.1` at RCPT |
 //! | recipient `defer450` | `450 4.2.1` at RCPT |
 //! | recipient `hangup` | connection closed at RCPT |
@@ -264,6 +265,12 @@ impl Conn {
                         Reply::new(530, Esc(5, 7, 0), "Must issue a STARTTLS command first")
                     } else if self.config.credentials.is_some() && self.user.is_none() {
                         Reply::new(530, Esc(5, 7, 0), "Authentication required")
+                    } else if from.address.starts_with("throttle454") {
+                        Reply::new(
+                            454,
+                            Esc(4, 7, 0),
+                            "Throttling failure: Maximum sending rate exceeded.",
+                        )
                     } else if from.address.starts_with("reject550") {
                         Reply::new(550, Esc(5, 7, 1), "Sender rejected by sink")
                     } else {

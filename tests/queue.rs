@@ -294,3 +294,64 @@ async fn five_hundred_messages_over_twenty_connections_none_lost_none_twice() {
     assert!(seen.values().all(|&n| n == 1), "none twice");
     assert_eq!(msgs.len(), 500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_pauses_the_whole_queue() {
+    let h = Harness::start(queued()).await;
+    let mut c = h.session("alice", "alice-password").await;
+    let throttled = queued_id(
+        &c.send_mail("throttle454@alice.example", &["b@example.org"], "x\r\n")
+            .await,
+    );
+    assert!(h.wait_log("pausing the whole queue", W).await);
+    // Another message waits: the smarthost asked everyone to slow down.
+    queued_id(
+        &c.send_mail(
+            "a@alice.example",
+            &["b@example.org"],
+            "Subject: waits\r\n\r\nx\r\n",
+        )
+        .await,
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(h.sink.messages().is_empty(), "delivered during the pause");
+    // The operator removes the offending message and flushes: the rest goes out.
+    let (ok, out) = cli(&h, &["queue", "delete", &throttled]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&h, &["queue", "flush"]);
+    assert!(ok, "{out}");
+    assert_eq!(h.sink.wait_for(1, W).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delay_warning_is_sent_once() {
+    let h = Harness::start(Setup {
+        delivery_extra: "  delay_warning: 1s\n",
+        ..queued()
+    })
+    .await;
+    let mut c = h.session("alice", "alice-password").await;
+    let id = queued_id(
+        &c.send_mail(
+            "a@alice.example",
+            &["defer450@example.org"],
+            "Subject: slow\r\n\r\nx\r\n",
+        )
+        .await,
+    );
+    let msgs = h.sink.wait_for(1, W).await;
+    assert_eq!(msgs.len(), 1);
+    let dsn = String::from_utf8_lossy(&msgs[0].content).into_owned();
+    assert_eq!(msgs[0].from, "");
+    assert!(
+        dsn.contains("Subject: Delayed Mail (still being retried)"),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Action: delayed"));
+    assert!(dsn.contains(&id));
+    // Further retries do not warn again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(h.sink.messages().len(), 1);
+    let (_, list) = cli(&h, &["queue", "list"]);
+    assert!(list.contains(&id), "still queued for retry: {list}");
+}

@@ -171,6 +171,7 @@ struct RawDelivery {
     concurrency: Option<usize>,
     retry_schedule: Option<Vec<HumanDuration>>,
     max_queue_lifetime: Option<HumanDuration>,
+    delay_warning: Option<HumanDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -327,6 +328,8 @@ pub struct Delivery {
     pub retry_schedule: Vec<Duration>,
     /// After this, a message still not delivered is bounced.
     pub max_queue_lifetime: Duration,
+    /// Tell the sender once when a message is still undelivered after this long.
+    pub delay_warning: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -611,6 +614,7 @@ impl Config {
                 .max_queue_lifetime
                 .map(|h| h.0)
                 .unwrap_or(Duration::from_secs(5 * 86_400)),
+            delay_warning: d.delay_warning.map(|h| h.0).filter(|d| !d.is_zero()),
         };
         if delivery.concurrency == 0 {
             problems.add(file, "delivery.concurrency", "must be greater than 0");

@@ -372,6 +372,7 @@ impl Session {
             smtputf8: txn.smtputf8,
             eight_bit: txn.eight_bit,
             size: writer.written,
+            warned: false,
         };
         if let Err(e) = queue.spool().commit(writer, &env).await {
             error!(error = %e, sender = %txn.from, "cannot make the message durable; refused");

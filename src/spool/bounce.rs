@@ -21,13 +21,35 @@ pub fn original_headers(message: &[u8]) -> &[u8] {
     &message[..end.min(64 * 1024)]
 }
 
+/// What the notification reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// The recipients failed for good (a bounce).
+    Failed,
+    /// The recipients are still being retried (a delay warning).
+    Delayed,
+}
+
 /// Builds the DSN message and its envelope (null sender, to the original sender).
 pub fn build(
     hostname: &str,
     original: &Envelope,
+    report: Report,
     failures: &[Failure],
     headers: &[u8],
 ) -> (Envelope, Vec<u8>) {
+    let (subject, action, explanation) = match report {
+        Report::Failed => (
+            "Undelivered Mail Returned to Sender",
+            "failed",
+            "could not be delivered to one or more\r\nrecipients",
+        ),
+        Report::Delayed => (
+            "Delayed Mail (still being retried)",
+            "delayed",
+            "has not yet been delivered to one or more\r\nrecipients. Delivery is still being retried; no action is needed",
+        ),
+    };
     let id = new_id();
     let now = unix_now();
     let date = rfc5322_date(UNIX_EPOCH + Duration::from_secs(now));
@@ -38,7 +60,7 @@ pub fn build(
         "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"
     ));
     m.push_str(&format!("To: <{}>\r\n", original.from));
-    m.push_str("Subject: Undelivered Mail Returned to Sender\r\n");
+    m.push_str(&format!("Subject: {subject}\r\n"));
     m.push_str(&format!("Date: {date}\r\n"));
     m.push_str(&format!("Message-ID: <{id}@{hostname}>\r\n"));
     m.push_str("Auto-Submitted: auto-replied\r\n");
@@ -51,7 +73,7 @@ pub fn build(
         "--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
     ));
     m.push_str(&format!(
-        "This is the mail system at host {hostname}.\r\n\r\nYour message (queue id {}) could not be delivered to one or more\r\nrecipients. It is attached below.\r\n\r\n",
+        "This is the mail system at host {hostname}.\r\n\r\nYour message (queue id {}) {explanation}.\r\nIts headers are attached below.\r\n\r\n",
         original.id
     ));
     for f in failures {
@@ -66,7 +88,7 @@ pub fn build(
     ));
     for f in failures {
         m.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\nDiagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {date}\r\n",
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: {action}\r\nStatus: {}\r\nDiagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {date}\r\n",
             f.rcpt, f.status, f.diagnostic
         ));
     }
@@ -95,6 +117,7 @@ pub fn build(
         smtputf8: original.smtputf8,
         eight_bit: true,
         size: bytes.len() as u64,
+        warned: false,
     };
     (env, bytes)
 }
@@ -117,11 +140,13 @@ mod tests {
             smtputf8: false,
             eight_bit: false,
             size: 10,
+            warned: false,
         };
         let msg = b"Subject: hello\r\nFrom: alice@site.example\r\n\r\nbody text\r\n";
         let (env, bytes) = build(
             "relay.test",
             &original,
+            Report::Failed,
             &[Failure {
                 rcpt: "nobody@example.org".into(),
                 status: "5.1.1".into(),

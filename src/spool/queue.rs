@@ -3,7 +3,7 @@
 //! per-recipient results, retries on a schedule with jitter, a whole-queue slowdown
 //! when the smarthost throttles, and bounces for permanent failures.
 
-use super::bounce::{self, Failure};
+use super::bounce::{self, Failure, Report};
 use super::store::{Envelope, RcptState, Spool, unix_now};
 use crate::config::Delivery;
 use crate::context::Context;
@@ -362,7 +362,29 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
         "delivery attempt"
     );
     if !failures.is_empty() {
-        send_bounce(ctx, &env, &failures);
+        for f in &failures {
+            warn!(rcpt = %f.rcpt, status = %f.status, diagnostic = %f.diagnostic, "recipient failed permanently");
+        }
+        notify_sender(ctx, &env, Report::Failed, &failures);
+    }
+    let late = queue
+        .policy
+        .delay_warning
+        .is_some_and(|d| now.saturating_sub(env.created) >= d.as_secs());
+    if late && pending > 0 && !env.warned {
+        env.warned = true;
+        let delayed: Vec<Failure> = env
+            .pending()
+            .map(|r| Failure {
+                rcpt: r.address.clone(),
+                status: "4.4.7".into(),
+                diagnostic: r
+                    .last_reply
+                    .clone()
+                    .unwrap_or_else(|| "not yet delivered".into()),
+            })
+            .collect();
+        notify_sender(ctx, &env, Report::Delayed, &delayed);
     }
     if all_delivered
         || queue
@@ -387,12 +409,9 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
     Some(env.next_attempt)
 }
 
-/// Queues a DSN for `failures` to the sender, unless the message was itself a bounce.
-fn send_bounce(ctx: &Context, env: &Envelope, failures: &[Failure]) {
+/// Queues a DSN to the sender, unless the message was itself a bounce.
+fn notify_sender(ctx: &Context, env: &Envelope, report: Report, failures: &[Failure]) {
     let Some(queue) = &ctx.queue else { return };
-    for f in failures {
-        warn!(rcpt = %f.rcpt, status = %f.status, diagnostic = %f.diagnostic, "recipient failed permanently");
-    }
     if env.is_bounce() {
         warn!("not bouncing a bounce; dropping it");
         return;
@@ -401,12 +420,13 @@ fn send_bounce(ctx: &Context, env: &Envelope, failures: &[Failure]) {
     let (dsn, bytes) = bounce::build(
         &ctx.config.hostname,
         env,
+        report,
         failures,
         bounce::original_headers(&message),
     );
     match queue.spool().store(&dsn, &bytes) {
         Ok(()) => {
-            info!(bounce_id = %dsn.id, to = %env.from, "bounce queued");
+            info!(dsn_id = %dsn.id, to = %env.from, report = ?report, "delivery status notification queued");
             queue.enqueued(&dsn);
         }
         Err(e) => error!(error = %e, "cannot queue the bounce"),

@@ -63,6 +63,9 @@ pub struct Envelope {
     #[serde(default)]
     pub eight_bit: bool,
     pub size: u64,
+    /// A delayed-delivery warning was sent.
+    #[serde(default)]
+    pub warned: bool,
 }
 
 impl Envelope {
@@ -329,6 +332,7 @@ mod tests {
             smtputf8: false,
             eight_bit: false,
             size: 5,
+            warned: false,
         }
     }
 

@@ -57,6 +57,8 @@ pub struct Setup {
     pub smarthost_yaml: Option<String>,
     /// Extra files to write into the config folder first.
     pub files: Vec<(&'static str, String)>,
+    /// Extra keys for the `delivery:` section, each line indented two spaces.
+    pub delivery_extra: &'static str,
 }
 
 impl Default for Setup {
@@ -79,6 +81,7 @@ impl Default for Setup {
             queue: false,
             smarthost_yaml: None,
             files: Vec::new(),
+            delivery_extra: "",
         }
     }
 }
@@ -187,11 +190,12 @@ impl Harness {
             "tls:\n  certificate: {}\n  private_key: {}\n\
              users:\n  file: users.yaml\n\
              {smarthost}\
-             delivery:\n  mode: {mode}\n  spool_directory: spool\n  retry_schedule: [1s, 2s]\n\
+             delivery:\n  mode: {mode}\n  spool_directory: spool\n  retry_schedule: [1s, 2s]\n{delivery_extra}\
              log:\n  level: debug\n",
             server_files.certificate.display(),
             server_files.private_key.display(),
             mode = if setup.queue { "queue" } else { "passthrough" },
+            delivery_extra = setup.delivery_extra,
             smarthost = match &setup.smarthost_yaml {
                 Some(y) => y
                     .replace("{SINK}", &sink.addr.port().to_string())
