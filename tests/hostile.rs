@@ -157,27 +157,6 @@ async fn message_size_limits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn too_many_recipients() {
-    let h = Harness::start(Setup {
-        extra: "limits:\n  max_recipients: 5\n".into(),
-        ..Setup::default()
-    })
-    .await;
-    let mut c = h.session("alice", "alice-password").await;
-    c.expect("MAIL FROM:<a@alice.example>", 250).await;
-    for i in 0..5 {
-        c.expect(&format!("RCPT TO:<r{i}@example.org>"), 250).await;
-    }
-    let r = c.cmd("RCPT TO:<r5@example.org>").await;
-    assert_eq!((r.code, esc(&r)), (452, "4.5.3".into()));
-    c.expect("DATA", 354).await;
-    c.send_raw(b"Subject: five\r\n\r\nx\r\n.\r\n").await;
-    assert_eq!(c.read_reply().await.code, 250);
-    let msgs = h.sink.wait_for(1, W).await;
-    assert_eq!(msgs[0].rcpts.len(), 5);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_lines() {
     let h = Harness::start(Setup::default()).await;
     let mut c = h.session("alice", "alice-password").await;

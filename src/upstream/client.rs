@@ -224,56 +224,21 @@ impl Upstream {
             .map_err(UpstreamError::Connect)?;
         let _ = tcp.set_nodelay(true);
         let t = s.command_timeout;
-        let (stream, caps): (BufReader<Box<dyn Io>>, Caps) = match s.tls {
-            TlsMode::Implicit => {
-                let tls = Self::handshake(s, tcp).await?;
-                let mut stream = BufReader::new(Box::new(tls) as Box<dyn Io>);
-                expect(
-                    read_reply(&mut stream, t, "greeting").await?,
-                    220,
-                    "greeting",
-                )?;
-                let caps = Self::ehlo(&mut stream, s).await?;
-                (stream, caps)
-            }
-            TlsMode::Starttls => {
-                let mut plain = BufReader::new(tcp);
-                expect(
-                    read_reply(&mut plain, t, "greeting").await?,
-                    220,
-                    "greeting",
-                )?;
-                let caps = Self::ehlo(&mut plain, s).await?;
-                if !caps.starttls {
-                    return Err(UpstreamError::Missing("STARTTLS"));
-                }
-                expect(
-                    exchange(&mut plain, "STARTTLS", t, "STARTTLS").await?,
-                    220,
-                    "STARTTLS",
-                )?;
-                if !plain.buffer().is_empty() {
-                    // Anything sent before the handshake could be an injection attempt.
-                    return Err(UpstreamError::Tls(
-                        "smarthost sent data after its STARTTLS reply".into(),
-                    ));
-                }
-                let tls = Self::handshake(s, plain.into_inner()).await?;
-                let mut stream = BufReader::new(Box::new(tls) as Box<dyn Io>);
-                let caps = Self::ehlo(&mut stream, s).await?;
-                (stream, caps)
-            }
-            TlsMode::None => {
-                let mut stream = BufReader::new(Box::new(tcp) as Box<dyn Io>);
-                expect(
-                    read_reply(&mut stream, t, "greeting").await?,
-                    220,
-                    "greeting",
-                )?;
-                let caps = Self::ehlo(&mut stream, s).await?;
-                (stream, caps)
-            }
+        // With STARTTLS the greeting comes before the handshake; otherwise after.
+        let (stream, greeted): (Box<dyn Io>, bool) = match s.tls {
+            TlsMode::Implicit => (Box::new(Self::handshake(s, tcp).await?), false),
+            TlsMode::None => (Box::new(tcp), false),
+            TlsMode::Starttls => (Box::new(Self::starttls(s, tcp).await?), true),
         };
+        let mut stream = BufReader::new(stream);
+        if !greeted {
+            expect(
+                read_reply(&mut stream, t, "greeting").await?,
+                220,
+                "greeting",
+            )?;
+        }
+        let caps = Self::ehlo(&mut stream, s).await?;
         let mut up = Upstream {
             stream,
             caps,
@@ -285,6 +250,36 @@ impl Upstream {
         };
         up.authenticate().await?;
         Ok(up)
+    }
+
+    /// Greeting, EHLO and STARTTLS in clear, then the handshake.
+    async fn starttls(
+        s: &UpstreamSettings,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, UpstreamError> {
+        let t = s.command_timeout;
+        let mut plain = BufReader::new(tcp);
+        expect(
+            read_reply(&mut plain, t, "greeting").await?,
+            220,
+            "greeting",
+        )?;
+        let caps = Self::ehlo(&mut plain, s).await?;
+        if !caps.starttls {
+            return Err(UpstreamError::Missing("STARTTLS"));
+        }
+        expect(
+            exchange(&mut plain, "STARTTLS", t, "STARTTLS").await?,
+            220,
+            "STARTTLS",
+        )?;
+        if !plain.buffer().is_empty() {
+            // Anything sent before the handshake could be an injection attempt.
+            return Err(UpstreamError::Tls(
+                "smarthost sent data after its STARTTLS reply".into(),
+            ));
+        }
+        Self::handshake(s, plain.into_inner()).await
     }
 
     async fn handshake(
