@@ -1,4 +1,28 @@
 //! Postern: an authenticating SMTP submission proxy.
+//!
+//! Clients submit on 587 (STARTTLS) or 465 (implicit TLS), authenticate with AUTH PLAIN
+//! or LOGIN against argon2id hashes, may send only as their own senders and within
+//! their quotas, and their mail goes to one smarthost (or a route of them) over
+//! verified TLS, either while they wait (passthrough) or from a durable spool (queue).
+//!
+//! # Layout
+//!
+//! One message, the straight path: [`server`] accepts (connection caps checked) →
+//! [`session`] greets and reads commands through [`proto`] → STARTTLS swaps the stream
+//! ([`tls`]) → AUTH asks [`auth`], with [`policy::auth_failures`] and
+//! [`policy::brake`] around it → MAIL and RCPT ask [`policy`] (sender rules, quotas) →
+//! DATA streams through [`proto::data`] and the header From check → [`upstream`]
+//! (passthrough) or [`spool`] (queue, delivered later by [`spool::queue`]) → the reply
+//! goes back to the client. Nothing in `proto`, `auth` or `policy` reaches back into
+//! `session` or `server`.
+//!
+//! - [`proto`]: pure protocol code over bytes (framing, commands, replies, DATA, SASL).
+//! - [`config`]: the YAML config and users file, validated as a whole.
+//! - [`context`]: what every session shares.
+//! - [`control`]: the local control socket behind `postern queue flush`.
+//! - [`sink`]: a stand-in smarthost for the demo, the tests and benchmarks.
+//! - [`demo`]: `postern demo`.
+//! - [`secret`]: strings that never reach a log.
 pub mod auth;
 pub mod config;
 pub mod context;

@@ -1,7 +1,7 @@
 //! Pure SMTP protocol code: no sockets, no tokio, no clocks.
 //!
 //! Everything here works on byte slices so it can be table-tested and fuzzed:
-//! line framing ([`line`]), command parsing ([`command`], on top of smtp-proto),
+//! line framing ([`line`](mod@line)), command parsing ([`command`], on top of smtp-proto),
 //! replies ([`reply`]), the DATA receiver ([`data`]), SASL decoding ([`sasl`]),
 //! dot-stuffing for the upstream side ([`stuff`]) and the `Received:` header ([`received`]).
 

@@ -1,5 +1,5 @@
 //! One SMTP session: a small state machine generic over its stream, with one file
-//! per phase ([`ehlo`], [`auth`], [`mail`] for MAIL and RCPT, [`data`]).
+//! per phase (`ehlo`, `auth`, `mail` for MAIL and RCPT, `data`).
 //!
 //! STARTTLS ends [`Session::run`] with [`Flow::StartTls`]; [`serve_connection`] then
 //! does the handshake and runs the same session again over the TLS stream, with
