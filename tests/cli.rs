@@ -251,3 +251,73 @@ async fn sighup_reloads_users_and_keeps_them_on_a_broken_file() {
     );
     assert_eq!(c.auth_plain("newbie", "newbie-password").await.code, 235);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_transaction_in_progress_finish() {
+    let mut h = Harness::start(Setup::default()).await;
+    let mut c = h.session("alice", "alice-password").await;
+    c.expect("MAIL FROM:<a@alice.example>", 250).await;
+    c.expect("RCPT TO:<b@example.org>", 250).await;
+    c.expect("DATA", 354).await;
+    c.send_raw(b"Subject: in flight\r\n\r\nfirst half\r\n")
+        .await;
+    let pid = h.pid().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(
+        h.wait_log("draining", std::time::Duration::from_secs(5))
+            .await
+    );
+    // The server no longer accepts connections, but this transaction completes.
+    c.send_raw(b"second half\r\n.\r\n").await;
+    assert_eq!(c.read_reply().await.code, 250);
+    // Then, idle again, the session is told the server is going away.
+    assert_eq!(c.read_reply().await.code, 421);
+    assert!(c.closed().await);
+    let status = tokio::task::block_in_place(|| h.terminate());
+    assert!(status.success(), "{status:?}");
+    let msgs = h.sink.wait_for(1, std::time::Duration::from_secs(5)).await;
+    assert!(String::from_utf8_lossy(&msgs[0].content).ends_with("first half\r\nsecond half\r\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_the_tls_certificate() {
+    let h = Harness::start(Setup::default()).await;
+    let serial = |h: &Harness| {
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &h.implicit.to_string(),
+                "-servername",
+                "localhost",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find(|l| l.contains("s:CN"))
+            .unwrap_or("")
+            .to_string()
+    };
+    let before = tokio::task::block_in_place(|| serial(&h));
+    assert!(
+        before.contains("CN = localhost") || before.contains("CN=localhost"),
+        "{before}"
+    );
+    // A new certificate for another name, same paths.
+    let ca = postern::tls::TestCa::new("Renewed CA").unwrap();
+    let cert = ca.issue(&["renewed.example", "127.0.0.1"]).unwrap();
+    std::fs::write(h.dir.path().join("server-cert.pem"), &cert.cert_pem).unwrap();
+    std::fs::write(h.dir.path().join("server-key.pem"), &cert.key_pem).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &h.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        h.wait_log("reload complete", std::time::Duration::from_secs(10))
+            .await
+    );
+    let after = tokio::task::block_in_place(|| serial(&h));
+    assert!(after.contains("renewed.example"), "{after}");
+}
