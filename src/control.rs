@@ -1,5 +1,5 @@
-//! The local control socket: how `postern queue flush` and `queue delete` reach the
-//! running server. A Unix socket in the spool directory, mode 0600, so only the
+//! The local control socket: how `postern queue flush`, `queue delete` and the
+//! `user` commands (to reload) reach the running server. A Unix socket in the spool directory, mode 0600, so only the
 //! server's own user (and root) can use it; one line in, one line out.
 
 use crate::context::Context;
@@ -20,6 +20,10 @@ pub fn socket_path(spool_directory: &Path) -> PathBuf {
 
 /// Answers one request line.
 pub fn handle(ctx: &Context, line: &str) -> String {
+    if line == "reload" {
+        crate::server::reload(ctx);
+        return "ok reloaded".into();
+    }
     let Some(queue) = &ctx.queue else {
         return "err not in queue mode".into();
     };

@@ -75,6 +75,26 @@ enum QueueCmd {
 
 #[derive(Subcommand)]
 enum UserCmd {
+    /// Add a user (password read like hash-password), then reload the running server.
+    Add {
+        name: String,
+        /// An address or @domain the user may send as; repeat for more.
+        #[arg(long = "sender")]
+        senders: Vec<String>,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Set `disabled: true` for a user, then reload the running server.
+    Disable {
+        name: String,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// List users: name, state, senders.
+    List {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
     /// Lift an automatic suspension (then reload the server with SIGHUP).
     Enable {
         name: String,
@@ -97,6 +117,13 @@ fn main() -> ExitCode {
         Cmd::CheckConfig { config } => check_config(config),
         Cmd::HashPassword => hash_password(),
         Cmd::User(UserCmd::Enable { name, config }) => user_enable(&name, config),
+        Cmd::User(UserCmd::Add {
+            name,
+            senders,
+            config,
+        }) => user_add(&name, &senders, config),
+        Cmd::User(UserCmd::Disable { name, config }) => user_disable(&name, config),
+        Cmd::User(UserCmd::List { config }) => user_list(config),
         Cmd::Queue(QueueCmd::List { config }) => queue_list(config),
         Cmd::Queue(QueueCmd::Flush { config }) => queue_request(config, "flush".into()),
         Cmd::Queue(QueueCmd::Delete { id, config }) => queue_delete(&id, config),
@@ -320,6 +347,140 @@ fn queue_delete(id: &str, path: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// Tells a running server to reload; says what happened.
+fn tell_server_to_reload(config: &Config) {
+    let socket = postern::control::socket_path(&config.delivery.spool_directory);
+    match postern::control::request(&socket, "reload") {
+        Ok(a) if a.starts_with("ok") => println!("the running server reloaded the users file"),
+        _ => println!("no running server answered; the change applies at the next start or SIGHUP"),
+    }
+}
+
+/// Validates new users-file text, then writes it atomically.
+fn replace_users_file(config: &Config, text: &str) -> Result<(), ExitCode> {
+    let mut problems = config::Problems::default();
+    if config::parse_users(text, &config.users_file, &config.rate_limits, &mut problems).is_none() {
+        eprintln!("postern: the edited users file would be invalid, nothing written:\n{problems}");
+        return Err(ExitCode::from(1));
+    }
+    config::edit::write_atomically(&config.users_file, text).map_err(|e| {
+        eprintln!("postern: cannot write {}: {e}", config.users_file.display());
+        ExitCode::from(2)
+    })
+}
+
+fn rewrite_from_parsed(text: &str, change: impl FnOnce(&mut serde_yaml::Value)) -> Option<String> {
+    let mut v: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+    change(&mut v);
+    eprintln!("postern: note: the users file had to be rewritten; its comments are lost");
+    serde_yaml::to_string(&v).ok()
+}
+
+fn user_add(name: &str, senders: &[String], path: Option<PathBuf>) -> ExitCode {
+    let (config, users) = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if users.get(name).is_some() {
+        eprintln!("postern: user {name} already exists");
+        return ExitCode::from(1);
+    }
+    for s in senders {
+        if let Err(e) = postern::policy::senders::SenderRule::parse(s) {
+            eprintln!("postern: --sender {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let password = match read_password() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let hash = match postern::auth::hash_password(password.expose()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("postern: hashing failed: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let text = std::fs::read_to_string(&config.users_file).unwrap_or_default();
+    let block = config::edit::user_block(name, &hash, senders);
+    let new = config::edit::append_user(&text, &block).or_else(|| {
+        rewrite_from_parsed(&text, |v| {
+            let entry: serde_yaml::Value =
+                serde_yaml::from_str(&block.replacen("  - ", "", 1).replace("\n    ", "\n"))
+                    .unwrap_or_default();
+            if !v["users"].is_sequence() {
+                v["users"] = serde_yaml::Value::Sequence(vec![]);
+            }
+            if let Some(list) = v["users"].as_sequence_mut() {
+                list.push(entry);
+            }
+        })
+    });
+    let Some(new) = new else {
+        eprintln!("postern: cannot edit {}", config.users_file.display());
+        return ExitCode::from(1);
+    };
+    if let Err(code) = replace_users_file(&config, &new) {
+        return code;
+    }
+    println!("added {name} to {}", config.users_file.display());
+    tell_server_to_reload(&config);
+    ExitCode::SUCCESS
+}
+
+fn user_disable(name: &str, path: Option<PathBuf>) -> ExitCode {
+    let (config, users) = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if users.get(name).is_none() {
+        eprintln!("postern: no user {name}");
+        return ExitCode::from(1);
+    }
+    let text = std::fs::read_to_string(&config.users_file).unwrap_or_default();
+    let new = config::edit::disable_user(&text, name).or_else(|| {
+        rewrite_from_parsed(&text, |v| {
+            if let Some(list) = v["users"].as_sequence_mut() {
+                for u in list.iter_mut().filter(|u| u["name"].as_str() == Some(name)) {
+                    u["disabled"] = serde_yaml::Value::Bool(true);
+                }
+            }
+        })
+    });
+    let Some(new) = new else {
+        eprintln!("postern: cannot edit {}", config.users_file.display());
+        return ExitCode::from(1);
+    };
+    if let Err(code) = replace_users_file(&config, &new) {
+        return code;
+    }
+    println!("disabled {name}");
+    tell_server_to_reload(&config);
+    ExitCode::SUCCESS
+}
+
+fn user_list(path: Option<PathBuf>) -> ExitCode {
+    let (config, users) = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let suspended =
+        postern::policy::brake::read_state(&config.abuse.state_file).unwrap_or_default();
+    for u in users.iter() {
+        let state = if u.disabled {
+            "disabled"
+        } else if suspended.contains_key(&u.name) {
+            "suspended"
+        } else {
+            "active"
+        };
+        let senders: Vec<String> = u.senders.iter().map(|s| s.to_string()).collect();
+        println!("{:<24} {:<10} {}", u.name, state, senders.join(", "));
+    }
+    ExitCode::SUCCESS
+}
+
 fn user_enable(name: &str, path: Option<PathBuf>) -> ExitCode {
     let (config, _) = match load(path) {
         Ok(c) => c,
@@ -343,7 +504,8 @@ fn user_enable(name: &str, path: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn hash_password() -> ExitCode {
+/// Reads a password: a no-echo prompt (twice) on a terminal, else one stdin line.
+fn read_password() -> Result<postern::secret::Secret, ExitCode> {
     let password = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ");
         let second = rpassword::prompt_password("Again: ");
@@ -351,26 +513,34 @@ fn hash_password() -> ExitCode {
             (Ok(a), Ok(b)) if a == b => a,
             (Ok(_), Ok(_)) => {
                 eprintln!("postern: the passwords differ");
-                return ExitCode::from(1);
+                return Err(ExitCode::from(1));
             }
             (Err(e), _) | (_, Err(e)) => {
                 eprintln!("postern: cannot read the password: {e}");
-                return ExitCode::from(2);
+                return Err(ExitCode::from(2));
             }
         }
     } else {
         let mut line = String::new();
         if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
             eprintln!("postern: cannot read the password: {e}");
-            return ExitCode::from(2);
+            return Err(ExitCode::from(2));
         }
         line.trim_end_matches(['\r', '\n']).to_string()
     };
     let password = postern::secret::Secret::new(password);
     if password.expose().is_empty() {
         eprintln!("postern: the password is empty");
-        return ExitCode::from(1);
+        return Err(ExitCode::from(1));
     }
+    Ok(password)
+}
+
+fn hash_password() -> ExitCode {
+    let password = match read_password() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     match postern::auth::hash_password(password.expose()) {
         Ok(h) => {
             let mut out = std::io::stdout().lock();

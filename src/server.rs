@@ -175,7 +175,10 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
         .queue
         .as_ref()
         .map(|_| tokio::spawn(crate::spool::queue::run(ctx.clone())));
-    let control_task = ctx.queue.as_ref().map(|_| {
+    let control_task = std::fs::create_dir_all(&ctx.config.delivery.spool_directory)
+        .inspect_err(|e| warn!(error = %e, "cannot create the spool directory; no control socket"))
+        .ok()
+        .map(|_| {
         let path = crate::control::socket_path(&ctx.config.delivery.spool_directory);
         let ctx = ctx.clone();
         tokio::spawn(async move {

@@ -321,3 +321,65 @@ async fn sighup_swaps_the_tls_certificate() {
     let after = tokio::task::block_in_place(|| serial(&h));
     assert!(after.contains("renewed.example"), "{after}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_add_disable_list_with_a_running_server() {
+    let h = Harness::start(Setup::default()).await;
+    let users_file = h.dir.path().join("users.yaml");
+    let mut original = std::fs::read_to_string(&users_file).unwrap();
+    original.insert_str(0, "# operator's comment\n");
+    std::fs::write(&users_file, &original).unwrap();
+    let user = |args: &[&str], stdin: &str| {
+        let mut full = vec!["user"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["-c", h.config_path.to_str().unwrap()]);
+        run(&full, stdin)
+    };
+    let out = user(
+        &["add", "newsite", "--sender", "@newsite.example"],
+        "newsite-password\n",
+    );
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(
+        text(&out.stdout).contains("the running server reloaded"),
+        "{}",
+        text_of(&out)
+    );
+    let after = std::fs::read_to_string(&users_file).unwrap();
+    assert!(
+        after.starts_with("# operator's comment\n"),
+        "comments survive"
+    );
+    assert!(!after.contains("newsite-password"));
+    // The new user works at once.
+    let mut c = h.session("newsite", "newsite-password").await;
+    c.expect("MAIL FROM:<x@newsite.example>", 250).await;
+    // Adding twice, or with a bad sender, fails.
+    assert_eq!(user(&["add", "newsite"], "pw\n").status.code(), Some(1));
+    assert_eq!(
+        user(&["add", "other", "--sender", "nonsense"], "pw\n")
+            .status
+            .code(),
+        Some(1)
+    );
+    // Disable, then the login fails.
+    let out = user(&["disable", "newsite"], "");
+    assert!(out.status.success(), "{}", text_of(&out));
+    let mut c = common::client::Client::connect_tls(h.implicit, &h.ca_pem()).await;
+    c.expect("EHLO x", 250).await;
+    assert_eq!(c.auth_plain("newsite", "newsite-password").await.code, 535);
+    let out = user(&["list"], "");
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains("newsite") && listing.contains("disabled"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("alice") && listing.contains("active"),
+        "{listing}"
+    );
+}
+
+fn text_of(out: &Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}

@@ -1,11 +1,12 @@
 //! Configuration: the YAML config file and the users file it names, parsed once into
 //! typed structs and validated as a whole, so that every problem is reported at once.
 
+pub mod edit;
 mod units;
 pub mod users;
 
 pub use units::{HumanDuration, Size, parse_duration, parse_size};
-pub use users::{User, Users, load_users};
+pub use users::{User, Users, load_users, parse_users};
 
 use crate::policy::auth_failures::AuthFailurePolicy;
 use crate::policy::brake::BrakePolicy;

@@ -94,7 +94,17 @@ pub fn load_users(path: &Path, defaults: &RateLimits, problems: &mut Problems) -
             return None;
         }
     };
-    let raw: RawUsersFile = match serde_yaml::from_str(&text) {
+    parse_users(&text, path, defaults, problems)
+}
+
+/// Validates users-file text (`path` only names it in problems).
+pub fn parse_users(
+    text: &str,
+    path: &Path,
+    defaults: &RateLimits,
+    problems: &mut Problems,
+) -> Option<Users> {
+    let raw: RawUsersFile = match serde_yaml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
             problems.add(path, "", e.to_string());
