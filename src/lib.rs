@@ -28,6 +28,7 @@ pub mod config;
 pub mod context;
 pub mod control;
 pub mod demo;
+pub mod metrics;
 pub mod policy;
 pub mod proto;
 pub mod secret;

@@ -138,6 +138,16 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
         listeners.push((socket, l.clone()));
     }
 
+    let metrics_task = match config.metrics.address {
+        Some(address) => {
+            let socket = crate::metrics::bind(address)
+                .await
+                .map_err(|source| ServeError::Bind { address, source })?;
+            let handle = crate::metrics::install().map_err(ServeError::Setup)?;
+            Some(tokio::spawn(crate::metrics::serve(socket, handle)))
+        }
+        None => None,
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let limits = ConnectionLimits::new(
         config.limits.max_connections,
@@ -225,6 +235,9 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
         ));
     }
     pruner.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     ctx.relay.close_all().await;
     info!("stopped");
     Ok(())
@@ -255,6 +268,8 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         match limits.admit(peer.ip()) {
             Ok(admission) => {
+                metrics::counter!("postern_connections_total", "tls" => listener.tls.to_string())
+                    .increment(1);
                 let ctx = ctx.clone();
                 let listener = listener.clone();
                 tokio::spawn(async move {
@@ -275,6 +290,7 @@ fn refuse_connection(tcp: TcpStream, peer: SocketAddr, listener: &Listener, why:
         Refusal::PerIp => "max_connections_per_ip",
     };
     warn!(peer = %peer, limit = what, "connection refused: limit reached");
+    metrics::counter!("postern_connections_refused_total", "limit" => what).increment(1);
     // On an implicit-TLS port the client expects a handshake, not text: just close.
     if listener.tls != TlsMode::Implicit {
         let _ = tcp.try_write(b"421 4.7.0 Too many connections, try again later\r\n");

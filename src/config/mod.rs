@@ -243,6 +243,13 @@ struct RawAbuse {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawMetrics {
+    address: Option<String>,
+    per_user: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawReceived {
     include_client_ip: Option<bool>,
 }
@@ -270,6 +277,16 @@ pub struct Config {
     /// Whether the `Received:` header names the client's address.
     pub received_include_client_ip: bool,
     pub abuse: Abuse,
+    pub metrics: Metrics,
+}
+
+/// The optional Prometheus endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// Where `/metrics` and `/healthz` are served; `None`: no listener.
+    pub address: Option<SocketAddr>,
+    /// Also count messages per user (one time series per user).
+    pub per_user: bool,
 }
 
 /// Abuse protection: login failure penalties and the suspension brake.
@@ -428,6 +445,7 @@ const KNOWN_KEYS: &[&str] = &[
     "received",
     "abuse",
     "routes",
+    "metrics",
 ];
 
 impl Config {
@@ -700,6 +718,24 @@ impl Config {
         }
 
         let r: RawReceived = section(map, "received", file, problems).unwrap_or_default();
+        let m: RawMetrics = section(map, "metrics", file, problems).unwrap_or_default();
+        let metrics = Metrics {
+            address: m
+                .address
+                .as_ref()
+                .and_then(|a| match a.parse::<SocketAddr>() {
+                    Ok(addr) => Some(addr),
+                    Err(_) => {
+                        problems.add(
+                            file,
+                            "metrics.address",
+                            format!("{a:?} is not an IP:port such as \"127.0.0.1:9587\""),
+                        );
+                        None
+                    }
+                }),
+            per_user: m.per_user.unwrap_or(false),
+        };
 
         let a: RawAbuse = section(map, "abuse", file, problems).unwrap_or_default();
         let d = AuthFailurePolicy::default();
@@ -758,6 +794,7 @@ impl Config {
             timeouts,
             received_include_client_ip: r.include_client_ip.unwrap_or(true),
             abuse,
+            metrics,
         })
     }
 }

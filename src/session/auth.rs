@@ -101,6 +101,7 @@ impl Session {
         match self.ctx.auth_failures.gate(ip, username, Instant::now()) {
             Gate::Open => {}
             Gate::IpBlocked { retry_after } => {
+                auth_metric("blocked");
                 warn!(username = ?username, retry_after = %human(retry_after), "AUTH refused: address blocked after repeated failures");
                 io.reply(&Reply::new(
                     421,
@@ -113,6 +114,7 @@ impl Session {
                 return Flow::Close;
             }
             Gate::UserBlocked { retry_after } => {
+                auth_metric("blocked");
                 warn!(username = ?username, retry_after = %human(retry_after), "AUTH refused: username locked after repeated failures");
                 return self.refuse(
                     io,
@@ -131,6 +133,7 @@ impl Session {
             AuthOutcome::Ok(user) => user,
             AuthOutcome::BadCredentials => return self.login_failed(io, &creds).await,
             AuthOutcome::Disabled => {
+                auth_metric("disabled");
                 warn!(username = ?username, "authentication failed: user is disabled");
                 return self.refuse(
                     io,
@@ -138,6 +141,7 @@ impl Session {
                 );
             }
             AuthOutcome::Busy => {
+                auth_metric("busy");
                 warn!("authentication deferred: too many verifications in progress");
                 return self.refuse(
                     io,
@@ -150,6 +154,7 @@ impl Session {
             }
         };
         if let Some(s) = self.ctx.brake.suspended(&user.name) {
+            auth_metric("suspended");
             warn!(user = %user.name, reason = %s.reason, "authentication refused: user is suspended");
             return self.refuse(
                 io,
@@ -161,6 +166,7 @@ impl Session {
                 .brake
                 .login(&user.name, ip, Instant::now(), SystemTime::now())
         {
+            auth_metric("suspended");
             warn!(user = %user.name, reason = %reason, "user suspended by the abuse brake");
             return self.refuse(
                 io,
@@ -171,6 +177,7 @@ impl Session {
             .auth_failures
             .succeeded(ip, &user.name, Instant::now());
         self.span.record("user", user.name.as_str());
+        auth_metric("success");
         info!(user = %user.name, "authenticated");
         self.user = Some(user);
         self.ok(
@@ -193,6 +200,7 @@ impl Session {
             Instant::now(),
         );
         self.auth_failures += 1;
+        auth_metric("failure");
         warn!(
             username = ?creds.username,
             address_failures = p.ip_failures,
@@ -288,4 +296,8 @@ impl Session {
             ReadLine::Closed => Err(Exchange::Gone(Flow::Close)),
         }
     }
+}
+
+fn auth_metric(result: &'static str) {
+    metrics::counter!("postern_auth_total", "result" => result).increment(1);
 }

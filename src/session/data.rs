@@ -211,6 +211,12 @@ impl Session {
         // connection closes without end of data, or the spool file is deleted.
         if let Some(e) = rx.error() {
             warn!(sender = %txn.from, rcpts = txn.rcpts.len(), error = %e, "message refused");
+            let reason = if e == DataError::TooBig {
+                "size"
+            } else {
+                "content"
+            };
+            self.message_metric("rejected", reason);
             let reply = match e {
                 DataError::TooBig => Reply::new(
                     552,
@@ -223,6 +229,7 @@ impl Session {
         }
         if let Some(e) = gate.refused {
             warn!(sender = %txn.from, rcpts = txn.rcpts.len(), error = %e, "message refused: header sender not allowed");
+            self.message_metric("rejected", "header_from");
             let reply = match e {
                 HeaderFromError::TooLarge => {
                     Reply::new(554, Esc(5, 6, 0), format!("Message refused: {e}"))
@@ -234,12 +241,14 @@ impl Session {
         match target {
             Target::Relay { conn, .. } => {
                 if target_error.is_some() {
+                    self.message_metric("rejected", "smarthost_lost");
                     return self.refuse(io, upstream_lost());
                 }
                 self.finish_relay(io, txn, conn, &queue_id, rx.size()).await
             }
             Target::Spool(writer) => {
                 if target_error.is_some() {
+                    self.message_metric("rejected", "storage");
                     return self.refuse(io, insufficient_storage());
                 }
                 self.finish_spool(io, txn, writer, rx.size()).await
@@ -304,9 +313,21 @@ impl Session {
         queue_id: &str,
         size: usize,
     ) -> Flow {
-        match conn.finish_data().await {
+        let waited = std::time::Instant::now();
+        let result = conn.finish_data().await;
+        metrics::histogram!("postern_upstream_duration_seconds")
+            .record(waited.elapsed().as_secs_f64());
+        let class = result
+            .as_ref()
+            .map_or("error", |r| crate::metrics::code_class(r.code));
+        metrics::counter!("postern_upstream_replies_total", "code" => class).increment(1);
+        match result {
             Ok(reply) => {
                 let positive = reply.is_positive();
+                self.message_metric(
+                    if positive { "accepted" } else { "rejected" },
+                    if positive { "relayed" } else { "smarthost" },
+                );
                 info!(
                     queue_id = %queue_id,
                     sender = %txn.from,
@@ -322,6 +343,8 @@ impl Session {
                 self.ctx.relay.put(conn);
                 if positive {
                     // Counted now that it is accepted; any other ending gives it back.
+                    metrics::counter!("postern_recipients_total", "result" => "accepted")
+                        .increment(txn.rcpts.len() as u64);
                     txn.quota.commit(std::time::Instant::now());
                     let text = format!("Message accepted for delivery: {}", reply.first_line());
                     self.ok(io, Reply::new(250, Esc(2, 0, 0), text))
@@ -333,6 +356,7 @@ impl Session {
                 // The smarthost may or may not have taken the message; a retry by the
                 // client is the lesser evil (a possible duplicate, never a loss).
                 warn!(queue_id = %queue_id, sender = %txn.from, error = %e, "no reply from the smarthost after DATA");
+                self.message_metric("rejected", "smarthost_lost");
                 self.refuse(io, upstream_lost())
             }
         }
@@ -376,9 +400,13 @@ impl Session {
         };
         if let Err(e) = queue.spool().commit(writer, &env).await {
             error!(error = %e, sender = %txn.from, "cannot make the message durable; refused");
+            self.message_metric("rejected", "storage");
             return self.refuse(io, insufficient_storage());
         }
         queue.enqueued(&env);
+        self.message_metric("accepted", "queued");
+        metrics::counter!("postern_recipients_total", "result" => "accepted")
+            .increment(txn.rcpts.len() as u64);
         txn.quota.commit(std::time::Instant::now());
         info!(
             queue_id = %env.id,
@@ -392,6 +420,15 @@ impl Session {
             io,
             Reply::new(250, Esc(2, 0, 0), format!("Ok: queued as {}", env.id)),
         )
+    }
+
+    /// Counts a message's outcome, and per user when configured.
+    fn message_metric(&self, result: &'static str, reason: &'static str) {
+        metrics::counter!("postern_messages_total", "result" => result, "reason" => reason)
+            .increment(1);
+        if let (true, Some(u)) = (self.ctx.config.metrics.per_user, &self.user) {
+            metrics::counter!("postern_user_messages_total", "user" => u.name.clone(), "result" => result).increment(1);
+        }
     }
 
     /// The `Received:` header for this message.

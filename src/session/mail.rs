@@ -53,6 +53,7 @@ impl Session {
             .map(|u| u.name.clone())
             .unwrap_or_default();
         warn!(user = %user, limit = e.limit, max = e.max, retry_after = %human(e.retry_after), "rate limit reached");
+        metrics::counter!("postern_rate_limit_hits_total", "limit" => e.limit).increment(1);
         if let Some(reason) = self.ctx.brake.limited(&user, SystemTime::now()) {
             warn!(user = %user, reason = %reason, "user suspended by the abuse brake");
         }

@@ -350,12 +350,17 @@ async fn handshake(
     };
     let limit = ctx.config.timeouts.tls_handshake;
     match tokio::time::timeout(limit, tls.acceptor().accept(tcp)).await {
-        Ok(Ok(stream)) => Some(stream),
+        Ok(Ok(stream)) => {
+            metrics::counter!("postern_tls_handshakes_total", "result" => "ok").increment(1);
+            Some(stream)
+        }
         Ok(Err(e)) => {
+            metrics::counter!("postern_tls_handshakes_total", "result" => "failed").increment(1);
             info!(error = %e, "TLS handshake failed");
             None
         }
         Err(_) => {
+            metrics::counter!("postern_tls_handshakes_total", "result" => "failed").increment(1);
             info!("TLS handshake timed out");
             None
         }

@@ -21,8 +21,8 @@ use tracing::{Instrument, error, info, info_span, warn};
 pub struct Queue {
     spool: Spool,
     policy: Delivery,
-    /// id → unix second of the next attempt.
-    due: Mutex<HashMap<String, u64>>,
+    /// id → when it is due, and when it was queued.
+    due: Mutex<HashMap<String, Due>>,
     in_flight: Mutex<HashSet<String>>,
     /// Deleted by the operator while possibly in flight: do not write them back.
     deleted: Mutex<HashSet<String>>,
@@ -31,6 +31,13 @@ pub struct Queue {
     /// slowdown step.
     throttle: Mutex<(u64, u64)>,
     permits: Arc<Semaphore>,
+}
+
+/// One queued message's times (unix seconds).
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    next: u64,
+    created: u64,
 }
 
 /// What one attempt decided for the message as a whole.
@@ -60,7 +67,13 @@ impl Queue {
         let envs = spool.load_all(true)?;
         let due = envs
             .iter()
-            .map(|e| (e.id.clone(), e.next_attempt))
+            .map(|e| {
+                let due = Due {
+                    next: e.next_attempt,
+                    created: e.created,
+                };
+                (e.id.clone(), due)
+            })
             .collect();
         if !envs.is_empty() {
             info!(messages = envs.len(), "resuming the queue");
@@ -92,18 +105,21 @@ impl Queue {
 
     /// A message was just committed to the spool.
     pub fn enqueued(&self, env: &Envelope) {
-        self.due
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(env.id.clone(), env.next_attempt);
+        self.due.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            env.id.clone(),
+            Due {
+                next: env.next_attempt,
+                created: env.created,
+            },
+        );
         self.wake.notify_one();
     }
 
     /// Makes every message due now (`postern queue flush`); returns how many.
     pub fn flush(&self) -> usize {
         let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
-        for t in due.values_mut() {
-            *t = 0;
+        for d in due.values_mut() {
+            d.next = 0;
         }
         *self.throttle.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
         let n = due.len();
@@ -160,8 +176,8 @@ impl Queue {
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let mut ready: Vec<(u64, &String)> = due
             .iter()
-            .filter(|(id, t)| **t <= now && !in_flight.contains(*id))
-            .map(|(id, t)| (*t, id))
+            .filter(|(id, d)| d.next <= now && !in_flight.contains(*id))
+            .map(|(id, d)| (d.next, id))
             .collect();
         ready.sort();
         let picked: Vec<String> = ready
@@ -175,7 +191,7 @@ impl Queue {
         let next = due
             .iter()
             .filter(|(id, _)| !in_flight.contains(*id))
-            .map(|(_, t)| *t)
+            .map(|(_, d)| d.next)
             .min();
         (picked, next)
     }
@@ -194,7 +210,9 @@ impl Queue {
                     .unwrap_or_else(|e| e.into_inner())
                     .contains(id) =>
             {
-                due.insert(id.to_string(), t);
+                if let Some(d) = due.get_mut(id) {
+                    d.next = t;
+                }
             }
             _ => {
                 due.remove(id);
@@ -202,6 +220,18 @@ impl Queue {
         }
         drop(due);
         self.wake.notify_one();
+    }
+
+    /// Publishes the queue's size and the age of its oldest message.
+    fn gauges(&self, now: u64) {
+        let due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest = due
+            .values()
+            .map(|d| d.created)
+            .min()
+            .map_or(0, |c| now.saturating_sub(c));
+        metrics::gauge!("postern_queue_messages").set(due.len() as f64);
+        metrics::gauge!("postern_queue_oldest_seconds").set(oldest as f64);
     }
 
     /// Waits until every delivery in flight has finished (at shutdown).
@@ -232,6 +262,7 @@ pub async fn run(ctx: Arc<Context>) {
             break;
         }
         let now = unix_now();
+        queue.gauges(now);
         let throttled = queue.throttled_until();
         let mut next = None;
         if throttled <= now {
@@ -290,7 +321,17 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
             return Some(unix_now() + 3600);
         }
     };
+    let started = std::time::Instant::now();
     let outcome = attempt(ctx, &env).await;
+    metrics::histogram!("postern_upstream_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    for (result, n) in [
+        ("delivered", outcome.delivered.len()),
+        ("deferred", outcome.deferred.len()),
+        ("failed", outcome.failed.len()),
+    ] {
+        metrics::counter!("postern_deliveries_total", "result" => result).increment(n as u64);
+    }
     let all_delivered = outcome.deferred.is_empty()
         && outcome.failed.is_empty()
         && env
