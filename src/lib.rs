@@ -31,6 +31,7 @@ pub mod demo;
 pub mod metrics;
 pub mod policy;
 pub mod proto;
+pub mod proxy;
 pub mod secret;
 pub mod server;
 pub mod session;

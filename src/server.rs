@@ -134,7 +134,7 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
                 source,
             })?;
         let local = socket.local_addr().unwrap_or(l.address);
-        info!(address = %local, tls = %l.tls, "listening");
+        info!(address = %local, tls = %l.tls, proxy_protocol = l.proxy_protocol, "listening");
         listeners.push((socket, l.clone()));
     }
 
@@ -266,19 +266,63 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        match limits.admit(peer.ip()) {
-            Ok(admission) => {
-                metrics::counter!("postern_connections_total", "tls" => listener.tls.to_string())
+        if listener.proxy_protocol {
+            if !ctx
+                .config
+                .trusted_proxies
+                .iter()
+                .any(|c| c.contains(peer.ip()))
+            {
+                warn!(peer = %peer, "connection closed: PROXY listener and the peer is not in trusted_proxies");
+                metrics::counter!("postern_connections_refused_total", "limit" => "untrusted_proxy")
                     .increment(1);
-                let ctx = ctx.clone();
-                let listener = listener.clone();
-                tokio::spawn(async move {
-                    serve_connection(ctx, listener, tcp, peer).await;
-                    drop(admission);
-                });
+                continue;
             }
-            Err(why) => refuse_connection(tcp, peer, &listener, why),
+            let (ctx, listener, limits) = (ctx.clone(), listener.clone(), limits.clone());
+            tokio::spawn(async move {
+                let mut tcp = tcp;
+                match crate::proxy::read_header(&mut tcp, PROXY_HEADER_TIMEOUT).await {
+                    Ok(client) => {
+                        admit_and_serve(ctx, listener, &limits, tcp, client.unwrap_or(peer))
+                    }
+                    Err(e) => {
+                        warn!(peer = %peer, error = %e, "connection closed: no valid PROXY header");
+                        metrics::counter!("postern_connections_refused_total", "limit" => "bad_proxy_header")
+                            .increment(1);
+                    }
+                }
+            });
+        } else {
+            admit_and_serve(ctx.clone(), listener.clone(), &limits, tcp, peer);
         }
+    }
+}
+
+/// How long a load balancer has to send its PROXY header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Applies the connection caps to `peer` (the real client behind a proxy) and runs a
+/// session, or refuses.
+fn admit_and_serve(
+    ctx: Arc<Context>,
+    listener: Listener,
+    limits: &Arc<ConnectionLimits>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) {
+    // A dual-stack `[::]` listener sees IPv4 clients as `::ffff:a.b.c.d`: one client,
+    // one address in limits, logs and Received.
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    match limits.admit(peer.ip()) {
+        Ok(admission) => {
+            metrics::counter!("postern_connections_total", "tls" => listener.tls.to_string())
+                .increment(1);
+            tokio::spawn(async move {
+                serve_connection(ctx, listener, tcp, peer).await;
+                drop(admission);
+            });
+        }
+        Err(why) => refuse_connection(tcp, peer, &listener, why),
     }
 }
 

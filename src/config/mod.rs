@@ -126,6 +126,13 @@ struct RawListener {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawRunAs {
+    user: String,
+    group: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawTls {
     certificate: PathBuf,
     private_key: PathBuf,
@@ -278,6 +285,17 @@ pub struct Config {
     pub received_include_client_ip: bool,
     pub abuse: Abuse,
     pub metrics: Metrics,
+    /// Load balancers allowed to send a PROXY header (listeners with `proxy_protocol`).
+    pub trusted_proxies: Vec<crate::proxy::Cidr>,
+    /// The account to switch to after binding, when started as root.
+    pub run_as: Option<RunAs>,
+}
+
+/// `run_as`: the user and group Postern drops to when started as root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: String,
+    pub group: Option<String>,
 }
 
 /// The optional Prometheus endpoint.
@@ -304,6 +322,8 @@ pub struct Listener {
     pub tls: TlsMode,
     /// Offer AUTH without TLS (only meaningful with `tls: none`).
     pub insecure_auth: bool,
+    /// Expect a PROXY v1/v2 header first, from `trusted_proxies` only.
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -446,6 +466,8 @@ const KNOWN_KEYS: &[&str] = &[
     "abuse",
     "routes",
     "metrics",
+    "trusted_proxies",
+    "run_as",
 ];
 
 impl Config {
@@ -528,6 +550,7 @@ impl Config {
                         address,
                         tls: l.tls,
                         insecure_auth: l.insecure_auth,
+                        proxy_protocol: l.proxy_protocol,
                     })
                 }
                 Err(_) => problems.add(
@@ -544,13 +567,6 @@ impl Config {
                     file,
                     &format!("{key}.insecure_auth"),
                     "only applies to a listener with tls: none",
-                );
-            }
-            if l.proxy_protocol {
-                problems.add(
-                    file,
-                    &format!("{key}.proxy_protocol"),
-                    "PROXY protocol is not supported by this version yet",
                 );
             }
         }
@@ -737,6 +753,20 @@ impl Config {
             per_user: m.per_user.unwrap_or(false),
         };
 
+        let trusted_proxies = trusted_proxies(map, file, problems);
+        if listeners.iter().any(|l| l.proxy_protocol) && trusted_proxies.is_empty() {
+            problems.add(
+                file,
+                "trusted_proxies",
+                "a listener has proxy_protocol: true, so list the load balancers' addresses \
+                 (CIDR) allowed to send a PROXY header",
+            );
+        }
+        let run_as = section::<RawRunAs>(map, "run_as", file, problems).map(|r| RunAs {
+            user: r.user,
+            group: r.group,
+        });
+
         let a: RawAbuse = section(map, "abuse", file, problems).unwrap_or_default();
         let d = AuthFailurePolicy::default();
         let auth_failures = AuthFailurePolicy {
@@ -795,8 +825,27 @@ impl Config {
             received_include_client_ip: r.include_client_ip.unwrap_or(true),
             abuse,
             metrics,
+            trusted_proxies,
+            run_as,
         })
     }
+}
+
+/// `trusted_proxies`: a list of addresses or CIDR networks.
+fn trusted_proxies(
+    map: &serde_yaml::Mapping,
+    file: &Path,
+    problems: &mut Problems,
+) -> Vec<crate::proxy::Cidr> {
+    let raw: Vec<String> = section(map, "trusted_proxies", file, problems).unwrap_or_default();
+    raw.iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            crate::proxy::Cidr::parse(s)
+                .map_err(|e| problems.add(file, &format!("trusted_proxies[{i}]"), e))
+                .ok()
+        })
+        .collect()
 }
 
 fn validate_smarthost(

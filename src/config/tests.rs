@@ -87,7 +87,21 @@ fn listener_problems() {
         "tls: none\n    insecure_auth: true\n    proxy_protocol: true\nusers",
     );
     let all = parse(&yaml).unwrap_err().join("\n");
-    assert!(all.contains("proxy_protocol"), "{all}");
+    assert!(
+        all.contains("trusted_proxies: a listener has proxy_protocol"),
+        "{all}"
+    );
+    let trusted = format!("trusted_proxies: [\"10.0.0.0/8\", \"2001:db8::1\"]\n{yaml}");
+    let c = parse(&trusted).unwrap();
+    assert!(c.listeners[0].proxy_protocol);
+    assert_eq!(c.trusted_proxies.len(), 2);
+    let bad = format!("trusted_proxies: [\"10.0.0.0/33\", \"proxy.lan\"]\n{yaml}");
+    let all = parse(&bad).unwrap_err().join("\n");
+    assert!(
+        all.contains("trusted_proxies[0]: \"10.0.0.0/33\" has a bad prefix"),
+        "{all}"
+    );
+    assert!(all.contains("trusted_proxies[1]"), "{all}");
     let yaml = MINIMAL.replace("tls: none\nusers", "tls: implicit\nusers");
     let all = parse(&yaml).unwrap_err().join("\n");
     assert!(

@@ -27,7 +27,11 @@ pub struct Trace<'a> {
 pub fn received_header(t: &Trace<'_>) -> String {
     let mut h = String::from("Received:");
     if let Some(ip) = t.client_ip {
-        h.push_str(&format!(" from {} ([{}])\r\n\t", clean(t.helo), ip));
+        h.push_str(&format!(
+            " from {} ({})\r\n\t",
+            clean(t.helo),
+            address_literal(ip)
+        ));
     } else {
         h.push(' ');
     }
@@ -103,6 +107,18 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// An RFC 5321 address literal: `[192.0.2.7]`, `[IPv6:2001:db8::7]`; an IPv4 address
+/// mapped into IPv6 (a dual-stack socket) is written as IPv4.
+pub fn address_literal(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("[{v4}]"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("[{v4}]"),
+            None => format!("[IPv6:{v6}]"),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +150,10 @@ mod tests {
              with ESMTPSA id abc123\r\n\t(using TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384)\r\n\t\
              for <bob@example.org>;\r\n\tThu, 1 Jan 1970 00:00:00 +0000\r\n"
         );
+        t.client_ip = Some("2001:db8::7".parse().unwrap());
+        assert!(received_header(&t).contains(" from client.example ([IPv6:2001:db8::7])\r\n"));
+        t.client_ip = Some("::ffff:192.0.2.8".parse().unwrap());
+        assert!(received_header(&t).contains(" from client.example ([192.0.2.8])\r\n"));
         t.client_ip = None;
         t.tls = None;
         t.for_rcpt = None;

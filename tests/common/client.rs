@@ -44,7 +44,11 @@ pub fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
 impl Client {
     /// Connects in plain text and reads the greeting.
     pub async fn connect(addr: SocketAddr) -> Client {
-        let tcp = TcpStream::connect(addr).await.unwrap();
+        Self::over(TcpStream::connect(addr).await.unwrap()).await
+    }
+
+    /// Reads the greeting on a connection already open (after a PROXY header, say).
+    pub async fn over(tcp: TcpStream) -> Client {
         let mut c = Client {
             stream: Stream::Plain(BufReader::new(tcp)),
             greeting: Reply::plain(0, ""),
@@ -67,7 +71,11 @@ impl Client {
     ) -> Client {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind(SocketAddr::new(source, 0)).unwrap();
-        let tcp = socket.connect(addr).await.unwrap();
+        Self::over_tls(socket.connect(addr).await.unwrap(), ca_pem).await
+    }
+
+    /// Does the TLS handshake on a connection already open and reads the greeting.
+    pub async fn over_tls(tcp: TcpStream, ca_pem: &str) -> Client {
         let tls = tls_connector(ca_pem)
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await

@@ -59,6 +59,9 @@ pub struct Setup {
     pub files: Vec<(&'static str, String)>,
     /// Extra keys for the `delivery:` section, each line indented two spaces.
     pub delivery_extra: &'static str,
+    /// Put the STARTTLS and implicit listeners behind a load balancer: they expect a
+    /// PROXY header, from this `trusted_proxies` entry.
+    pub proxy_from: Option<&'static str>,
 }
 
 impl Default for Setup {
@@ -82,6 +85,7 @@ impl Default for Setup {
             smarthost_yaml: None,
             files: Vec::new(),
             delivery_extra: "",
+            proxy_from: None,
         }
     }
 }
@@ -178,10 +182,18 @@ impl Harness {
             &format!("{RELAY_PASSWORD}\n"),
         );
         write(&dir.path().join("users.yaml"), &users_yaml(&setup.users));
-        let mut config = String::from(
+        let proxy = if setup.proxy_from.is_some() {
+            "    proxy_protocol: true\n"
+        } else {
+            ""
+        };
+        let mut config = format!(
             "hostname: postern.test\n\
-             listeners:\n  - address: \"127.0.0.1:0\"\n    tls: starttls\n  - address: \"127.0.0.1:0\"\n    tls: implicit\n",
+             listeners:\n  - address: \"127.0.0.1:0\"\n    tls: starttls\n{proxy}  - address: \"127.0.0.1:0\"\n    tls: implicit\n{proxy}",
         );
+        if let Some(cidr) = setup.proxy_from {
+            config.insert_str(0, &format!("trusted_proxies: [\"{cidr}\"]\n"));
+        }
         if setup.plain_listener {
             config
                 .push_str("  - address: \"127.0.0.1:0\"\n    tls: none\n    insecure_auth: true\n");

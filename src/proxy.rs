@@ -1,0 +1,186 @@
+//! The PROXY protocol (v1 text, v2 binary) for listeners behind a load balancer.
+//!
+//! Only connections from `trusted_proxies` may use such a listener; the header is read
+//! before anything else (on 465, before the TLS ClientHello), exactly to its end and no
+//! further, so the SMTP or TLS bytes after it are left for the session. Parsing is
+//! ppp's; the address it names is what limits, logs and the Received header see.
+
+use ppp::{HeaderResult, v1, v2};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// The v2 signature.
+const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+/// Longest v1 header (RFC: 107 bytes with CRLF).
+const V1_MAX: usize = 107;
+/// Most bytes of v2 address and TLV data accepted.
+const V2_MAX_PAYLOAD: usize = 4096;
+
+/// An IP network such as `10.0.0.0/8` or `2001:db8::/32`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let (a, p) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if p.is_empty() {
+            max
+        } else {
+            p.parse()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("{s:?} has a bad prefix length"))?
+        };
+        Ok(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The client address a complete header names; `None` for `UNKNOWN` / `LOCAL`
+/// (health checks), where the connection's own address stands.
+pub fn parse_header(bytes: &[u8]) -> Result<Option<SocketAddr>, String> {
+    match HeaderResult::parse(bytes) {
+        HeaderResult::V1(Ok(h)) => Ok(match h.addresses {
+            v1::Addresses::Tcp4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+            v1::Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+            v1::Addresses::Unknown => None,
+        }),
+        HeaderResult::V2(Ok(h)) => Ok(match h.addresses {
+            v2::Addresses::IPv4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+            v2::Addresses::IPv6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
+            v2::Addresses::Unspecified | v2::Addresses::Unix(_) => None,
+        }),
+        HeaderResult::V1(Err(e)) => Err(format!("bad PROXY v1 header: {e}")),
+        HeaderResult::V2(Err(e)) => Err(format!("bad PROXY v2 header: {e}")),
+    }
+}
+
+/// Reads one header from the start of `tcp`, not a byte more.
+pub async fn read_header(
+    tcp: &mut TcpStream,
+    limit: Duration,
+) -> Result<Option<SocketAddr>, String> {
+    tokio::time::timeout(limit, async {
+        let mut buf = vec![0u8; 12];
+        tcp.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        if buf.as_slice() == V2_SIGNATURE {
+            let mut rest = [0u8; 4];
+            tcp.read_exact(&mut rest).await.map_err(|e| e.to_string())?;
+            buf.extend_from_slice(&rest);
+            let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
+            if len > V2_MAX_PAYLOAD {
+                return Err(format!("PROXY v2 header too long ({len} bytes)"));
+            }
+            let start = buf.len();
+            buf.resize(start + len, 0);
+            tcp.read_exact(&mut buf[start..])
+                .await
+                .map_err(|e| e.to_string())?;
+        } else if buf.starts_with(b"PROXY ") {
+            while !buf.ends_with(b"\r\n") {
+                if buf.len() >= V1_MAX {
+                    return Err("PROXY v1 header too long".into());
+                }
+                let mut b = [0u8; 1];
+                tcp.read_exact(&mut b).await.map_err(|e| e.to_string())?;
+                buf.push(b[0]);
+            }
+        } else {
+            return Err("no PROXY header".into());
+        }
+        parse_header(&buf)
+    })
+    .await
+    .map_err(|_| "timed out waiting for the PROXY header".to_string())?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1_and_v2() {
+        assert_eq!(
+            parse_header(b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 587\r\n").unwrap(),
+            Some("192.0.2.7:40000".parse().unwrap())
+        );
+        assert_eq!(
+            parse_header(b"PROXY TCP6 2001:db8::7 2001:db8::1 40000 465\r\n").unwrap(),
+            Some("[2001:db8::7]:40000".parse().unwrap())
+        );
+        assert_eq!(parse_header(b"PROXY UNKNOWN\r\n").unwrap(), None);
+        let v2 = v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Proxy,
+            v2::Protocol::Stream,
+            (
+                "203.0.113.9:5555".parse::<SocketAddr>().unwrap(),
+                "198.51.100.1:587".parse::<SocketAddr>().unwrap(),
+            ),
+        )
+        .build()
+        .unwrap();
+        assert_eq!(
+            parse_header(&v2).unwrap(),
+            Some("203.0.113.9:5555".parse().unwrap())
+        );
+        for bad in [
+            &b"PROXY TCP4 nonsense\r\n"[..],
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2",
+        ] {
+            assert!(parse_header(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cidrs() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(c.contains("::ffff:10.9.9.9".parse().unwrap()));
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::5".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        for bad in ["10.0.0.0/33", "nonsense", "10.0.0/8", "::/129"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
