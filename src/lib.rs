@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //!
-//! One message, the straight path: [`server`] accepts (connection caps checked) →
+//! One message, the straight path: [`server`] accepts (connection caps checked, a
+//! [`proxy`] header read first behind a load balancer) →
 //! [`session`] greets and reads commands through [`proto`] → STARTTLS swaps the stream
 //! ([`tls`]) → AUTH asks [`auth`], with [`policy::auth_failures`] and
 //! [`policy::brake`] around it → MAIL and RCPT ask [`policy`] (sender rules, quotas) →
@@ -19,7 +20,9 @@
 //! - [`proto`]: pure protocol code over bytes (framing, commands, replies, DATA, SASL).
 //! - [`config`]: the YAML config and users file, validated as a whole.
 //! - [`context`]: what every session shares.
-//! - [`control`]: the local control socket behind `postern queue flush`.
+//! - [`control`]: the local control socket behind `postern queue flush` and reload.
+//! - [`daemon`]: systemd notifications, socket activation, dropping root.
+//! - [`metrics`]: the Prometheus endpoint.
 //! - [`sink`]: a stand-in smarthost for the demo, the tests and benchmarks.
 //! - [`demo`]: `postern demo`.
 //! - [`secret`]: strings that never reach a log.
@@ -27,6 +30,7 @@ pub mod auth;
 pub mod config;
 pub mod context;
 pub mod control;
+pub mod daemon;
 pub mod demo;
 pub mod metrics;
 pub mod policy;

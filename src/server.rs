@@ -125,17 +125,29 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
         .unwrap_or(2);
     let auth = Authenticator::new(users, cores, 64);
 
+    let mut inherited = crate::daemon::inherited_listeners();
     let mut listeners = Vec::new();
     for l in &config.listeners {
-        let socket = TcpListener::bind(l.address)
-            .await
-            .map_err(|source| ServeError::Bind {
-                address: l.address,
-                source,
-            })?;
+        let from_systemd = inherited.iter().position(|(a, _)| *a == l.address);
+        let socket = match from_systemd {
+            Some(i) => {
+                let (_, std_listener) = inherited.swap_remove(i);
+                std_listener
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpListener::from_std(std_listener))
+            }
+            None => TcpListener::bind(l.address).await,
+        }
+        .map_err(|source| ServeError::Bind {
+            address: l.address,
+            source,
+        })?;
         let local = socket.local_addr().unwrap_or(l.address);
-        info!(address = %local, tls = %l.tls, proxy_protocol = l.proxy_protocol, "listening");
+        info!(address = %local, tls = %l.tls, proxy_protocol = l.proxy_protocol, from_systemd = from_systemd.is_some(), "listening");
         listeners.push((socket, l.clone()));
+    }
+    for (addr, _) in &inherited {
+        warn!(address = %addr, "socket from systemd matches no configured listener; not used");
     }
 
     let metrics_task = match config.metrics.address {
@@ -148,6 +160,8 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
         }
         None => None,
     };
+    // Everything privileged (ports, the private key) is done: become run_as.
+    crate::daemon::drop_privileges(config.run_as.as_ref()).map_err(ServeError::Setup)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let limits = ConnectionLimits::new(
         config.limits.max_connections,
@@ -201,6 +215,8 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| ServeError::Setup(e.to_string()))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| ServeError::Setup(e.to_string()))?;
     info!("ready");
+    crate::daemon::notify_ready();
+    crate::daemon::notify_status("accepting mail");
     loop {
         tokio::select! {
             _ = hup.recv() => reload(&ctx),
@@ -208,6 +224,7 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
             _ = int.recv() => { info!("SIGINT received, draining"); break; }
         }
     }
+    crate::daemon::notify_stopping();
     let _ = shutdown_tx.send(true);
     if limits.drained(grace).await {
         info!("all sessions ended");

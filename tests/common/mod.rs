@@ -62,6 +62,14 @@ pub struct Setup {
     /// Put the STARTTLS and implicit listeners behind a load balancer: they expect a
     /// PROXY header, from this `trusted_proxies` entry.
     pub proxy_from: Option<&'static str>,
+    /// Fixed ports for the STARTTLS and implicit listeners instead of `0`.
+    pub listen_ports: Option<(u16, u16)>,
+    /// A command that runs postern (its path and arguments are appended).
+    pub wrapper: Vec<String>,
+    /// Extra environment for the postern process.
+    pub env: Vec<(&'static str, String)>,
+    /// Runs on the config folder just before postern starts.
+    pub before_launch: Option<fn(&Path)>,
 }
 
 impl Default for Setup {
@@ -86,6 +94,10 @@ impl Default for Setup {
             files: Vec::new(),
             delivery_extra: "",
             proxy_from: None,
+            listen_ports: None,
+            wrapper: Vec::new(),
+            env: Vec::new(),
+            before_launch: None,
         }
     }
 }
@@ -104,6 +116,8 @@ pub struct Harness {
     pub plain: Option<SocketAddr>,
     want_plain: bool,
     pub config_path: PathBuf,
+    wrapper: Vec<String>,
+    env: Vec<(&'static str, String)>,
 }
 
 impl Drop for Harness {
@@ -187,9 +201,10 @@ impl Harness {
         } else {
             ""
         };
+        let (p587, p465) = setup.listen_ports.unwrap_or((0, 0));
         let mut config = format!(
             "hostname: postern.test\n\
-             listeners:\n  - address: \"127.0.0.1:0\"\n    tls: starttls\n{proxy}  - address: \"127.0.0.1:0\"\n    tls: implicit\n{proxy}",
+             listeners:\n  - address: \"127.0.0.1:{p587}\"\n    tls: starttls\n{proxy}  - address: \"127.0.0.1:{p465}\"\n    tls: implicit\n{proxy}",
         );
         if let Some(cidr) = setup.proxy_from {
             config.insert_str(0, &format!("trusted_proxies: [\"{cidr}\"]\n"));
@@ -221,6 +236,9 @@ impl Harness {
         config.push_str(&setup.extra);
         let config_path = dir.path().join("postern.yaml");
         write(&config_path, &config);
+        if let Some(hook) = setup.before_launch {
+            hook(dir.path());
+        }
         let mut h = Harness {
             dir,
             ca,
@@ -234,6 +252,8 @@ impl Harness {
             plain: None,
             want_plain: setup.plain_listener,
             config_path,
+            wrapper: setup.wrapper,
+            env: setup.env,
         };
         h.launch().await;
         h
@@ -241,7 +261,16 @@ impl Harness {
 
     /// Starts the postern process (again) on the same files and waits until ready.
     pub async fn launch(&mut self) {
-        let mut child = Command::new(postern_bin())
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(postern_bin());
+                c
+            }
+            None => Command::new(postern_bin()),
+        };
+        let mut child = command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["serve", "-c"])
             .arg(&self.config_path)
             .stdin(Stdio::null())
