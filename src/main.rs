@@ -95,7 +95,7 @@ enum UserCmd {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
-    /// Lift an automatic suspension (then reload the server with SIGHUP).
+    /// Clear `disabled` and lift an automatic suspension, then reload the running server.
     Enable {
         name: String,
         #[arg(short = 'c', long = "config")]
@@ -439,7 +439,7 @@ fn user_disable(name: &str, path: Option<PathBuf>) -> ExitCode {
         return ExitCode::from(1);
     }
     let text = std::fs::read_to_string(&config.users_file).unwrap_or_default();
-    let new = config::edit::disable_user(&text, name).or_else(|| {
+    let new = config::edit::set_disabled(&text, name, true).or_else(|| {
         rewrite_from_parsed(&text, |v| {
             if let Some(list) = v["users"].as_sequence_mut() {
                 for u in list.iter_mut().filter(|u| u["name"].as_str() == Some(name)) {
@@ -482,26 +482,55 @@ fn user_list(path: Option<PathBuf>) -> ExitCode {
 }
 
 fn user_enable(name: &str, path: Option<PathBuf>) -> ExitCode {
-    let (config, _) = match load(path) {
+    let (config, users) = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let Some(user) = users.get(name) else {
+        eprintln!("postern: no user {name}");
+        return ExitCode::from(1);
+    };
+    let mut changed = false;
+    if user.disabled {
+        let text = std::fs::read_to_string(&config.users_file).unwrap_or_default();
+        let new = config::edit::set_disabled(&text, name, false).or_else(|| {
+            rewrite_from_parsed(&text, |v| {
+                if let Some(list) = v["users"].as_sequence_mut() {
+                    for u in list.iter_mut().filter(|u| u["name"].as_str() == Some(name)) {
+                        if let Some(m) = u.as_mapping_mut() {
+                            m.remove("disabled");
+                        }
+                    }
+                }
+            })
+        });
+        let Some(new) = new else {
+            eprintln!("postern: cannot edit {}", config.users_file.display());
+            return ExitCode::from(1);
+        };
+        if let Err(code) = replace_users_file(&config, &new) {
+            return code;
+        }
+        println!("{name}: no longer disabled");
+        changed = true;
+    }
     match postern::policy::brake::lift(&config.abuse.state_file, name) {
         Ok(true) => {
-            println!(
-                "{name}: suspension lifted; reload the server (systemctl reload postern, or SIGHUP) to apply"
-            );
-            ExitCode::SUCCESS
+            println!("{name}: suspension lifted");
+            changed = true;
         }
-        Ok(false) => {
-            eprintln!("postern: {name} is not suspended");
-            ExitCode::from(1)
-        }
+        Ok(false) => {}
         Err(e) => {
             eprintln!("postern: {e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
         }
     }
+    if !changed {
+        eprintln!("postern: {name} is neither disabled nor suspended");
+        return ExitCode::from(1);
+    }
+    tell_server_to_reload(&config);
+    ExitCode::SUCCESS
 }
 
 /// Reads a password: a no-echo prompt (twice) on a terminal, else one stdin line.

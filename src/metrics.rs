@@ -10,7 +10,7 @@
 //! | metric | labels |
 //! | --- | --- |
 //! | `postern_connections_total` | `tls` (listener) |
-//! | `postern_connections_refused_total` | `limit` |
+//! | `postern_connections_refused_total` | `limit` (`max_connections`, `max_connections_per_ip`, `untrusted_proxy`, `bad_proxy_header`) |
 //! | `postern_tls_handshakes_total` | `result` (`ok`, `failed`) |
 //! | `postern_auth_total` | `result` (`success`, `failure`, `blocked`, `disabled`, `suspended`, `busy`) |
 //! | `postern_messages_total` | `result` (`accepted`, `rejected`), `reason` |

@@ -378,6 +378,15 @@ async fn user_add_disable_list_with_a_running_server() {
         listing.contains("alice") && listing.contains("active"),
         "{listing}"
     );
+    // Enable again: the line goes, the server reloads, the login works.
+    let out = user(&["enable", "newsite"], "");
+    assert!(out.status.success(), "{}", text_of(&out));
+    let users = std::fs::read_to_string(h.dir.path().join("users.yaml")).unwrap();
+    // Only mallory (disabled from the start) is left disabled.
+    assert_eq!(users.matches("disabled: true").count(), 1, "{users}");
+    let mut c = common::client::Client::connect_tls(h.implicit, &h.ca_pem()).await;
+    c.expect("EHLO x", 250).await;
+    assert_eq!(c.auth_plain("newsite", "newsite-password").await.code, 235);
 }
 
 fn text_of(out: &Output) -> String {

@@ -67,9 +67,10 @@ pub fn append_user(text: &str, block: &str) -> Option<String> {
     Some(out)
 }
 
-/// The text with `disabled: true` set for `name`; `None` if the entry cannot be
-/// found as `- name: NAME` (the caller then rewrites the file).
-pub fn disable_user(text: &str, name: &str) -> Option<String> {
+/// The text with `disabled: true` set for `name` (`disabled: false`: the line
+/// removed); `None` if the entry cannot be found as `- name: NAME` (the caller then
+/// rewrites the file).
+pub fn set_disabled(text: &str, name: &str, disabled: bool) -> Option<String> {
     let lines: Vec<&str> = text.lines().collect();
     let quoted = [name.to_string(), format!("\"{name}\""), format!("'{name}'")];
     let start = lines.iter().position(|l| {
@@ -94,9 +95,16 @@ pub fn disable_user(text: &str, name: &str) -> Option<String> {
     }
     let mut out: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
     let pad = " ".repeat(field_indent);
-    match (start + 1..end).find(|&i| lines[i].trim_start().starts_with("disabled:")) {
-        Some(i) => out[i] = format!("{pad}disabled: true"),
-        None => out.insert(start + 1, format!("{pad}disabled: true")),
+    match (
+        (start + 1..end).find(|&i| lines[i].trim_start().starts_with("disabled:")),
+        disabled,
+    ) {
+        (Some(i), true) => out[i] = format!("{pad}disabled: true"),
+        (None, true) => out.insert(start + 1, format!("{pad}disabled: true")),
+        (Some(i), false) => {
+            out.remove(i);
+        }
+        (None, false) => {}
     }
     let mut s = out.join("\n");
     s.push('\n');
@@ -146,19 +154,31 @@ mod tests {
 
     #[test]
     fn disable_sets_or_inserts() {
-        let out = disable_user(FILE, "blog").unwrap();
+        let out = set_disabled(FILE, "blog", true).unwrap();
         assert!(
             out.contains("  - name: blog\n    disabled: true\n    password"),
             "{out}"
         );
         assert!(out.contains("# Our users") && out.contains("# the blog"));
-        let out = disable_user(FILE, "shop").unwrap();
+        let out = set_disabled(FILE, "shop", true).unwrap();
         assert!(
             out.contains("    disabled: true\n    senders: [\"@shop.example\"]"),
             "{out}"
         );
         assert!(!out.contains("disabled: false"));
-        assert_eq!(disable_user(FILE, "nobody"), None);
-        assert_eq!(disable_user(FILE, "blo"), None);
+        assert_eq!(set_disabled(FILE, "nobody", true), None);
+        assert_eq!(set_disabled(FILE, "blo", true), None);
+    }
+
+    #[test]
+    fn enable_removes_the_line() {
+        let disabled = set_disabled(FILE, "shop", true).unwrap();
+        let out = set_disabled(&disabled, "shop", false).unwrap();
+        assert!(!out.contains("disabled"), "{out}");
+        assert!(out.contains(
+            "  - name: shop # the shop
+    password: \"$argon2id$y\"\n    senders"
+        ));
+        assert_eq!(set_disabled(FILE, "blog", false).unwrap(), FILE);
     }
 }
