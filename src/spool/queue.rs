@@ -129,15 +129,24 @@ impl Queue {
     }
 
     /// Removes a message (`postern queue delete`); returns whether it was queued.
+    ///
+    /// The `deleted` lock is held while the files go, and a delivery in flight writes
+    /// its envelope back only under the same lock after checking the set, so a message
+    /// deleted during an attempt cannot be resurrected.
     pub fn delete(&self, id: &str) -> std::io::Result<bool> {
-        self.deleted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string());
         self.due
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        let mut deleted = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
+        if self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+        {
+            deleted.insert(id.to_string());
+        }
         self.spool.remove(id)
     }
 
@@ -202,14 +211,13 @@ impl Queue {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let was_deleted = self
+            .deleted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         match next {
-            Some(t)
-                if !self
-                    .deleted
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(id) =>
-            {
+            Some(t) if !was_deleted => {
                 if let Some(d) = due.get_mut(id) {
                     d.next = t;
                 }
@@ -427,13 +435,9 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
             .collect();
         notify_sender(ctx, &env, Report::Delayed, &delayed);
     }
-    if all_delivered
-        || queue
-            .deleted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
-    {
+    // Held until the envelope is written back: see `Queue::delete`.
+    let deleted = queue.deleted.lock().unwrap_or_else(|e| e.into_inner());
+    if all_delivered || deleted.contains(id) {
         return None;
     }
     if pending == 0 {
@@ -447,6 +451,7 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
     if let Err(e) = spool.write_envelope(&env) {
         error!(error = %e, "cannot update the envelope; the attempt will repeat");
     }
+    drop(deleted);
     Some(env.next_attempt)
 }
 
