@@ -197,6 +197,9 @@ fn check_config(path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     println!("{}: OK", config.path.display());
+    for w in config.permission_warnings(None) {
+        println!("  warning    {w}");
+    }
     for l in &config.listeners {
         println!(
             "  listener   {} (tls: {}{})",

@@ -162,6 +162,10 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
     };
     // Everything privileged (ports, the private key) is done: become run_as.
     crate::daemon::drop_privileges(config.run_as.as_ref()).map_err(ServeError::Setup)?;
+    let gid = nix::unistd::getegid().as_raw();
+    for w in config.permission_warnings(Some(gid)) {
+        warn!("{w}");
+    }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let limits = ConnectionLimits::new(
         config.limits.max_connections,

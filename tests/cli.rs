@@ -38,7 +38,7 @@ fn valid_dir() -> tempfile::TempDir {
         users_yaml(&[TestUser::new("u1", "pw", &["@a.example"])]),
     )
     .unwrap();
-    std::fs::write(dir.path().join("secret"), "very-secret-relay-password\n").unwrap();
+    common::write(&dir.path().join("secret"), "very-secret-relay-password\n");
     dir
 }
 
@@ -82,6 +82,57 @@ fn check_config_accepts_a_valid_config() {
         .output()
         .unwrap();
     assert!(out.status.success());
+}
+
+#[test]
+fn exposed_secrets_refuse_and_loose_files_warn() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = valid_dir();
+    let path = dir.path().join("postern.yaml");
+    std::fs::write(&path, VALID).unwrap();
+    let chmod = |name: &str, mode: u32| {
+        std::fs::set_permissions(dir.path().join(name), std::fs::Permissions::from_mode(mode))
+            .unwrap()
+    };
+    // A users file anyone can read: a warning, still valid.
+    chmod("users.yaml", 0o644);
+    let out = run(&["check-config", "-c", path.to_str().unwrap()], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("users.yaml is readable by every user on this machine"),
+        "{}",
+        text(&out.stdout)
+    );
+    // A private key or smarthost password anyone can read: refused, by check-config
+    // and by serve (exit 1 before binding anything).
+    chmod("server-key.pem", 0o644);
+    chmod("secret", 0o604);
+    for args in [&["check-config", "-c"][..], &["serve", "-c"][..]] {
+        let mut all = args.to_vec();
+        all.push(path.to_str().unwrap());
+        let out = run(&all, "");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("tls.private_key:"), "{err}");
+        assert!(
+            err.contains("server-key.pem is readable or writable by every user"),
+            "{err}"
+        );
+        assert!(err.contains("chmod o-rwx"), "{err}");
+        assert!(err.contains("smarthost.password_file:"), "{err}");
+        assert!(!err.contains("very-secret-relay-password"), "{err}");
+    }
+    // A users file anyone can write: refused.
+    chmod("server-key.pem", 0o600);
+    chmod("secret", 0o600);
+    chmod("users.yaml", 0o646);
+    let out = run(&["check-config", "-c", path.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("users.file:"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

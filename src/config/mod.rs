@@ -2,6 +2,7 @@
 //! typed structs and validated as a whole, so that every problem is reported at once.
 
 pub mod edit;
+pub mod perms;
 mod units;
 pub mod users;
 
@@ -341,6 +342,8 @@ pub struct Smarthost {
     pub ca_file: Option<PathBuf>,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// Where the password was read from.
+    pub password_file: Option<PathBuf>,
     /// Send credentials even without TLS (loopback smarthosts only).
     pub insecure_auth: bool,
     /// Idle connections kept open for reuse.
@@ -483,6 +486,15 @@ impl Config {
         };
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let config = Config::from_yaml(&text, path, &base, &mut problems);
+        if let Some(c) = &config {
+            for (key, file, kind) in c.trusted_files() {
+                for f in perms::audit(&file, kind, None) {
+                    if f.fatal {
+                        problems.add(path, &key, f.message);
+                    }
+                }
+            }
+        }
         let users = config
             .as_ref()
             .and_then(|c| load_users(&c.users_file, &c.rate_limits, &mut problems));
@@ -490,6 +502,49 @@ impl Config {
             (Some(c), Some(u)) if problems.is_empty() => Ok((c, u)),
             _ => Err(problems),
         }
+    }
+
+    /// Every file whose exposure matters: (config key, path, kind).
+    pub fn trusted_files(&self) -> Vec<(String, PathBuf, perms::Kind)> {
+        let mut out = vec![
+            (String::new(), self.path.clone(), perms::Kind::Config),
+            (
+                "users.file".into(),
+                self.users_file.clone(),
+                perms::Kind::Users,
+            ),
+        ];
+        if let Some(t) = &self.tls {
+            out.push((
+                "tls.private_key".into(),
+                t.private_key.clone(),
+                perms::Kind::Secret,
+            ));
+        }
+        let routed = self.routes.iter().flat_map(|r| r.smarthosts.iter());
+        for s in self.smarthosts.iter().chain(routed) {
+            if let Some(p) = &s.password_file
+                && !out.iter().any(|(_, q, _)| q == p)
+            {
+                out.push((
+                    "smarthost.password_file".into(),
+                    p.clone(),
+                    perms::Kind::Secret,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Permission problems that do not stop the server, as log-ready sentences.
+    /// `service_gid`: the group the server runs as, if known.
+    pub fn permission_warnings(&self, service_gid: Option<u32>) -> Vec<String> {
+        self.trusted_files()
+            .into_iter()
+            .flat_map(|(_, file, kind)| perms::audit(&file, kind, service_gid))
+            .filter(|f| !f.fatal)
+            .map(|f| f.message)
+            .collect()
     }
 
     /// Parses and validates config text; relative paths are resolved against `base`.
@@ -873,6 +928,7 @@ fn validate_smarthost(
     {
         problems.add(file, &format!("{key}.ca_file"), e.to_string());
     }
+    let password_file = s.password_file.clone().map(resolve);
     let password = match (&s.username, s.password_file.map(resolve)) {
         (Some(_), Some(pf)) => match std::fs::read_to_string(&pf) {
             Ok(text) => {
@@ -936,6 +992,7 @@ fn validate_smarthost(
         ca_file,
         username: s.username,
         password,
+        password_file,
         insecure_auth: s.insecure_auth,
         pool_size,
         idle_timeout: s

@@ -141,8 +141,19 @@ pub fn postern_bin() -> &'static str {
     env!("CARGO_BIN_EXE_postern")
 }
 
-fn write(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
+/// Writes a file readable by its owner only, as an operator would keep keys and
+/// secrets (Postern refuses world-readable ones).
+pub fn write(path: &Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
 }
 
 /// Writes certificates for "localhost" and "127.0.0.1" signed by `ca` into `dir`.
