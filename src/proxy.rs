@@ -8,8 +8,7 @@
 use ppp::{HeaderResult, v1, v2};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The v2 signature.
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
@@ -86,40 +85,68 @@ pub fn parse_header(bytes: &[u8]) -> Result<Option<SocketAddr>, String> {
     }
 }
 
-/// Reads one header from the start of `tcp`, not a byte more.
-pub async fn read_header(
-    tcp: &mut TcpStream,
+/// How much of a header `buf` (the bytes read so far) still lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Read exactly this many more bytes, then ask again.
+    More(usize),
+    /// `buf` is one whole header.
+    Complete,
+}
+
+/// The framing of a PROXY header, apart from any I/O: reading exactly what this asks
+/// for never consumes a byte of what follows the header.
+pub fn header_need(buf: &[u8]) -> Result<Need, String> {
+    if buf.len() < 12 {
+        return Ok(Need::More(12 - buf.len()));
+    }
+    if &buf[..12] == V2_SIGNATURE {
+        if buf.len() < 16 {
+            return Ok(Need::More(16 - buf.len()));
+        }
+        let len = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
+        if len > V2_MAX_PAYLOAD {
+            return Err(format!("PROXY v2 header too long ({len} bytes)"));
+        }
+        let total = 16 + len;
+        return match buf.len().cmp(&total) {
+            std::cmp::Ordering::Less => Ok(Need::More(total - buf.len())),
+            std::cmp::Ordering::Equal => Ok(Need::Complete),
+            std::cmp::Ordering::Greater => Err("PROXY v2 header overrun".into()),
+        };
+    }
+    if !buf.starts_with(b"PROXY ") {
+        return Err("no PROXY header".into());
+    }
+    if buf.ends_with(b"\r\n") {
+        Ok(Need::Complete)
+    } else if buf.len() >= V1_MAX {
+        Err("PROXY v1 header too long".into())
+    } else {
+        Ok(Need::More(1))
+    }
+}
+
+/// Reads one header from the start of `stream`, not a byte more, and parses it.
+pub async fn read_header<R: AsyncRead + Unpin>(
+    stream: &mut R,
     limit: Duration,
 ) -> Result<Option<SocketAddr>, String> {
     tokio::time::timeout(limit, async {
-        let mut buf = vec![0u8; 12];
-        tcp.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
-        if buf.as_slice() == V2_SIGNATURE {
-            let mut rest = [0u8; 4];
-            tcp.read_exact(&mut rest).await.map_err(|e| e.to_string())?;
-            buf.extend_from_slice(&rest);
-            let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
-            if len > V2_MAX_PAYLOAD {
-                return Err(format!("PROXY v2 header too long ({len} bytes)"));
-            }
-            let start = buf.len();
-            buf.resize(start + len, 0);
-            tcp.read_exact(&mut buf[start..])
-                .await
-                .map_err(|e| e.to_string())?;
-        } else if buf.starts_with(b"PROXY ") {
-            while !buf.ends_with(b"\r\n") {
-                if buf.len() >= V1_MAX {
-                    return Err("PROXY v1 header too long".into());
+        let mut buf = Vec::with_capacity(V1_MAX);
+        loop {
+            match header_need(&buf)? {
+                Need::Complete => return parse_header(&buf),
+                Need::More(n) => {
+                    let start = buf.len();
+                    buf.resize(start + n, 0);
+                    stream
+                        .read_exact(&mut buf[start..])
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
-                let mut b = [0u8; 1];
-                tcp.read_exact(&mut b).await.map_err(|e| e.to_string())?;
-                buf.push(b[0]);
             }
-        } else {
-            return Err("no PROXY header".into());
         }
-        parse_header(&buf)
     })
     .await
     .map_err(|_| "timed out waiting for the PROXY header".to_string())?
@@ -160,6 +187,54 @@ mod tests {
         ] {
             assert!(parse_header(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn reads_the_header_and_not_a_byte_more() {
+        let v2 = v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Proxy,
+            v2::Protocol::Stream,
+            (
+                "203.0.113.9:5555".parse::<SocketAddr>().unwrap(),
+                "198.51.100.1:465".parse::<SocketAddr>().unwrap(),
+            ),
+        )
+        .build()
+        .unwrap();
+        let v1 = b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 587\r\n".to_vec();
+        for (header, client) in [(v1, "192.0.2.7:40000"), (v2, "203.0.113.9:5555")] {
+            // What follows (a TLS ClientHello, or EHLO) stays in the stream.
+            let mut input = header.clone();
+            input.extend_from_slice(b"\x16\x03\x01EHLO x\r\n");
+            let mut stream: &[u8] = &input;
+            let got = read_header(&mut stream, Duration::from_secs(1)).await;
+            assert_eq!(got, Ok(Some(client.parse().unwrap())));
+            assert_eq!(stream, b"\x16\x03\x01EHLO x\r\n");
+            // Cut short anywhere: an error, never a guess.
+            for cut in 0..header.len() {
+                let mut short: &[u8] = &header[..cut];
+                assert!(
+                    read_header(&mut short, Duration::from_secs(1))
+                        .await
+                        .is_err()
+                );
+            }
+        }
+        for bad in [
+            &b"EHLO spoofer.example\r\n"[..],
+            &[b'P', b'R', b'O', b'X', b'Y', b' '].repeat(40),
+        ] {
+            let mut stream: &[u8] = bad;
+            assert!(
+                read_header(&mut stream, Duration::from_secs(1))
+                    .await
+                    .is_err()
+            );
+        }
+        // A v2 length beyond the cap is refused before reading the payload.
+        let mut huge = V2_SIGNATURE.to_vec();
+        huge.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
+        assert!(header_need(&huge).unwrap_err().contains("too long"));
     }
 
     #[test]
