@@ -307,3 +307,80 @@ mod tests {
         assert_eq!(err, Some(DataError::BareLf));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Feeds `input` cut at `cuts`; returns where the message ended, content, error.
+    fn feed_cut(input: &[u8], cuts: &[usize]) -> (Option<usize>, Vec<u8>, Option<DataError>) {
+        let mut rx = DataReceiver::new(4096);
+        let mut out = Vec::new();
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.push(input.len());
+        points.sort_unstable();
+        let mut start = 0;
+        for end in points {
+            if let Feed::Done { consumed } = rx.feed(&input[start..end], &mut out) {
+                return (Some(start + consumed), out, rx.error());
+            }
+            start = end;
+        }
+        (None, out, rx.error())
+    }
+
+    /// Bytes that matter to the state machine, plus some plain ones.
+    fn stream() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"\r\n".to_vec()),
+            Just(b"\r\n.\r\n".to_vec()),
+            Just(b"\n.\n".to_vec()),
+            Just(b"\r.\r\n".to_vec()),
+            Just(b"\n.\r\n".to_vec()),
+            Just(b"\r\n.\r".to_vec()),
+            Just(b"..".to_vec()),
+            Just(vec![0u8]),
+            Just(b"\r".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b".".to_vec()),
+            proptest::collection::vec(b'a'..=b'z', 0..40),
+            Just(vec![b'x'; 999]),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any split of any stream: the same end, the same content, the same verdict;
+        /// the end is always right after CRLF.CRLF; clean output is canonical CRLF.
+        #[test]
+        fn splits_never_change_the_message(
+            input in stream(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let whole = feed_cut(&input, &[]);
+            prop_assert_eq!(&whole, &feed_cut(&input, &cuts));
+            let (end, out, error) = whole;
+            if let Some(end) = end {
+                let taken = &input[..end];
+                prop_assert!(taken == b".\r\n" || taken.ends_with(b"\r\n.\r\n"));
+            } else {
+                // No end found: the stream holds no CRLF.CRLF after a CRLF line.
+                prop_assert!(!input.starts_with(b".\r\n"));
+                prop_assert!(!input.windows(5).any(|w| w == b"\r\n.\r\n"));
+            }
+            if error.is_none() {
+                for (i, &b) in out.iter().enumerate() {
+                    match b {
+                        b'\n' => prop_assert!(i > 0 && out[i - 1] == b'\r'),
+                        b'\r' => prop_assert_eq!(out.get(i + 1), Some(&b'\n')),
+                        0 => prop_assert!(false, "NUL in the output"),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
