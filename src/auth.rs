@@ -2,7 +2,10 @@
 //!
 //! A verify costs about 20 ms of CPU and 19 MiB of memory, so it runs on the blocking
 //! pool behind a semaphore (a burst of AUTH cannot stall the async runtime or exhaust
-//! memory) with a bounded number of waiters (past that, `454 4.7.0` try later).
+//! memory) with a bounded number of waiters (past that, `454 4.7.0` try later). One
+//! client address may have only [`PER_CLIENT`] verifications in that queue; its
+//! others wait at the address's own gate, so a burst from one address (an attacker, or
+//! a busy web server) is served in turn and never takes the queue from everyone else.
 //! An unknown user is verified against a dummy hash, so the reply takes as long as a
 //! wrong password for a real user and usernames cannot be probed by timing.
 
@@ -11,8 +14,10 @@ use crate::secret::Secret;
 use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::Semaphore;
 
 /// The result of one AUTH attempt.
@@ -60,8 +65,15 @@ pub struct Authenticator {
     /// Verifications running or queued.
     in_flight: AtomicUsize,
     max_in_flight: usize,
+    /// Each client address's gate into the queue.
+    per_client: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+    /// Argon2 verifications done (known and unknown users alike).
+    verified: AtomicU64,
     dummy_hash: String,
 }
+
+/// Most verifications one client address may have in the shared queue.
+pub const PER_CLIENT: usize = 2;
 
 impl Authenticator {
     /// `concurrent` verifies at once, `max_waiting` more queued behind them.
@@ -73,6 +85,8 @@ impl Authenticator {
             permits: Semaphore::new(concurrent.max(1)),
             in_flight: AtomicUsize::new(0),
             max_in_flight: concurrent.max(1) + max_waiting,
+            per_client: Mutex::new(HashMap::new()),
+            verified: AtomicU64::new(0),
             dummy_hash,
         }
     }
@@ -87,8 +101,13 @@ impl Authenticator {
         *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
     }
 
-    /// Verifies one username and password.
-    pub async fn verify(&self, username: &str, password: &Secret) -> AuthOutcome {
+    /// Argon2 verifications done so far.
+    pub fn verifications(&self) -> u64 {
+        self.verified.load(Ordering::Relaxed)
+    }
+
+    /// Verifies one username and password from `client`.
+    pub async fn verify(&self, client: IpAddr, username: &str, password: &Secret) -> AuthOutcome {
         let password = password.clone();
         let user = self.users().get(username).cloned();
         let hash = user
@@ -96,6 +115,7 @@ impl Authenticator {
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| self.dummy_hash.clone());
 
+        let _gate = ClientGate::enter(&self.per_client, client).await;
         let _slot = match InFlight::enter(&self.in_flight, self.max_in_flight) {
             Some(slot) => slot,
             None => return AuthOutcome::Busy,
@@ -103,6 +123,7 @@ impl Authenticator {
         let Ok(_permit) = self.permits.acquire().await else {
             return AuthOutcome::Busy;
         };
+        self.verified.fetch_add(1, Ordering::Relaxed);
         let ok = tokio::task::spawn_blocking(move || verify_phc(password.expose(), &hash))
             .await
             .unwrap_or(false);
@@ -132,6 +153,52 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// A client's place in the shared queue. Dropping it lets that client's next attempt
+/// in, and forgets the address once nothing of it is running or waiting.
+struct ClientGate<'a> {
+    map: &'a Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+    client: IpAddr,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl<'a> ClientGate<'a> {
+    async fn enter(
+        map: &'a Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+        client: IpAddr,
+    ) -> ClientGate<'a> {
+        let gate = map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(client)
+            .or_insert_with(|| Arc::new(Semaphore::new(PER_CLIENT)))
+            .clone();
+        // Never closed, so acquiring only ever waits.
+        let permit = gate.acquire_owned().await.ok();
+        ClientGate {
+            map,
+            client,
+            permit,
+        }
+    }
+}
+
+impl Drop for ClientGate<'_> {
+    fn drop(&mut self) {
+        self.permit.take();
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map holds it: nobody of this address is running or waiting.
+        if m.get(&self.client)
+            .is_some_and(|g| Arc::strong_count(g) == 1)
+        {
+            m.remove(&self.client);
+        }
+        // Gates left behind by cancelled waits.
+        if m.len() > 4096 {
+            m.retain(|_, g| Arc::strong_count(g) > 1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,30 +220,91 @@ mod tests {
         let users = Users::from_list(vec![user("alice", "right", false), user("bob", "pw", true)]);
         let a = Authenticator::new(users, 2, 8);
         let s = |p: &str| Secret::new(p.into());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
         assert!(
-            matches!(a.verify("alice", &s("right")).await, AuthOutcome::Ok(u) if u.name == "alice")
+            matches!(a.verify(ip, "alice", &s("right")).await, AuthOutcome::Ok(u) if u.name == "alice")
         );
         assert!(matches!(
-            a.verify("alice", &s("wrong")).await,
+            a.verify(ip, "alice", &s("wrong")).await,
             AuthOutcome::BadCredentials
         ));
         assert!(matches!(
-            a.verify("Alice", &s("right")).await,
+            a.verify(ip, "Alice", &s("right")).await,
             AuthOutcome::BadCredentials
         ));
         assert!(matches!(
-            a.verify("nobody", &s("right")).await,
+            a.verify(ip, "nobody", &s("right")).await,
             AuthOutcome::BadCredentials
         ));
         assert!(matches!(
-            a.verify("bob", &s("pw")).await,
+            a.verify(ip, "bob", &s("pw")).await,
             AuthOutcome::Disabled
         ));
         assert!(matches!(
-            a.verify("bob", &s("nope")).await,
+            a.verify(ip, "bob", &s("nope")).await,
             AuthOutcome::BadCredentials
         ));
         assert_eq!(a.in_flight.load(Ordering::SeqCst), 0);
+        assert!(a.per_client.lock().unwrap().is_empty());
+        // Every attempt ran argon2, unknown user included: no timing oracle.
+        assert_eq!(a.verifications(), 6);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_client_cannot_take_the_queue() {
+        let users = Users::from_list(vec![user("alice", "right", false)]);
+        // One verify at a time and a queue of 64: without the gate, a burst of 12 from
+        // one address would all be ahead of the next client.
+        let a = Arc::new(Authenticator::new(users, 1, 64));
+        let in_queue = |n: usize| {
+            let a = a.clone();
+            async move {
+                while a.in_flight.load(Ordering::SeqCst) < n {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            }
+        };
+        // Hold the only verify slot so the queue fills up deterministically.
+        let hold = a.permits.acquire().await.unwrap();
+        let flooder: IpAddr = "192.0.2.66".parse().unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let attempts: Vec<_> = (0..12)
+            .map(|_| {
+                let (a, done) = (a.clone(), done.clone());
+                tokio::spawn(async move {
+                    let r = a
+                        .verify(flooder, "alice", &Secret::new("wrong".into()))
+                        .await;
+                    done.fetch_add(1, Ordering::SeqCst);
+                    r
+                })
+            })
+            .collect();
+        in_queue(PER_CLIENT.min(12)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(
+            a.in_flight.load(Ordering::SeqCst),
+            PER_CLIENT,
+            "the rest wait at the gate"
+        );
+        let other: IpAddr = "192.0.2.7".parse().unwrap();
+        let good = {
+            let a = a.clone();
+            tokio::spawn(
+                async move { a.verify(other, "alice", &Secret::new("right".into())).await },
+            )
+        };
+        in_queue(PER_CLIENT + 1).await;
+        drop(hold);
+        assert!(matches!(good.await.unwrap(), AuthOutcome::Ok(_)));
+        // The other client waited only for the flooder's two already in the queue.
+        let before = done.load(Ordering::SeqCst);
+        assert!(before <= 2, "waited behind {before}");
+        // And the flood is served in turn, not refused.
+        for t in attempts {
+            assert!(matches!(t.await.unwrap(), AuthOutcome::BadCredentials));
+        }
+        assert!(a.per_client.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::client::Client;
+use common::client::{Client, stuff};
 use common::{Harness, Setup};
 use std::time::Duration;
 
@@ -16,7 +16,23 @@ fn esc(r: &postern::proto::reply::Reply) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_variants_are_refused_and_nothing_is_relayed() {
-    let h = Harness::start(Setup::default()).await;
+    smuggling_in(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_variants_are_refused_and_nothing_is_spooled() {
+    smuggling_in(true).await;
+}
+
+/// Every end-of-data variant, in passthrough or queue mode: refused whole, the
+/// smuggled commands swallowed, and what reaches the smarthost is only the clean
+/// messages, in canonical CRLF with exact dot-stuffing.
+async fn smuggling_in(queue: bool) {
+    let h = Harness::start(Setup {
+        queue,
+        ..Setup::default()
+    })
+    .await;
     let variants: &[&[u8]] = &[
         b"\n.\n",
         b"\n.\r\n",
@@ -46,7 +62,7 @@ async fn smuggling_variants_are_refused_and_nothing_is_relayed() {
             .send_mail(
                 "a@alice.example",
                 &["friend@example.org"],
-                "Subject: clean\r\n\r\nok\r\n",
+                "Subject: clean\r\n\r\n.leading dot\r\nok\r\n",
             )
             .await;
         assert_eq!(r.code, 250);
@@ -57,6 +73,11 @@ async fn smuggling_variants_are_refused_and_nothing_is_relayed() {
         assert_eq!(m.rcpts, vec!["friend@example.org"]);
         let content = &m.content;
         assert!(!content.windows(8).any(|w| w == b"smuggled"));
+        // On the wire: dot-stuffed exactly once, canonical terminator.
+        let mut wire = stuff(content);
+        wire.extend_from_slice(b".\r\n");
+        assert_eq!(m.raw, wire);
+        assert!(String::from_utf8_lossy(content).contains("\r\n.leading dot\r\n"));
         // Every line the smarthost got ends in CRLF.
         for (i, &b) in content.iter().enumerate() {
             if b == b'\n' {

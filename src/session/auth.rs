@@ -129,7 +129,12 @@ impl Session {
                 );
             }
         }
-        let user = match self.ctx.auth.verify(username, &creds.password).await {
+        let user = match self
+            .ctx
+            .auth
+            .verify(self.peer.ip(), username, &creds.password)
+            .await
+        {
             AuthOutcome::Ok(user) => user,
             AuthOutcome::BadCredentials => return self.login_failed(io, &creds).await,
             AuthOutcome::Disabled => {
