@@ -217,6 +217,7 @@ fn hash_password_reads_stdin_and_prints_a_phc_string() {
     let auth = postern::auth::Authenticator::new(users, 1, 1);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let ok = rt.block_on(auth.verify(
+        "127.0.0.1".parse().unwrap(),
         "x",
         &postern::secret::Secret::new("correct horse battery staple".into()),
     ));
