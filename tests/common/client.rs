@@ -108,6 +108,14 @@ impl Client {
         }
     }
 
+    /// The TLS stream underneath, for a test that drives bytes itself.
+    pub fn into_tls_stream(self) -> Option<Box<dyn Io>> {
+        match self.stream {
+            Stream::Tls(r) => Some(r.into_inner()),
+            Stream::Plain(_) => None,
+        }
+    }
+
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         let w = async {
             match &mut self.stream {

@@ -9,11 +9,13 @@
 //! An unknown user is verified against a dummy hash, so the reply takes as long as a
 //! wrong password for a real user and usernames cannot be probed by timing.
 
+pub mod verifier;
+
 use crate::config::{User, Users};
 use crate::secret::Secret;
 use argon2::Argon2;
+use argon2::password_hash::PasswordHasher;
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -36,9 +38,21 @@ pub enum AuthOutcome {
 pub fn check_phc(s: &str) -> Result<(), String> {
     let h = PasswordHash::new(s).map_err(|e| format!("not a PHC password hash: {e}"))?;
     match h.algorithm.as_str() {
-        "argon2id" | "argon2i" | "argon2d" => Ok(()),
-        other => Err(format!("hash algorithm {other} is not argon2")),
+        "argon2id" | "argon2i" | "argon2d" => {}
+        other => return Err(format!("hash algorithm {other} is not argon2")),
     }
+    let params = argon2::Params::try_from(&h).map_err(|e| format!("bad argon2 parameters: {e}"))?;
+    if params.m_cost() > verifier::MAX_M_COST {
+        return Err(format!(
+            "argon2 memory cost m={} KiB is above the {} KiB Postern allows",
+            params.m_cost(),
+            verifier::MAX_M_COST
+        ));
+    }
+    if h.salt.is_none() || h.hash.is_none() {
+        return Err("the PHC string has no salt or no hash".into());
+    }
+    Ok(())
 }
 
 /// Hashes a password with argon2id and the OWASP-minimum default parameters.
@@ -47,15 +61,6 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
         .map_err(|e| e.to_string())
-}
-
-fn verify_phc(password: &str, hash: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(h) => Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok(),
-        Err(_) => false,
-    }
 }
 
 /// Users in force plus the verification pool.
@@ -69,6 +74,7 @@ pub struct Authenticator {
     per_client: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
     /// Argon2 verifications done (known and unknown users alike).
     verified: AtomicU64,
+    verifier: verifier::Verifier,
     dummy_hash: String,
 }
 
@@ -87,6 +93,7 @@ impl Authenticator {
             max_in_flight: concurrent.max(1) + max_waiting,
             per_client: Mutex::new(HashMap::new()),
             verified: AtomicU64::new(0),
+            verifier: verifier::Verifier::new(concurrent.max(1)),
             dummy_hash,
         }
     }
@@ -124,9 +131,7 @@ impl Authenticator {
             return AuthOutcome::Busy;
         };
         self.verified.fetch_add(1, Ordering::Relaxed);
-        let ok = tokio::task::spawn_blocking(move || verify_phc(password.expose(), &hash))
-            .await
-            .unwrap_or(false);
+        let ok = self.verifier.verify(password, hash).await;
         match (ok, user) {
             (true, Some(u)) if u.disabled => AuthOutcome::Disabled,
             (true, Some(u)) => AuthOutcome::Ok(u),
@@ -323,6 +328,8 @@ mod tests {
     fn phc_checks() {
         assert!(check_phc(&hash_password("x").unwrap()).is_ok());
         assert!(check_phc("plaintext").is_err());
+        let huge = hash_password("x").unwrap().replace("m=19456", "m=4194304");
+        assert!(check_phc(&huge).unwrap_err().contains("memory cost"));
         assert!(check_phc("$2y$10$abcdefghijklmnopqrstuv").is_err());
     }
 }
