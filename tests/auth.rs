@@ -187,3 +187,84 @@ async fn sender_rules() {
     );
     assert!(h.sink.messages().is_empty());
 }
+
+/// Every way a session without a successful AUTH could try to reach RCPT or DATA, on
+/// every kind of listener: all refused with 530 (or 503 for a bad sequence), and
+/// nothing reaches the smarthost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_unauthenticated_path_reaches_rcpt() {
+    let h = Harness::start(Setup {
+        plain_listener: true,
+        ..Setup::default()
+    })
+    .await;
+    let ca = h.ca_pem();
+    let attempts: &[&[&str]] = &[
+        &[
+            "MAIL FROM:<a@alice.example>",
+            "RCPT TO:<v@example.org>",
+            "DATA",
+        ],
+        &["RCPT TO:<v@example.org>"],
+        &["MAIL FROM:<>", "RCPT TO:<v@example.org>"],
+        &[
+            "MAIL FROM:<a@alice.example> AUTH=alice",
+            "RCPT TO:<v@example.org>",
+        ],
+        &["RSET", "MAIL FROM:<a@alice.example>"],
+        &["EHLO again.test", "MAIL FROM:<a@alice.example>"],
+        &["BDAT 10 LAST"],
+        &["AUTH PLAIN *", "MAIL FROM:<a@alice.example>"],
+        &["AUTH LOGIN", "*", "MAIL FROM:<a@alice.example>"],
+        &["AUTH PLAIN AGFsaWNlAHdyb25n", "MAIL FROM:<a@alice.example>"],
+        &[
+            "AUTH PLAIN bWFsbG9yeQBtYWxsb3J5AG1hbGxvcnktcGFzc3dvcmQ=",
+            "MAIL FROM:<a@alice.example>",
+        ],
+        &["AUTH XOAUTH2 dGVzdA==", "MAIL FROM:<a@alice.example>"],
+        &["VRFY alice", "EXPN staff", "MAIL FROM:<a@alice.example>"],
+    ];
+    for listener in [
+        "587 before TLS",
+        "587 after TLS",
+        "465",
+        "plain with insecure_auth",
+    ] {
+        for attempt in attempts {
+            let mut c = match listener {
+                "587 before TLS" => Client::connect(h.starttls).await,
+                "587 after TLS" => {
+                    let mut c = Client::connect(h.starttls).await;
+                    c.expect("EHLO client.test", 250).await;
+                    c.starttls(&ca).await
+                }
+                "465" => Client::connect_tls(h.implicit, &ca).await,
+                _ => Client::connect(h.plain.unwrap()).await,
+            };
+            c.expect("EHLO client.test", 250).await;
+            for line in *attempt {
+                let r = c.cmd(line).await;
+                assert!(
+                    r.code != 354 && r.code != 235,
+                    "{listener}: {line:?} got {r:?} in {attempt:?}"
+                );
+                let transaction = ["MAIL", "RCPT", "DATA", "BDAT"]
+                    .iter()
+                    .any(|v| line.starts_with(v));
+                if transaction {
+                    assert!(
+                        [530, 503, 502].contains(&r.code),
+                        "{listener}: {line:?} got {r:?}"
+                    );
+                }
+            }
+            c.cmd("QUIT").await;
+        }
+    }
+    assert!(h.sink.messages().is_empty());
+    assert_eq!(
+        h.sink.connections(),
+        0,
+        "nothing even connected to the smarthost"
+    );
+}

@@ -3,30 +3,10 @@
 
 mod common;
 
-use common::{Harness, Setup};
-use std::process::Command;
+use common::{Harness, Setup, have};
 use std::time::Duration;
 
 const W: Duration = Duration::from_secs(10);
-
-/// Whether a tool is installed; in CI a missing tool fails the test instead of
-/// skipping it, so that `.ci/run` can never silently stop exercising it.
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} must be installed in CI (.ci/run installs it)"
-        );
-        eprintln!("skipping: {tool} is not installed");
-    }
-    found
-}
 
 const SMTPLIB: &str = r#"
 import os, smtplib, ssl, sys

@@ -12,20 +12,9 @@ use std::time::Duration;
 
 const W: Duration = Duration::from_secs(10);
 
-fn tool(name: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found && std::env::var_os("CI").is_some() {
-        panic!("{name} is required in CI (.ci/run installs it)");
-    }
-    found
-}
-
 #[test]
 fn systemd_units_verify() {
-    if !tool("systemd-analyze") {
+    if !common::have("systemd-analyze") {
         eprintln!("systemd-analyze missing; skipped");
         return;
     }
@@ -115,7 +104,7 @@ os.execv(sys.argv[2 + n], sys.argv[2 + n:])
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_activation_uses_the_sockets_it_is_given() {
-    if !tool("python3") {
+    if !common::have("python3") {
         eprintln!("python3 missing; skipped");
         return;
     }

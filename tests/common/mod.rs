@@ -431,3 +431,22 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 pub fn crlf(text: &str) -> String {
     text.replace("\r\n", "\n").replace('\n', "\r\n")
 }
+
+/// Whether a tool is installed; in CI a missing tool fails the test instead of
+/// skipping it, so that `.ci/run` can never silently stop exercising it.
+pub fn have(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} must be installed in CI (.ci/run installs it)"
+        );
+        eprintln!("skipping: {tool} is not installed");
+    }
+    found
+}
