@@ -930,7 +930,7 @@ fn validate_smarthost(
     }
     let password_file = s.password_file.clone().map(resolve);
     let password = match (&s.username, s.password_file.map(resolve)) {
-        (Some(_), Some(pf)) => match std::fs::read_to_string(&pf) {
+        (Some(_), Some(pf)) => match std::fs::read_to_string(&pf).map(zeroize::Zeroizing::new) {
             Ok(text) => {
                 let p = text.trim_end_matches(['\r', '\n']).to_string();
                 if p.is_empty() {

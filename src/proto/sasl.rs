@@ -3,6 +3,7 @@
 use crate::secret::Secret;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use zeroize::Zeroizing;
 
 /// A username and password from a client.
 #[derive(Debug)]
@@ -45,7 +46,7 @@ pub fn decode_response(line: &str) -> Result<Vec<u8>, SaslError> {
 
 /// Decodes an AUTH PLAIN response: `[authzid] NUL authcid NUL passwd`.
 pub fn decode_plain(line: &str) -> Result<Credentials, SaslError> {
-    let raw = decode_response(line)?;
+    let raw = Zeroizing::new(decode_response(line)?);
     let mut parts = raw.split(|&b| b == 0);
     let (Some(authzid), Some(authcid), Some(passwd), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -69,8 +70,8 @@ pub fn decode_plain(line: &str) -> Result<Credentials, SaslError> {
 
 /// Decodes one AUTH LOGIN response (the username or the password) as UTF-8 text.
 pub fn decode_login(line: &str) -> Result<String, SaslError> {
-    let raw = decode_response(line)?;
-    String::from_utf8(raw).map_err(|_| SaslError::Utf8)
+    let raw = Zeroizing::new(decode_response(line)?);
+    String::from_utf8(raw.to_vec()).map_err(|_| SaslError::Utf8)
 }
 
 /// Encodes `\0user\0pass` for our own AUTH PLAIN to the smarthost.

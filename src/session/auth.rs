@@ -284,10 +284,13 @@ impl Session {
             .read_line(MAX_AUTH_LINE, self.ctx.config.timeouts.command)
             .await
         {
-            ReadLine::Line(line) => {
+            ReadLine::Line(mut line) => {
                 let text = std::str::from_utf8(&line[..line.len() - 2])
-                    .map_err(|_| Exchange::Sasl(SaslError::Base64))?;
-                Ok(Secret::new(text.to_string()))
+                    .map(|t| Secret::new(t.to_string()))
+                    .map_err(|_| Exchange::Sasl(SaslError::Base64));
+                // The response carries the password (base64 is not encryption).
+                zeroize::Zeroize::zeroize(&mut line[..]);
+                text
             }
             ReadLine::Bad(_) => Err(Exchange::Sasl(SaslError::Base64)),
             ReadLine::TimedOut => {

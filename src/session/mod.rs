@@ -126,7 +126,12 @@ impl Session {
                 io.read_line(MAX_AUTH_LINE, command_timeout).await
             };
             let flow = match line {
-                ReadLine::Line(l) => self.command(&l, io).await,
+                ReadLine::Line(mut l) => {
+                    let flow = self.command(&l, io).await;
+                    // `AUTH PLAIN <initial response>` carries a password.
+                    zeroize::Zeroize::zeroize(&mut l[..]);
+                    flow
+                }
                 ReadLine::Bad(why) => self.refuse(
                     io,
                     Reply::new(
