@@ -60,6 +60,7 @@ pub async fn run(dir: &Path, ports: DemoPorts) -> anyhow::Result<()> {
             credentials: Some(("demo-relay".into(), relay_password.into())),
             save_dir: Some(received.clone()),
             verbose: true,
+            discard: false,
         },
     )
     .await?;

@@ -47,6 +47,8 @@ pub struct SinkConfig {
     pub save_dir: Option<PathBuf>,
     /// Print a line per accepted message on stderr.
     pub verbose: bool,
+    /// Count messages without keeping them (benchmarks).
+    pub discard: bool,
 }
 
 /// One accepted message.
@@ -69,6 +71,7 @@ struct SinkState {
     messages: Mutex<Vec<ReceivedMessage>>,
     connections: AtomicUsize,
     auths: AtomicUsize,
+    accepted: AtomicUsize,
     arrived: Notify,
     deferred_once: Mutex<std::collections::HashSet<String>>,
 }
@@ -117,6 +120,11 @@ impl Sink {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Messages accepted so far (kept or discarded).
+    pub fn accepted(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
     }
 
     /// Successful AUTH exchanges so far.
@@ -407,6 +415,14 @@ impl Conn {
         }
         if text.contains("\r\nX-Sink-Reply: 451") {
             return Some(Reply::new(451, Esc(4, 3, 0), "Sink deferred the message"));
+        }
+        let n = self.state.accepted.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.config.discard {
+            return Some(Reply::new(
+                250,
+                Esc(2, 0, 0),
+                format!("Ok: queued as sink-{n}"),
+            ));
         }
         let msg = ReceivedMessage {
             from,

@@ -134,6 +134,7 @@ fn sink_config(files: &TlsFiles) -> SinkConfig {
         credentials: Some((RELAY_USER.into(), RELAY_PASSWORD.into())),
         save_dir: None,
         verbose: false,
+        discard: false,
     }
 }
 
