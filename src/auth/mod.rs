@@ -9,6 +9,7 @@
 //! An unknown user is verified against a dummy hash, so the reply takes as long as a
 //! wrong password for a real user and usernames cannot be probed by timing.
 
+pub mod cache;
 pub mod verifier;
 
 use crate::config::{User, Users};
@@ -75,6 +76,7 @@ pub struct Authenticator {
     /// Argon2 verifications done (known and unknown users alike).
     verified: AtomicU64,
     verifier: verifier::Verifier,
+    cache: cache::CredentialCache,
     dummy_hash: String,
 }
 
@@ -94,6 +96,7 @@ impl Authenticator {
             per_client: Mutex::new(HashMap::new()),
             verified: AtomicU64::new(0),
             verifier: verifier::Verifier::new(concurrent.max(1)),
+            cache: cache::CredentialCache::new(cache::TTL),
             dummy_hash,
         }
     }
@@ -106,6 +109,7 @@ impl Authenticator {
     /// Puts a new users file in force; sessions already authenticated keep their user.
     pub fn replace_users(&self, users: Users) {
         *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
+        self.cache.clear();
     }
 
     /// Argon2 verifications done so far.
@@ -121,6 +125,16 @@ impl Authenticator {
             .as_ref()
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| self.dummy_hash.clone());
+        if let Some(u) = &user
+            && self.cache.hit(
+                username,
+                password.expose(),
+                &hash,
+                std::time::Instant::now(),
+            )
+        {
+            return outcome(true, Some(u.clone()));
+        }
 
         let _gate = ClientGate::enter(&self.per_client, client).await;
         let _slot = match InFlight::enter(&self.in_flight, self.max_in_flight) {
@@ -131,12 +145,24 @@ impl Authenticator {
             return AuthOutcome::Busy;
         };
         self.verified.fetch_add(1, Ordering::Relaxed);
-        let ok = self.verifier.verify(password, hash).await;
-        match (ok, user) {
-            (true, Some(u)) if u.disabled => AuthOutcome::Disabled,
-            (true, Some(u)) => AuthOutcome::Ok(u),
-            _ => AuthOutcome::BadCredentials,
+        let ok = self.verifier.verify(password.clone(), hash.clone()).await;
+        if ok && user.is_some() {
+            self.cache.remember(
+                username,
+                password.expose(),
+                &hash,
+                std::time::Instant::now(),
+            );
         }
+        outcome(ok, user)
+    }
+}
+
+fn outcome(verified: bool, user: Option<Arc<User>>) -> AuthOutcome {
+    match (verified, user) {
+        (true, Some(u)) if u.disabled => AuthOutcome::Disabled,
+        (true, Some(u)) => AuthOutcome::Ok(u),
+        _ => AuthOutcome::BadCredentials,
     }
 }
 
@@ -253,6 +279,45 @@ mod tests {
         assert!(a.per_client.lock().unwrap().is_empty());
         // Every attempt ran argon2, unknown user included: no timing oracle.
         assert_eq!(a.verifications(), 6);
+    }
+
+    #[tokio::test]
+    async fn verified_logins_are_cached_failures_never() {
+        let users = || Users::from_list(vec![user("alice", "right", false)]);
+        let a = Authenticator::new(users(), 2, 8);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let s = |p: &str| Secret::new(p.into());
+        for _ in 0..3 {
+            assert!(matches!(
+                a.verify(ip, "alice", &s("wrong")).await,
+                AuthOutcome::BadCredentials
+            ));
+        }
+        assert_eq!(a.verifications(), 3, "every failure pays argon2");
+        for _ in 0..5 {
+            assert!(matches!(
+                a.verify(ip, "alice", &s("right")).await,
+                AuthOutcome::Ok(_)
+            ));
+        }
+        assert_eq!(a.verifications(), 4, "one verification, then hits");
+        assert!(matches!(
+            a.verify(ip, "alice", &s("wrong")).await,
+            AuthOutcome::BadCredentials
+        ));
+        assert_eq!(a.verifications(), 5);
+        // A reload forgets; a changed password never matches the old entry.
+        a.replace_users(users());
+        assert!(matches!(
+            a.verify(ip, "alice", &s("right")).await,
+            AuthOutcome::Ok(_)
+        ));
+        assert_eq!(a.verifications(), 6);
+        a.replace_users(Users::from_list(vec![user("alice", "new", false)]));
+        assert!(matches!(
+            a.verify(ip, "alice", &s("right")).await,
+            AuthOutcome::BadCredentials
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -74,7 +74,8 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         concurrency: usize,
         /// Messages per connection before QUIT and a new connection (1: the
-        /// WordPress pattern, one message per connection).
+        /// WordPress pattern, one message per connection; 0: log in and QUIT only,
+        /// counting sessions instead of messages).
         #[arg(long, default_value_t = 100)]
         messages_per_connection: u64,
         /// Messages in all.
@@ -149,7 +150,7 @@ fn main() -> std::process::ExitCode {
             } => {
                 let plan = Plan {
                     concurrency,
-                    per_connection: messages_per_connection.max(1),
+                    per_connection: messages_per_connection,
                     total,
                     deadline: Duration::from_secs(max_seconds),
                     message: Arc::new(message(size, &from, &to)),
@@ -461,6 +462,12 @@ async fn load(target: Target, plan: Plan, json: bool) -> Result<(), String> {
                     Ok(c) => c,
                     Err(e) => {
                         record(&mut local, e, "setup");
+                        // A server that refuses everyone: report, do not hammer.
+                        if local.errors.values().sum::<u64>() >= 100
+                            && done.load(Ordering::Relaxed) == 0
+                        {
+                            stop.store(true, Ordering::Relaxed);
+                        }
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         n += plan.concurrency;
                         continue;
@@ -468,6 +475,16 @@ async fn load(target: Target, plan: Plan, json: bool) -> Result<(), String> {
                 };
                 local.setup.push(t0.elapsed());
                 n += plan.concurrency;
+                if plan.per_connection == 0 {
+                    if issued.fetch_add(1, Ordering::Relaxed) >= plan.total {
+                        stop.store(true, Ordering::Relaxed);
+                    } else {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = conn.send(b"QUIT\r\n").await;
+                    let _ = conn.reply().await;
+                    continue;
+                }
                 for _ in 0..plan.per_connection {
                     if issued.fetch_add(1, Ordering::Relaxed) >= plan.total
                         || started.elapsed() >= plan.deadline

@@ -1,0 +1,361 @@
+#!/usr/bin/env bash
+# Postern against Postfix, in one run, on this machine, over loopback.
+#
+#   bench/compare.sh            # full run (about 15 minutes on 2 cores)
+#   bench/compare.sh --quick    # one round, smaller counts (about 4 minutes)
+#
+# Installs what it needs (postfix, its SASL tools, openssl), builds Postern in release,
+# starts a discarding smarthost stand-in that demands STARTTLS and AUTH
+# (`postern-bench sink`), then Postfix configured the way a hosting provider runs an
+# authenticated relay (submission with STARTTLS and Cyrus SASL, relayhost with TLS
+# and SASL, sender login maps), and Postern in queue and passthrough mode, both relaying
+# to that sink. The same load (`postern-bench load`) runs against each, alternating,
+# three rounds (medians). It prints a table and writes bench/results.md.
+#
+# Everything runs on 127.0.0.1 and is stopped at exit. Postfix runs as a private
+# instance in a temporary folder; /etc/postfix/main.cf is only created (and removed
+# again) when the package left none, and the script refuses to touch an existing one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+QUICK=0
+[ "${1:-}" = "--quick" ] && QUICK=1
+ROUNDS=3
+N_SMALL=20000   # 1 KB messages, many per connection
+N_CONN=4000     # one message per connection
+N_BIG=1500      # 100 KB messages
+N_LOGIN=6000    # STARTTLS + AUTH sessions
+IDLE=5000       # idle TLS sessions held open
+if [ "$QUICK" = 1 ]; then
+  ROUNDS=1; N_SMALL=6000; N_CONN=1500; N_BIG=500; N_LOGIN=2000; IDLE=2000
+fi
+CONC=50
+SINK_PORT=25250; POSTFIX_PORT=25870; POSTERN_PORT=25871
+
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+need=()
+command -v postfix >/dev/null 2>&1 || need+=(postfix)
+command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin)
+[ -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so ] || [ -e /usr/lib/aarch64-linux-gnu/sasl2/libplain.so ] || need+=(libsasl2-modules)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ "${#need[@]}" -gt 0 ]; then
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+echo "== building Postern (release)"
+cargo build --release --locked --bins 2>&1 | tail -1
+BIN=$ROOT/target/release
+WORK=$(mktemp -d /tmp/postern-bench.XXXXXX)
+chmod 0755 "$WORK"
+PIDS=()
+MAINCF_CREATED=0
+cleanup() {
+  set +e
+  [ -n "${POSTFIX_DIR:-}" ] && postfix -c "$POSTFIX_DIR" stop >/dev/null 2>&1
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  [ "$MAINCF_CREATED" = 1 ] && rm -f /etc/postfix/main.cf
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "== certificates and users"
+cd "$WORK"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/CN=bench CA" -keyout ca.key -out ca.pem 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+  -keyout server.key -out server.csr 2>/dev/null
+printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" > san.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+  -extfile san.ext -out server.pem 2>/dev/null
+chmod 0644 server.key   # Postfix reads it as root; Postern below gets its own copy
+install -m 0600 server.key postern.key
+echo "relay-secret" > relay.pw
+chmod 0600 relay.pw
+USERS=20
+: > users.txt
+printf "users:\n" > users.yaml
+for i in $(seq 1 $USERS); do
+  pw="bench-password-$i"
+  echo "bench$i:$pw" >> users.txt
+  hash=$(printf '%s\n' "$pw" | "$BIN/postern" hash-password)
+  printf "  - name: bench%s\n    password: \"%s\"\n    senders: [\"@bench.example\"]\n" "$i" "$hash" >> users.yaml
+done
+chmod 0600 users.yaml
+
+echo "== sink on 127.0.0.1:$SINK_PORT (STARTTLS + AUTH, discarding)"
+"$BIN/postern-bench" sink --listen 127.0.0.1:$SINK_PORT --tls starttls \
+  --cert server.pem --key postern.key --user relay --password-file relay.pw \
+  --count-file sink.count > sink.log 2>&1 &
+PIDS+=($!)
+
+echo "== Postfix $(postconf -d -h mail_version 2>/dev/null || echo) on 127.0.0.1:$POSTFIX_PORT"
+POSTFIX_DIR=$WORK/postfix
+mkdir -p "$POSTFIX_DIR/sasl" "$WORK/postfix-queue" "$WORK/postfix-data"
+if [ ! -e /etc/postfix/main.cf ]; then
+  printf "# created by postern bench/compare.sh; removed at exit\nalternate_config_directories = %s\nmaillog_file = /dev/null\n" "$POSTFIX_DIR" > /etc/postfix/main.cf
+  MAINCF_CREATED=1
+elif ! grep -q "alternate_config_directories.*$POSTFIX_DIR" /etc/postfix/main.cf; then
+  echo "bench/compare.sh: /etc/postfix/main.cf exists; refusing to change a configured Postfix." >&2
+  echo "Run this on a machine where postfix has no configuration of its own." >&2
+  exit 1
+fi
+cp /usr/share/postfix/master.cf.dist "$POSTFIX_DIR/master.cf"
+cat >> "$POSTFIX_DIR/master.cf" <<EOF
+127.0.0.1:$POSTFIX_PORT inet n - n - - smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_sender_restrictions=reject_sender_login_mismatch
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+EOF
+# Postfix's own smtpd on port 25 is not needed.
+sed -i 's/^smtp      inet/#smtp      inet/' "$POSTFIX_DIR/master.cf"
+echo "@bench.example $(seq -s, -f 'bench%g' 1 $USERS)" > "$POSTFIX_DIR/senders"
+cat > "$POSTFIX_DIR/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $WORK/postfix-queue
+data_directory = $WORK/postfix-data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = relay.bench.test
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+maillog_file_prefixes = /var, /dev/stdout, $WORK
+maillog_file = $WORK/postfix.log
+relayhost = [127.0.0.1]:$SINK_PORT
+smtp_tls_security_level = encrypt
+smtp_tls_CAfile = $WORK/ca.pem
+smtp_sasl_auth_enable = yes
+smtp_sasl_password_maps = static:relay:relay-secret
+smtp_sasl_security_options = noanonymous
+smtp_sasl_tls_security_options = noanonymous
+smtpd_tls_cert_file = $WORK/server.pem
+smtpd_tls_key_file = $WORK/server.key
+smtpd_sasl_type = cyrus
+smtpd_sasl_path = smtpd
+cyrus_sasl_config_path = $POSTFIX_DIR/sasl
+smtpd_sasl_local_domain =
+smtpd_sender_login_maps = hash:$POSTFIX_DIR/senders
+smtpd_relay_restrictions = permit_sasl_authenticated, reject
+smtpd_recipient_restrictions = permit_sasl_authenticated, reject
+message_size_limit = 26214400
+alias_maps =
+alias_database =
+EOF
+cat > "$POSTFIX_DIR/sasl/smtpd.conf" <<EOF
+pwcheck_method: auxprop
+auxprop_plugin: sasldb
+sasldb_path: $POSTFIX_DIR/sasl/sasldb2
+mech_list: PLAIN LOGIN
+EOF
+for i in $(seq 1 $USERS); do
+  printf 'bench-password-%s' "$i" | saslpasswd2 -p -c -f "$POSTFIX_DIR/sasl/sasldb2" -u relay.bench.test "bench$i"
+done
+chown postfix "$POSTFIX_DIR/sasl/sasldb2"
+postmap -c "$POSTFIX_DIR" "$POSTFIX_DIR/senders"
+# No chroot: the instance lives in a temporary folder.
+postconf -c "$POSTFIX_DIR" -F '*/*/chroot = n' 
+postfix -c "$POSTFIX_DIR" set-permissions >/dev/null 2>&1 || true
+postfix -c "$POSTFIX_DIR" check 2>/dev/null || true
+postfix -c "$POSTFIX_DIR" start >/dev/null 2>&1
+sleep 2
+
+cat > postern-queue.yaml <<EOF
+hostname: relay.bench.test
+listeners:
+  - address: "127.0.0.1:$POSTERN_PORT"
+    tls: starttls
+tls:
+  certificate: server.pem
+  private_key: postern.key
+users:
+  file: users.yaml
+smarthost:
+  address: "localhost:$SINK_PORT"
+  tls: starttls
+  ca_file: ca.pem
+  username: relay
+  password_file: relay.pw
+delivery:
+  mode: queue
+  spool_directory: spool
+  concurrency: 50
+limits:
+  max_connections: 20000
+  max_connections_per_ip: 20000
+log:
+  level: info
+EOF
+sed 's/mode: queue/mode: passthrough/' postern-queue.yaml > postern-pass.yaml
+
+POSTERN_PID=""
+start_postern() { # mode
+  rm -rf spool
+  "$BIN/postern" serve -c "postern-$1.yaml" > "postern-$1.log" 2>&1 &
+  POSTERN_PID=$!
+  PIDS+=("$POSTERN_PID")
+  for _ in $(seq 1 100); do grep -q " ready" "postern-$1.log" && return; sleep 0.1; done
+  echo "postern did not start:"; cat "postern-$1.log"; exit 1
+}
+stop_postern() {
+  kill "$POSTERN_PID" 2>/dev/null; wait "$POSTERN_PID" 2>/dev/null || true
+}
+
+# RSS (KiB) of a process and its children (Postfix: master and every daemon).
+tree_rss() {
+  local root=$1 pids
+  pids=$(ps -e -o pid=,ppid= | awk -v r="$root" '$1==r || $2==r {print $1}' | paste -sd,)
+  [ -z "$pids" ] && { echo 0; return; }
+  ps -o rss= -p "$pids" | awk '{s+=$1} END {print s+0}'
+}
+postfix_master() { cat "$WORK/postfix-queue/pid/master.pid" 2>/dev/null | tr -d ' '; }
+# Samples tree_rss of $1 every 0.2 s into $2 until killed; the peak is `sort -n | tail -1`.
+sample_rss() { while true; do tree_rss "$1" >> "$2"; sleep 0.2; done; }
+
+sink_count() { cat sink.count 2>/dev/null || echo 0; }
+# Runs one load; prints "rate p99_ms peak_rss_kib" (rate end to end: until the sink
+# has every accepted message).
+run_load() { # label server_pid port size per_conn total
+  local label=$1 pid=$2 port=$3 size=$4 per=$5 total=$6
+  local before start json ok t_end rate p99 peak sampler
+  before=$(sink_count)
+  : > "rss-$label"
+  sample_rss "$pid" "rss-$label" & sampler=$!
+  start=$(date +%s.%N)
+  json=$("$BIN/postern-bench" load --target 127.0.0.1:$port --tls starttls --ca ca.pem \
+    --users-file users.txt --concurrency $CONC --messages-per-connection "$per" \
+    --total "$total" --size "$size" --from bench1@bench.example --max-seconds 120 --json)
+  ok=$(echo "$json" | sed 's/.*"messages":\([0-9]*\).*/\1/')
+  if [ "$per" != 0 ]; then
+    for _ in $(seq 1 1200); do
+      [ "$(sink_count)" -ge $((before + ok)) ] && break
+      sleep 0.05
+    done
+  fi
+  t_end=$(date +%s.%N)
+  kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
+  rate=$(echo "$ok $start $t_end" | awk '{printf "%.0f", $1/($3-$2)}')
+  p99=$(echo "$json" | sed 's/.*"message_p99_ms":\([0-9.]*\).*/\1/')
+  [ "$per" = 0 ] && p99=$(echo "$json" | sed 's/.*"setup_p99_ms":\([0-9.]*\).*/\1/')
+  peak=$(sort -n "rss-$label" | tail -1)
+  echo "$label ok=$ok $json" >> loads.log
+  echo "$rate $p99 ${peak:-0}"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+declare -A RESULT
+record() { RESULT["$1"]="${RESULT[$1]:-} $2"; }
+
+SCENARIOS=(
+  "1k-many 1024 100 $N_SMALL"
+  "1k-one 1024 1 $N_CONN"
+  "100k-many 102400 100 $N_BIG"
+  "100k-one 102400 1 $N_BIG"
+  "logins 1024 0 $N_LOGIN"
+)
+
+echo "== ceiling: smtp-source -> smtp-sink (plain, no TLS)"
+smtp-sink -u postfix -c 127.0.0.1:25251 1000 > smtp-sink.log 2>&1 &
+PIDS+=($!)
+sleep 0.5
+ceiling() { # extra smtp-source flags
+  local s e
+  s=$(date +%s.%N)
+  smtp-source "$@" -s $CONC -m "$N_SMALL" -l 1024 -f bench@bench.example -t rcpt@example.org 127.0.0.1:25251
+  e=$(date +%s.%N)
+  echo "$N_SMALL $s $e" | awk '{printf "%.0f", $1/($3-$2)}'
+}
+for r in $(seq 1 $ROUNDS); do
+  record ceiling-many "$(ceiling -d)"
+  record ceiling-one "$(ceiling)"
+done
+
+for r in $(seq 1 $ROUNDS); do
+  echo "== round $r of $ROUNDS"
+  for sc in "${SCENARIOS[@]}"; do
+    read -r name size per total <<< "$sc"
+    for server in postfix postern-queue postern-pass; do
+      [ "$name" = logins ] && [ "$server" = postern-pass ] && continue
+      case $server in
+        postfix) pid=$(postfix_master); port=$POSTFIX_PORT ;;
+        postern-queue) start_postern queue; pid=$POSTERN_PID; port=$POSTERN_PORT ;;
+        postern-pass) start_postern pass; pid=$POSTERN_PID; port=$POSTERN_PORT ;;
+      esac
+      read -r rate p99 peak <<< "$(run_load "$server-$name-$r" "$pid" "$port" "$size" "$per" "$total")"
+      printf "   %-14s %-10s %8s/s  p99 %8s ms  peak RSS %8s KiB\n" "$server" "$name" "$rate" "$p99" "$peak"
+      record "$server-$name-rate" "$rate"
+      record "$server-$name-p99" "$p99"
+      record "$server-$name-peak" "$peak"
+      [ "$server" != postfix ] && stop_postern
+    done
+  done
+  # Direct to the sink: the latency floor for passthrough.
+  read -r rate p99 peak <<< "$("$BIN/postern-bench" load --target 127.0.0.1:$SINK_PORT --tls starttls --ca ca.pem \
+    --user relay --password-file relay.pw --concurrency $CONC --messages-per-connection 100 \
+    --total "$N_SMALL" --size 1024 --json | sed 's/.*"rate":\([0-9.]*\).*"message_p99_ms":\([0-9.]*\).*/\1 \2 0/')"
+  record "direct-1k-many-rate" "$rate"
+  record "direct-1k-many-p99" "$p99"
+done
+
+echo "== idle TLS sessions"
+idle_cost() { # pid port sessions -> KiB per session
+  local pid=$1 port=$2 n=$3 before held
+  before=$(tree_rss "$pid")
+  "$BIN/postern-bench" idle --target 127.0.0.1:$port --tls starttls --ca ca.pem --sessions "$n" --hold 8 > idle.out &
+  local holder=$!
+  for _ in $(seq 1 600); do grep -q "^open" idle.out && break; sleep 0.1; done
+  sleep 2
+  held=$(tree_rss "$pid")
+  cat idle.out >&2
+  wait $holder || true
+  echo "$before $held $n" | awk '{printf "%.1f", ($2-$1)/$3}'
+}
+start_postern queue
+record postern-idle-kib "$(idle_cost "$POSTERN_PID" $POSTERN_PORT $IDLE)"
+record postern-idle-rss "$(tree_rss "$POSTERN_PID")"
+stop_postern
+# Postfix serves 100 sessions by default (one smtpd process each): measure 90.
+record postfix-idle-kib "$(idle_cost "$(postfix_master)" $POSTFIX_PORT 90)"
+
+m() { echo "${RESULT[$1]}" | tr ' ' '\n' | grep -v '^$' | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
+
+OUT=$ROOT/bench/results.md
+{
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), loopback,"
+  echo "Postfix $(postconf -d -h mail_version 2>/dev/null), medians of $ROUNDS round(s), $CONC concurrent clients,"
+  echo "STARTTLS + AUTH PLAIN on every connection, relaying to a STARTTLS + AUTH sink. Command: \`bench/compare.sh$([ $QUICK = 1 ] && echo ' --quick')\`."
+  echo
+  echo "| scenario | Postfix msg/s | Postern queue msg/s | ratio | Postern passthrough msg/s | ratio |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+  for name in 1k-many 1k-one 100k-many 100k-one; do
+    pf=$(m "postfix-$name-rate"); pq=$(m "postern-queue-$name-rate"); pp=$(m "postern-pass-$name-rate")
+    echo "| $name | $pf | $pq | $(ratio "$pq" "$pf")× | $pp | $(ratio "$pp" "$pf")× |"
+  done
+  pf=$(m postfix-logins-rate); pq=$(m postern-queue-logins-rate)
+  echo "| logins (STARTTLS+AUTH+QUIT) /s | $pf | $pq | $(ratio "$pq" "$pf")× | | |"
+  echo
+  cm=$(m ceiling-many); co=$(m ceiling-one)
+  echo "Ceiling, smtp-source → smtp-sink without TLS: $cm msg/s on reused connections, $co msg/s with a connection per message."
+  echo "Postern passthrough 1k-many is $(ratio "$(m postern-pass-1k-many-rate)" "$cm")× that ceiling."
+  echo
+  echo "| memory | Postfix | Postern |"
+  echo "| --- | ---: | ---: |"
+  echo "| peak RSS, 1k-many (KiB) | $(m postfix-1k-many-peak) | $(m postern-queue-1k-many-peak) (queue), $(m postern-pass-1k-many-peak) (passthrough) |"
+  echo "| peak RSS, 1k-one (KiB) | $(m postfix-1k-one-peak) | $(m postern-queue-1k-one-peak) |"
+  echo "| RSS per idle TLS session (KiB) | $(m postfix-idle-kib) (90 sessions, its default limit is 100) | $(m postern-idle-kib) ($IDLE sessions) |"
+  echo
+  echo "Latency, 1k-many p99 per message: direct to the sink $(m direct-1k-many-p99) ms, through Postern passthrough $(m postern-pass-1k-many-p99) ms."
+} > "$OUT"
+echo
+cat "$OUT"

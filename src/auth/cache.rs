@@ -1,0 +1,145 @@
+//! A short-lived cache of verified credentials, so that a site sending one message per
+//! connection (the WordPress pattern) does not pay an argon2 verification (~20 ms of a
+//! core, 19 MiB) for every message.
+//!
+//! Security reasoning:
+//! - Only successes are cached. A wrong password always goes to argon2, so guessing
+//!   is exactly as slow as without the cache, and a failure can never be remembered
+//!   as a success.
+//! - The key is HMAC-SHA256, under a random key made at start and kept only in
+//!   memory, of the username, the password and the stored PHC hash. No password or
+//!   password-equivalent is stored, and entries do not survive the process.
+//! - Including the stored hash means a password change (a new hash in the users file)
+//!   can never match an old entry; the cache is also cleared on every reload.
+//! - Entries live [`TTL`] at most; the cache holds at most [`MAX_ENTRIES`].
+//! - A hit is faster than a verification, which tells a client that this exact
+//!   password was used recently: only someone who already has the password learns
+//!   anything. Unknown users and wrong passwords still cost a full verification, so
+//!   usernames cannot be told apart by timing.
+//! - An attacker who can read the process's memory gets the HMAC key and recent
+//!   entries, and could test guesses against them quickly; such an attacker can read
+//!   passwords as they arrive anyway.
+
+use ring::hmac;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a verified login is remembered.
+pub const TTL: Duration = Duration::from_secs(300);
+
+/// Most entries kept.
+pub const MAX_ENTRIES: usize = 100_000;
+
+pub struct CredentialCache {
+    key: hmac::Key,
+    entries: Mutex<HashMap<[u8; 32], Instant>>,
+    ttl: Duration,
+}
+
+impl CredentialCache {
+    pub fn new(ttl: Duration) -> CredentialCache {
+        let rng = ring::rand::SystemRandom::new();
+        CredentialCache {
+            key: hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system random"),
+            entries: Mutex::new(HashMap::new()),
+            ttl,
+        }
+    }
+
+    fn tag(&self, username: &str, password: &str, phc: &str) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        // Length-prefixed, so no two different triples feed the same bytes.
+        for part in [username, password, phc] {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part.as_bytes());
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    /// Whether this exact username, password and stored hash verified within the TTL.
+    pub fn hit(&self, username: &str, password: &str, phc: &str, now: Instant) -> bool {
+        let tag = self.tag(username, password, phc);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        match entries.get(&tag) {
+            Some(&expires) if expires > now => true,
+            Some(_) => {
+                entries.remove(&tag);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers a successful verification.
+    pub fn remember(&self, username: &str, password: &str, phc: &str, now: Instant) {
+        let tag = self.tag(username, password, phc);
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_ENTRIES {
+            entries.retain(|_, &mut expires| expires > now);
+            if entries.len() >= MAX_ENTRIES {
+                return;
+            }
+        }
+        entries.insert(tag, now + self.ttl);
+    }
+
+    /// Forgets everything (users reloaded).
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_only_the_exact_triple_within_the_ttl() {
+        let c = CredentialCache::new(Duration::from_secs(60));
+        let t = Instant::now();
+        assert!(!c.hit("alice", "pw", "$h1", t));
+        c.remember("alice", "pw", "$h1", t);
+        assert!(c.hit("alice", "pw", "$h1", t + Duration::from_secs(59)));
+        assert!(!c.hit("alice", "pW", "$h1", t), "other password");
+        assert!(!c.hit("alicE", "pw", "$h1", t), "other user");
+        assert!(!c.hit("alice", "pw", "$h2", t), "password changed");
+        // Shifting bytes between the fields does not collide.
+        c.remember("ab", "c", "$h", t);
+        assert!(!c.hit("a", "bc", "$h", t));
+        assert!(
+            !c.hit("alice", "pw", "$h1", t + Duration::from_secs(60)),
+            "expired"
+        );
+        assert!(!c.hit("alice", "pw", "$h1", t), "an expired entry is gone");
+        c.remember("alice", "pw", "$h1", t);
+        c.clear();
+        assert!(!c.hit("alice", "pw", "$h1", t));
+    }
+
+    #[test]
+    fn bounded() {
+        let c = CredentialCache::new(Duration::from_secs(60));
+        let t = Instant::now();
+        for i in 0..MAX_ENTRIES + 10 {
+            c.remember(&format!("u{i}"), "pw", "$h", t);
+        }
+        assert_eq!(c.len(), MAX_ENTRIES);
+        // Once they expire, room is made.
+        c.remember("late", "pw", "$h", t + Duration::from_secs(61));
+        assert_eq!(c.len(), 1);
+    }
+}
