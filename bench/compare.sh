@@ -210,12 +210,17 @@ stop_postern() {
   kill "$POSTERN_PID" 2>/dev/null; wait "$POSTERN_PID" 2>/dev/null || true
 }
 
-# RSS (KiB) of a process and its children (Postfix: master and every daemon).
+# Memory (KiB) of a process and its children (Postfix: master and every daemon), as
+# PSS: each shared page counted once across the processes that share it, so a
+# hundred smtpd processes are not charged a hundred times for the same libraries.
 tree_rss() {
-  local root=$1 pids
-  pids=$(ps -e -o pid=,ppid= | awk -v r="$root" '$1==r || $2==r {print $1}' | paste -sd,)
-  [ -z "$pids" ] && { echo 0; return; }
-  ps -o rss= -p "$pids" | awk '{s+=$1} END {print s+0}'
+  local root=$1 pid total=0 pss
+  [ -z "$root" ] && { echo 0; return; }
+  for pid in $(ps -e -o pid=,ppid= | awk -v r="$root" '$1==r || $2==r {print $1}'); do
+    pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+    total=$((total + ${pss:-0}))
+  done
+  echo "$total"
 }
 postfix_master() { cat "$WORK/postfix-queue/pid/master.pid" 2>/dev/null | tr -d ' '; }
 # Samples tree_rss of $1 every 0.2 s into $2 until killed; the peak is `sort -n | tail -1`.
@@ -271,7 +276,8 @@ sleep 0.5
 ceiling() { # extra smtp-source flags
   local s e
   s=$(date +%s.%N)
-  smtp-source "$@" -s $CONC -m "$N_SMALL" -l 1024 -f bench@bench.example -t rcpt@example.org 127.0.0.1:25251
+  smtp-source "$@" -s $CONC -m "$N_SMALL" -l 1024 -f bench@bench.example -t rcpt@example.org 127.0.0.1:25251 >&2 ||
+    { echo "smtp-source failed" >&2; echo 0; return; }
   e=$(date +%s.%N)
   echo "$N_SMALL $s $e" | awk '{printf "%.0f", $1/($3-$2)}'
 }
@@ -292,7 +298,7 @@ for r in $(seq 1 $ROUNDS); do
         postern-pass) start_postern pass; pid=$POSTERN_PID; port=$POSTERN_PORT ;;
       esac
       read -r rate p99 peak <<< "$(run_load "$server-$name-$r" "$pid" "$port" "$size" "$per" "$total")"
-      printf "   %-14s %-10s %8s/s  p99 %8s ms  peak RSS %8s KiB\n" "$server" "$name" "$rate" "$p99" "$peak"
+      printf "   %-14s %-10s %8s/s  p99 %8s ms  peak PSS %8s KiB\n" "$server" "$name" "$rate" "$p99" "$peak"
       record "$server-$name-rate" "$rate"
       record "$server-$name-p99" "$p99"
       record "$server-$name-peak" "$peak"
@@ -351,9 +357,9 @@ OUT=$ROOT/bench/results.md
   echo
   echo "| memory | Postfix | Postern |"
   echo "| --- | ---: | ---: |"
-  echo "| peak RSS, 1k-many (KiB) | $(m postfix-1k-many-peak) | $(m postern-queue-1k-many-peak) (queue), $(m postern-pass-1k-many-peak) (passthrough) |"
-  echo "| peak RSS, 1k-one (KiB) | $(m postfix-1k-one-peak) | $(m postern-queue-1k-one-peak) |"
-  echo "| RSS per idle TLS session (KiB) | $(m postfix-idle-kib) (90 sessions, its default limit is 100) | $(m postern-idle-kib) ($IDLE sessions) |"
+  echo "| peak PSS, 1k-many (KiB) | $(m postfix-1k-many-peak) | $(m postern-queue-1k-many-peak) (queue), $(m postern-pass-1k-many-peak) (passthrough) |"
+  echo "| peak PSS, 1k-one (KiB) | $(m postfix-1k-one-peak) | $(m postern-queue-1k-one-peak) |"
+  echo "| PSS per idle TLS session (KiB) | $(m postfix-idle-kib) (90 sessions, its default limit is 100) | $(m postern-idle-kib) ($IDLE sessions) |"
   echo
   echo "Latency, 1k-many p99 per message: direct to the sink $(m direct-1k-many-p99) ms, through Postern passthrough $(m postern-pass-1k-many-p99) ms."
 } > "$OUT"

@@ -3,4 +3,5 @@
 
 pub mod bounce;
 pub mod queue;
+pub mod schedule;
 pub mod store;

@@ -4,13 +4,14 @@
 //! when the smarthost throttles, and bounces for permanent failures.
 
 use super::bounce::{self, Failure, Report};
+use super::schedule::Schedule;
 use super::store::{Envelope, RcptState, Spool, unix_now};
 use crate::config::Delivery;
 use crate::context::Context;
 use crate::proto::reply::Reply;
 use crate::proto::stuff::DotStuffer;
 use crate::upstream::{Upstream, UpstreamError};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -21,8 +22,8 @@ use tracing::{Instrument, error, info, info_span, warn};
 pub struct Queue {
     spool: Spool,
     policy: Delivery,
-    /// id → when it is due, and when it was queued.
-    due: Mutex<HashMap<String, Due>>,
+    /// When each message is due, and when it was queued.
+    due: Mutex<Schedule>,
     in_flight: Mutex<HashSet<String>>,
     /// Deleted by the operator while possibly in flight: do not write them back.
     deleted: Mutex<HashSet<String>>,
@@ -31,13 +32,6 @@ pub struct Queue {
     /// slowdown step.
     throttle: Mutex<(u64, u64)>,
     permits: Arc<Semaphore>,
-}
-
-/// One queued message's times (unix seconds).
-#[derive(Debug, Clone, Copy)]
-struct Due {
-    next: u64,
-    created: u64,
 }
 
 /// What one attempt decided for the message as a whole.
@@ -65,16 +59,10 @@ impl Queue {
     pub fn open(policy: &Delivery) -> std::io::Result<Queue> {
         let spool = Spool::open(&policy.spool_directory)?;
         let envs = spool.load_all(true)?;
-        let due = envs
-            .iter()
-            .map(|e| {
-                let due = Due {
-                    next: e.next_attempt,
-                    created: e.created,
-                };
-                (e.id.clone(), due)
-            })
-            .collect();
+        let mut due = Schedule::default();
+        for e in &envs {
+            due.insert(&e.id, e.next_attempt, e.created);
+        }
         if !envs.is_empty() {
             info!(messages = envs.len(), "resuming the queue");
         }
@@ -106,24 +94,17 @@ impl Queue {
     /// A message was just committed to the spool.
     pub fn enqueued(&self, env: &Envelope) {
         self.due.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            env.id.clone(),
-            Due {
-                next: env.next_attempt,
-                created: env.created,
-            },
+            &env.id,
+            env.next_attempt,
+            env.created,
         );
         self.wake.notify_one();
     }
 
     /// Makes every message due now (`postern queue flush`); returns how many.
     pub fn flush(&self) -> usize {
-        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
-        for d in due.values_mut() {
-            d.next = 0;
-        }
+        let n = self.due.lock().unwrap_or_else(|e| e.into_inner()).flush();
         *self.throttle.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
-        let n = due.len();
-        drop(due);
         self.wake.notify_one();
         n
     }
@@ -179,30 +160,16 @@ impl Queue {
         t.1 = 0;
     }
 
-    /// Ids due now and not in flight, oldest due first.
+    /// Ids due now and not in flight, oldest due first, and when the next one after
+    /// them is due.
     fn take_due(&self, now: u64, max: usize) -> (Vec<String>, Option<u64>) {
-        let due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        let mut ready: Vec<(u64, &String)> = due
-            .iter()
-            .filter(|(id, d)| d.next <= now && !in_flight.contains(*id))
-            .map(|(id, d)| (d.next, id))
-            .collect();
-        ready.sort();
-        let picked: Vec<String> = ready
-            .into_iter()
-            .take(max)
-            .map(|(_, id)| id.clone())
-            .collect();
+        let picked = due.take_due(now, max);
         for id in &picked {
             in_flight.insert(id.clone());
         }
-        let next = due
-            .iter()
-            .filter(|(id, _)| !in_flight.contains(*id))
-            .map(|(_, d)| d.next)
-            .min();
-        (picked, next)
+        (picked, due.next_due())
     }
 
     fn finished(&self, id: &str, next: Option<u64>) {
@@ -217,11 +184,7 @@ impl Queue {
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         match next {
-            Some(t) if !was_deleted => {
-                if let Some(d) = due.get_mut(id) {
-                    d.next = t;
-                }
-            }
+            Some(t) if !was_deleted => due.requeue(id, t),
             _ => {
                 due.remove(id);
             }
@@ -233,11 +196,7 @@ impl Queue {
     /// Publishes the queue's size and the age of its oldest message.
     fn gauges(&self, now: u64) {
         let due = self.due.lock().unwrap_or_else(|e| e.into_inner());
-        let oldest = due
-            .values()
-            .map(|d| d.created)
-            .min()
-            .map_or(0, |c| now.saturating_sub(c));
+        let oldest = due.oldest_created().map_or(0, |c| now.saturating_sub(c));
         metrics::gauge!("postern_queue_messages").set(due.len() as f64);
         metrics::gauge!("postern_queue_oldest_seconds").set(oldest as f64);
     }
