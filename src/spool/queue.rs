@@ -275,12 +275,21 @@ pub async fn run(ctx: Arc<Context>) {
     );
 }
 
+/// Messages up to this size are read whole for delivery; larger ones are streamed.
+const WHOLE_READ: u64 = 256 * 1024;
+
 /// One delivery attempt; returns when to try again, or `None` when the message is
 /// done (delivered, bounced or deleted).
 async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
     let queue = ctx.queue.as_ref()?;
     let spool = queue.spool();
-    let mut env = match spool.read_envelope(id) {
+    let read = {
+        let (spool, id) = (spool.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || spool.read_envelope(&id))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    let mut env = match read {
         Ok(Some(e)) => e,
         Ok(None) => return None,
         Err(e) => {
@@ -307,7 +316,13 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
     if all_delivered {
         // First thing after the smarthost's 250: the window in which a crash would
         // cause a second delivery closes here.
-        if let Err(e) = spool.remove(id) {
+        let removed = {
+            let (spool, id) = (spool.clone(), id.to_string());
+            tokio::task::spawn_blocking(move || spool.remove(&id))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        };
+        if let Err(e) = removed {
             error!(error = %e, "cannot remove a delivered message from the spool");
         }
     }
@@ -624,8 +639,19 @@ async fn send_data(
         .expect("queue mode")
         .spool()
         .message_path(&env.id);
-    let mut file = tokio::fs::File::open(&path).await?;
     let mut stuffer = DotStuffer::default();
+    if env.size <= WHOLE_READ {
+        // One trip to the blocking pool for the whole message.
+        let body = tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .map_err(std::io::Error::other)??;
+        let mut wire = Vec::with_capacity(body.len() + body.len() / 64 + 8);
+        stuffer.stuff(&body, &mut wire);
+        stuffer.finish(&mut wire);
+        conn.write_data(&wire).await?;
+        return conn.finish_data().await;
+    }
+    let mut file = tokio::fs::File::open(&path).await?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut wire = Vec::with_capacity(66 * 1024);
     loop {

@@ -19,7 +19,6 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncWriteExt;
 
 /// Where one recipient stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,11 +111,18 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Bytes held in memory before they go to disk: a message this small is written,
+/// fsynced and queued in one trip to the blocking pool at commit.
+const INLINE: usize = 64 * 1024;
+
 /// A message being received into `tmp/`; removed if dropped before commit.
 pub struct MessageWriter {
     id: String,
     path: PathBuf,
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    /// Received bytes not yet written.
+    buf: Vec<u8>,
+    /// The file in `tmp/`, once the message outgrew [`INLINE`].
+    file: Option<std::fs::File>,
     pub written: u64,
 }
 
@@ -126,14 +132,39 @@ impl MessageWriter {
     }
 
     pub async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let f = self
-            .file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("writer closed"))?;
-        f.write_all(bytes).await?;
+        self.buf.extend_from_slice(bytes);
         self.written += bytes.len() as u64;
+        if self.buf.len() >= INLINE {
+            self.spill().await?;
+        }
         Ok(())
     }
+
+    /// Writes what is buffered to the file (creating it), off the async runtime.
+    async fn spill(&mut self) -> io::Result<()> {
+        let buf = std::mem::replace(&mut self.buf, Vec::with_capacity(INLINE));
+        let file = self.file.take();
+        let path = self.path.clone();
+        let file = tokio::task::spawn_blocking(move || {
+            let mut file = match file {
+                Some(f) => f,
+                None => create_new(&path)?,
+            };
+            file.write_all(&buf)?;
+            io::Result::Ok(file)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        self.file = Some(file);
+        Ok(())
+    }
+}
+
+fn create_new(path: &Path) -> io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
 }
 
 impl Drop for MessageWriter {
@@ -180,44 +211,48 @@ impl Spool {
         self.queue.join(format!("{id}.env"))
     }
 
-    /// Starts receiving a message.
+    /// Starts receiving a message. Nothing is written yet, but a spool that is
+    /// plainly unusable is reported now, before the client sends the message.
     pub async fn writer(&self) -> io::Result<MessageWriter> {
+        if !std::fs::metadata(&self.tmp)?.is_dir() {
+            return Err(io::Error::other(format!(
+                "{} is not a directory",
+                self.tmp.display()
+            )));
+        }
         let id = new_id();
         let path = self.tmp.join(format!("{id}.msg"));
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .await?;
         Ok(MessageWriter {
             id,
             path,
-            file: Some(tokio::io::BufWriter::with_capacity(64 * 1024, file)),
+            buf: Vec::with_capacity(4096),
+            file: None,
             written: 0,
         })
     }
 
-    /// Makes a received message durable and queued; only then may the client hear 250.
+    /// Makes a received message durable and queued; only then may the client hear
+    /// 250. One trip to the blocking pool: write the rest, fsync, rename into
+    /// `queue/`, write the envelope (fsynced, renamed, directory fsynced).
     pub async fn commit(&self, mut w: MessageWriter, env: &Envelope) -> io::Result<()> {
-        let mut file = w
-            .file
-            .take()
-            .ok_or_else(|| io::Error::other("writer closed"))?;
-        let done = async {
-            file.flush().await?;
-            file.get_mut().sync_all().await?;
-            io::Result::Ok(())
-        }
-        .await;
-        drop(file);
-        if let Err(e) = done {
-            let _ = std::fs::remove_file(&w.path);
-            return Err(e);
-        }
         let spool = self.clone();
         let env = env.clone();
         let tmp_path = w.path.clone();
+        let buf = std::mem::take(&mut w.buf);
+        let file = w.file.take();
         tokio::task::spawn_blocking(move || {
+            let durable = (|| {
+                let mut file = match file {
+                    Some(f) => f,
+                    None => create_new(&tmp_path)?,
+                };
+                file.write_all(&buf)?;
+                file.sync_all()
+            })();
+            if let Err(e) = durable {
+                let _ = std::fs::remove_file(&tmp_path);
+                return Err(e);
+            }
             let msg = spool.message_path(&env.id);
             std::fs::rename(&tmp_path, &msg).inspect_err(|_| {
                 let _ = std::fs::remove_file(&tmp_path);
