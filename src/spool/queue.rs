@@ -436,13 +436,14 @@ fn notify_sender(ctx: &Context, env: &Envelope, report: Report, failures: &[Fail
         warn!("not bouncing a bounce; dropping it");
         return;
     }
-    let message = std::fs::read(queue.spool().message_path(&env.id)).unwrap_or_default();
+    let file = std::fs::read(queue.spool().message_path(&env.id)).unwrap_or_default();
+    let message = super::store::body_of(&file);
     let (dsn, bytes) = bounce::build(
         &ctx.config.hostname,
         env,
         report,
         failures,
-        bounce::original_headers(&message),
+        bounce::original_headers(message),
     );
     match queue.spool().store(&dsn, &bytes) {
         Ok(()) => {
@@ -645,8 +646,9 @@ async fn send_data(
         let body = tokio::task::spawn_blocking(move || std::fs::read(path))
             .await
             .map_err(std::io::Error::other)??;
+        let body = super::store::body_of(&body);
         let mut wire = Vec::with_capacity(body.len() + body.len() / 64 + 8);
-        stuffer.stuff(&body, &mut wire);
+        stuffer.stuff(body, &mut wire);
         stuffer.finish(&mut wire);
         conn.write_data(&wire).await?;
         return conn.finish_data().await;

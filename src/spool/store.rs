@@ -2,17 +2,26 @@
 //!
 //! ```text
 //! <spool_directory>/tmp/<id>.msg     being received
-//! <spool_directory>/queue/<id>.msg   the message (unstuffed, Received header first)
-//! <spool_directory>/queue/<id>.env   its envelope and delivery state (YAML)
+//! <spool_directory>/queue/<id>.msg   the message (unstuffed, Received header first),
+//!                                    for messages up to 64 KiB preceded by its envelope
+//! <spool_directory>/queue/<id>.env   its envelope and delivery state (YAML), when the
+//!                                    message is larger or after a delivery attempt
 //! ```
 //!
-//! A message is queued exactly when its `.env` exists. [`Spool::commit`] fsyncs the
-//! message, renames it into `queue/`, writes the envelope to a temporary file, fsyncs
-//! it, renames it into place and fsyncs the directory, all before the client is
-//! answered 250. A crash at any instant therefore leaves either a complete queued
-//! message or none (an orphan `.msg` without `.env`, removed at the next start).
-//! Envelope updates replace the file atomically the same way; removal deletes the
-//! `.env` first.
+//! A message of up to 64 KiB (nearly all mail) is one file: the envelope as a header
+//! block (`POSTERN-ENVELOPE <length>\n<yaml>`), then the message. [`Spool::commit`]
+//! writes it to `tmp/`, fsyncs it, renames it into `queue/` and fsyncs the directory
+//! before the client is answered 250: one file created per message, which matters
+//! because creating files is what a busy spool spends its time on. A larger message
+//! was streamed to `tmp/` while it arrived, so its envelope goes to a `.env` file
+//! (temporary file, fsync, rename, directory fsync) after the message is renamed.
+//!
+//! A message is queued exactly when `queue/<id>.msg` exists and has an envelope:
+//! its `.env`, or else its own header block. A `.env` always takes precedence (it
+//! carries the delivery state). A crash at any instant leaves a complete queued message
+//! or none: a large `.msg` without `.env`, or a `.env` without `.msg`, was never
+//! acknowledged or was already delivered, and is removed at the next start. Removal
+//! deletes the `.msg` first.
 
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
@@ -109,6 +118,44 @@ pub fn new_id() -> String {
 /// Opens a file and fsyncs it; used for directories.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+/// The start of a message file that carries its own envelope.
+const MAGIC: &[u8] = b"POSTERN-ENVELOPE ";
+
+/// A message file's content with its envelope in front.
+fn embed(env: &Envelope, body: &[u8]) -> io::Result<Vec<u8>> {
+    let yaml = serde_yaml::to_string(env).map_err(io::Error::other)?;
+    let mut out = Vec::with_capacity(MAGIC.len() + 12 + yaml.len() + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(format!("{}\n", yaml.len()).as_bytes());
+    out.extend_from_slice(yaml.as_bytes());
+    out.extend_from_slice(body);
+    Ok(out)
+}
+
+/// Splits a message file into its embedded envelope text (if any) and the message.
+fn split_embedded(bytes: &[u8]) -> (Option<&[u8]>, &[u8]) {
+    let Some(rest) = bytes.strip_prefix(MAGIC) else {
+        return (None, bytes);
+    };
+    let Some(nl) = rest.iter().take(20).position(|&b| b == b'\n') else {
+        return (None, bytes);
+    };
+    let len: Option<usize> = std::str::from_utf8(&rest[..nl])
+        .ok()
+        .and_then(|n| n.parse().ok());
+    match len {
+        Some(len) if rest.len() >= nl + 1 + len => {
+            (Some(&rest[nl + 1..nl + 1 + len]), &rest[nl + 1 + len..])
+        }
+        _ => (None, bytes),
+    }
+}
+
+/// The message itself, without an embedded envelope.
+pub fn body_of(bytes: &[u8]) -> &[u8] {
+    split_embedded(bytes).1
 }
 
 /// Bytes held in memory before they go to disk: a message this small is written,
@@ -232,8 +279,10 @@ impl Spool {
     }
 
     /// Makes a received message durable and queued; only then may the client hear
-    /// 250. One trip to the blocking pool: write the rest, fsync, rename into
-    /// `queue/`, write the envelope (fsynced, renamed, directory fsynced).
+    /// 250. One trip to the blocking pool. A message still in memory is written with
+    /// its envelope in front, fsynced, renamed into `queue/`, and the directory
+    /// fsynced; a larger one gets the rest written, is fsynced and renamed, and its
+    /// envelope goes to a `.env` (fsynced, renamed, directory fsynced).
     pub async fn commit(&self, mut w: MessageWriter, env: &Envelope) -> io::Result<()> {
         let spool = self.clone();
         let env = env.clone();
@@ -241,12 +290,21 @@ impl Spool {
         let buf = std::mem::take(&mut w.buf);
         let file = w.file.take();
         tokio::task::spawn_blocking(move || {
+            let inline = file.is_none();
             let durable = (|| {
                 let mut file = match file {
-                    Some(f) => f,
-                    None => create_new(&tmp_path)?,
+                    Some(f) => {
+                        let mut f = f;
+                        f.write_all(&buf)?;
+                        f
+                    }
+                    None => {
+                        let mut f = create_new(&tmp_path)?;
+                        f.write_all(&embed(&env, &buf)?)?;
+                        f
+                    }
                 };
-                file.write_all(&buf)?;
+                file.flush()?;
                 file.sync_all()
             })();
             if let Err(e) = durable {
@@ -257,6 +315,11 @@ impl Spool {
             std::fs::rename(&tmp_path, &msg).inspect_err(|_| {
                 let _ = std::fs::remove_file(&tmp_path);
             })?;
+            if inline {
+                return sync_dir(&spool.queue).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&msg);
+                });
+            }
             if let Err(e) = spool.write_envelope(&env) {
                 let _ = std::fs::remove_file(&msg);
                 return Err(e);
@@ -271,10 +334,10 @@ impl Spool {
     pub fn store(&self, env: &Envelope, content: &[u8]) -> io::Result<()> {
         let tmp = self.tmp.join(format!("{}.msg", env.id));
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(content)?;
+        f.write_all(&embed(env, content)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.message_path(&env.id))?;
-        self.write_envelope(env)
+        sync_dir(&self.queue)
     }
 
     /// Atomically writes (or replaces) an envelope, then fsyncs the directory.
@@ -291,24 +354,41 @@ impl Spool {
 
     /// Reads one envelope; `None` if it is gone (delivered or deleted).
     pub fn read_envelope(&self, id: &str) -> io::Result<Option<Envelope>> {
+        let bad = |what: &str, e: serde_yaml::Error| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("{id}{what}: {e}"))
+        };
         match std::fs::read_to_string(self.envelope_path(id)) {
-            Ok(text) => serde_yaml::from_str(&text)
+            Ok(text) => {
+                return serde_yaml::from_str(&text)
+                    .map(Some)
+                    .map_err(|e| bad(".env", e));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        // No .env: the envelope is the message file's header block, if it has one.
+        let bytes = match std::fs::read(self.message_path(id)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match split_embedded(&bytes).0 {
+            Some(yaml) => serde_yaml::from_slice(yaml)
                 .map(Some)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{id}.env: {e}"))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+                .map_err(|e| bad(".msg envelope", e)),
+            None => Ok(None),
         }
     }
 
     /// Removes a message: the envelope first, so a crash in between leaves only an
     /// orphan body, never a queued message without one.
     pub fn remove(&self, id: &str) -> io::Result<bool> {
-        let existed = match std::fs::remove_file(self.envelope_path(id)) {
+        let existed = match std::fs::remove_file(self.message_path(id)) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(e),
         };
-        let _ = std::fs::remove_file(self.message_path(id));
+        let _ = std::fs::remove_file(self.envelope_path(id));
         sync_dir(&self.queue)?;
         Ok(existed)
     }
@@ -317,28 +397,37 @@ impl Spool {
     /// (only the server does that; `queue list` only reads).
     pub fn load_all(&self, clean: bool) -> io::Result<Vec<Envelope>> {
         let mut envs = Vec::new();
-        let mut bodies = Vec::new();
+        let mut messages = std::collections::HashSet::new();
+        let mut states = std::collections::HashSet::new();
         for e in std::fs::read_dir(&self.queue)? {
             let path = e?.path();
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
             if let Some(id) = name.strip_suffix(".env") {
-                match self.read_envelope(id) {
-                    Ok(Some(env)) => envs.push(env),
-                    Ok(None) => {}
-                    Err(e) => tracing::error!(error = %e, "unreadable envelope left in the spool"),
-                }
+                states.insert(id.to_string());
             } else if let Some(id) = name.strip_suffix(".msg") {
-                bodies.push(id.to_string());
+                messages.insert(id.to_string());
+            }
+        }
+        for id in &messages {
+            match self.read_envelope(id) {
+                Ok(Some(env)) => envs.push(env),
+                Ok(None) => {
+                    // A large message whose envelope was never written: never acked.
+                    if clean {
+                        tracing::info!(id = %id, "removing an incomplete spool file (never acknowledged)");
+                        let _ = std::fs::remove_file(self.message_path(id));
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "unreadable envelope left in the spool"),
             }
         }
         if clean {
-            for id in bodies {
-                if !envs.iter().any(|e| e.id == id) {
-                    tracing::info!(id = %id, "removing an incomplete spool file (never acknowledged)");
-                    let _ = std::fs::remove_file(self.message_path(&id));
-                }
+            for id in states.difference(&messages) {
+                // Its message was removed (delivered or deleted) just before a crash.
+                tracing::info!(id = %id, "removing a leftover envelope");
+                let _ = std::fs::remove_file(self.envelope_path(id));
             }
         }
         envs.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
@@ -379,10 +468,11 @@ mod tests {
         w.write(b"hello\r\n").await.unwrap();
         let id = w.id().to_string();
         spool.commit(w, &env(&id)).await.unwrap();
-        assert_eq!(
-            std::fs::read(spool.message_path(&id)).unwrap(),
-            b"hello\r\n"
-        );
+        // A small message is one file: its envelope in front, then the message.
+        let file = std::fs::read(spool.message_path(&id)).unwrap();
+        assert!(file.starts_with(MAGIC));
+        assert_eq!(body_of(&file), b"hello\r\n");
+        assert!(!dir.path().join(format!("queue/{id}.env")).exists());
         let all = spool.load_all(true).unwrap();
         assert_eq!(all, vec![env(&id)]);
         let mut e = env(&id);
@@ -390,10 +480,50 @@ mod tests {
         e.rcpts[0].state = RcptState::Delivered;
         spool.write_envelope(&e).unwrap();
         assert_eq!(spool.read_envelope(&id).unwrap().unwrap().attempts, 3);
+        // The .env takes precedence over the embedded envelope.
+        assert_eq!(spool.load_all(false).unwrap()[0].attempts, 3);
         assert!(spool.remove(&id).unwrap());
         assert!(!spool.remove(&id).unwrap());
         assert!(spool.load_all(true).unwrap().is_empty());
         assert!(!spool.message_path(&id).exists());
+    }
+
+    #[tokio::test]
+    async fn large_messages_and_crash_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        // Over the inline size: streamed to tmp/, then .msg (no header) plus .env.
+        let mut w = spool.writer().await.unwrap();
+        let line = [b'x'; 998];
+        for _ in 0..100 {
+            w.write(&line).await.unwrap();
+            w.write(b"\r\n").await.unwrap();
+        }
+        let id = w.id().to_string();
+        spool.commit(w, &env(&id)).await.unwrap();
+        let file = std::fs::read(spool.message_path(&id)).unwrap();
+        assert_eq!(file.len(), 100_000);
+        assert_eq!(body_of(&file).len(), 100_000);
+        assert!(dir.path().join(format!("queue/{id}.env")).exists());
+        assert_eq!(spool.load_all(true).unwrap(), vec![env(&id)]);
+        // A crash between renaming a large message and writing its envelope: the
+        // lone body is removed at the next start, never delivered.
+        std::fs::remove_file(dir.path().join(format!("queue/{id}.env"))).unwrap();
+        assert!(spool.load_all(true).unwrap().is_empty());
+        assert!(!spool.message_path(&id).exists());
+        // A crash between removing a delivered message and its .env: the .env goes.
+        std::fs::write(dir.path().join("queue/ABC.env"), "x").unwrap();
+        assert!(spool.load_all(true).unwrap().is_empty());
+        assert!(!dir.path().join("queue/ABC.env").exists());
+        // Text that only looks like a header is message content.
+        assert_eq!(
+            body_of(b"POSTERN-ENVELOPE x\nhello"),
+            b"POSTERN-ENVELOPE x\nhello"
+        );
+        assert_eq!(
+            body_of(b"POSTERN-ENVELOPE 99\nshort"),
+            b"POSTERN-ENVELOPE 99\nshort"
+        );
     }
 
     #[tokio::test]
