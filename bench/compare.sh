@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Postern against Postfix, in one run, on this machine, over loopback.
 #
-#   bench/compare.sh            # full run (about 15 minutes on 2 cores)
+#   bench/compare.sh            # full run (about 8 minutes on 2 cores)
 #   bench/compare.sh --quick    # one round, smaller counts (about 4 minutes)
 #
 # Installs what it needs (postfix, its SASL tools, openssl), builds Postern in release,
@@ -22,10 +22,10 @@ ROOT=$PWD
 QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
 ROUNDS=3
-N_SMALL=20000   # 1 KB messages, many per connection
-N_CONN=4000     # one message per connection
-N_BIG=1500      # 100 KB messages
-N_LOGIN=6000    # STARTTLS + AUTH sessions
+N_SMALL=10000   # 1 KB messages, many per connection
+N_CONN=3000     # one message per connection
+N_BIG=1000      # 100 KB messages
+N_LOGIN=5000    # STARTTLS + AUTH sessions
 IDLE=5000       # idle TLS sessions held open
 if [ "$QUICK" = 1 ]; then
   ROUNDS=1; N_SMALL=6000; N_CONN=1500; N_BIG=500; N_LOGIN=2000; IDLE=2000
@@ -93,6 +93,8 @@ echo "== sink on 127.0.0.1:$SINK_PORT (STARTTLS + AUTH, discarding)"
   --cert server.pem --key postern.key --user relay --password-file relay.pw \
   --count-file sink.count > sink.log 2>&1 &
 PIDS+=($!)
+for _ in $(seq 1 50); do grep -q "sink listening" sink.log && break; sleep 0.1; done
+grep -q "sink listening" sink.log || { echo "the sink did not start:"; cat sink.log; exit 1; }
 
 echo "== Postfix $(postconf -d -h mail_version 2>/dev/null || echo) on 127.0.0.1:$POSTFIX_PORT"
 POSTFIX_DIR=$WORK/postfix
@@ -313,6 +315,22 @@ for r in $(seq 1 $ROUNDS); do
   record "direct-1k-many-p99" "$p99"
 done
 
+echo "== latency: one client, 1 KB, 100 per connection (direct to the sink, then through Postern passthrough)"
+lat() { # port user-args...
+  local port=$1; shift
+  "$BIN/postern-bench" load --target 127.0.0.1:$port --tls starttls --ca ca.pem "$@" \
+    --concurrency 1 --messages-per-connection 100 --total 3000 --size 1024 \
+    --from bench1@bench.example --json | sed 's/.*"message_p50_ms":\([0-9.]*\),"message_p99_ms":\([0-9.]*\).*/\1 \2/'
+}
+for r in $(seq 1 $ROUNDS); do
+  read -r p50 p99 <<< "$(lat $SINK_PORT --user relay --password-file relay.pw)"
+  record direct-lat-p50 "$p50"; record direct-lat-p99 "$p99"
+  start_postern pass
+  read -r p50 p99 <<< "$(lat $POSTERN_PORT --users-file users.txt)"
+  record pass-lat-p50 "$p50"; record pass-lat-p99 "$p99"
+  stop_postern
+done
+
 echo "== idle TLS sessions"
 idle_cost() { # pid port sessions -> KiB per session
   local pid=$1 port=$2 n=$3 before held
@@ -361,7 +379,9 @@ OUT=$ROOT/bench/results.md
   echo "| peak PSS, 1k-one (KiB) | $(m postfix-1k-one-peak) | $(m postern-queue-1k-one-peak) |"
   echo "| PSS per idle TLS session (KiB) | $(m postfix-idle-kib) (90 sessions, its default limit is 100) | $(m postern-idle-kib) ($IDLE sessions) |"
   echo
-  echo "Latency, 1k-many p99 per message: direct to the sink $(m direct-1k-many-p99) ms, through Postern passthrough $(m postern-pass-1k-many-p99) ms."
+  echo "Latency per message, one client (no queueing), 1 KB: direct to the sink p50 $(m direct-lat-p50) ms / p99 $(m direct-lat-p99) ms;"
+  echo "through Postern passthrough p50 $(m pass-lat-p50) ms / p99 $(m pass-lat-p99) ms: Postern adds $(awk -v a="$(m pass-lat-p99)" -v b="$(m direct-lat-p99)" 'BEGIN{printf "%.2f", a-b}') ms at p99."
+  echo "At 50 clients (saturated), 1k-many p99: direct $(m direct-1k-many-p99) ms, passthrough $(m postern-pass-1k-many-p99) ms."
 } > "$OUT"
 echo
 cat "$OUT"
