@@ -13,6 +13,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// How soon after a duplicate's first delivery a kill must have come. The gap between
+/// the smarthost's 250 and the spool removal is microseconds when idle, but with this
+/// test saturating both cores it was measured at over 200 ms.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(1);
+
 /// Sends messages with sequence numbers until the connection dies; records acks.
 async fn submit_until_killed(
     h_addr: std::net::SocketAddr,
@@ -148,15 +153,28 @@ async fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
         lost.is_empty(),
         "acknowledged but never delivered: {lost:?}"
     );
+    // Duplicates are rare, not merely explained.
+    assert!(
+        dups.len() * 200 <= acked.len().max(200),
+        "{} duplicates among {} messages",
+        dups.len(),
+        acked.len()
+    );
     for (seq, n) in &dups {
         assert_eq!(**n, 2, "message {seq} delivered {n} times");
         let t = first_arrival[*seq];
         let in_window = kills
             .iter()
-            .any(|k| *k >= t && k.duration_since(t) < Duration::from_millis(50));
+            .any(|k| *k >= t && k.duration_since(t) < DUPLICATE_WINDOW);
+        let next_kill = kills
+            .iter()
+            .filter(|k| **k >= t)
+            .map(|k| k.duration_since(t))
+            .min();
         assert!(
             in_window,
-            "message {seq} was duplicated although no kill came right after its delivery"
+            "message {seq} was duplicated although no kill came right after its delivery \
+             (next kill {next_kill:?} later)"
         );
     }
     assert!(phantom.is_empty());
