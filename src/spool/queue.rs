@@ -128,7 +128,9 @@ impl Queue {
         {
             deleted.insert(id.to_string());
         }
-        self.spool.remove(id)
+        // Never recycled: a delivery in flight may still be reading this file, and a
+        // reused file would hand it another message's content.
+        self.spool.discard(id)
     }
 
     /// The wait before attempt number `attempts + 1`, with ±10% jitter so that

@@ -411,11 +411,22 @@ impl Spool {
         }
     }
 
-    /// Removes a message: the envelope first, so a crash in between leaves only an
-    /// orphan body, never a queued message without one.
+    /// Removes a delivered (or bounced) message: the message file first, so a crash
+    /// in between leaves only a stray `.env`, removed at the next start. In a server's
+    /// spool the file is emptied and kept for reuse.
     pub fn remove(&self, id: &str) -> io::Result<bool> {
-        let keep =
-            self.recycle && self.free.lock().unwrap_or_else(|e| e.into_inner()).len() < MAX_FREE;
+        self.remove_inner(id, self.recycle)
+    }
+
+    /// Removes a message whose file someone may still be reading (an operator's
+    /// delete during a delivery): unlinked, never recycled, so an open reader keeps
+    /// seeing this message and only this message.
+    pub fn discard(&self, id: &str) -> io::Result<bool> {
+        self.remove_inner(id, false)
+    }
+
+    fn remove_inner(&self, id: &str, recycle: bool) -> io::Result<bool> {
+        let keep = recycle && self.free.lock().unwrap_or_else(|e| e.into_inner()).len() < MAX_FREE;
         let spare = self.free_dir.join(id);
         let gone = if keep {
             std::fs::rename(self.message_path(id), &spare)
@@ -570,6 +581,13 @@ mod tests {
         let file = std::fs::read(spool.message_path(&second)).unwrap();
         assert_eq!(body_of(&file), b"second\r\n");
         assert_eq!(spool.load_all(true).unwrap(), vec![env(&second)]);
+        // An operator's delete never recycles (a delivery may still be reading).
+        let mut w = spool.writer().await.unwrap();
+        w.write(b"third\r\n").await.unwrap();
+        let third = w.id().to_string();
+        spool.commit(w, &env(&third)).await.unwrap();
+        assert!(spool.discard(&third).unwrap());
+        assert_eq!(free(dir.path()), 0);
         // A spool opened for reading (queue tools) deletes outright.
         assert!(Spool::at(dir.path()).remove(&second).unwrap());
         assert_eq!(free(dir.path()), 0);
