@@ -441,26 +441,38 @@ fn user_disable(name: &str, path: Option<PathBuf>) -> ExitCode {
         eprintln!("postern: no user {name}");
         return ExitCode::from(1);
     }
+    if let Err(code) = write_disabled(&config, name, true) {
+        return code;
+    }
+    println!("disabled {name}");
+    tell_server_to_reload(&config);
+    ExitCode::SUCCESS
+}
+
+/// Sets (`disabled: true`) or clears a user's `disabled` in the users file: a text
+/// edit that keeps comments, else a rewrite of the parsed file; validated, atomic.
+fn write_disabled(config: &Config, name: &str, disabled: bool) -> Result<(), ExitCode> {
     let text = std::fs::read_to_string(&config.users_file).unwrap_or_default();
-    let new = config::edit::set_disabled(&text, name, true).or_else(|| {
+    let new = config::edit::set_disabled(&text, name, disabled).or_else(|| {
         rewrite_from_parsed(&text, |v| {
             if let Some(list) = v["users"].as_sequence_mut() {
                 for u in list.iter_mut().filter(|u| u["name"].as_str() == Some(name)) {
-                    u["disabled"] = serde_yaml::Value::Bool(true);
+                    if let Some(m) = u.as_mapping_mut() {
+                        if disabled {
+                            m.insert("disabled".into(), serde_yaml::Value::Bool(true));
+                        } else {
+                            m.remove("disabled");
+                        }
+                    }
                 }
             }
         })
     });
     let Some(new) = new else {
         eprintln!("postern: cannot edit {}", config.users_file.display());
-        return ExitCode::from(1);
+        return Err(ExitCode::from(1));
     };
-    if let Err(code) = replace_users_file(&config, &new) {
-        return code;
-    }
-    println!("disabled {name}");
-    tell_server_to_reload(&config);
-    ExitCode::SUCCESS
+    replace_users_file(config, &new)
 }
 
 fn user_list(path: Option<PathBuf>) -> ExitCode {
@@ -495,23 +507,7 @@ fn user_enable(name: &str, path: Option<PathBuf>) -> ExitCode {
     };
     let mut changed = false;
     if user.disabled {
-        let text = std::fs::read_to_string(&config.users_file).unwrap_or_default();
-        let new = config::edit::set_disabled(&text, name, false).or_else(|| {
-            rewrite_from_parsed(&text, |v| {
-                if let Some(list) = v["users"].as_sequence_mut() {
-                    for u in list.iter_mut().filter(|u| u["name"].as_str() == Some(name)) {
-                        if let Some(m) = u.as_mapping_mut() {
-                            m.remove("disabled");
-                        }
-                    }
-                }
-            })
-        });
-        let Some(new) = new else {
-            eprintln!("postern: cannot edit {}", config.users_file.display());
-            return ExitCode::from(1);
-        };
-        if let Err(code) = replace_users_file(&config, &new) {
+        if let Err(code) = write_disabled(&config, name, false) {
             return code;
         }
         println!("{name}: no longer disabled");

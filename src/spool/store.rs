@@ -320,9 +320,8 @@ impl Spool {
             let inline = file.is_none();
             let tmp_path = reused.clone().unwrap_or(tmp_path);
             let durable = (|| {
-                let mut file = match file {
-                    Some(f) => {
-                        let mut f = f;
+                let file = match file {
+                    Some(mut f) => {
                         f.write_all(&buf)?;
                         f
                     }
@@ -335,7 +334,6 @@ impl Spool {
                         f
                     }
                 };
-                file.flush()?;
                 file.sync_all()
             })();
             if let Err(e) = durable {
