@@ -1,13 +1,18 @@
 //! The header From and Sender must belong to the user too: a leaked password must not
 //! let anyone write `From: ceo@bank.example` under a permitted envelope sender.
 //!
-//! Headers are parsed with mail-parser. Every address in every `From:` and `Sender:`
-//! header must be allowed by the user's `senders`; a header that does not parse as
-//! addresses is refused. A message with no `From:` at all passes (there is nothing to
-//! forge, and RFC 6409 lets a submission server accept it).
+//! The check reads the fields of [`crate::proto::header`], the very bytes that are
+//! relayed, and their address lists with [`crate::proto::mailbox_list`], strictly:
+//! every address in every `From:` and `Sender:` field must be one valid addr-spec
+//! allowed by the user's `senders`, in the same wire form the envelope rules see. A
+//! value that is not a valid list is refused, never passed. A message with no
+//! `From:` at all passes (there is nothing to forge, and RFC 6409 lets a submission
+//! server accept it).
 
 use super::senders::{SenderRule, sender_allowed};
-use mail_parser::{HeaderName, HeaderValue, MessageParser};
+use crate::proto::header::Field;
+pub use crate::proto::header::header_end;
+use crate::proto::mailbox_list::{parse_address_list, parse_single_mailbox};
 use std::fmt;
 
 /// Why the headers are refused.
@@ -20,8 +25,6 @@ pub enum HeaderFromError {
     Unparseable {
         header: &'static str,
     },
-    /// No end of the header section within [`MAX_HEADER_SECTION`] bytes.
-    TooLarge,
 }
 
 /// Most bytes of header section held back for the check.
@@ -36,49 +39,28 @@ impl fmt::Display for HeaderFromError {
             HeaderFromError::Unparseable { header } => {
                 write!(f, "{header} header is not a valid address list")
             }
-            HeaderFromError::TooLarge => {
-                write!(f, "header section larger than {MAX_HEADER_SECTION} bytes")
-            }
         }
     }
 }
 
-/// Where the header section ends (just after its blank line), if it has ended.
-pub fn header_end(content: &[u8]) -> Option<usize> {
-    if content.starts_with(b"\r\n") {
-        return Some(2);
-    }
-    content
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-}
-
-/// Checks `From:` and `Sender:` in a header section against the user's rules.
-pub fn check_header_senders(head: &[u8], rules: &[SenderRule]) -> Result<(), HeaderFromError> {
-    let Some(message) = MessageParser::default().parse_headers(head) else {
-        return Ok(());
-    };
-    for (name, label) in [(HeaderName::From, "From"), (HeaderName::Sender, "Sender")] {
-        for value in message.header_values(name) {
-            let HeaderValue::Address(list) = value else {
-                return Err(HeaderFromError::Unparseable { header: label });
-            };
-            let mut any = false;
-            for addr in list.iter() {
-                any = true;
-                let Some(address) = addr.address() else {
-                    return Err(HeaderFromError::Unparseable { header: label });
-                };
-                if !sender_allowed(rules, address) {
-                    return Err(HeaderFromError::NotAllowed {
-                        header: label,
-                        address: address.to_string(),
-                    });
-                }
-            }
-            if !any {
-                return Err(HeaderFromError::Unparseable { header: label });
+/// Checks every `From:` and `Sender:` field against the user's rules.
+pub fn check_header_senders(
+    fields: &[Field<'_>],
+    rules: &[SenderRule],
+) -> Result<(), HeaderFromError> {
+    for field in fields {
+        let (header, mailboxes) = if field.is("From") {
+            ("From", parse_address_list(field.value))
+        } else if field.is("Sender") {
+            ("Sender", parse_single_mailbox(field.value).map(|m| vec![m]))
+        } else {
+            continue;
+        };
+        let mailboxes = mailboxes.map_err(|_| HeaderFromError::Unparseable { header })?;
+        for m in mailboxes {
+            let address = m.wire();
+            if !sender_allowed(rules, &address) {
+                return Err(HeaderFromError::NotAllowed { header, address });
             }
         }
     }
@@ -97,7 +79,9 @@ mod tests {
     }
 
     fn check(head: &str) -> Result<(), HeaderFromError> {
-        check_header_senders(head.as_bytes(), &rules())
+        let head = head.strip_suffix("\r\n").unwrap_or(head);
+        let fields = crate::proto::header::fields(head.as_bytes()).expect("a readable header");
+        check_header_senders(&fields, &rules())
     }
 
     #[test]
@@ -173,12 +157,5 @@ mod tests {
             check("From: Just A Name\r\n\r\n"),
             Err(HeaderFromError::Unparseable { header: "From" })
         );
-    }
-
-    #[test]
-    fn header_end_positions() {
-        assert_eq!(header_end(b"\r\nbody"), Some(2));
-        assert_eq!(header_end(b"A: b\r\n\r\nbody"), Some(8));
-        assert_eq!(header_end(b"A: b\r\nC: d\r\n"), None);
     }
 }

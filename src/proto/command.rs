@@ -1,5 +1,6 @@
 //! Command parsing: smtp-proto does the grammar; this maps its errors to replies.
 
+use super::address::parse_path;
 use super::reply::{Esc, Reply};
 pub use smtp_proto::{MailFrom, RcptTo, Request};
 
@@ -8,11 +9,72 @@ pub type Command = Request<String>;
 
 /// Parses one complete command line (CRLF included, already checked by
 /// [`super::line::next_line`]). Errors come back as the reply to send.
+///
+/// The path of MAIL and RCPT is read by [`super::address`], never by smtp-proto
+/// (which unquotes it and loses where the quotes were): the command's `address` is
+/// the canonical wire form, and smtp-proto only parses the parameters after it.
 pub fn parse_command(line: &[u8]) -> Result<Command, Reply> {
+    if let Some((mail, after)) = envelope_command(line) {
+        return parse_envelope(mail, after);
+    }
     let mut it = line.iter();
-    Request::parse(&mut it)
+    let command = Request::parse(&mut it)
         .map(Request::into_owned)
-        .map_err(error_reply)
+        .map_err(error_reply)?;
+    if matches!(command, Request::Mail { .. } | Request::Rcpt { .. }) {
+        // A spelling smtp-proto takes but the strict path reader was not given.
+        return Err(Reply::new(
+            501,
+            Esc(5, 5, 4),
+            "Syntax: MAIL FROM:<address> or RCPT TO:<address>",
+        ));
+    }
+    Ok(command)
+}
+
+/// `MAIL FROM:` (true) or `RCPT TO:` (false), and what follows the colon up to CRLF.
+fn envelope_command(line: &[u8]) -> Option<(bool, &[u8])> {
+    let body = line.strip_suffix(b"\r\n").unwrap_or(line);
+    for (prefix, mail) in [(&b"MAIL FROM:"[..], true), (&b"RCPT TO:"[..], false)] {
+        if body.len() >= prefix.len() && body[..prefix.len()].eq_ignore_ascii_case(prefix) {
+            return Some((mail, &body[prefix.len()..]));
+        }
+    }
+    None
+}
+
+/// MAIL or RCPT: the path by the strict reader, the parameters by smtp-proto.
+fn parse_envelope(mail: bool, after: &[u8]) -> Result<Command, Reply> {
+    let (path, params) = parse_path(after).map_err(|e| {
+        if mail {
+            Reply::new(501, Esc(5, 1, 7), format!("Bad sender address syntax: {e}"))
+        } else {
+            Reply::new(
+                501,
+                Esc(5, 1, 3),
+                format!("Bad recipient address syntax: {e}"),
+            )
+        }
+    })?;
+    let verb: &[u8] = if mail {
+        b"MAIL FROM:<a@a>"
+    } else {
+        b"RCPT TO:<a@a>"
+    };
+    let mut synthetic = Vec::with_capacity(verb.len() + params.len() + 2);
+    synthetic.extend_from_slice(verb);
+    synthetic.extend_from_slice(params);
+    synthetic.extend_from_slice(b"\r\n");
+    let mut it = synthetic.iter();
+    let mut command = Request::parse(&mut it)
+        .map(Request::into_owned)
+        .map_err(error_reply)?;
+    match &mut command {
+        Request::Mail { from } => from.address = path.wire(),
+        Request::Rcpt { to } => to.address = path.wire(),
+        _ => unreachable!("the synthetic line is MAIL or RCPT"),
+    }
+    Ok(command)
 }
 
 /// The reply for each of smtp-proto's parse errors.

@@ -2,12 +2,17 @@
 //!
 //! Everything here works on byte slices so it can be table-tested and fuzzed:
 //! line framing ([`line`](mod@line)), command parsing ([`command`], on top of smtp-proto),
+//! envelope addresses as they go on the wire ([`address`]), the header section of a
+//! message ([`header`]) and its address lists ([`mailbox_list`]),
 //! replies ([`reply`]), the DATA receiver ([`data`]), SASL decoding ([`sasl`]),
 //! dot-stuffing for the upstream side ([`stuff`]) and the `Received:` header ([`received`]).
 
+pub mod address;
 pub mod command;
 pub mod data;
+pub mod header;
 pub mod line;
+pub mod mailbox_list;
 pub mod received;
 pub mod reply;
 pub mod sasl;

@@ -8,12 +8,9 @@
 //! is dropped without the end-of-data marker, so the smarthost discards the partial
 //! message, or the spool file is deleted: nothing Postern refused is ever delivered.
 
+use super::gate::{Fixups, HeaderGate, Refusal};
 use super::mail::{relay_reply, upstream_lost};
 use super::{Flow, Session, Transaction};
-use crate::policy::header_from::{
-    HeaderFromError, MAX_HEADER_SECTION, check_header_senders, header_end,
-};
-use crate::policy::senders::SenderRule;
 use crate::proto::data::{DataError, DataReceiver, Feed};
 use crate::proto::received::{Trace, received_header};
 use crate::proto::reply::{Esc, Reply};
@@ -28,54 +25,6 @@ use tracing::{error, info, warn};
 
 /// Bytes gathered before a write to the smarthost.
 const UPSTREAM_CHUNK: usize = 64 * 1024;
-
-/// The header gate: content is held back until the header section has passed the
-/// From/Sender check, then released into `ready` (unstuffed).
-struct HeaderGate {
-    /// The user's sender rules while the check is pending; `None` once done (or for
-    /// a user with `allow_any_header_from`).
-    rules: Option<Vec<SenderRule>>,
-    head: Vec<u8>,
-    ready: Vec<u8>,
-    refused: Option<HeaderFromError>,
-}
-
-impl HeaderGate {
-    fn new(received: &str, rules: Option<Vec<SenderRule>>) -> HeaderGate {
-        HeaderGate {
-            rules,
-            head: Vec::new(),
-            ready: received.as_bytes().to_vec(),
-            refused: None,
-        }
-    }
-
-    /// Takes the next content lines; `done` after the last.
-    fn push(&mut self, content: &[u8], done: bool) {
-        if self.refused.is_some() {
-            return;
-        }
-        let Some(rules) = &self.rules else {
-            self.ready.extend_from_slice(content);
-            return;
-        };
-        self.head.extend_from_slice(content);
-        let Some(end) = header_end(&self.head).or(done.then_some(self.head.len())) else {
-            if self.head.len() > MAX_HEADER_SECTION {
-                self.refused = Some(HeaderFromError::TooLarge);
-                self.head = Vec::new();
-            }
-            return;
-        };
-        if let Err(e) = check_header_senders(&self.head[..end], rules) {
-            self.refused = Some(e);
-            self.head = Vec::new();
-            return;
-        }
-        self.rules = None;
-        self.ready.append(&mut self.head);
-    }
-}
 
 /// Where accepted content goes.
 enum Target {
@@ -151,7 +100,8 @@ impl Session {
             .as_ref()
             .filter(|u| !u.allow_any_header_from)
             .map(|u| u.senders.clone());
-        let mut gate = HeaderGate::new(&self.trace_header(&queue_id), rules);
+        let mut gate =
+            HeaderGate::new(&self.trace_header(&queue_id), rules, self.fixups(&queue_id));
         let timeouts = self.ctx.config.timeouts.clone();
         let mut rx = DataReceiver::new(self.ctx.config.limits.max_message_size as usize);
         let mut content = Vec::with_capacity(UPSTREAM_CHUNK);
@@ -228,15 +178,27 @@ impl Session {
             return self.refuse(io, reply);
         }
         if let Some(e) = gate.refused {
-            warn!(sender = %txn.from, rcpts = txn.rcpts.len(), error = %e, "message refused: header sender not allowed");
-            self.message_metric("rejected", "header_from");
-            let reply = match e {
-                HeaderFromError::TooLarge => {
-                    Reply::new(554, Esc(5, 6, 0), format!("Message refused: {e}"))
-                }
-                e => Reply::new(550, Esc(5, 7, 1), format!("Message refused: {e}")),
+            let (reason, what, reply) = match &e {
+                Refusal::Sender(_) => (
+                    "header_from",
+                    "header sender not allowed",
+                    Reply::new(550, Esc(5, 7, 1), format!("Message refused: {e}")),
+                ),
+                Refusal::Malformed(_) | Refusal::TooLarge => (
+                    "header",
+                    "header section unreadable",
+                    Reply::new(554, Esc(5, 6, 0), format!("Message refused: {e}")),
+                ),
             };
+            warn!(sender = %txn.from, rcpts = txn.rcpts.len(), error = %e, "message refused: {what}");
+            self.message_metric("rejected", reason);
             return self.refuse(io, reply);
+        }
+        if gate.bcc_removed > 0 {
+            info!(
+                fields = gate.bcc_removed,
+                "Bcc header removed before relaying"
+            );
         }
         match target {
             Target::Relay { conn, .. } => {
@@ -428,6 +390,19 @@ impl Session {
             .increment(1);
         if let (true, Some(u)) = (self.ctx.config.metrics.per_user, &self.user) {
             metrics::counter!("postern_user_messages_total", "user" => u.name.clone(), "result" => result).increment(1);
+        }
+    }
+
+    /// The `Date:` and `Message-ID:` a message gets when it has none.
+    fn fixups(&self, queue_id: &str) -> Fixups {
+        let now = unix_now() as i64;
+        let mut nonce = [0u8; 8];
+        // A failing system RNG leaves the nonce zero; the id stays unique by queue id.
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+        let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        Fixups {
+            date: mail_parser::DateTime::from_timestamp(now).to_rfc822(),
+            message_id: format!("<{queue_id}.{nonce}@{}>", self.ctx.config.hostname),
         }
     }
 

@@ -1,6 +1,7 @@
 //! MAIL and RCPT: local policy first, then the smarthost's own verdict.
 
 use super::{Flow, Session, Transaction};
+use crate::config::User;
 use crate::policy::rates::{Exceeded, Reservation, human};
 use crate::policy::senders::sender_allowed;
 use crate::proto::command::{MailFrom, RcptTo};
@@ -8,6 +9,7 @@ use crate::proto::reply::{Esc, Reply};
 use crate::session::io::SmtpStream;
 use crate::upstream::{Upstream, UpstreamError};
 use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_SMTPUTF8};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
@@ -73,6 +75,29 @@ impl Session {
         }
     }
 
+    /// The session's user as the users store and the brake see it now: a user
+    /// disabled, removed or suspended since AUTH loses the login here, and a changed
+    /// one (new senders, new limits) applies from this transaction on.
+    fn current_user(&mut self) -> Result<Arc<User>, Reply> {
+        let name = self
+            .user
+            .as_ref()
+            .map(|u| u.name.clone())
+            .unwrap_or_default();
+        let why = match self.ctx.auth.users().get(&name) {
+            None => "removed",
+            Some(u) if u.disabled => "disabled",
+            Some(_) if self.ctx.brake.suspended(&name).is_some() => "suspended",
+            Some(u) => {
+                self.user = Some(u.clone());
+                return Ok(u.clone());
+            }
+        };
+        warn!(user = %name, state = why, "login withdrawn: the user was {why} after AUTH");
+        self.user = None;
+        Err(Reply::new(530, Esc(5, 7, 0), "Authentication required"))
+    }
+
     pub(super) async fn mail<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut SmtpStream<S>,
@@ -81,8 +106,13 @@ impl Session {
         if let Some(reply) = self.mail_precheck() {
             return self.refuse(io, reply);
         }
-        let user = self.user.clone().expect("checked above");
-        if from.address.is_empty() || !sender_allowed(&user.senders, &from.address) {
+        let user = match self.current_user() {
+            Ok(u) => u,
+            Err(reply) => return self.refuse(io, reply),
+        };
+        // The null sender (read receipts, auto-replies) names no one to check; the
+        // header From still is.
+        if !from.address.is_empty() && !sender_allowed(&user.senders, &from.address) {
             warn!(user = %user.name, sender = ?from.address, "sender not allowed for this user");
             return self.refuse(
                 io,

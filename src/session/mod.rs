@@ -8,6 +8,7 @@
 mod auth;
 mod data;
 mod ehlo;
+mod gate;
 pub mod io;
 mod mail;
 

@@ -1,0 +1,250 @@
+//! The header gate: message content is held back until its header section has been
+//! read, checked and fixed, then released for relaying.
+//!
+//! The checks and the fixes work on the same parsed fields, and the bytes released
+//! are those fields (less `Bcc:`, plus `Date:` and `Message-ID:` when missing) after
+//! the `Received:` header: what was checked is exactly what is relayed.
+
+use crate::policy::header_from::{HeaderFromError, MAX_HEADER_SECTION, check_header_senders};
+use crate::policy::senders::SenderRule;
+use crate::proto::header::{Additions, HeaderDefect, fields, header_end, submission_fixups};
+use std::fmt;
+
+/// Why the gate refused the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `From:` or `Sender:` not allowed for the user, or not a valid address list.
+    Sender(HeaderFromError),
+    /// The header section cannot be read.
+    Malformed(HeaderDefect),
+    /// No end of the header section within [`MAX_HEADER_SECTION`] bytes.
+    TooLarge,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Sender(e) => e.fmt(f),
+            Refusal::Malformed(d) => write!(f, "malformed header section: {d}"),
+            Refusal::TooLarge => write!(f, "header section larger than {MAX_HEADER_SECTION} bytes"),
+        }
+    }
+}
+
+/// What the gate adds to a message that lacks it.
+pub struct Fixups {
+    pub date: String,
+    pub message_id: String,
+}
+
+pub struct HeaderGate {
+    /// The user's sender rules; `None` for a user with `allow_any_header_from`.
+    rules: Option<Vec<SenderRule>>,
+    fixups: Fixups,
+    /// The header section has been released; content now passes straight through.
+    released: bool,
+    head: Vec<u8>,
+    /// Content ready to be written out.
+    pub ready: Vec<u8>,
+    pub refused: Option<Refusal>,
+    /// `Bcc:` fields removed.
+    pub bcc_removed: usize,
+}
+
+impl HeaderGate {
+    pub fn new(received: &str, rules: Option<Vec<SenderRule>>, fixups: Fixups) -> HeaderGate {
+        HeaderGate {
+            rules,
+            fixups,
+            released: false,
+            head: Vec::new(),
+            ready: received.as_bytes().to_vec(),
+            refused: None,
+            bcc_removed: 0,
+        }
+    }
+
+    /// Takes the next content lines; `done` after the last.
+    pub fn push(&mut self, content: &[u8], done: bool) {
+        if self.refused.is_some() {
+            return;
+        }
+        if self.released {
+            self.ready.extend_from_slice(content);
+            return;
+        }
+        self.head.extend_from_slice(content);
+        if body_only(&self.head, done) {
+            // No header section at all (a script that sends just text): the fixups
+            // and a blank line go first, so every byte of it stays body downstream.
+            let (section, _) = submission_fixups(&[], &self.additions());
+            self.ready.extend_from_slice(&section);
+            self.ready.extend_from_slice(b"\r\n");
+            self.ready.append(&mut self.head);
+            self.released = true;
+            return;
+        }
+        let fields_end = match header_end(&self.head) {
+            Some(end) => end - 2,
+            None if done => self.head.len(),
+            None => {
+                if self.head.len() > MAX_HEADER_SECTION {
+                    self.refuse(Refusal::TooLarge);
+                }
+                return;
+            }
+        };
+        match self.release(fields_end) {
+            Ok(()) => {
+                self.released = true;
+                self.head = Vec::new();
+            }
+            Err(r) => self.refuse(r),
+        }
+    }
+
+    /// Checks and fixes the header section `head[..fields_end]`, then releases it,
+    /// its blank line and whatever body followed.
+    fn release(&mut self, fields_end: usize) -> Result<(), Refusal> {
+        let parsed = fields(&self.head[..fields_end]).map_err(Refusal::Malformed)?;
+        if let Some(rules) = &self.rules {
+            check_header_senders(&parsed, rules).map_err(Refusal::Sender)?;
+        }
+        let (section, removed) = submission_fixups(&parsed, &self.additions());
+        self.bcc_removed = removed;
+        self.ready.extend_from_slice(&section);
+        self.ready.extend_from_slice(&self.head[fields_end..]);
+        Ok(())
+    }
+
+    fn additions(&self) -> Additions<'_> {
+        Additions {
+            date: &self.fixups.date,
+            message_id: &self.fixups.message_id,
+        }
+    }
+
+    fn refuse(&mut self, r: Refusal) {
+        self.refused = Some(r);
+        self.head = Vec::new();
+        self.ready.clear();
+    }
+}
+
+/// Whether the content starts with a line that is neither a header field nor a
+/// continuation (nor the blank line of an empty header section): then it has no
+/// header section, and all of it is body, as Postfix reads it. Known once the first
+/// line is complete.
+fn body_only(head: &[u8], done: bool) -> bool {
+    let Some(end) = head.windows(2).position(|w| w == b"\r\n") else {
+        return done && !head.is_empty() && first_line_not_a_field(head);
+    };
+    end > 0 && first_line_not_a_field(&head[..end + 2])
+}
+
+fn first_line_not_a_field(line: &[u8]) -> bool {
+    matches!(
+        fields(line),
+        Err(HeaderDefect::NotAField(1) | HeaderDefect::BadName(1))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(rules: Option<&[&str]>) -> HeaderGate {
+        let rules = rules.map(|r| r.iter().map(|s| SenderRule::parse(s).unwrap()).collect());
+        let fixups = Fixups {
+            date: "Wed, 2 Dec 2026 05:00:00 +0000".into(),
+            message_id: "<id@h.example>".into(),
+        };
+        HeaderGate::new("Received: x\r\n", rules, fixups)
+    }
+
+    /// Feeds `chunks`, the last one with `done`.
+    fn run(g: &mut HeaderGate, chunks: &[&str]) -> String {
+        let mut out = Vec::new();
+        for (i, c) in chunks.iter().enumerate() {
+            g.push(c.as_bytes(), i + 1 == chunks.len());
+            out.append(&mut g.ready);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn releases_the_fixed_header_then_the_body() {
+        let mut g = gate(Some(&["@site1.example"]));
+        let out = run(
+            &mut g,
+            &[
+                "From: a@site1.example\r\nBcc: b@x.example\r\n",
+                "Subject: s\r\n\r\nbody\r\n",
+                "more\r\n",
+            ],
+        );
+        assert_eq!(g.refused, None);
+        assert_eq!(g.bcc_removed, 1);
+        assert_eq!(
+            out,
+            "Received: x\r\nFrom: a@site1.example\r\nSubject: s\r\nDate: Wed, 2 Dec 2026 05:00:00 +0000\r\nMessage-ID: <id@h.example>\r\n\r\nbody\r\nmore\r\n"
+        );
+        // No blank line at all: the whole message is header.
+        let mut g = gate(None);
+        assert_eq!(
+            run(&mut g, &["Subject: s\r\nDate: d\r\nMessage-ID: <m@x>\r\n"]),
+            "Received: x\r\nSubject: s\r\nDate: d\r\nMessage-ID: <m@x>\r\n"
+        );
+        // Body only: a first line that is no field makes it all body, behind a
+        // blank line, whatever it says further down.
+        let mut g = gate(Some(&["@site1.example"]));
+        assert_eq!(
+            run(
+                &mut g,
+                &["hello\r\nFrom: ceo@bank.example\r\n", "\r\nx\r\n"]
+            ),
+            "Received: x\r\nDate: Wed, 2 Dec 2026 05:00:00 +0000\r\nMessage-ID: <id@h.example>\r\n\r\nhello\r\nFrom: ceo@bank.example\r\n\r\nx\r\n"
+        );
+        let mut g = gate(Some(&["@site1.example"]));
+        assert!(
+            run(&mut g, &["Dear John, see: this\r\n"])
+                .ends_with("\r\n\r\nDear John, see: this\r\n")
+        );
+        // No header at all.
+        let mut g = gate(Some(&["@site1.example"]));
+        assert!(
+            run(&mut g, &["\r\nbody\r\n"]).ends_with("Message-ID: <id@h.example>\r\n\r\nbody\r\n")
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let refused = |rules: Option<&[&str]>, msg: &str| {
+            let mut g = gate(rules);
+            let out = run(&mut g, &[msg]);
+            assert!(g.refused.is_some(), "{msg:?} passed as {out:?}");
+            assert!(g.ready.is_empty());
+        };
+        let site1: Option<&[&str]> = Some(&["@site1.example"]);
+        // Finding 2: a whitespace-only first line hides the header from a lenient reader.
+        refused(site1, " \r\nFrom: ceo@bank.example\r\n\r\nx\r\n");
+        refused(None, " \r\nFrom: ceo@bank.example\r\n\r\nx\r\n");
+        refused(site1, "\t\r\nFrom: ceo@bank.example\r\n\r\nx\r\n");
+        refused(
+            site1,
+            "Subject: x\r\nbroken line\r\nFrom: ceo@bank.example\r\n\r\n",
+        );
+        // Finding 3: malformed lists.
+        refused(site1, "From: <ceo@bank.example> <a@site1.example>\r\n\r\n");
+        refused(site1, "From: ceo@bank.example a@site1.example\r\n\r\n");
+        refused(site1, "From : ceo@bank.example\r\n\r\n");
+        refused(site1, "FROM:ceo@bank.example\r\n\r\n");
+        refused(
+            site1,
+            "From: a@site1.example\r\nSender: a@site1.example, b@site1.example\r\n\r\n",
+        );
+        let mut g = gate(site1);
+        g.push(&vec![b'X'; MAX_HEADER_SECTION + 10], false);
+        assert_eq!(g.refused, Some(Refusal::TooLarge));
+    }
+}

@@ -1,0 +1,268 @@
+//! What a submission server owes: envelope addresses checked and sent in exactly one
+//! wire form (issue 11, finding 1), the header section checked as it is relayed
+//! (findings 2 and 3), the null sender, Bcc removal, Date and Message-ID (RFC 6409),
+//! and a login that ends when its user is disabled (finding 7).
+
+mod common;
+
+use common::{Harness, Setup, users_yaml, write};
+use std::time::Duration;
+
+const W: Duration = Duration::from_secs(10);
+
+fn esc(r: &postern::proto::reply::Reply) -> String {
+    r.esc.map(|e| e.to_string()).unwrap_or_default()
+}
+
+const CLEAN: &str = "From: a@alice.example\r\nSubject: s\r\n\r\nbody\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quoted_addresses_reach_the_smarthost_as_checked_passthrough() {
+    quoted_addresses(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quoted_addresses_reach_the_smarthost_as_checked_queue() {
+    quoted_addresses(true).await;
+}
+
+/// A quoted local part full of `>`, `@` and parameters is one odd mailbox at the
+/// domain after its quotes: it is checked as that, and goes upstream quoted again, so
+/// nothing is injected into MAIL or RCPT.
+async fn quoted_addresses(queue: bool) {
+    let h = Harness::start(Setup {
+        queue,
+        ..Setup::default()
+    })
+    .await;
+    let mut c = h.session("alice", "alice-password").await;
+    // The bypass of finding 1: it must not pass as a bank.example sender.
+    for forged in [
+        "<\"ceo@bank.example> AUTH=\"@bank.example>",
+        "<\"a@alice.example\"@bank.example>",
+        "<\"ceo@bank.example>\"@alice.example.evil>",
+        "<@alice.example:ceo@bank.example>",
+    ] {
+        let r = c.cmd(&format!("MAIL FROM:{forged}")).await;
+        assert_eq!((r.code, esc(&r)), (550, "5.7.1".into()), "{forged}");
+    }
+    let sender = "\"ceo@bank.example> AUTH=\"@alice.example";
+    let notify = "\"x> NOTIFY=SUCCESS ORCPT=rfc822;victim@evil.example\"@example.org";
+    let spaced = "\"john smith\"@example.org";
+    let r = c.send_mail(sender, &[notify, spaced], CLEAN).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let got = h.sink.wait_for(1, W).await;
+    assert_eq!(got[0].from, sender);
+    assert_eq!(got[0].rcpts, vec![notify.to_string(), spaced.to_string()]);
+    // Needless quotes go; case and plain forms are kept.
+    c.expect("MAIL FROM:<\"Alerts\"@Alice.Example> SIZE=100", 250)
+        .await;
+    c.expect("RCPT TO:<\"b\"@example.org>", 250).await;
+    c.expect("RSET", 250).await;
+    // Control characters: refused with the code of the side they are on.
+    for (line, want) in [
+        ("MAIL FROM:<\"a\u{1}b\"@alice.example>", "5.1.7"),
+        ("MAIL FROM:<a\u{1b}[31m@alice.example>", "5.1.7"),
+        ("MAIL FROM:<a@alice.example> X=\u{7f}", "5.1.7"),
+    ] {
+        let r = c.cmd(line).await;
+        assert_eq!((r.code, esc(&r)), (501, want.into()), "{line:?}");
+    }
+    c.expect("MAIL FROM:<a@alice.example>", 250).await;
+    for line in [
+        "RCPT TO:<\"x\u{7}\"@example.org>",
+        "RCPT TO:<x@exam\u{1}ple.org>",
+        "RCPT TO:<\"unterminated@example.org>",
+        "RCPT TO:<a@b@example.org>",
+        "RCPT TO:<postmaster>",
+    ] {
+        let r = c.cmd(line).await;
+        assert_eq!((r.code, esc(&r)), (501, "5.1.3".into()), "{line:?}");
+    }
+    assert_eq!(h.sink.messages().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_section_is_checked_as_it_is_relayed() {
+    let h = Harness::start(Setup::default()).await;
+    let mut c = h.session("alice", "alice-password").await;
+    // Finding 2: a header section a reader cannot read is refused, not passed.
+    for head in [
+        " \r\nFrom: ceo@bank.example\r\n",
+        "\t\r\nFrom: ceo@bank.example\r\n",
+        "  \t \r\nFrom: ceo@bank.example\r\nSubject: x\r\n",
+        "Subject: x\r\nnot a field\r\nFrom: ceo@bank.example\r\n",
+    ] {
+        let r = c
+            .send_mail(
+                "a@alice.example",
+                &["b@example.org"],
+                &format!("{head}\r\nbody\r\n"),
+            )
+            .await;
+        assert_eq!((r.code, esc(&r)), (554, "5.6.0".into()), "{head:?}");
+        c.expect("RSET", 250).await;
+    }
+    // Finding 3: every checked address is one addr-spec, and every field is checked.
+    for head in [
+        "From: <ceo@bank.example> <a@alice.example>\r\n",
+        "From: ceo@bank.example a@alice.example\r\n",
+        "From: ceo@bank.example (a@alice.example)\r\n",
+        "From : ceo@bank.example\r\n",
+        "FROM:ceo@bank.example\r\n",
+        "From: a@alice.example\r\nfrom: ceo@bank.example\r\n",
+        "From: a@alice.example\r\nSender: <ceo@bank.example>, a@alice.example\r\n",
+        "From: a@alice.example,\r\n ceo@bank.example\r\n",
+        "From: \"a@alice.example\" <ceo@bank.example>\r\n",
+        "From: a@alice.example\r\nSender: x@alice.example.evil\r\n",
+    ] {
+        let r = c
+            .send_mail(
+                "a@alice.example",
+                &["b@example.org"],
+                &format!("{head}\r\nbody\r\n"),
+            )
+            .await;
+        assert_eq!((r.code, esc(&r)), (550, "5.7.1".into()), "{head:?}");
+        c.expect("RSET", 250).await;
+    }
+    assert!(h.wait_log("malformed header section", W).await);
+    assert!(h.sink.messages().is_empty(), "{:?}", h.sink.messages());
+    // A body-only message stays body: a From: line in it never becomes a header.
+    let r = c
+        .send_mail(
+            "a@alice.example",
+            &["b@example.org"],
+            "hello\r\nFrom: ceo@bank.example\r\n",
+        )
+        .await;
+    assert_eq!(r.code, 250);
+    let got = h.sink.wait_for(1, W).await;
+    let text = String::from_utf8_lossy(&got[0].content).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header section");
+    assert!(!head.contains("bank.example"), "{text}");
+    assert_eq!(body, "hello\r\nFrom: ceo@bank.example\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_sender_is_accepted_and_header_from_still_checked() {
+    let h = Harness::start(Setup::default()).await;
+    let mut c = h.session("alice", "alice-password").await;
+    let receipt = "From: a@alice.example\r\nSubject: Read: hello\r\nContent-Type: multipart/report; report-type=disposition-notification; boundary=x\r\n\r\n--x--\r\n";
+    let r = c.send_mail("", &["b@example.org"], receipt).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let got = h.sink.wait_for(1, W).await;
+    assert_eq!(got[0].from, "");
+    let r = c
+        .send_mail(
+            "",
+            &["b@example.org"],
+            "From: ceo@bank.example\r\n\r\nx\r\n",
+        )
+        .await;
+    assert_eq!((r.code, esc(&r)), (550, "5.7.1".into()));
+    assert_eq!(h.sink.messages().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bcc_is_removed_and_date_and_message_id_added() {
+    for queue in [false, true] {
+        let h = Harness::start(Setup {
+            queue,
+            ..Setup::default()
+        })
+        .await;
+        let mut c = h.session("alice", "alice-password").await;
+        let msg = "From: a@alice.example\r\nTo: b@example.org\r\nBcc: hidden@example.org,\r\n other@example.org\r\nSubject: printer scan\r\nBCC: third@example.org\r\n\r\nBcc: this line is body\r\n";
+        let r = c
+            .send_mail(
+                "a@alice.example",
+                &["b@example.org", "hidden@example.org"],
+                msg,
+            )
+            .await;
+        assert_eq!(r.code, 250, "{r:?}");
+        let got = h.sink.wait_for(1, W).await;
+        assert_eq!(got[0].rcpts.len(), 2, "Bcc recipients still get it");
+        let text = String::from_utf8_lossy(&got[0].content).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(!head.to_ascii_lowercase().contains("bcc"), "{head}");
+        assert!(
+            !head.contains("hidden@") && !head.contains("other@"),
+            "{head}"
+        );
+        assert_eq!(body, "Bcc: this line is body\r\n");
+        assert_eq!(head.matches("\r\nDate: ").count(), 1, "{head}");
+        let id = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .expect("a Message-ID");
+        assert!(
+            id.starts_with('<') && id.ends_with('>') && id.contains('@'),
+            "{id}"
+        );
+        let date = head.lines().find_map(|l| l.strip_prefix("Date: ")).unwrap();
+        assert!(
+            mail_parser::MessageParser::default()
+                .parse(format!("Date: {date}\r\n\r\n").as_bytes())
+                .and_then(|m| m.date().cloned())
+                .is_some(),
+            "{date}"
+        );
+        // A message that has both keeps its own, once.
+        let own = "From: a@alice.example\r\ndate: Tue, 1 Dec 2026 10:00:00 +0100\r\nMessage-Id: <own@alice.example>\r\n\r\nx\r\n";
+        assert_eq!(
+            c.send_mail("a@alice.example", &["b@example.org"], own)
+                .await
+                .code,
+            250
+        );
+        let got = h.sink.wait_for(2, W).await;
+        let text = String::from_utf8_lossy(&got[1].content).to_string();
+        let head = text.split_once("\r\n\r\n").unwrap().0.to_ascii_lowercase();
+        assert_eq!(head.matches("\r\ndate:").count(), 1, "{head}");
+        assert_eq!(head.matches("\r\nmessage-id:").count(), 1, "{head}");
+        assert!(head.contains("<own@alice.example>"));
+    }
+}
+
+/// Finding 7: a session authenticated before its user was disabled loses its login
+/// at the next MAIL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_ends_when_its_user_is_disabled() {
+    let h = Harness::start(Setup::default()).await;
+    let mut c = h.session("alice", "alice-password").await;
+    assert_eq!(
+        c.send_mail("a@alice.example", &["b@example.org"], CLEAN)
+            .await
+            .code,
+        250
+    );
+    let mut users = Setup::default().users;
+    users[0].disabled = true;
+    write(&h.dir.path().join("users.yaml"), &users_yaml(&users));
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &h.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    // Wait until a new login is refused: the reload is in force.
+    let deadline = std::time::Instant::now() + W;
+    loop {
+        let mut n = common::client::Client::connect(h.starttls).await;
+        n.expect("EHLO t", 250).await;
+        let mut n = n.starttls(&h.ca_pem()).await;
+        n.expect("EHLO t", 250).await;
+        if n.auth_plain("alice", "alice-password").await.code == 535 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "reload not seen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = c.cmd("MAIL FROM:<a@alice.example>").await;
+    assert_eq!((r.code, esc(&r)), (530, "5.7.0".into()));
+    let r = c.cmd("RCPT TO:<b@example.org>").await;
+    assert_eq!(r.code, 530);
+    assert!(h.wait_log("login withdrawn", W).await);
+    assert_eq!(h.sink.messages().len(), 1);
+}
