@@ -395,13 +395,12 @@ impl Session {
 
     /// The `Date:` and `Message-ID:` a message gets when it has none.
     fn fixups(&self, queue_id: &str) -> Fixups {
-        let now = unix_now() as i64;
         let mut nonce = [0u8; 8];
         // A failing system RNG leaves the nonce zero; the id stays unique by queue id.
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
         let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
         Fixups {
-            date: mail_parser::DateTime::from_timestamp(now).to_rfc822(),
+            date: crate::proto::received::rfc5322_date(SystemTime::now()),
             message_id: format!("<{queue_id}.{nonce}@{}>", self.ctx.config.hostname),
         }
     }
