@@ -394,4 +394,65 @@ mod tests {
             assert!(rest.is_empty());
         }
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Lines of bytes that address attacks are made of.
+        fn hostile() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(b"<".to_vec()),
+                Just(b">".to_vec()),
+                Just(b"\"".to_vec()),
+                Just(b"\\".to_vec()),
+                Just(b"@".to_vec()),
+                Just(b" ".to_vec()),
+                Just(b".".to_vec()),
+                Just(b":".to_vec()),
+                Just(b",".to_vec()),
+                Just(b"[".to_vec()),
+                Just(b"]".to_vec()),
+                Just(b"AUTH=".to_vec()),
+                Just("\u{e9}".as_bytes().to_vec()),
+                Just(vec![0xff]),
+                Just(vec![1]),
+                Just(vec![0x7f]),
+                Just(b"site1.example".to_vec()),
+                proptest::collection::vec(b'a'..=b'z', 1..5),
+            ];
+            proptest::collection::vec(piece, 0..16).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4000))]
+
+            /// Whatever the client wrote, an accepted path has a wire form with no
+            /// control character, that reads back as the same path and closes with
+            /// its only top-level `>`: nothing after it can be smuggled upstream.
+            #[test]
+            fn accepted_paths_are_canonical(line in hostile()) {
+                if let Ok((path, rest)) = parse_path(&line) {
+                    let wire = path.wire();
+                    prop_assert!(!wire.bytes().any(is_control));
+                    let again = format!("<{wire}>");
+                    let (back, tail) = parse_path(again.as_bytes()).expect("the wire form reads back");
+                    prop_assert_eq!(back, path);
+                    prop_assert!(tail.is_empty());
+                    prop_assert_eq!(path_end(again.as_bytes()), Ok(again.len() - 1));
+                    prop_assert!(rest.is_empty() || rest[0] == b' ');
+                }
+            }
+
+            /// Any mailbox goes out and comes back unchanged.
+            #[test]
+            fn any_mailbox_round_trips(local in "[ -~\u{e9}]{1,20}", domain in "[a-z]{1,8}(\\.[a-z]{1,8}){0,2}") {
+                let m = Mailbox { local, domain };
+                let line = format!("<{}> SIZE=1", m.wire());
+                let (back, rest) = parse_path(line.as_bytes()).expect("a valid mailbox");
+                prop_assert_eq!(back, Path::Mailbox(m));
+                prop_assert_eq!(rest, b" SIZE=1");
+            }
+        }
+    }
 }

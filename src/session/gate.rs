@@ -247,4 +247,65 @@ mod tests {
         g.push(&vec![b'X'; MAX_HEADER_SECTION + 10], false);
         assert_eq!(g.refused, Some(Refusal::TooLarge));
     }
+
+    mod props {
+        use super::*;
+        use crate::proto::header::header_end;
+        use proptest::prelude::*;
+
+        fn message() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(&b"From: a@site1.example\r\n"[..]),
+                Just(&b"From: ceo@bank.example\r\n"[..]),
+                Just(&b"From: \"a@site1.example\" <ceo@bank.example>\r\n"[..]),
+                Just(&b"From:<ceo@bank.example> <a@site1.example>\r\n"[..]),
+                Just(&b"Sender: a@site1.example\r\n"[..]),
+                Just(&b"Bcc: x@y.example\r\n"[..]),
+                Just(&b"Subject: s\r\n"[..]),
+                Just(&b" folded\r\n"[..]),
+                Just(&b"\t\r\n"[..]),
+                Just(&b" \r\n"[..]),
+                Just(&b"\r\n"[..]),
+                Just(&b"no colon\r\n"[..]),
+                Just(&b"From : ceo@bank.example\r\n"[..]),
+                Just(&b"body text\r\n"[..]),
+            ];
+            proptest::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// However the content arrives, the gate gives the same verdict and bytes;
+            /// and what it releases, read again as a header section, has no Bcc,
+            /// reads without a defect, and passes the sender check itself.
+            #[test]
+            fn released_bytes_pass_their_own_check(msg in message(), cut in 0usize..400) {
+                let whole = {
+                    let mut g = gate(Some(&["@site1.example"]));
+                    let out = run(&mut g, &[std::str::from_utf8(&msg).unwrap()]);
+                    // A refused message is dropped whole, whatever was released.
+                    (g.refused.clone(), if g.refused.is_none() { out } else { String::new() })
+                };
+                let cut = cut.min(msg.len());
+                let split = {
+                    let mut g = gate(Some(&["@site1.example"]));
+                    let (a, b) = msg.split_at(cut);
+                    let out = run(&mut g, &[std::str::from_utf8(a).unwrap(), std::str::from_utf8(b).unwrap()]);
+                    (g.refused.clone(), if g.refused.is_none() { out } else { String::new() })
+                };
+                prop_assert_eq!(&whole, &split);
+                let (refused, out) = whole;
+                if refused.is_none() {
+                    let out = out.as_bytes();
+                    let end = header_end(out).map_or(out.len(), |e| e - 2);
+                    let parsed = fields(&out[..end]).expect("released header reads");
+                    prop_assert!(!parsed.iter().any(|f| f.is("Bcc")));
+                    prop_assert!(parsed.iter().any(|f| f.is("Message-ID")));
+                    let rules = vec![SenderRule::parse("@site1.example").unwrap()];
+                    prop_assert_eq!(check_header_senders(&parsed, &rules), Ok(()));
+                }
+            }
+        }
+    }
 }
