@@ -42,7 +42,7 @@ async fn accepted_to_the_spool_then_delivered() {
         .send_mail(
             "a@alice.example",
             &["b@example.org"],
-            "Subject: q\r\n\r\n.dot line\r\nbody\r\n",
+            "Subject: q\r\nDate: Wed, 2 Dec 2026 06:00:00 +0000\r\nMessage-ID: <q@alice.example>\r\n\r\n.dot line\r\nbody\r\n",
         )
         .await;
     let id = queued_id(&r);
@@ -53,7 +53,9 @@ async fn accepted_to_the_spool_then_delivered() {
         content.contains(&format!("with ESMTPSA id {id}")),
         "{content}"
     );
-    assert!(content.ends_with("Subject: q\r\n\r\n.dot line\r\nbody\r\n"));
+    assert!(content.ends_with(
+        "Subject: q\r\nDate: Wed, 2 Dec 2026 06:00:00 +0000\r\nMessage-ID: <q@alice.example>\r\n\r\n.dot line\r\nbody\r\n"
+    ));
     assert!(
         msgs[0].raw.ends_with(b"\r\n..dot line\r\nbody\r\n.\r\n"),
         "dot-stuffed on the wire"

@@ -14,7 +14,7 @@ async fn starttls_plain_auth_relays_byte_for_byte() {
     let h = Harness::start(Setup::default()).await;
     let mut c = h.session("alice", "alice-password").await;
     let body = crlf(
-        "From: Alice <a@alice.example>\nTo: bob@example.org\nSubject: test\n\n.leading dot\n..two dots\nplain\n",
+        "From: Alice <a@alice.example>\nTo: bob@example.org\nSubject: test\nDate: Wed, 2 Dec 2026 06:00:00 +0000\nMessage-ID: <t1@alice.example>\n\n.leading dot\n..two dots\nplain\n",
     );
     let r = c
         .send_mail("a@alice.example", &["bob@example.org"], &body)
@@ -121,7 +121,9 @@ async fn upstream_connections_are_reused() {
 async fn ten_megabyte_message_arrives_intact() {
     let h = Harness::start(Setup::default()).await;
     let mut c = h.session("alice", "alice-password").await;
-    let mut body = String::from("Subject: big\r\n\r\n");
+    let mut body = String::from(
+        "Subject: big\r\nDate: Wed, 2 Dec 2026 06:00:00 +0000\r\nMessage-ID: <big@alice.example>\r\n\r\n",
+    );
     let mut i = 0u64;
     while body.len() < 10 * 1024 * 1024 {
         // Lines of varied content, some starting with a dot.
@@ -160,7 +162,7 @@ async fn utf8_addresses_and_body() {
     })
     .await;
     let mut c = h.session("j\u{f6}rg", "p\u{e4}ssw\u{f6}rd").await;
-    let body = "Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGr\u{fc}\u{df}e aus K\u{f6}ln \u{2709}\r\n";
+    let body = "Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\nDate: Wed, 2 Dec 2026 06:00:00 +0000\r\nMessage-ID: <u@b\u{fc}ro.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGr\u{fc}\u{df}e aus K\u{f6}ln \u{2709}\r\n";
     c.expect(
         "MAIL FROM:<j\u{f6}rg@b\u{fc}ro.example> SMTPUTF8 BODY=8BITMIME",
         250,

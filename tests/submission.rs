@@ -68,6 +68,8 @@ async fn quoted_addresses(queue: bool) {
         let r = c.cmd(line).await;
         assert_eq!((r.code, esc(&r)), (501, want.into()), "{line:?}");
     }
+    // A fresh session: each refusal counts towards max_errors.
+    let mut c = h.session("alice", "alice-password").await;
     c.expect("MAIL FROM:<a@alice.example>", 250).await;
     for line in [
         "RCPT TO:<\"x\u{7}\"@example.org>",
@@ -85,7 +87,6 @@ async fn quoted_addresses(queue: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_section_is_checked_as_it_is_relayed() {
     let h = Harness::start(Setup::default()).await;
-    let mut c = h.session("alice", "alice-password").await;
     // Finding 2: a header section a reader cannot read is refused, not passed.
     for head in [
         " \r\nFrom: ceo@bank.example\r\n",
@@ -93,6 +94,8 @@ async fn header_section_is_checked_as_it_is_relayed() {
         "  \t \r\nFrom: ceo@bank.example\r\nSubject: x\r\n",
         "Subject: x\r\nnot a field\r\nFrom: ceo@bank.example\r\n",
     ] {
+        // A session each: every refusal counts towards max_errors.
+        let mut c = h.session("alice", "alice-password").await;
         let r = c
             .send_mail(
                 "a@alice.example",
@@ -101,7 +104,6 @@ async fn header_section_is_checked_as_it_is_relayed() {
             )
             .await;
         assert_eq!((r.code, esc(&r)), (554, "5.6.0".into()), "{head:?}");
-        c.expect("RSET", 250).await;
     }
     // Finding 3: every checked address is one addr-spec, and every field is checked.
     for head in [
@@ -116,6 +118,8 @@ async fn header_section_is_checked_as_it_is_relayed() {
         "From: \"a@alice.example\" <ceo@bank.example>\r\n",
         "From: a@alice.example\r\nSender: x@alice.example.evil\r\n",
     ] {
+        // A session each: every refusal counts towards max_errors.
+        let mut c = h.session("alice", "alice-password").await;
         let r = c
             .send_mail(
                 "a@alice.example",
@@ -124,10 +128,10 @@ async fn header_section_is_checked_as_it_is_relayed() {
             )
             .await;
         assert_eq!((r.code, esc(&r)), (550, "5.7.1".into()), "{head:?}");
-        c.expect("RSET", 250).await;
     }
     assert!(h.wait_log("malformed header section", W).await);
     assert!(h.sink.messages().is_empty(), "{:?}", h.sink.messages());
+    let mut c = h.session("alice", "alice-password").await;
     // A body-only message stays body: a From: line in it never becomes a header.
     let r = c
         .send_mail(
