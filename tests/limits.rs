@@ -323,3 +323,57 @@ async fn suspension_triggered_and_lifted() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_address_gives_no_unlimited_guesses() {
+    let h = Harness::start(Setup {
+        users: vec![
+            TestUser::new("alice", "alice-password", &["@alice.example"]),
+            TestUser::new("bob", "bob-password", &["@bob.example"]),
+        ],
+        extra: "abuse:\n  auth_block_ip_after: 4\n  auth_tarpit_after: 50\n  auth_failures_per_session: 50\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    // Both users have logged in from the shared (NAT, hosting) address before.
+    let nat = "127.0.0.5";
+    assert_eq!(login_from(&h, nat, "alice", "alice-password").await.1, 235);
+    assert_eq!(login_from(&h, nat, "bob", "bob-password").await.1, 235);
+    // Someone else behind it guesses at alice: the trust does not make it unlimited.
+    let mut c = Client::connect_tls_from(h.implicit, ip(nat), &h.ca_pem()).await;
+    c.expect("EHLO x", 250).await;
+    for i in 0..4 {
+        let r = c.auth_plain("alice", &format!("guess-{i}")).await;
+        assert_eq!((r.code, esc(&r)), (535, "5.7.8".into()), "guess {i}");
+    }
+    let r = c.read_reply().await;
+    assert_eq!((r.code, esc(&r)), (421, "4.7.0".into()));
+    // Blocked now, the right password included, and more guesses go nowhere.
+    for password in ["guess-5", "alice-password"] {
+        let (_c, code) = login_from(&h, nat, "alice", password).await;
+        assert_eq!(code, 454, "{password}");
+    }
+    assert!(
+        h.wait_log(
+            "username locked from this address after repeated login failures",
+            W
+        )
+        .await
+    );
+    // Bob, trusted there too, still gets in; so does alice from elsewhere.
+    assert_eq!(login_from(&h, nat, "bob", "bob-password").await.1, 235);
+    assert_eq!(
+        login_from(&h, "127.0.0.6", "alice", "alice-password")
+            .await
+            .1,
+        235
+    );
+    // A user never seen from the address is held by the address block.
+    let (mut c, _) = (
+        Client::connect_tls_from(h.implicit, ip(nat), &h.ca_pem()).await,
+        (),
+    );
+    c.expect("EHLO x", 250).await;
+    let r = c.auth_plain("mallory", "mallory-password").await;
+    assert_eq!((r.code, esc(&r)), (421, "4.7.0".into()));
+}
