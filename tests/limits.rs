@@ -377,3 +377,47 @@ async fn a_trusted_address_gives_no_unlimited_guesses() {
     let r = c.auth_plain("mallory", "mallory-password").await;
     assert_eq!((r.code, esc(&r)), (421, "4.7.0".into()));
 }
+
+/// A TLS client on the implicit listener whose PROXY v1 header names `source`.
+async fn via_proxy(h: &Harness, source: &str) -> Client {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(h.implicit).await.unwrap();
+    let family = if source.contains(':') { "TCP6" } else { "TCP4" };
+    let dest = if source.contains(':') {
+        "2001:db8::25"
+    } else {
+        "192.0.2.25"
+    };
+    tcp.write_all(format!("PROXY {family} {source} {dest} 40000 465\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut c = Client::over_tls(tcp, &h.ca_pem()).await;
+    c.expect("EHLO x", 250).await;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_are_blocked_per_64() {
+    let h = Harness::start(Setup {
+        proxy_from: Some("127.0.0.0/8"),
+        extra: "abuse:\n  auth_block_ip_after: 3\n  auth_tarpit_after: 50\n  auth_failures_per_session: 50\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    // Three guesses, each from a fresh address of the same /64.
+    for i in 1..=3 {
+        let mut c = via_proxy(&h, &format!("2001:db8:1:2::{i:x}")).await;
+        assert_eq!(c.auth_plain("alice", &format!("guess-{i}")).await.code, 535);
+    }
+    // The whole /64 is blocked, addresses never used before included...
+    for source in ["2001:db8:1:2::99", "2001:db8:1:2:ffff:ffff:ffff:ffff"] {
+        let mut c = via_proxy(&h, source).await;
+        let r = c.auth_plain("alice", "alice-password").await;
+        assert_eq!((r.code, esc(&r)), (421, "4.7.0".into()), "{source}");
+    }
+    // ...and only it: the next /64 and IPv4 clients get in.
+    let mut c = via_proxy(&h, "2001:db8:1:3::1").await;
+    assert_eq!(c.auth_plain("alice", "alice-password").await.code, 235);
+    let mut c = via_proxy(&h, "192.0.2.1").await;
+    assert_eq!(c.auth_plain("alice", "alice-password").await.code, 235);
+}

@@ -6,10 +6,19 @@
 //! client address may have only [`PER_CLIENT`] verifications in that queue; its
 //! others wait at the address's own gate, so a burst from one address (an attacker, or
 //! a busy web server) is served in turn and never takes the queue from everyone else.
-//! An unknown user is verified against a dummy hash, so the reply takes as long as a
-//! wrong password for a real user and usernames cannot be probed by timing.
+//! An unknown user is verified against a dummy hash with the costliest parameters in
+//! the users file, and cheaper failures are padded to that cost ([`dummy`]), so the
+//! reply takes as long as a wrong password for a real user and usernames cannot be
+//! probed by timing.
+//!
+//! A wrong password that was already verified wrong (same username, password and
+//! stored hash, within [`cache::REJECTED_TTL`]) is answered from a keyed cache without
+//! argon2: repeating one wrong password (a stale printer, or someone trying to burn
+//! the verifier threads) costs one verification, not one per try. The client sees the
+//! same reply after the same padded time, and the failure policy counts it as before.
 
 pub mod cache;
+pub mod dummy;
 pub mod verifier;
 
 use crate::config::{User, Users};
@@ -21,6 +30,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// The result of one AUTH attempt.
@@ -76,8 +86,14 @@ pub struct Authenticator {
     /// Argon2 verifications done (known and unknown users alike).
     verified: AtomicU64,
     verifier: verifier::Verifier,
+    /// Verified logins.
     cache: cache::CredentialCache,
-    dummy_hash: String,
+    /// Passwords verified wrong.
+    rejected: cache::CredentialCache,
+    /// The hash unknown users are verified against, and its settings.
+    dummy: RwLock<(String, dummy::Cost)>,
+    /// What failures are padded to.
+    pad: dummy::Pad,
 }
 
 /// Most verifications one client address may have in the shared queue.
@@ -86,8 +102,7 @@ pub const PER_CLIENT: usize = 2;
 impl Authenticator {
     /// `concurrent` verifies at once, `max_waiting` more queued behind them.
     pub fn new(users: Users, concurrent: usize, max_waiting: usize) -> Authenticator {
-        let dummy_hash =
-            hash_password("postern dummy password, never a real one").expect("argon2 default hash");
+        let dummy = RwLock::new(dummy_for(&users));
         Authenticator {
             users: RwLock::new(Arc::new(users)),
             permits: Semaphore::new(concurrent.max(1)),
@@ -97,7 +112,9 @@ impl Authenticator {
             verified: AtomicU64::new(0),
             verifier: verifier::Verifier::new(concurrent.max(1)),
             cache: cache::CredentialCache::new(cache::TTL),
-            dummy_hash,
+            rejected: cache::CredentialCache::new(cache::REJECTED_TTL),
+            dummy,
+            pad: dummy::Pad::default(),
         }
     }
 
@@ -108,8 +125,17 @@ impl Authenticator {
 
     /// Puts a new users file in force; sessions already authenticated keep their user.
     pub fn replace_users(&self, users: Users) {
+        let new_dummy = dummy_for(&users);
+        {
+            let mut d = self.dummy.write().unwrap_or_else(|e| e.into_inner());
+            if d.1 != new_dummy.1 {
+                self.pad.reset();
+            }
+            *d = new_dummy;
+        }
         *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
         self.cache.clear();
+        self.rejected.clear();
     }
 
     /// Argon2 verifications done so far.
@@ -117,45 +143,75 @@ impl Authenticator {
         self.verified.load(Ordering::Relaxed)
     }
 
-    /// Verifies one username and password from `client`.
+    /// Verifies one username and password from `client` (the address key the
+    /// per-address gate counts under).
     pub async fn verify(&self, client: IpAddr, username: &str, password: &Secret) -> AuthOutcome {
-        let password = password.clone();
+        let started = Instant::now();
         let user = self.users().get(username).cloned();
-        let hash = user
-            .as_ref()
-            .map(|u| u.password_hash.clone())
-            .unwrap_or_else(|| self.dummy_hash.clone());
+        let (dummy_hash, dummy_cost) = self.dummy.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let hash = match &user {
+            Some(u) => u.password_hash.clone(),
+            None => dummy_hash,
+        };
+        let pw = password.expose();
         if let Some(u) = &user
-            && self.cache.hit(
-                username,
-                password.expose(),
-                &hash,
-                std::time::Instant::now(),
-            )
+            && self.cache.hit(username, pw, &hash, started)
         {
             return outcome(true, Some(u.clone()));
         }
-
-        let _gate = ClientGate::enter(&self.per_client, client).await;
-        let _slot = match InFlight::enter(&self.in_flight, self.max_in_flight) {
-            Some(slot) => slot,
+        if self.rejected.hit(username, pw, &hash, started) {
+            self.padded(started.elapsed()).await;
+            return AuthOutcome::BadCredentials;
+        }
+        let (ok, took) = match self.run(client, password, &hash).await {
+            Some(result) => result,
             None => return AuthOutcome::Busy,
         };
-        let Ok(_permit) = self.permits.acquire().await else {
-            return AuthOutcome::Busy;
-        };
-        self.verified.fetch_add(1, Ordering::Relaxed);
-        let ok = self.verifier.verify(password.clone(), hash.clone()).await;
-        if ok && user.is_some() {
-            self.cache.remember(
-                username,
-                password.expose(),
-                &hash,
-                std::time::Instant::now(),
-            );
+        let costliest =
+            user.is_none() || dummy::Cost::of(&hash).is_some_and(|c| c.at_least(&dummy_cost));
+        if costliest {
+            self.pad.observe(took);
+        }
+        if ok {
+            if user.is_some() {
+                self.cache.remember(username, pw, &hash, Instant::now());
+            }
+        } else {
+            self.rejected.remember(username, pw, &hash, Instant::now());
+            self.padded(started.elapsed()).await;
         }
         outcome(ok, user)
     }
+
+    /// One argon2 run behind the client's gate and the shared queue: whether it
+    /// matched and how long the computation took, or `None` when the queue is full.
+    async fn run(&self, client: IpAddr, password: &Secret, hash: &str) -> Option<(bool, Duration)> {
+        let _gate = ClientGate::enter(&self.per_client, client).await;
+        let _slot = InFlight::enter(&self.in_flight, self.max_in_flight)?;
+        let _permit = self.permits.acquire().await.ok()?;
+        self.verified.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("postern_auth_verifications_total").increment(1);
+        let t = Instant::now();
+        let ok = self
+            .verifier
+            .verify(password.clone(), hash.to_string())
+            .await;
+        Some((ok, t.elapsed()))
+    }
+
+    /// Waits out the rest of a costliest-parameters verification (nothing is held).
+    async fn padded(&self, took: Duration) {
+        let rest = self.pad.remaining(took);
+        if !rest.is_zero() {
+            tokio::time::sleep(rest).await;
+        }
+    }
+}
+
+/// The dummy hash for `users`: their costliest parameters.
+fn dummy_for(users: &Users) -> (String, dummy::Cost) {
+    let cost = dummy::costliest(users.iter().map(|u| u.password_hash.as_str()));
+    (dummy::hash_with(&cost), cost)
 }
 
 fn outcome(verified: bool, user: Option<Arc<User>>) -> AuthOutcome {
@@ -282,18 +338,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn verified_logins_are_cached_failures_never() {
+    async fn verified_logins_and_repeated_failures_are_cached() {
         let users = || Users::from_list(vec![user("alice", "right", false)]);
         let a = Authenticator::new(users(), 2, 8);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let s = |p: &str| Secret::new(p.into());
-        for _ in 0..3 {
+        for _ in 0..20 {
             assert!(matches!(
                 a.verify(ip, "alice", &s("wrong")).await,
                 AuthOutcome::BadCredentials
             ));
         }
-        assert_eq!(a.verifications(), 3, "every failure pays argon2");
+        assert_eq!(
+            a.verifications(),
+            1,
+            "a repeated wrong password runs argon2 once"
+        );
+        // The same for an unknown user, from any address.
+        for i in 0..20u8 {
+            let from = IpAddr::from([198, 51, 100, i]);
+            assert!(matches!(
+                a.verify(from, "nobody", &s("guess")).await,
+                AuthOutcome::BadCredentials
+            ));
+        }
+        assert_eq!(a.verifications(), 2);
+        // Every new guess is verified; a repeat is not remembered as a success.
+        assert!(matches!(
+            a.verify(ip, "alice", &s("wrong2")).await,
+            AuthOutcome::BadCredentials
+        ));
+        assert_eq!(a.verifications(), 3, "another password pays argon2");
         for _ in 0..5 {
             assert!(matches!(
                 a.verify(ip, "alice", &s("right")).await,
@@ -305,19 +380,87 @@ mod tests {
             a.verify(ip, "alice", &s("wrong")).await,
             AuthOutcome::BadCredentials
         ));
-        assert_eq!(a.verifications(), 5);
+        assert_eq!(a.verifications(), 4);
         // A reload forgets; a changed password never matches the old entry.
         a.replace_users(users());
         assert!(matches!(
             a.verify(ip, "alice", &s("right")).await,
             AuthOutcome::Ok(_)
         ));
-        assert_eq!(a.verifications(), 6);
+        assert_eq!(a.verifications(), 5);
         a.replace_users(Users::from_list(vec![user("alice", "new", false)]));
         assert!(matches!(
             a.verify(ip, "alice", &s("right")).await,
             AuthOutcome::BadCredentials
         ));
+        // The old wrong password is now the right one: verified, not a cached failure.
+        a.replace_users(Users::from_list(vec![user("alice", "wrong", false)]));
+        assert!(matches!(
+            a.verify(ip, "alice", &s("wrong")).await,
+            AuthOutcome::Ok(_)
+        ));
+        assert_eq!(a.verifications(), 7);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_repeats_leaves_the_queue_to_others() {
+        let users = Users::from_list(vec![
+            user("alice", "right", false),
+            user("bob", "pw", false),
+        ]);
+        // One verify at a time and a short queue: 40 flooding addresses with two
+        // verifications each would fill it many times over.
+        let a = Arc::new(Authenticator::new(users, 1, 4));
+        let s = |p: &str| Secret::new(p.into());
+        let first: IpAddr = "203.0.113.1".parse().unwrap();
+        assert!(matches!(
+            a.verify(first, "alice", &s("stale")).await,
+            AuthOutcome::BadCredentials
+        ));
+        let flood: Vec<_> = (0..40u8)
+            .flat_map(|i| (0..5).map(move |_| i))
+            .map(|i| {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    let from = IpAddr::from([203, 0, 113, i]);
+                    a.verify(from, "alice", &Secret::new("stale".into())).await
+                })
+            })
+            .collect();
+        let other: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(matches!(
+            a.verify(other, "bob", &s("pw")).await,
+            AuthOutcome::Ok(_)
+        ));
+        for t in flood {
+            assert!(matches!(t.await.unwrap(), AuthOutcome::BadCredentials));
+        }
+        assert_eq!(a.verifications(), 2, "the flood ran argon2 once in all");
+    }
+
+    #[test]
+    fn unknown_users_are_verified_against_the_costliest_parameters() {
+        let strong = {
+            let params = argon2::Params::new(32 * 1024, 3, 1, None).unwrap();
+            Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password(b"pw")
+                .unwrap()
+                .to_string()
+        };
+        let users = Users::from_list(vec![
+            user("a", "x", false),
+            User {
+                password_hash: strong.clone(),
+                ..user("b", "y", false)
+            },
+        ]);
+        let a = Authenticator::new(users, 1, 1);
+        let d = a.dummy.read().unwrap().clone();
+        assert_eq!(d.1, dummy::Cost::of(&strong).unwrap());
+        assert_eq!(dummy::Cost::of(&d.0), Some(d.1));
+        // A reload with only default hashes goes back to the defaults.
+        a.replace_users(Users::from_list(vec![user("a", "x", false)]));
+        assert_eq!(a.dummy.read().unwrap().1, dummy::Cost::default_params());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
