@@ -421,3 +421,34 @@ async fn ipv6_clients_are_blocked_per_64() {
     let mut c = via_proxy(&h, "192.0.2.1").await;
     assert_eq!(c.auth_plain("alice", "alice-password").await.code, 235);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_ip_count_an_ipv6_prefix() {
+    use tokio::io::AsyncWriteExt;
+    for (prefix, same_64_admitted) in [("", false), ("  ipv6_prefix: 128\n", true)] {
+        let h = Harness::start(Setup {
+            proxy_from: Some("127.0.0.0/8"),
+            extra: format!("limits:\n  max_connections_per_ip: 1\n{prefix}"),
+            ..Setup::default()
+        })
+        .await;
+        let open = |source: &'static str| {
+            let addr = h.starttls;
+            async move {
+                let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                tcp.write_all(format!("PROXY TCP6 {source} 2001:db8::25 40000 587\r\n").as_bytes())
+                    .await
+                    .unwrap();
+                Client::over(tcp).await
+            }
+        };
+        let first = open("2001:db8:1:2::1").await;
+        assert_eq!(first.greeting.code, 220);
+        let neighbour = open("2001:db8:1:2::2").await;
+        let want = if same_64_admitted { 220 } else { 421 };
+        assert_eq!(neighbour.greeting.code, want, "{prefix:?}");
+        let elsewhere = open("2001:db8:1:3::1").await;
+        assert_eq!(elsewhere.greeting.code, 220, "{prefix:?}");
+        drop((first, neighbour, elsewhere));
+    }
+}
