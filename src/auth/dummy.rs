@@ -28,6 +28,7 @@ use argon2::{Algorithm, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use ring::rand::SecureRandom;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -151,6 +152,24 @@ impl Pad {
     pub fn reset(&self) {
         self.nanos.store(0, Ordering::Relaxed);
     }
+
+    /// Measures one verification against `phc` on a thread of its own, so that
+    /// failures are padded from the first login after a start or a reload, before
+    /// any costliest verification has been timed.
+    pub fn calibrate(self: &Arc<Self>, phc: String) {
+        let pad = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("postern-argon2-calibrate".into())
+            .spawn(move || {
+                let mut memory = Vec::new();
+                let t = std::time::Instant::now();
+                super::verifier::verify_with(&mut memory, b"calibration", &phc);
+                pad.observe(t.elapsed());
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot time the dummy verification; failures are padded after the first one");
+        }
+    }
 }
 
 /// Moving average with weight 1/4 for the newest; the first sample is taken as is.
@@ -243,5 +262,16 @@ mod tests {
         assert_eq!(pad.remaining(Duration::ZERO), Duration::from_millis(180));
         pad.reset();
         assert_eq!(pad.remaining(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn calibration_measures_the_dummy_at_start() {
+        let pad = Arc::new(Pad::default());
+        pad.calibrate(hash_with(&Cost::default_params()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while pad.remaining(Duration::ZERO).is_zero() {
+            assert!(std::time::Instant::now() < deadline, "never calibrated");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }

@@ -93,7 +93,7 @@ pub struct Authenticator {
     /// The hash unknown users are verified against, and its settings.
     dummy: RwLock<(String, dummy::Cost)>,
     /// What failures are padded to.
-    pad: dummy::Pad,
+    pad: Arc<dummy::Pad>,
 }
 
 /// Most verifications one client address may have in the shared queue.
@@ -102,7 +102,9 @@ pub const PER_CLIENT: usize = 2;
 impl Authenticator {
     /// `concurrent` verifies at once, `max_waiting` more queued behind them.
     pub fn new(users: Users, concurrent: usize, max_waiting: usize) -> Authenticator {
-        let dummy = RwLock::new(dummy_for(&users));
+        let dummy = dummy_for(&users);
+        let pad = Arc::new(dummy::Pad::default());
+        pad.calibrate(dummy.0.clone());
         Authenticator {
             users: RwLock::new(Arc::new(users)),
             permits: Semaphore::new(concurrent.max(1)),
@@ -113,8 +115,8 @@ impl Authenticator {
             verifier: verifier::Verifier::new(concurrent.max(1)),
             cache: cache::CredentialCache::new(cache::TTL),
             rejected: cache::CredentialCache::new(cache::REJECTED_TTL),
-            dummy,
-            pad: dummy::Pad::default(),
+            dummy: RwLock::new(dummy),
+            pad,
         }
     }
 
@@ -130,6 +132,7 @@ impl Authenticator {
             let mut d = self.dummy.write().unwrap_or_else(|e| e.into_inner());
             if d.1 != new_dummy.1 {
                 self.pad.reset();
+                self.pad.calibrate(new_dummy.0.clone());
             }
             *d = new_dummy;
         }
@@ -163,9 +166,13 @@ impl Authenticator {
             self.padded(started.elapsed()).await;
             return AuthOutcome::BadCredentials;
         }
-        let (ok, took) = match self.run(client, password, &hash).await {
-            Some(result) => result,
-            None => return AuthOutcome::Busy,
+        let (ok, took) = match self.run(client, username, password, &hash).await {
+            Ran::Done(ok, took) => (ok, took),
+            Ran::Rejected => {
+                self.padded(started.elapsed()).await;
+                return AuthOutcome::BadCredentials;
+            }
+            Ran::Busy => return AuthOutcome::Busy,
         };
         let costliest =
             user.is_none() || dummy::Cost::of(&hash).is_some_and(|c| c.at_least(&dummy_cost));
@@ -183,12 +190,23 @@ impl Authenticator {
         outcome(ok, user)
     }
 
-    /// One argon2 run behind the client's gate and the shared queue: whether it
-    /// matched and how long the computation took, or `None` when the queue is full.
-    async fn run(&self, client: IpAddr, password: &Secret, hash: &str) -> Option<(bool, Duration)> {
+    /// One argon2 run behind the client's gate and the shared queue.
+    async fn run(&self, client: IpAddr, username: &str, password: &Secret, hash: &str) -> Ran {
         let _gate = ClientGate::enter(&self.per_client, client).await;
-        let _slot = InFlight::enter(&self.in_flight, self.max_in_flight)?;
-        let _permit = self.permits.acquire().await.ok()?;
+        // A burst of the same wrong password on parallel connections waited here
+        // behind the first of them: its answer may be known by now.
+        if self
+            .rejected
+            .hit(username, password.expose(), hash, Instant::now())
+        {
+            return Ran::Rejected;
+        }
+        let Some(_slot) = InFlight::enter(&self.in_flight, self.max_in_flight) else {
+            return Ran::Busy;
+        };
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Ran::Busy;
+        };
         self.verified.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("postern_auth_verifications_total").increment(1);
         let t = Instant::now();
@@ -196,7 +214,7 @@ impl Authenticator {
             .verifier
             .verify(password.clone(), hash.to_string())
             .await;
-        Some((ok, t.elapsed()))
+        Ran::Done(ok, t.elapsed())
     }
 
     /// Waits out the rest of a costliest-parameters verification (nothing is held).
@@ -206,6 +224,16 @@ impl Authenticator {
             tokio::time::sleep(rest).await;
         }
     }
+}
+
+/// What became of one attempt at running argon2.
+enum Ran {
+    /// Whether the password matched, and how long argon2 took.
+    Done(bool, Duration),
+    /// Known wrong while it waited at the client's gate.
+    Rejected,
+    /// The shared queue is full.
+    Busy,
 }
 
 /// The dummy hash for `users`: their costliest parameters.
@@ -481,12 +509,13 @@ mod tests {
         let hold = a.permits.acquire().await.unwrap();
         let flooder: IpAddr = "192.0.2.66".parse().unwrap();
         let done = Arc::new(AtomicUsize::new(0));
+        // Distinct guesses: repeats of one would be answered from the rejection cache.
         let attempts: Vec<_> = (0..12)
-            .map(|_| {
+            .map(|i| {
                 let (a, done) = (a.clone(), done.clone());
                 tokio::spawn(async move {
                     let r = a
-                        .verify(flooder, "alice", &Secret::new("wrong".into()))
+                        .verify(flooder, "alice", &Secret::new(format!("wrong{i}")))
                         .await;
                     done.fetch_add(1, Ordering::SeqCst);
                     r
@@ -518,6 +547,31 @@ mod tests {
             assert!(matches!(t.await.unwrap(), AuthOutcome::BadCredentials));
         }
         assert!(a.per_client.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_parallel_burst_from_one_address_runs_argon2_at_most_per_gate_slot() {
+        let users = Users::from_list(vec![user("alice", "right", false)]);
+        let a = Arc::new(Authenticator::new(users, 2, 64));
+        let burst: Vec<_> = (0..12)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move {
+                    let from: IpAddr = "192.0.2.66".parse().unwrap();
+                    a.verify(from, "alice", &Secret::new("stale".into())).await
+                })
+            })
+            .collect();
+        for t in burst {
+            assert!(matches!(t.await.unwrap(), AuthOutcome::BadCredentials));
+        }
+        // The first ones through the address's gate ran it; the rest were answered
+        // from the rejection cache once they got through.
+        assert!(
+            a.verifications() <= PER_CLIENT as u64,
+            "{}",
+            a.verifications()
+        );
     }
 
     #[test]
