@@ -452,3 +452,26 @@ async fn connections_per_ip_count_an_ipv6_prefix() {
         drop((first, neighbour, elsewhere));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brake_counts_an_ipv6_prefix_as_one_address() {
+    let h = Harness::start(Setup {
+        proxy_from: Some("127.0.0.0/8"),
+        extra: "abuse:\n  max_ips_per_user_per_hour: 1\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    // Privacy addresses rotating inside one /64 are one client...
+    for source in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:abcd::9"] {
+        let mut c = via_proxy(&h, source).await;
+        assert_eq!(
+            c.auth_plain("alice", "alice-password").await.code,
+            235,
+            "{source}"
+        );
+    }
+    // ...another /64 is a second address, over the limit of one.
+    let mut c = via_proxy(&h, "2001:db8:1:3::1").await;
+    assert_eq!(c.auth_plain("alice", "alice-password").await.code, 535);
+    assert!(h.wait_log("user suspended by the abuse brake", W).await);
+}
