@@ -334,7 +334,10 @@ fn admit_and_serve(
     // A dual-stack `[::]` listener sees IPv4 clients as `::ffff:a.b.c.d`: one client,
     // one address in limits, logs and Received.
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-    match limits.admit(peer.ip()) {
+    match limits.admit(crate::policy::client_key(
+        peer.ip(),
+        ctx.config.limits.ipv6_prefix,
+    )) {
         Ok(admission) => {
             metrics::counter!("postern_connections_total", "tls" => listener.tls.to_string())
                 .increment(1);

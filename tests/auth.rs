@@ -268,3 +268,57 @@ async fn no_unauthenticated_path_reaches_rcpt() {
         "nothing even connected to the smarthost"
     );
 }
+
+/// The metrics page's value of an unlabelled counter.
+async fn counter(port: u16, name: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).await.unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_wrong_password_runs_argon2_once() {
+    let port = common::free_port();
+    let h = Harness::start(Setup {
+        extra: format!(
+            "metrics:\n  address: \"127.0.0.1:{port}\"\n\
+             abuse:\n  auth_failures_per_session: 50\n"
+        ),
+        ..Setup::default()
+    })
+    .await;
+    let verifications = "postern_auth_verifications_total";
+    // A printer with a stale password, or someone burning the verifier threads:
+    // the same reply every time, argon2 once. An unknown user alike.
+    for (user, password) in [("alice", "stale-password"), ("nobody", "guess")] {
+        for _ in 0..2 {
+            let mut c = Client::connect_tls(h.implicit, &h.ca_pem()).await;
+            c.expect("EHLO printer", 250).await;
+            for _ in 0..5 {
+                let r = c.auth_plain(user, password).await;
+                assert_eq!((r.code, r.esc.unwrap().to_string()), (535, "5.7.8".into()));
+            }
+        }
+    }
+    assert_eq!(counter(port, verifications).await, 2);
+    // Another client's login is verified (and not held up).
+    let mut c =
+        Client::connect_tls_from(h.implicit, "127.0.0.2".parse().unwrap(), &h.ca_pem()).await;
+    c.expect("EHLO client.test", 250).await;
+    assert_eq!(c.auth_plain("alice", "alice-password").await.code, 235);
+    assert_eq!(counter(port, verifications).await, 3);
+    // A new guess is always verified.
+    let mut c = Client::connect_tls(h.implicit, &h.ca_pem()).await;
+    c.expect("EHLO x", 250).await;
+    assert_eq!(c.auth_plain("alice", "another-guess").await.code, 535);
+    assert_eq!(counter(port, verifications).await, 4);
+}

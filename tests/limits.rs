@@ -323,3 +323,155 @@ async fn suspension_triggered_and_lifted() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_address_gives_no_unlimited_guesses() {
+    let h = Harness::start(Setup {
+        users: vec![
+            TestUser::new("alice", "alice-password", &["@alice.example"]),
+            TestUser::new("bob", "bob-password", &["@bob.example"]),
+        ],
+        extra: "abuse:\n  auth_block_ip_after: 4\n  auth_tarpit_after: 50\n  auth_failures_per_session: 50\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    // Both users have logged in from the shared (NAT, hosting) address before.
+    let nat = "127.0.0.5";
+    assert_eq!(login_from(&h, nat, "alice", "alice-password").await.1, 235);
+    assert_eq!(login_from(&h, nat, "bob", "bob-password").await.1, 235);
+    // Someone else behind it guesses at alice: the trust does not make it unlimited.
+    let mut c = Client::connect_tls_from(h.implicit, ip(nat), &h.ca_pem()).await;
+    c.expect("EHLO x", 250).await;
+    for i in 0..4 {
+        let r = c.auth_plain("alice", &format!("guess-{i}")).await;
+        assert_eq!((r.code, esc(&r)), (535, "5.7.8".into()), "guess {i}");
+    }
+    let r = c.read_reply().await;
+    assert_eq!((r.code, esc(&r)), (421, "4.7.0".into()));
+    // Blocked now, the right password included, and more guesses go nowhere.
+    for password in ["guess-5", "alice-password"] {
+        let (_c, code) = login_from(&h, nat, "alice", password).await;
+        assert_eq!(code, 454, "{password}");
+    }
+    assert!(
+        h.wait_log(
+            "username locked from this address after repeated login failures",
+            W
+        )
+        .await
+    );
+    // Bob, trusted there too, still gets in; so does alice from elsewhere.
+    assert_eq!(login_from(&h, nat, "bob", "bob-password").await.1, 235);
+    assert_eq!(
+        login_from(&h, "127.0.0.6", "alice", "alice-password")
+            .await
+            .1,
+        235
+    );
+    // A user never seen from the address is held by the address block.
+    let (mut c, _) = (
+        Client::connect_tls_from(h.implicit, ip(nat), &h.ca_pem()).await,
+        (),
+    );
+    c.expect("EHLO x", 250).await;
+    let r = c.auth_plain("mallory", "mallory-password").await;
+    assert_eq!((r.code, esc(&r)), (421, "4.7.0".into()));
+}
+
+/// A TLS client on the implicit listener whose PROXY v1 header names `source`.
+async fn via_proxy(h: &Harness, source: &str) -> Client {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(h.implicit).await.unwrap();
+    let family = if source.contains(':') { "TCP6" } else { "TCP4" };
+    let dest = if source.contains(':') {
+        "2001:db8::25"
+    } else {
+        "192.0.2.25"
+    };
+    tcp.write_all(format!("PROXY {family} {source} {dest} 40000 465\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut c = Client::over_tls(tcp, &h.ca_pem()).await;
+    c.expect("EHLO x", 250).await;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_are_blocked_per_64() {
+    let h = Harness::start(Setup {
+        proxy_from: Some("127.0.0.0/8"),
+        extra: "abuse:\n  auth_block_ip_after: 3\n  auth_tarpit_after: 50\n  auth_failures_per_session: 50\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    // Three guesses, each from a fresh address of the same /64.
+    for i in 1..=3 {
+        let mut c = via_proxy(&h, &format!("2001:db8:1:2::{i:x}")).await;
+        assert_eq!(c.auth_plain("alice", &format!("guess-{i}")).await.code, 535);
+    }
+    // The whole /64 is blocked, addresses never used before included...
+    for source in ["2001:db8:1:2::99", "2001:db8:1:2:ffff:ffff:ffff:ffff"] {
+        let mut c = via_proxy(&h, source).await;
+        let r = c.auth_plain("alice", "alice-password").await;
+        assert_eq!((r.code, esc(&r)), (421, "4.7.0".into()), "{source}");
+    }
+    // ...and only it: the next /64 and IPv4 clients get in.
+    let mut c = via_proxy(&h, "2001:db8:1:3::1").await;
+    assert_eq!(c.auth_plain("alice", "alice-password").await.code, 235);
+    let mut c = via_proxy(&h, "192.0.2.1").await;
+    assert_eq!(c.auth_plain("alice", "alice-password").await.code, 235);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_ip_count_an_ipv6_prefix() {
+    use tokio::io::AsyncWriteExt;
+    for (prefix, same_64_admitted) in [("", false), ("  ipv6_prefix: 128\n", true)] {
+        let h = Harness::start(Setup {
+            proxy_from: Some("127.0.0.0/8"),
+            extra: format!("limits:\n  max_connections_per_ip: 1\n{prefix}"),
+            ..Setup::default()
+        })
+        .await;
+        let open = |source: &'static str| {
+            let addr = h.starttls;
+            async move {
+                let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                tcp.write_all(format!("PROXY TCP6 {source} 2001:db8::25 40000 587\r\n").as_bytes())
+                    .await
+                    .unwrap();
+                Client::over(tcp).await
+            }
+        };
+        let first = open("2001:db8:1:2::1").await;
+        assert_eq!(first.greeting.code, 220);
+        let neighbour = open("2001:db8:1:2::2").await;
+        let want = if same_64_admitted { 220 } else { 421 };
+        assert_eq!(neighbour.greeting.code, want, "{prefix:?}");
+        let elsewhere = open("2001:db8:1:3::1").await;
+        assert_eq!(elsewhere.greeting.code, 220, "{prefix:?}");
+        drop((first, neighbour, elsewhere));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brake_counts_an_ipv6_prefix_as_one_address() {
+    let h = Harness::start(Setup {
+        proxy_from: Some("127.0.0.0/8"),
+        extra: "abuse:\n  max_ips_per_user_per_hour: 1\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    // Privacy addresses rotating inside one /64 are one client...
+    for source in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:abcd::9"] {
+        let mut c = via_proxy(&h, source).await;
+        assert_eq!(
+            c.auth_plain("alice", "alice-password").await.code,
+            235,
+            "{source}"
+        );
+    }
+    // ...another /64 is a second address, over the limit of one.
+    let mut c = via_proxy(&h, "2001:db8:1:3::1").await;
+    assert_eq!(c.auth_plain("alice", "alice-password").await.code, 535);
+    assert!(h.wait_log("user suspended by the abuse brake", W).await);
+}

@@ -1,20 +1,25 @@
-//! A short-lived cache of verified credentials, so that a site sending one message per
+//! Short-lived caches of verification results, so that a site sending one message per
 //! connection (the WordPress pattern) does not pay an argon2 verification (~20 ms of a
-//! core, 19 MiB) for every message.
+//! core, 19 MiB) for every message, and a client repeating one wrong password does
+//! not pay (or make everyone else wait for) one per try.
 //!
 //! Security reasoning:
-//! - Only successes are cached. A wrong password always goes to argon2, so guessing
-//!   is exactly as slow as without the cache, and a failure can never be remembered
-//!   as a success.
+//! - Successes and failures live in two separate caches, each with its own key: a
+//!   failure can never be remembered as a success. Only an exact repeat of a
+//!   (username, password, stored hash) that was verified wrong skips argon2; every
+//!   new guess is verified, so guessing is exactly as slow as without the cache.
+//! - A rejection entry can never go stale: the same password against the same
+//!   stored hash is always wrong. It lives [`REJECTED_TTL`] only to bound memory.
 //! - The key is HMAC-SHA256, under a random key made at start and kept only in
 //!   memory, of the username, the password and the stored PHC hash. No password or
 //!   password-equivalent is stored, and entries do not survive the process.
 //! - Including the stored hash means a password change (a new hash in the users file)
 //!   can never match an old entry; the cache is also cleared on every reload.
 //! - Entries live [`TTL`] at most; the cache holds at most [`MAX_ENTRIES`].
-//! - A hit is faster than a verification, which tells a client that this exact
-//!   password was used recently: only someone who already has the password learns
-//!   anything. Unknown users and wrong passwords still cost a full verification, so
+//! - A success hit is faster than a verification, which tells a client that this
+//!   exact password was used recently: only someone who already has the password
+//!   learns anything. A rejection hit is padded to the time of a verification (see
+//!   [`super::dummy`]) and unknown users are cached the same way as known ones, so
 //!   usernames cannot be told apart by timing.
 //! - An attacker who can read the process's memory gets the HMAC key and recent
 //!   entries, and could test guesses against them quickly; such an attacker can read
@@ -27,6 +32,9 @@ use std::time::{Duration, Instant};
 
 /// How long a verified login is remembered.
 pub const TTL: Duration = Duration::from_secs(300);
+
+/// How long a password verified wrong is remembered (the failure window).
+pub const REJECTED_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Most entries kept.
 pub const MAX_ENTRIES: usize = 100_000;

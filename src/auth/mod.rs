@@ -6,10 +6,19 @@
 //! client address may have only [`PER_CLIENT`] verifications in that queue; its
 //! others wait at the address's own gate, so a burst from one address (an attacker, or
 //! a busy web server) is served in turn and never takes the queue from everyone else.
-//! An unknown user is verified against a dummy hash, so the reply takes as long as a
-//! wrong password for a real user and usernames cannot be probed by timing.
+//! An unknown user is verified against a dummy hash with the costliest parameters in
+//! the users file, and cheaper failures are padded to that cost ([`dummy`]), so the
+//! reply takes as long as a wrong password for a real user and usernames cannot be
+//! probed by timing.
+//!
+//! A wrong password that was already verified wrong (same username, password and
+//! stored hash, within [`cache::REJECTED_TTL`]) is answered from a keyed cache without
+//! argon2: repeating one wrong password (a stale printer, or someone trying to burn
+//! the verifier threads) costs one verification, not one per try. The client sees the
+//! same reply after the same padded time, and the failure policy counts it as before.
 
 pub mod cache;
+pub mod dummy;
 pub mod verifier;
 
 use crate::config::{User, Users};
@@ -21,6 +30,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 /// The result of one AUTH attempt.
@@ -76,8 +86,14 @@ pub struct Authenticator {
     /// Argon2 verifications done (known and unknown users alike).
     verified: AtomicU64,
     verifier: verifier::Verifier,
+    /// Verified logins.
     cache: cache::CredentialCache,
-    dummy_hash: String,
+    /// Passwords verified wrong.
+    rejected: cache::CredentialCache,
+    /// The hash unknown users are verified against, and its settings.
+    dummy: RwLock<(String, dummy::Cost)>,
+    /// What failures are padded to.
+    pad: Arc<dummy::Pad>,
 }
 
 /// Most verifications one client address may have in the shared queue.
@@ -86,8 +102,9 @@ pub const PER_CLIENT: usize = 2;
 impl Authenticator {
     /// `concurrent` verifies at once, `max_waiting` more queued behind them.
     pub fn new(users: Users, concurrent: usize, max_waiting: usize) -> Authenticator {
-        let dummy_hash =
-            hash_password("postern dummy password, never a real one").expect("argon2 default hash");
+        let dummy = dummy_for(&users);
+        let pad = Arc::new(dummy::Pad::default());
+        pad.calibrate(dummy.0.clone());
         Authenticator {
             users: RwLock::new(Arc::new(users)),
             permits: Semaphore::new(concurrent.max(1)),
@@ -97,7 +114,9 @@ impl Authenticator {
             verified: AtomicU64::new(0),
             verifier: verifier::Verifier::new(concurrent.max(1)),
             cache: cache::CredentialCache::new(cache::TTL),
-            dummy_hash,
+            rejected: cache::CredentialCache::new(cache::REJECTED_TTL),
+            dummy: RwLock::new(dummy),
+            pad,
         }
     }
 
@@ -108,8 +127,18 @@ impl Authenticator {
 
     /// Puts a new users file in force; sessions already authenticated keep their user.
     pub fn replace_users(&self, users: Users) {
+        let new_dummy = dummy_for(&users);
+        {
+            let mut d = self.dummy.write().unwrap_or_else(|e| e.into_inner());
+            if d.1 != new_dummy.1 {
+                self.pad.reset();
+                self.pad.calibrate(new_dummy.0.clone());
+            }
+            *d = new_dummy;
+        }
         *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
         self.cache.clear();
+        self.rejected.clear();
     }
 
     /// Argon2 verifications done so far.
@@ -117,45 +146,100 @@ impl Authenticator {
         self.verified.load(Ordering::Relaxed)
     }
 
-    /// Verifies one username and password from `client`.
+    /// Verifies one username and password from `client` (the address key the
+    /// per-address gate counts under).
     pub async fn verify(&self, client: IpAddr, username: &str, password: &Secret) -> AuthOutcome {
-        let password = password.clone();
+        let started = Instant::now();
         let user = self.users().get(username).cloned();
-        let hash = user
-            .as_ref()
-            .map(|u| u.password_hash.clone())
-            .unwrap_or_else(|| self.dummy_hash.clone());
+        let (dummy_hash, dummy_cost) = self.dummy.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let hash = match &user {
+            Some(u) => u.password_hash.clone(),
+            None => dummy_hash,
+        };
+        let pw = password.expose();
         if let Some(u) = &user
-            && self.cache.hit(
-                username,
-                password.expose(),
-                &hash,
-                std::time::Instant::now(),
-            )
+            && self.cache.hit(username, pw, &hash, started)
         {
             return outcome(true, Some(u.clone()));
         }
-
-        let _gate = ClientGate::enter(&self.per_client, client).await;
-        let _slot = match InFlight::enter(&self.in_flight, self.max_in_flight) {
-            Some(slot) => slot,
-            None => return AuthOutcome::Busy,
+        if self.rejected.hit(username, pw, &hash, started) {
+            self.padded(started.elapsed()).await;
+            return AuthOutcome::BadCredentials;
+        }
+        let (ok, took) = match self.run(client, username, password, &hash).await {
+            Ran::Done(ok, took) => (ok, took),
+            Ran::Rejected => {
+                self.padded(started.elapsed()).await;
+                return AuthOutcome::BadCredentials;
+            }
+            Ran::Busy => return AuthOutcome::Busy,
         };
-        let Ok(_permit) = self.permits.acquire().await else {
-            return AuthOutcome::Busy;
-        };
-        self.verified.fetch_add(1, Ordering::Relaxed);
-        let ok = self.verifier.verify(password.clone(), hash.clone()).await;
-        if ok && user.is_some() {
-            self.cache.remember(
-                username,
-                password.expose(),
-                &hash,
-                std::time::Instant::now(),
-            );
+        let costliest =
+            user.is_none() || dummy::Cost::of(&hash).is_some_and(|c| c.at_least(&dummy_cost));
+        if costliest {
+            self.pad.observe(took);
+        }
+        if ok {
+            if user.is_some() {
+                self.cache.remember(username, pw, &hash, Instant::now());
+            }
+        } else {
+            self.rejected.remember(username, pw, &hash, Instant::now());
+            self.padded(started.elapsed()).await;
         }
         outcome(ok, user)
     }
+
+    /// One argon2 run behind the client's gate and the shared queue.
+    async fn run(&self, client: IpAddr, username: &str, password: &Secret, hash: &str) -> Ran {
+        let _gate = ClientGate::enter(&self.per_client, client).await;
+        // A burst of the same wrong password on parallel connections waited here
+        // behind the first of them: its answer may be known by now.
+        if self
+            .rejected
+            .hit(username, password.expose(), hash, Instant::now())
+        {
+            return Ran::Rejected;
+        }
+        let Some(_slot) = InFlight::enter(&self.in_flight, self.max_in_flight) else {
+            return Ran::Busy;
+        };
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Ran::Busy;
+        };
+        self.verified.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("postern_auth_verifications_total").increment(1);
+        let t = Instant::now();
+        let ok = self
+            .verifier
+            .verify(password.clone(), hash.to_string())
+            .await;
+        Ran::Done(ok, t.elapsed())
+    }
+
+    /// Waits out the rest of a costliest-parameters verification (nothing is held).
+    async fn padded(&self, took: Duration) {
+        let rest = self.pad.remaining(took);
+        if !rest.is_zero() {
+            tokio::time::sleep(rest).await;
+        }
+    }
+}
+
+/// What became of one attempt at running argon2.
+enum Ran {
+    /// Whether the password matched, and how long argon2 took.
+    Done(bool, Duration),
+    /// Known wrong while it waited at the client's gate.
+    Rejected,
+    /// The shared queue is full.
+    Busy,
+}
+
+/// The dummy hash for `users`: their costliest parameters.
+fn dummy_for(users: &Users) -> (String, dummy::Cost) {
+    let cost = dummy::costliest(users.iter().map(|u| u.password_hash.as_str()));
+    (dummy::hash_with(&cost), cost)
 }
 
 fn outcome(verified: bool, user: Option<Arc<User>>) -> AuthOutcome {
@@ -231,170 +315,4 @@ impl Drop for ClientGate<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::RateLimits;
-
-    fn user(name: &str, password: &str, disabled: bool) -> User {
-        User {
-            name: name.into(),
-            password_hash: hash_password(password).unwrap(),
-            senders: vec![],
-            rate_limits: RateLimits::default(),
-            disabled,
-            allow_any_header_from: false,
-        }
-    }
-
-    #[tokio::test]
-    async fn verify_outcomes() {
-        let users = Users::from_list(vec![user("alice", "right", false), user("bob", "pw", true)]);
-        let a = Authenticator::new(users, 2, 8);
-        let s = |p: &str| Secret::new(p.into());
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!(
-            matches!(a.verify(ip, "alice", &s("right")).await, AuthOutcome::Ok(u) if u.name == "alice")
-        );
-        assert!(matches!(
-            a.verify(ip, "alice", &s("wrong")).await,
-            AuthOutcome::BadCredentials
-        ));
-        assert!(matches!(
-            a.verify(ip, "Alice", &s("right")).await,
-            AuthOutcome::BadCredentials
-        ));
-        assert!(matches!(
-            a.verify(ip, "nobody", &s("right")).await,
-            AuthOutcome::BadCredentials
-        ));
-        assert!(matches!(
-            a.verify(ip, "bob", &s("pw")).await,
-            AuthOutcome::Disabled
-        ));
-        assert!(matches!(
-            a.verify(ip, "bob", &s("nope")).await,
-            AuthOutcome::BadCredentials
-        ));
-        assert_eq!(a.in_flight.load(Ordering::SeqCst), 0);
-        assert!(a.per_client.lock().unwrap().is_empty());
-        // Every attempt ran argon2, unknown user included: no timing oracle.
-        assert_eq!(a.verifications(), 6);
-    }
-
-    #[tokio::test]
-    async fn verified_logins_are_cached_failures_never() {
-        let users = || Users::from_list(vec![user("alice", "right", false)]);
-        let a = Authenticator::new(users(), 2, 8);
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let s = |p: &str| Secret::new(p.into());
-        for _ in 0..3 {
-            assert!(matches!(
-                a.verify(ip, "alice", &s("wrong")).await,
-                AuthOutcome::BadCredentials
-            ));
-        }
-        assert_eq!(a.verifications(), 3, "every failure pays argon2");
-        for _ in 0..5 {
-            assert!(matches!(
-                a.verify(ip, "alice", &s("right")).await,
-                AuthOutcome::Ok(_)
-            ));
-        }
-        assert_eq!(a.verifications(), 4, "one verification, then hits");
-        assert!(matches!(
-            a.verify(ip, "alice", &s("wrong")).await,
-            AuthOutcome::BadCredentials
-        ));
-        assert_eq!(a.verifications(), 5);
-        // A reload forgets; a changed password never matches the old entry.
-        a.replace_users(users());
-        assert!(matches!(
-            a.verify(ip, "alice", &s("right")).await,
-            AuthOutcome::Ok(_)
-        ));
-        assert_eq!(a.verifications(), 6);
-        a.replace_users(Users::from_list(vec![user("alice", "new", false)]));
-        assert!(matches!(
-            a.verify(ip, "alice", &s("right")).await,
-            AuthOutcome::BadCredentials
-        ));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn one_client_cannot_take_the_queue() {
-        let users = Users::from_list(vec![user("alice", "right", false)]);
-        // One verify at a time and a queue of 64: without the gate, a burst of 12 from
-        // one address would all be ahead of the next client.
-        let a = Arc::new(Authenticator::new(users, 1, 64));
-        let in_queue = |n: usize| {
-            let a = a.clone();
-            async move {
-                while a.in_flight.load(Ordering::SeqCst) < n {
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-            }
-        };
-        // Hold the only verify slot so the queue fills up deterministically.
-        let hold = a.permits.acquire().await.unwrap();
-        let flooder: IpAddr = "192.0.2.66".parse().unwrap();
-        let done = Arc::new(AtomicUsize::new(0));
-        let attempts: Vec<_> = (0..12)
-            .map(|_| {
-                let (a, done) = (a.clone(), done.clone());
-                tokio::spawn(async move {
-                    let r = a
-                        .verify(flooder, "alice", &Secret::new("wrong".into()))
-                        .await;
-                    done.fetch_add(1, Ordering::SeqCst);
-                    r
-                })
-            })
-            .collect();
-        in_queue(PER_CLIENT.min(12)).await;
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert_eq!(
-            a.in_flight.load(Ordering::SeqCst),
-            PER_CLIENT,
-            "the rest wait at the gate"
-        );
-        let other: IpAddr = "192.0.2.7".parse().unwrap();
-        let good = {
-            let a = a.clone();
-            tokio::spawn(
-                async move { a.verify(other, "alice", &Secret::new("right".into())).await },
-            )
-        };
-        in_queue(PER_CLIENT + 1).await;
-        drop(hold);
-        assert!(matches!(good.await.unwrap(), AuthOutcome::Ok(_)));
-        // The other client waited only for the flooder's two already in the queue.
-        let before = done.load(Ordering::SeqCst);
-        assert!(before <= 2, "waited behind {before}");
-        // And the flood is served in turn, not refused.
-        for t in attempts {
-            assert!(matches!(t.await.unwrap(), AuthOutcome::BadCredentials));
-        }
-        assert!(a.per_client.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn in_flight_is_bounded_and_released() {
-        let c = AtomicUsize::new(0);
-        let a = InFlight::enter(&c, 2).unwrap();
-        let b = InFlight::enter(&c, 2).unwrap();
-        assert!(InFlight::enter(&c, 2).is_none());
-        drop(a);
-        assert!(InFlight::enter(&c, 2).is_some());
-        drop(b);
-        assert_eq!(c.load(Ordering::SeqCst), 0);
-    }
-
-    #[test]
-    fn phc_checks() {
-        assert!(check_phc(&hash_password("x").unwrap()).is_ok());
-        assert!(check_phc("plaintext").is_err());
-        let huge = hash_password("x").unwrap().replace("m=19456", "m=4194304");
-        assert!(check_phc(&huge).unwrap_err().contains("memory cost"));
-        assert!(check_phc("$2y$10$abcdefghijklmnopqrstuv").is_err());
-    }
-}
+mod tests;

@@ -191,6 +191,7 @@ struct RawLimits {
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     max_errors: Option<u32>,
+    ipv6_prefix: Option<u8>,
 }
 
 /// Rate limits as written: every key optional so that a user's entry overrides only
@@ -381,6 +382,9 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Protocol errors in one session before it is closed with 421.
     pub max_errors: u32,
+    /// IPv6 clients are counted per prefix of this length by every per-address
+    /// limit, gate and block (1 to 128; IPv4 is always one address).
+    pub ipv6_prefix: u8,
 }
 
 /// Per-user sending limits; `None` means unlimited.
@@ -725,7 +729,11 @@ impl Config {
             max_connections: l.max_connections.unwrap_or(1000),
             max_connections_per_ip: l.max_connections_per_ip.unwrap_or(50),
             max_errors: l.max_errors.unwrap_or(10),
+            ipv6_prefix: l.ipv6_prefix.unwrap_or(64),
         };
+        if !(1..=128).contains(&limits.ipv6_prefix) {
+            problems.add(file, "limits.ipv6_prefix", "must be between 1 and 128");
+        }
         for (k, v) in [
             ("max_message_size", limits.max_message_size),
             ("max_recipients", limits.max_recipients as u64),

@@ -39,6 +39,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.limits.max_recipients, 100);
     assert_eq!(c.limits.max_connections, 1000);
     assert_eq!(c.limits.max_connections_per_ip, 50);
+    assert_eq!(c.limits.ipv6_prefix, 64);
     assert_eq!(c.timeouts.command, Duration::from_secs(300));
     assert_eq!(c.timeouts.data_block, Duration::from_secs(180));
     assert_eq!(c.timeouts.upstream_data_done, Duration::from_secs(600));
@@ -61,6 +62,7 @@ smarthost:
   username: u
 limits:
   max_recipients: 0
+  ipv6_prefix: 129
 log:
   format: xml
 extra: 1
@@ -73,6 +75,7 @@ extra: 1
         "smarthost.address",
         "smarthost.password_file",
         "limits.max_recipients: must be greater than 0",
+        "limits.ipv6_prefix: must be between 1 and 128",
         "log: ",
         "extra: unknown key",
     ] {

@@ -15,8 +15,12 @@
 //! 5. A username with `block_user_after` (30) distinct failures, from any addresses, is
 //!    locked the same way (a distributed guess at one account).
 //! 6. A user who logged in successfully from an address within the last day keeps
-//!    logging in from it even while the address or username is blocked: an office
-//!    behind one NAT address is not locked out because someone else there misbehaves.
+//!    logging in from it even while the address is blocked: an office behind one NAT
+//!    address is not locked out because someone else there misbehaves. The trust lifts
+//!    only the address block, never the username lock, and the (user, address) pair
+//!    has a failure limit of its own (`block_ip_after` distinct failures, blocked like
+//!    an address): everyone behind a shared NAT or hosting address can reach a trusted
+//!    user's login, so the pair must not be an unlimited supply of guesses.
 //!    A correct login never clears the failure counts (an attacker holding one valid
 //!    account must not be able to reset its guessing budget with it).
 //!
@@ -77,6 +81,10 @@ pub enum Gate {
     UserBlocked {
         retry_after: Duration,
     },
+    /// This username is locked from this address (too many failures for the pair).
+    PairBlocked {
+        retry_after: Duration,
+    },
 }
 
 /// What a recorded failure means for the reply.
@@ -90,6 +98,8 @@ pub struct Penalty {
     pub ip_blocked: Option<Duration>,
     /// The username was locked by this failure, for this long.
     pub user_blocked: Option<Duration>,
+    /// The (username, address) pair was locked by this failure, for this long.
+    pub pair_blocked: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -156,6 +166,8 @@ impl Record {
 struct State {
     ips: HashMap<IpAddr, Record>,
     users: HashMap<String, Record>,
+    /// Failures per (username, address), the limit a trusted pair keeps.
+    pairs: HashMap<(String, IpAddr), Record>,
     good: HashMap<(String, IpAddr), Instant>,
 }
 
@@ -198,18 +210,20 @@ impl AuthFailures {
     /// Before verifying: may `username` try to log in from `ip` now?
     pub fn gate(&self, ip: IpAddr, username: &str, now: Instant) -> Gate {
         let state = self.lock();
+        let pair = (username.to_string(), ip);
+        // Trust lifts the address block only.
         let trusted = state
             .good
-            .get(&(username.to_string(), ip))
+            .get(&pair)
             .is_some_and(|&t| now.saturating_duration_since(t) < self.policy.remember_good);
-        if trusted {
-            return Gate::Open;
-        }
-        if let Some(d) = state.ips.get(&ip).and_then(|r| r.blocked(now)) {
+        if !trusted && let Some(d) = state.ips.get(&ip).and_then(|r| r.blocked(now)) {
             return Gate::IpBlocked { retry_after: d };
         }
         if let Some(d) = state.users.get(username).and_then(|r| r.blocked(now)) {
             return Gate::UserBlocked { retry_after: d };
+        }
+        if let Some(d) = state.pairs.get(&pair).and_then(|r| r.blocked(now)) {
+            return Gate::PairBlocked { retry_after: d };
         }
         Gate::Open
     }
@@ -230,7 +244,13 @@ impl AuthFailures {
             .or_insert_with(|| Record::new(now));
         let user_failures = user_rec.add(now, fp, p.window);
         let user_blocked = (user_failures >= p.block_user_after).then(|| user_rec.block(now, p));
-        let over = state.ips.len() + state.users.len() > p.max_tracked;
+        let pair_rec = state
+            .pairs
+            .entry((username.to_string(), ip))
+            .or_insert_with(|| Record::new(now));
+        let pair_failures = pair_rec.add(now, fp, p.window);
+        let pair_blocked = (pair_failures >= p.block_ip_after).then(|| pair_rec.block(now, p));
+        let over = state.ips.len() + state.users.len() + state.pairs.len() > p.max_tracked;
         drop(state);
         if over {
             self.prune(now);
@@ -240,6 +260,7 @@ impl AuthFailures {
             ip_failures,
             ip_blocked,
             user_blocked,
+            pair_blocked,
         }
     }
 
@@ -254,17 +275,24 @@ impl AuthFailures {
         let p = &self.policy;
         let mut guard = self.lock();
         let state = &mut *guard;
-        for r in state.ips.values_mut().chain(state.users.values_mut()) {
+        for r in state
+            .ips
+            .values_mut()
+            .chain(state.users.values_mut())
+            .chain(state.pairs.values_mut())
+        {
             r.prune(now, p.window);
         }
         state.ips.retain(|_, r| !r.idle(now, p));
         state.users.retain(|_, r| !r.idle(now, p));
+        state.pairs.retain(|_, r| !r.idle(now, p));
         state
             .good
             .retain(|_, t| now.saturating_duration_since(*t) < p.remember_good);
-        let half = p.max_tracked / 2;
-        evict_oldest(&mut state.ips, half);
-        evict_oldest(&mut state.users, half);
+        let third = p.max_tracked / 3;
+        evict_oldest(&mut state.ips, third);
+        evict_oldest(&mut state.users, third);
+        evict_oldest(&mut state.pairs, third);
         let max_good = p.max_tracked;
         if state.good.len() > max_good {
             let mut v: Vec<_> = state.good.iter().map(|(k, t)| (*t, k.clone())).collect();
@@ -275,10 +303,10 @@ impl AuthFailures {
         }
     }
 
-    /// Addresses and usernames tracked now.
+    /// Addresses, usernames and (username, address) pairs tracked now.
     pub fn tracked(&self) -> usize {
         let s = self.lock();
-        s.ips.len() + s.users.len()
+        s.ips.len() + s.users.len() + s.pairs.len()
     }
 }
 
@@ -393,6 +421,62 @@ mod tests {
             f.failed(nat, "admin", &format!("h{i}"), t2);
         }
         assert!(matches!(f.gate(nat, "office", t2), Gate::IpBlocked { .. }));
+    }
+
+    #[test]
+    fn a_trusted_pair_has_a_failure_limit_of_its_own() {
+        let f = AuthFailures::new(AuthFailurePolicy::default());
+        let t0 = Instant::now();
+        let nat = ip("198.51.100.7");
+        f.succeeded(nat, "office", t0);
+        f.succeeded(nat, "colleague", t0);
+        // Someone behind the NAT guesses at the trusted user: the address is blocked
+        // at the tenth, and so is the pair, for the same time.
+        for i in 0..10 {
+            let t = t0 + Duration::from_secs(60);
+            assert_eq!(f.gate(nat, "office", t), Gate::Open, "guess {i}");
+            let p = f.failed(nat, "office", &format!("g{i}"), t);
+            assert_eq!(p.pair_blocked.is_some(), i == 9, "guess {i}");
+        }
+        let t1 = t0 + Duration::from_secs(61);
+        assert!(
+            matches!(f.gate(nat, "office", t1), Gate::PairBlocked { retry_after } if retry_after > Duration::from_secs(290)),
+            "{:?}",
+            f.gate(nat, "office", t1)
+        );
+        // The other trusted user there still gets in; a stranger does not.
+        assert_eq!(f.gate(nat, "colleague", t1), Gate::Open);
+        assert!(matches!(
+            f.gate(nat, "stranger", t1),
+            Gate::IpBlocked { .. }
+        ));
+        // The same user from elsewhere is not affected by the pair's block.
+        assert_eq!(f.gate(ip("192.0.2.1"), "office", t1), Gate::Open);
+        // Trust never lifts a username lock.
+        for i in 0..30u32 {
+            f.failed(
+                IpAddr::from([203, 0, 113, i as u8]),
+                "colleague",
+                &format!("p{i}"),
+                t1,
+            );
+        }
+        assert!(matches!(
+            f.gate(nat, "colleague", t1),
+            Gate::UserBlocked { .. }
+        ));
+        // A repeat offence doubles the pair's block like an address's.
+        let t2 = t1 + Duration::from_secs(300);
+        assert_eq!(f.gate(nat, "office", t2), Gate::Open);
+        for i in 0..10 {
+            f.failed(nat, "office", &format!("again{i}"), t2);
+        }
+        assert_eq!(
+            f.gate(nat, "office", t2),
+            Gate::PairBlocked {
+                retry_after: Duration::from_secs(600)
+            }
+        );
     }
 
     #[test]

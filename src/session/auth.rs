@@ -96,9 +96,10 @@ impl Session {
         io: &mut SmtpStream<S>,
         creds: Credentials,
     ) -> Flow {
-        let ip = self.peer.ip();
+        let ip = self.client_key();
         let username = creds.username.as_str();
-        match self.ctx.auth_failures.gate(ip, username, Instant::now()) {
+        let gate = self.ctx.auth_failures.gate(ip, username, Instant::now());
+        match gate {
             Gate::Open => {}
             Gate::IpBlocked { retry_after } => {
                 auth_metric("blocked");
@@ -113,9 +114,14 @@ impl Session {
                 ));
                 return Flow::Close;
             }
-            Gate::UserBlocked { retry_after } => {
+            Gate::UserBlocked { retry_after } | Gate::PairBlocked { retry_after } => {
                 auth_metric("blocked");
-                warn!(username = ?username, retry_after = %human(retry_after), "AUTH refused: username locked after repeated failures");
+                let why = if matches!(gate, Gate::PairBlocked { .. }) {
+                    "AUTH refused: username locked from this address after repeated failures"
+                } else {
+                    "AUTH refused: username locked after repeated failures"
+                };
+                warn!(username = ?username, retry_after = %human(retry_after), "{why}");
                 return self.refuse(
                     io,
                     Reply::new(
@@ -129,12 +135,7 @@ impl Session {
                 );
             }
         }
-        let user = match self
-            .ctx
-            .auth
-            .verify(self.peer.ip(), username, &creds.password)
-            .await
-        {
+        let user = match self.ctx.auth.verify(ip, username, &creds.password).await {
             AuthOutcome::Ok(user) => user,
             AuthOutcome::BadCredentials => return self.login_failed(io, &creds).await,
             AuthOutcome::Disabled => {
@@ -191,13 +192,19 @@ impl Session {
         )
     }
 
+    /// The address the login penalties, the verification gate and the brake count
+    /// this client under (its IPv6 prefix; see `limits.ipv6_prefix`).
+    fn client_key(&self) -> std::net::IpAddr {
+        crate::policy::client_key(self.peer.ip(), self.ctx.config.limits.ipv6_prefix)
+    }
+
     /// A wrong password (or unknown user): slow down, then maybe close.
     async fn login_failed<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut SmtpStream<S>,
         creds: &Credentials,
     ) -> Flow {
-        let ip = self.peer.ip();
+        let ip = self.client_key();
         let p = self.ctx.auth_failures.failed(
             ip,
             &creds.username,
@@ -219,6 +226,9 @@ impl Session {
         if let Some(d) = p.user_blocked {
             warn!(username = ?creds.username, blocked_for = %human(d), "username locked after repeated login failures");
         }
+        if let Some(d) = p.pair_blocked {
+            warn!(username = ?creds.username, blocked_for = %human(d), "username locked from this address after repeated login failures");
+        }
         if !p.delay.is_zero() {
             // The tarpit: the reply waits, and so does the attacker.
             let _ = io.flush().await;
@@ -229,6 +239,7 @@ impl Session {
             Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
         );
         if p.ip_blocked.is_some()
+            || p.pair_blocked.is_some()
             || self.auth_failures >= self.ctx.auth_failures.policy().per_session
         {
             io.reply(&Reply::new(
