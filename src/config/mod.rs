@@ -191,6 +191,8 @@ struct RawLimits {
     max_connections: Option<usize>,
     max_connections_per_ip: Option<usize>,
     max_errors: Option<u32>,
+    max_junk_commands: Option<u32>,
+    max_messages_per_session: Option<u32>,
 }
 
 /// Rate limits as written: every key optional so that a user's entry overrides only
@@ -232,6 +234,9 @@ struct RawTimeouts {
     upstream_command: Option<HumanDuration>,
     upstream_data_done: Option<HumanDuration>,
     shutdown_grace: Option<HumanDuration>,
+    write: Option<HumanDuration>,
+    unauthenticated: Option<HumanDuration>,
+    session: Option<HumanDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -381,6 +386,11 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Protocol errors in one session before it is closed with 421.
     pub max_errors: u32,
+    /// NOOP, VRFY, HELP, RSET and ETRN since the last accepted message before the
+    /// session is closed with 421 (Postfix's `smtpd_junk_command_limit`).
+    pub max_junk_commands: u32,
+    /// Messages one session may send; the next MAIL gets 421 and the session closes.
+    pub max_messages_per_session: u32,
 }
 
 /// Per-user sending limits; `None` means unlimited.
@@ -414,6 +424,12 @@ pub struct Timeouts {
     pub upstream_data_done: Duration,
     /// How long SIGTERM waits for transactions in progress.
     pub shutdown_grace: Duration,
+    /// Sending replies to a client that does not read them.
+    pub write: Duration,
+    /// From connection to a successful AUTH.
+    pub unauthenticated: Duration,
+    /// The whole life of a session, from connection to close.
+    pub session: Duration,
 }
 
 impl Default for Timeouts {
@@ -427,6 +443,9 @@ impl Default for Timeouts {
             upstream_command: Duration::from_secs(300),
             upstream_data_done: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(30),
+            write: Duration::from_secs(30),
+            unauthenticated: Duration::from_secs(300),
+            session: Duration::from_secs(3600),
         }
     }
 }
@@ -725,6 +744,8 @@ impl Config {
             max_connections: l.max_connections.unwrap_or(1000),
             max_connections_per_ip: l.max_connections_per_ip.unwrap_or(50),
             max_errors: l.max_errors.unwrap_or(10),
+            max_junk_commands: l.max_junk_commands.unwrap_or(100),
+            max_messages_per_session: l.max_messages_per_session.unwrap_or(100),
         };
         for (k, v) in [
             ("max_message_size", limits.max_message_size),
@@ -735,6 +756,11 @@ impl Config {
                 limits.max_connections_per_ip as u64,
             ),
             ("max_errors", limits.max_errors as u64),
+            ("max_junk_commands", limits.max_junk_commands as u64),
+            (
+                "max_messages_per_session",
+                limits.max_messages_per_session as u64,
+            ),
         ] {
             if v == 0 {
                 problems.add(file, &format!("limits.{k}"), "must be greater than 0");
@@ -773,6 +799,9 @@ impl Config {
             upstream_command: pick(t.upstream_command, d.upstream_command),
             upstream_data_done: pick(t.upstream_data_done, d.upstream_data_done),
             shutdown_grace: pick(t.shutdown_grace, d.shutdown_grace),
+            write: pick(t.write, d.write),
+            unauthenticated: pick(t.unauthenticated, d.unauthenticated),
+            session: pick(t.session, d.session),
         };
         for (k, v) in [
             ("command", timeouts.command),
@@ -782,6 +811,9 @@ impl Config {
             ("upstream_connect", timeouts.upstream_connect),
             ("upstream_command", timeouts.upstream_command),
             ("upstream_data_done", timeouts.upstream_data_done),
+            ("write", timeouts.write),
+            ("unauthenticated", timeouts.unauthenticated),
+            ("session", timeouts.session),
         ] {
             if v.is_zero() {
                 problems.add(file, &format!("timeouts.{k}"), "must be greater than 0");

@@ -220,8 +220,11 @@ impl Session {
             warn!(username = ?creds.username, blocked_for = %human(d), "username locked after repeated login failures");
         }
         if !p.delay.is_zero() {
-            // The tarpit: the reply waits, and so does the attacker.
-            let _ = io.flush().await;
+            // The tarpit: the reply waits, and so does the attacker. The flush is
+            // bounded by the write timeout; a client that does not read is dropped.
+            if io.flush().await.is_err() {
+                return Flow::Close;
+            }
             tokio::time::sleep(p.delay).await;
         }
         self.refuse(
