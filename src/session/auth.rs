@@ -4,6 +4,7 @@ use super::{Flow, MAX_AUTH_LINE, Session};
 use crate::auth::AuthOutcome;
 use crate::policy::auth_failures::Gate;
 use crate::policy::rates::human;
+use crate::proto::printable::Printable;
 use crate::proto::reply::{Esc, Reply};
 use crate::proto::sasl::{self, Credentials, SaslError};
 use crate::secret::Secret;
@@ -102,7 +103,7 @@ impl Session {
             Gate::Open => {}
             Gate::IpBlocked { retry_after } => {
                 auth_metric("blocked");
-                warn!(username = ?username, retry_after = %human(retry_after), "AUTH refused: address blocked after repeated failures");
+                warn!(username = %Printable(username), retry_after = %human(retry_after), "AUTH refused: address blocked after repeated failures");
                 io.reply(&Reply::new(
                     421,
                     Esc(4, 7, 0),
@@ -115,7 +116,7 @@ impl Session {
             }
             Gate::UserBlocked { retry_after } => {
                 auth_metric("blocked");
-                warn!(username = ?username, retry_after = %human(retry_after), "AUTH refused: username locked after repeated failures");
+                warn!(username = %Printable(username), retry_after = %human(retry_after), "AUTH refused: username locked after repeated failures");
                 return self.refuse(
                     io,
                     Reply::new(
@@ -139,7 +140,7 @@ impl Session {
             AuthOutcome::BadCredentials => return self.login_failed(io, &creds).await,
             AuthOutcome::Disabled => {
                 auth_metric("disabled");
-                warn!(username = ?username, "authentication failed: user is disabled");
+                warn!(username = %Printable(username), "authentication failed: user is disabled");
                 return self.refuse(
                     io,
                     Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
@@ -207,7 +208,7 @@ impl Session {
         self.auth_failures += 1;
         auth_metric("failure");
         warn!(
-            username = ?creds.username,
+            username = %Printable(&creds.username),
             address_failures = p.ip_failures,
             session_failures = self.auth_failures,
             delay_ms = p.delay.as_millis() as u64,
@@ -217,7 +218,7 @@ impl Session {
             warn!(blocked_for = %human(d), "address blocked after repeated login failures");
         }
         if let Some(d) = p.user_blocked {
-            warn!(username = ?creds.username, blocked_for = %human(d), "username locked after repeated login failures");
+            warn!(username = %Printable(&creds.username), blocked_for = %human(d), "username locked after repeated login failures");
         }
         if !p.delay.is_zero() {
             // The tarpit: the reply waits, and so does the attacker. The flush is

@@ -16,6 +16,7 @@ use crate::config::{Listener, TlsMode, User};
 use crate::context::Context;
 use crate::policy::rates::Reservation;
 use crate::proto::command::{Command, parse_command};
+use crate::proto::printable::Printable;
 use crate::proto::reply::{Esc, Reply};
 use crate::upstream::Upstream;
 use io::{ReadLine, SmtpStream};
@@ -262,7 +263,7 @@ impl Session {
         reply: Reply,
     ) -> Flow {
         self.errors += 1;
-        info!(reply = %reply, "command refused");
+        info!(reply = %Printable(&reply), "command refused");
         io.reply(&reply);
         Flow::Continue
     }
