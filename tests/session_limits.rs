@@ -157,3 +157,27 @@ async fn mail_after_the_messages_per_session_cap_gets_421_and_a_new_session_goes
     assert_eq!(r.code, 250, "{r:?}");
     assert_eq!(h.sink.wait_for(3, W).await.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_auth_exchange_is_cut_at_the_time_to_authenticate() {
+    let h = Harness::start(Setup {
+        plain_listener: true,
+        extra: "timeouts:\n  command: 1m\n  unauthenticated: 2s\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let mut c = Client::connect(h.plain.unwrap()).await;
+    c.expect("EHLO stall.example", 250).await;
+    let started = std::time::Instant::now();
+    // The username prompt, then nothing: the 1 minute command timeout is not what
+    // bounds the wait.
+    c.expect("AUTH LOGIN", 334).await;
+    let r = c.try_read_reply().await.expect("a 421 before closing");
+    assert_eq!((r.code, esc(&r)), (421, "4.7.0".into()), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(c.closed().await);
+    assert!(
+        h.wait_log("no successful AUTH within timeouts.unauthenticated", W)
+            .await
+    );
+}

@@ -1,5 +1,6 @@
 //! AUTH PLAIN and AUTH LOGIN (RFC 4954, RFC 4616).
 
+use super::bounds::Bound;
 use super::{Flow, MAX_AUTH_LINE, Session};
 use crate::auth::AuthOutcome;
 use crate::policy::auth_failures::Gate;
@@ -284,10 +285,10 @@ impl Session {
         prompt: &str,
     ) -> Result<Secret, Exchange> {
         io.reply(&Reply::plain(334, prompt));
-        match io
-            .read_line(MAX_AUTH_LINE, self.ctx.config.timeouts.command)
-            .await
-        {
+        // The session's deadlines (command, time to authenticate, lifetime) hold
+        // within the exchange too.
+        let (limit, bound) = self.read_limit();
+        match io.read_line(MAX_AUTH_LINE, limit).await {
             ReadLine::Line(mut line) => {
                 let text = std::str::from_utf8(&line[..line.len() - 2])
                     .map(|t| Secret::new(t.to_string()))
@@ -297,6 +298,9 @@ impl Session {
                 text
             }
             ReadLine::Bad(_) => Err(Exchange::Sasl(SaslError::Base64)),
+            ReadLine::TimedOut if bound != Bound::Command => {
+                Err(Exchange::Gone(self.expired(io, bound)))
+            }
             ReadLine::TimedOut => {
                 io.reply(&Reply::new(
                     421,
