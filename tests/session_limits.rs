@@ -181,3 +181,39 @@ async fn a_stalled_auth_exchange_is_cut_at_the_time_to_authenticate() {
             .await
     );
 }
+
+/// Python's smtplib in a NOOP loop (at most 1000), as a keep-alive script would do
+/// it: it sees the 421 and the connection drop.
+const NOOP_LOOP: &str = r#"
+import os, smtplib
+s = smtplib.SMTP("127.0.0.1", int(os.environ["PORT"]), timeout=30)
+s.ehlo("loop.example")
+for i in range(1000):
+    try:
+        code, text = s.noop()
+    except smtplib.SMTPServerDisconnected:
+        print("disconnected", i)
+        break
+    if code != 250:
+        print("refused", i, code, text.decode())
+        break
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_smtplib_noop_loop_is_cut() {
+    let h = Harness::start(with("limits:\n  max_junk_commands: 20\n")).await;
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(NOOP_LOOP)
+        .env("PORT", h.starttls.port().to_string())
+        .output()
+        .await
+        .expect("python3 is needed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("refused 20 421 4.7.0"), "{stdout}");
+}
