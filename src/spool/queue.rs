@@ -384,7 +384,7 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
         delivered = outcome.delivered.len(),
         deferred = pending,
         failed = failures.len(),
-        last_error = env.last_error.as_deref().unwrap_or(""),
+        last_error = %Printable(env.last_error.as_deref().unwrap_or("")),
         "delivery attempt"
     );
     if !failures.is_empty() {
