@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use postern::config::{self, Config, LogFormat};
+use postern::proto::printable::Printable;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -273,21 +274,28 @@ fn queue_list(path: Option<PathBuf>) -> ExitCode {
         "{:<22} {:>8} {:<32} {:>4} {:>8}  recipients / last error",
         "id", "age", "sender", "rcpt", "attempts"
     );
+    // Senders, recipients and errors come from clients and smarthosts: escaped, so
+    // that nothing in them can drive the operator's terminal.
+    let show = |s: &str| Printable(s).to_string();
     for e in &envs {
-        let pending: Vec<&str> = e.pending().map(|r| r.address.as_str()).collect();
+        let pending: Vec<String> = e.pending().map(|r| show(&r.address)).collect();
         println!(
             "{:<22} {:>8} {:<32} {:>4} {:>8}  {}",
             e.id,
             postern::policy::rates::human(std::time::Duration::from_secs(
                 now.saturating_sub(e.created)
             )),
-            if e.from.is_empty() { "<>" } else { &e.from },
+            if e.from.is_empty() {
+                "<>".into()
+            } else {
+                show(&e.from)
+            },
             pending.len(),
             e.attempts,
             pending.join(", ")
         );
         if let Some(err) = &e.last_error {
-            println!("{:<22} last error: {err}", "");
+            println!("{:<22} last error: {}", "", show(err));
         }
     }
     println!("{} message(s) queued", envs.len());

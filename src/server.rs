@@ -307,7 +307,7 @@ async fn accept_loop(
                         admit_and_serve(ctx, listener, &limits, tcp, client.unwrap_or(peer))
                     }
                     Err(e) => {
-                        warn!(peer = %peer, error = %e, "connection closed: no valid PROXY header");
+                        warn!(peer = %peer, error = %crate::proto::printable::Printable(&e), "connection closed: no valid PROXY header");
                         metrics::counter!("postern_connections_refused_total", "limit" => "bad_proxy_header")
                             .increment(1);
                     }

@@ -189,13 +189,13 @@ async fn serve(tcp: TcpStream, config: Arc<SinkConfig>, state: Arc<SinkState>) {
                 return;
             };
             conn.tls = true;
-            let mut io = SmtpStream::new(tls);
+            let mut io = SmtpStream::new(tls, T);
             io.reply(&greeting);
             conn.run(&mut io).await;
             let _ = io.flush().await;
         }
         (_, acceptor) => {
-            let mut io = SmtpStream::new(tcp);
+            let mut io = SmtpStream::new(tcp, T);
             io.reply(&greeting);
             let starttls = conn.run(&mut io).await;
             let _ = io.flush().await;
@@ -205,7 +205,7 @@ async fn serve(tcp: TcpStream, config: Arc<SinkConfig>, state: Arc<SinkState>) {
                     return;
                 };
                 conn.tls = true;
-                let mut io = SmtpStream::new(tls);
+                let mut io = SmtpStream::new(tls, T);
                 conn.run(&mut io).await;
                 let _ = io.flush().await;
             }

@@ -403,3 +403,82 @@ async fn a_client_that_never_reads_is_dropped() {
     .await;
     assert!(closed.is_ok(), "the non-reading client was never dropped");
 }
+
+/// Whether a new connection from `source` gets the 220 greeting (its address is
+/// under `max_connections_per_ip`) rather than 421.
+async fn greeted(addr: SocketAddr, source: &str) -> bool {
+    let mut tcp = connect_from(addr, source).await;
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await {
+        Ok(Ok(n)) => buf[..n].starts_with(b"220 "),
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_fails_auth_and_never_reads_frees_its_slot_at_the_write_timeout() {
+    // One connection per address, a command timeout far beyond the test, and a 1 s
+    // write timeout: only the write timeout can free the slot in time. The tarpit
+    // starts at the first failure, so its reply is flushed while the client stalls.
+    let h = Harness::start(Setup {
+        plain_listener: true,
+        extra: "limits:\n  max_connections_per_ip: 1\n  max_errors: 1000\n\
+                timeouts:\n  command: 5m\n  write: 1s\n\
+                abuse:\n  auth_tarpit_after: 0\n  auth_failures_per_session: 100\n  \
+                auth_block_ip_after: 1000\n  auth_block_user_after: 1000\n"
+            .into(),
+        ..Setup::default()
+    })
+    .await;
+    let addr = h.plain.unwrap();
+    let source = "127.0.4.1";
+    // A tiny receive buffer, never read: the replies back up at once.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(1024).unwrap();
+    socket
+        .bind(SocketAddr::new(source.parse().unwrap(), 0))
+        .unwrap();
+    let mut tcp = socket.connect(addr).await.unwrap();
+    // Batches of EHLO (about 180 bytes of reply each, 1.4 MB a batch) ending in a
+    // failed AUTH: within a few batches the socket buffers are full.
+    let mut batch = "EHLO stall.example\r\n".repeat(8000);
+    batch.push_str(&format!(
+        "AUTH PLAIN {}\r\n",
+        postern::proto::sasl::encode_plain("alice", "wrong")
+    ));
+    let writer = tokio::spawn(async move {
+        for _ in 0..20 {
+            match tokio::time::timeout(Duration::from_secs(60), tcp.write_all(batch.as_bytes()))
+                .await
+            {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
+        tcp
+    });
+    // The stalled session holds the address's only slot for a while...
+    assert!(h.wait_log("authentication failed", W).await);
+    // ...and gives it back once the buffers are full, within the write timeout
+    // (plus a 1 s tarpit per batch until then), not after the 5 minute command
+    // timeout.
+    let started = std::time::Instant::now();
+    let mut freed = false;
+    for _ in 0..120 {
+        if greeted(addr, source).await {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let held = started.elapsed();
+    if !freed {
+        for l in h.logs() {
+            eprintln!("{l}");
+        }
+    }
+    assert!(freed, "the slot was still held after {held:?}");
+    assert!(held < Duration::from_secs(30), "the slot was held {held:?}");
+    assert!(h.wait_log("within the write timeout", W).await);
+    writer.abort();
+}

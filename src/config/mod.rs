@@ -192,6 +192,8 @@ struct RawLimits {
     max_connections_per_ip: Option<usize>,
     max_errors: Option<u32>,
     ipv6_prefix: Option<u8>,
+    max_junk_commands: Option<u32>,
+    max_messages_per_session: Option<u32>,
 }
 
 /// Rate limits as written: every key optional so that a user's entry overrides only
@@ -233,6 +235,9 @@ struct RawTimeouts {
     upstream_command: Option<HumanDuration>,
     upstream_data_done: Option<HumanDuration>,
     shutdown_grace: Option<HumanDuration>,
+    write: Option<HumanDuration>,
+    unauthenticated: Option<HumanDuration>,
+    session: Option<HumanDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -385,6 +390,11 @@ pub struct Limits {
     /// IPv6 clients are counted per prefix of this length by every per-address
     /// limit, gate and block (1 to 128; IPv4 is always one address).
     pub ipv6_prefix: u8,
+    /// NOOP, VRFY, HELP, RSET and ETRN since the last accepted message before the
+    /// session is closed with 421 (Postfix's `smtpd_junk_command_limit`).
+    pub max_junk_commands: u32,
+    /// Messages one session may send; the next MAIL gets 421 and the session closes.
+    pub max_messages_per_session: u32,
 }
 
 /// Per-user sending limits; `None` means unlimited.
@@ -418,6 +428,12 @@ pub struct Timeouts {
     pub upstream_data_done: Duration,
     /// How long SIGTERM waits for transactions in progress.
     pub shutdown_grace: Duration,
+    /// Sending replies to a client that does not read them.
+    pub write: Duration,
+    /// From connection to a successful AUTH.
+    pub unauthenticated: Duration,
+    /// The whole life of a session, from connection to close.
+    pub session: Duration,
 }
 
 impl Default for Timeouts {
@@ -431,6 +447,9 @@ impl Default for Timeouts {
             upstream_command: Duration::from_secs(300),
             upstream_data_done: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(30),
+            write: Duration::from_secs(30),
+            unauthenticated: Duration::from_secs(300),
+            session: Duration::from_secs(3600),
         }
     }
 }
@@ -730,6 +749,8 @@ impl Config {
             max_connections_per_ip: l.max_connections_per_ip.unwrap_or(50),
             max_errors: l.max_errors.unwrap_or(10),
             ipv6_prefix: l.ipv6_prefix.unwrap_or(64),
+            max_junk_commands: l.max_junk_commands.unwrap_or(100),
+            max_messages_per_session: l.max_messages_per_session.unwrap_or(100),
         };
         if !(1..=128).contains(&limits.ipv6_prefix) {
             problems.add(file, "limits.ipv6_prefix", "must be between 1 and 128");
@@ -743,6 +764,11 @@ impl Config {
                 limits.max_connections_per_ip as u64,
             ),
             ("max_errors", limits.max_errors as u64),
+            ("max_junk_commands", limits.max_junk_commands as u64),
+            (
+                "max_messages_per_session",
+                limits.max_messages_per_session as u64,
+            ),
         ] {
             if v == 0 {
                 problems.add(file, &format!("limits.{k}"), "must be greater than 0");
@@ -781,6 +807,9 @@ impl Config {
             upstream_command: pick(t.upstream_command, d.upstream_command),
             upstream_data_done: pick(t.upstream_data_done, d.upstream_data_done),
             shutdown_grace: pick(t.shutdown_grace, d.shutdown_grace),
+            write: pick(t.write, d.write),
+            unauthenticated: pick(t.unauthenticated, d.unauthenticated),
+            session: pick(t.session, d.session),
         };
         for (k, v) in [
             ("command", timeouts.command),
@@ -790,6 +819,9 @@ impl Config {
             ("upstream_connect", timeouts.upstream_connect),
             ("upstream_command", timeouts.upstream_command),
             ("upstream_data_done", timeouts.upstream_data_done),
+            ("write", timeouts.write),
+            ("unauthenticated", timeouts.unauthenticated),
+            ("session", timeouts.session),
         ] {
             if v.is_zero() {
                 problems.add(file, &format!("timeouts.{k}"), "must be greater than 0");

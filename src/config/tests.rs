@@ -247,3 +247,36 @@ routes:
     assert!(all.contains("routes[0].match"), "{all}");
     assert!(all.contains("routes[1].smarthost[0].address"), "{all}");
 }
+
+#[test]
+fn session_bounds_have_defaults_and_refuse_zero() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.timeouts.write, Duration::from_secs(30));
+    assert_eq!(c.timeouts.unauthenticated, Duration::from_secs(300));
+    assert_eq!(c.timeouts.session, Duration::from_secs(3600));
+    assert_eq!(c.limits.max_junk_commands, 100);
+    assert_eq!(c.limits.max_messages_per_session, 100);
+    let c = parse(&format!(
+        "{MINIMAL}timeouts:\n  write: 2s\n  unauthenticated: 1m\n  session: 2h\n\
+         limits:\n  max_junk_commands: 5\n  max_messages_per_session: 7\n"
+    ))
+    .unwrap();
+    assert_eq!(c.timeouts.write, Duration::from_secs(2));
+    assert_eq!(c.timeouts.unauthenticated, Duration::from_secs(60));
+    assert_eq!(c.timeouts.session, Duration::from_secs(7200));
+    assert_eq!(c.limits.max_junk_commands, 5);
+    assert_eq!(c.limits.max_messages_per_session, 7);
+    let errs = parse(&format!(
+        "{MINIMAL}timeouts:\n  write: 0s\n  session: 0s\n\
+         limits:\n  max_junk_commands: 0\n  max_messages_per_session: 0\n"
+    ))
+    .unwrap_err();
+    for key in [
+        "timeouts.write",
+        "timeouts.session",
+        "limits.max_junk_commands",
+        "limits.max_messages_per_session",
+    ] {
+        assert!(errs.iter().any(|e| e.contains(key)), "{key}: {errs:?}");
+    }
+}

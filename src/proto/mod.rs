@@ -5,7 +5,8 @@
 //! envelope addresses as they go on the wire ([`address`]), the header section of a
 //! message ([`header`]) and its address lists ([`mailbox_list`]),
 //! replies ([`reply`]), the DATA receiver ([`data`]), SASL decoding ([`sasl`]),
-//! dot-stuffing for the upstream side ([`stuff`]) and the `Received:` header ([`received`]).
+//! dot-stuffing for the upstream side ([`stuff`]), the `Received:` header ([`received`])
+//! and client text made safe for logs and terminals ([`printable`]).
 
 pub mod address;
 pub mod command;
@@ -13,6 +14,7 @@ pub mod data;
 pub mod header;
 pub mod line;
 pub mod mailbox_list;
+pub mod printable;
 pub mod received;
 pub mod reply;
 pub mod sasl;

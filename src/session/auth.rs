@@ -1,9 +1,11 @@
 //! AUTH PLAIN and AUTH LOGIN (RFC 4954, RFC 4616).
 
+use super::bounds::Bound;
 use super::{Flow, MAX_AUTH_LINE, Session};
 use crate::auth::AuthOutcome;
 use crate::policy::auth_failures::Gate;
 use crate::policy::rates::human;
+use crate::proto::printable::Printable;
 use crate::proto::reply::{Esc, Reply};
 use crate::proto::sasl::{self, Credentials, SaslError};
 use crate::secret::Secret;
@@ -103,7 +105,7 @@ impl Session {
             Gate::Open => {}
             Gate::IpBlocked { retry_after } => {
                 auth_metric("blocked");
-                warn!(username = ?username, retry_after = %human(retry_after), "AUTH refused: address blocked after repeated failures");
+                warn!(username = %Printable(username), retry_after = %human(retry_after), "AUTH refused: address blocked after repeated failures");
                 io.reply(&Reply::new(
                     421,
                     Esc(4, 7, 0),
@@ -121,7 +123,7 @@ impl Session {
                 } else {
                     "AUTH refused: username locked after repeated failures"
                 };
-                warn!(username = ?username, retry_after = %human(retry_after), "{why}");
+                warn!(username = %Printable(username), retry_after = %human(retry_after), "{why}");
                 return self.refuse(
                     io,
                     Reply::new(
@@ -140,7 +142,7 @@ impl Session {
             AuthOutcome::BadCredentials => return self.login_failed(io, &creds).await,
             AuthOutcome::Disabled => {
                 auth_metric("disabled");
-                warn!(username = ?username, "authentication failed: user is disabled");
+                warn!(username = %Printable(username), "authentication failed: user is disabled");
                 return self.refuse(
                     io,
                     Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
@@ -214,7 +216,7 @@ impl Session {
         self.auth_failures += 1;
         auth_metric("failure");
         warn!(
-            username = ?creds.username,
+            username = %Printable(&creds.username),
             address_failures = p.ip_failures,
             session_failures = self.auth_failures,
             delay_ms = p.delay.as_millis() as u64,
@@ -224,14 +226,17 @@ impl Session {
             warn!(blocked_for = %human(d), "address blocked after repeated login failures");
         }
         if let Some(d) = p.user_blocked {
-            warn!(username = ?creds.username, blocked_for = %human(d), "username locked after repeated login failures");
+            warn!(username = %Printable(&creds.username), blocked_for = %human(d), "username locked after repeated login failures");
         }
         if let Some(d) = p.pair_blocked {
             warn!(username = ?creds.username, blocked_for = %human(d), "username locked from this address after repeated login failures");
         }
         if !p.delay.is_zero() {
-            // The tarpit: the reply waits, and so does the attacker.
-            let _ = io.flush().await;
+            // The tarpit: the reply waits, and so does the attacker. The flush is
+            // bounded by the write timeout; a client that does not read is dropped.
+            if io.flush().await.is_err() {
+                return Flow::Close;
+            }
             tokio::time::sleep(p.delay).await;
         }
         self.refuse(
@@ -291,10 +296,10 @@ impl Session {
         prompt: &str,
     ) -> Result<Secret, Exchange> {
         io.reply(&Reply::plain(334, prompt));
-        match io
-            .read_line(MAX_AUTH_LINE, self.ctx.config.timeouts.command)
-            .await
-        {
+        // The session's deadlines (command, time to authenticate, lifetime) hold
+        // within the exchange too.
+        let (limit, bound) = self.read_limit();
+        match io.read_line(MAX_AUTH_LINE, limit).await {
             ReadLine::Line(mut line) => {
                 let text = std::str::from_utf8(&line[..line.len() - 2])
                     .map(|t| Secret::new(t.to_string()))
@@ -304,6 +309,9 @@ impl Session {
                 text
             }
             ReadLine::Bad(_) => Err(Exchange::Sasl(SaslError::Base64)),
+            ReadLine::TimedOut if bound != Bound::Command => {
+                Err(Exchange::Gone(self.expired(io, bound)))
+            }
             ReadLine::TimedOut => {
                 io.reply(&Reply::new(
                     421,

@@ -12,6 +12,7 @@ use super::gate::{Fixups, HeaderGate, Refusal};
 use super::mail::{relay_reply, upstream_lost};
 use super::{Flow, Session, Transaction};
 use crate::proto::data::{DataError, DataReceiver, Feed};
+use crate::proto::printable::Printable;
 use crate::proto::received::{Trace, received_header};
 use crate::proto::reply::{Esc, Reply};
 use crate::proto::stuff::DotStuffer;
@@ -119,7 +120,7 @@ impl Session {
                 let finish = done && gate.refused.is_none();
                 if !gate.ready.is_empty() || finish {
                     if let Err(e) = target.write(&gate.ready, finish).await {
-                        warn!(error = %e, "cannot pass the message on");
+                        warn!(error = %Printable(&e), "cannot pass the message on");
                         target_error = Some(e);
                     }
                     gate.ready.clear();
@@ -160,7 +161,7 @@ impl Session {
         // From here on, returning without finishing drops `target`: the smarthost
         // connection closes without end of data, or the spool file is deleted.
         if let Some(e) = rx.error() {
-            warn!(sender = %txn.from, rcpts = txn.rcpts.len(), error = %e, "message refused");
+            warn!(sender = %Printable(&txn.from), rcpts = txn.rcpts.len(), error = %Printable(&e), "message refused");
             let reason = if e == DataError::TooBig {
                 "size"
             } else {
@@ -190,7 +191,7 @@ impl Session {
                     Reply::new(554, Esc(5, 6, 0), format!("Message refused: {e}")),
                 ),
             };
-            warn!(sender = %txn.from, rcpts = txn.rcpts.len(), error = %e, "message refused: {what}");
+            warn!(sender = %Printable(&txn.from), rcpts = txn.rcpts.len(), error = %Printable(&e), "message refused: {what}");
             self.message_metric("rejected", reason);
             return self.refuse(io, reply);
         }
@@ -233,7 +234,7 @@ impl Session {
                     Ok((Target::Spool(w), id))
                 }
                 Err(e) => {
-                    error!(error = %e, "cannot write to the spool");
+                    error!(error = %Printable(&e), "cannot write to the spool");
                     self.txn = None;
                     Err(insufficient_storage())
                 }
@@ -250,7 +251,7 @@ impl Session {
                 Ok((target, id))
             }
             Ok(r) => {
-                info!(reply = %r, "smarthost refused DATA");
+                info!(reply = %Printable(&r), "smarthost refused DATA");
                 self.reset_transaction();
                 if r.code == 421 {
                     return Err(upstream_lost());
@@ -259,7 +260,7 @@ impl Session {
                 Err(relay_reply(r))
             }
             Err(e) => {
-                warn!(error = %e, "smarthost failed at DATA");
+                warn!(error = %Printable(&e), "smarthost failed at DATA");
                 self.reset_transaction();
                 Err(upstream_lost())
             }
@@ -292,10 +293,10 @@ impl Session {
                 );
                 info!(
                     queue_id = %queue_id,
-                    sender = %txn.from,
+                    sender = %Printable(&txn.from),
                     rcpts = txn.rcpts.len(),
                     size,
-                    upstream = %reply,
+                    upstream = %Printable(&reply),
                     duration_ms = txn.started.elapsed().as_millis() as u64,
                     "{}", if positive { "message relayed" } else { "message refused by the smarthost" }
                 );
@@ -317,7 +318,7 @@ impl Session {
             Err(e) => {
                 // The smarthost may or may not have taken the message; a retry by the
                 // client is the lesser evil (a possible duplicate, never a loss).
-                warn!(queue_id = %queue_id, sender = %txn.from, error = %e, "no reply from the smarthost after DATA");
+                warn!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&e), "no reply from the smarthost after DATA");
                 self.message_metric("rejected", "smarthost_lost");
                 self.refuse(io, upstream_lost())
             }
@@ -361,7 +362,7 @@ impl Session {
             warned: false,
         };
         if let Err(e) = queue.spool().commit(writer, &env).await {
-            error!(error = %e, sender = %txn.from, "cannot make the message durable; refused");
+            error!(error = %Printable(&e), sender = %Printable(&txn.from), "cannot make the message durable; refused");
             self.message_metric("rejected", "storage");
             return self.refuse(io, insufficient_storage());
         }
@@ -372,7 +373,7 @@ impl Session {
         txn.quota.commit(std::time::Instant::now());
         info!(
             queue_id = %env.id,
-            sender = %txn.from,
+            sender = %Printable(&txn.from),
             rcpts = txn.rcpts.len(),
             size,
             duration_ms = txn.started.elapsed().as_millis() as u64,

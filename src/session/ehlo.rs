@@ -2,9 +2,11 @@
 
 use super::{Flow, Session};
 use crate::config::TlsMode;
+use crate::proto::printable::Printable;
 use crate::proto::reply::Reply;
 use crate::session::io::SmtpStream;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
 
 impl Session {
     /// Answers EHLO (`esmtp`) or HELO; either resets any transaction (RFC 5321 4.1.4).
@@ -15,6 +17,7 @@ impl Session {
         esmtp: bool,
     ) -> Flow {
         self.reset_transaction();
+        debug!(helo = %Printable(&host), esmtp, "client said hello");
         let hostname = &self.ctx.config.hostname;
         let greeting = format!(
             "{hostname} Hello {} [{}]",

@@ -3,13 +3,19 @@
 //! Replies are buffered and flushed only when the session is about to wait for the
 //! client, so a pipelined batch of commands gets its replies in one write
 //! (RFC 2920), and no reply is ever held back while the client waits.
+//!
+//! Every flush is bounded by the write timeout, here and not at its callers, so no
+//! caller can forget it: a client that stops reading cannot hold its connection
+//! slot. A flush that times out or fails breaks the stream for good, and every later
+//! read says [`ReadLine::Closed`], so the session ends whatever its caller does next.
 
 use crate::proto::line::{Frame, LineError, next_line};
 use crate::proto::reply::Reply;
 use bytes::{Buf, BytesMut};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, timeout, timeout_at};
+use tracing::info;
 
 /// What reading a line gave, as plain outcomes rather than errors.
 #[derive(Debug)]
@@ -38,15 +44,22 @@ pub struct SmtpStream<S> {
     wbuf: Vec<u8>,
     /// Dropping the rest of an over-long line.
     discarding: bool,
+    /// How long one flush may take.
+    write_timeout: Duration,
+    /// A flush failed or timed out: nothing more is read or written.
+    broken: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SmtpStream<S> {
-    pub fn new(io: S) -> Self {
+    /// `write_timeout` bounds every flush of replies.
+    pub fn new(io: S, write_timeout: Duration) -> Self {
         SmtpStream {
             io,
             rbuf: BytesMut::with_capacity(1024),
             wbuf: Vec::with_capacity(512),
             discarding: false,
+            write_timeout,
+            broken: false,
         }
     }
 
@@ -55,23 +68,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpStream<S> {
         reply.write_to(&mut self.wbuf);
     }
 
-    /// Sends queued replies now.
+    /// Sends queued replies now, within the write timeout. On a timeout or an error
+    /// the stream is broken: this and every later flush fail, every later read is
+    /// [`ReadLine::Closed`].
     pub async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.wbuf.is_empty() {
-            self.io.write_all(&self.wbuf).await?;
+        use std::io::{Error, ErrorKind};
+        if self.broken {
+            return Err(Error::new(
+                ErrorKind::BrokenPipe,
+                "connection already given up",
+            ));
+        }
+        let send = async {
+            if !self.wbuf.is_empty() {
+                self.io.write_all(&self.wbuf).await?;
+                self.wbuf.clear();
+            }
+            self.io.flush().await
+        };
+        let result = match timeout(self.write_timeout, send).await {
+            Ok(r) => r,
+            Err(_) => {
+                info!(
+                    timeout_ms = self.write_timeout.as_millis() as u64,
+                    "client did not take its replies within the write timeout, closing"
+                );
+                Err(Error::new(ErrorKind::TimedOut, "write timeout"))
+            }
+        };
+        if result.is_err() {
+            self.broken = true;
             self.wbuf.clear();
         }
-        self.io.flush().await
-    }
-
-    /// Sends queued replies, giving up after `limit` (a client that never reads).
-    pub async fn flush_within(&mut self, limit: Duration) -> bool {
-        matches!(tokio::time::timeout(limit, self.flush()).await, Ok(Ok(())))
+        result
     }
 
     /// Reads one command line of at most `max` bytes; the whole line must arrive
     /// within `limit`, so a client trickling bytes cannot hold the session forever.
     pub async fn read_line(&mut self, max: usize, limit: Duration) -> ReadLine {
+        if self.broken {
+            return ReadLine::Closed;
+        }
         let deadline = Instant::now() + limit;
         loop {
             if self.discarding {
@@ -106,14 +143,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpStream<S> {
         }
     }
 
-    /// Flushes replies, then reads more bytes into the buffer before `deadline`.
+    /// Flushes replies (within the write timeout), then reads more bytes into the
+    /// buffer before `deadline`.
     pub async fn fill(&mut self, deadline: Instant) -> ReadChunk {
-        let io = async {
-            self.flush().await?;
-            self.rbuf.reserve(READ_CHUNK);
-            self.io.read_buf(&mut self.rbuf).await
-        };
-        match timeout_at(deadline, io).await {
+        if self.flush().await.is_err() {
+            return ReadChunk::Closed;
+        }
+        self.rbuf.reserve(READ_CHUNK);
+        match timeout_at(deadline, self.io.read_buf(&mut self.rbuf)).await {
             Err(_) => ReadChunk::TimedOut,
             Ok(Ok(0)) | Ok(Err(_)) => ReadChunk::Closed,
             Ok(Ok(_)) => ReadChunk::Data,
@@ -151,7 +188,7 @@ mod tests {
     #[tokio::test]
     async fn lines_bad_lines_and_overflow() {
         let (client, server) = duplex(1 << 16);
-        let mut s = SmtpStream::new(server);
+        let mut s = SmtpStream::new(server, Duration::from_secs(5));
         let mut c = client;
         c.write_all(b"NOOP\r\nBAD\nX").await.unwrap();
         let long = vec![b'a'; 3000];
@@ -175,7 +212,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn trickling_client_times_out_per_line() {
         let (mut c, server) = duplex(1024);
-        let mut s = SmtpStream::new(server);
+        let mut s = SmtpStream::new(server, Duration::from_secs(5));
         let feeder = tokio::spawn(async move {
             for _ in 0..100 {
                 if c.write_all(b"x").await.is_err() {
@@ -189,10 +226,40 @@ mod tests {
         feeder.abort();
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_breaks_the_stream_at_the_write_timeout() {
+        // A 64-byte pipe stands for full socket buffers.
+        let (mut c, server) = duplex(64);
+        let mut s = SmtpStream::new(server, Duration::from_secs(2));
+        c.write_all(b"NOOP\r\nNOOP\r\n").await.unwrap();
+        s.reply(&Reply::new(535, Esc(5, 7, 8), "x".repeat(200)));
+        let started = Instant::now();
+        let e = s.flush().await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        // Broken for good: no further flush waits, and the buffered commands are
+        // not read (the session ends).
+        s.reply(&Reply::plain(250, "more"));
+        assert!(s.flush().await.is_err());
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert!(matches!(
+            s.read_line(512, Duration::from_secs(60)).await,
+            ReadLine::Closed
+        ));
+        // The command deadline is no longer what bounds a stalled reply.
+        let (_c2, server) = duplex(64);
+        let mut s = SmtpStream::new(server, Duration::from_secs(1));
+        s.reply(&Reply::plain(250, "y".repeat(200)));
+        let started = Instant::now();
+        let r = s.read_line(512, Duration::from_secs(300)).await;
+        assert!(matches!(r, ReadLine::Closed), "{r:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+    }
+
     #[tokio::test]
     async fn replies_are_flushed_when_the_session_waits() {
         let (mut c, server) = duplex(1024);
-        let mut s = SmtpStream::new(server);
+        let mut s = SmtpStream::new(server, Duration::from_secs(5));
         s.reply(&Reply::new(250, Esc(2, 0, 0), "one"));
         s.reply(&Reply::new(250, Esc(2, 0, 0), "two"));
         let reader = tokio::spawn(async move { s.read_line(512, Duration::from_secs(5)).await });

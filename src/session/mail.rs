@@ -5,6 +5,7 @@ use crate::config::User;
 use crate::policy::rates::{Exceeded, Reservation, human};
 use crate::policy::senders::sender_allowed;
 use crate::proto::command::{MailFrom, RcptTo};
+use crate::proto::printable::Printable;
 use crate::proto::reply::{Esc, Reply};
 use crate::session::io::SmtpStream;
 use crate::upstream::{Upstream, UpstreamError};
@@ -113,7 +114,7 @@ impl Session {
         // The null sender (read receipts, auto-replies) names no one to check; the
         // header From still is.
         if !from.address.is_empty() && !sender_allowed(&user.senders, &from.address) {
-            warn!(user = %user.name, sender = ?from.address, "sender not allowed for this user");
+            warn!(user = %user.name, sender = %Printable(&from.address), "sender not allowed for this user");
             return self.refuse(
                 io,
                 Reply::new(
@@ -158,7 +159,7 @@ impl Session {
                 Err(reply) => return self.refuse(io, reply),
             };
             if !reply.is_positive() {
-                info!(sender = %from.address, reply = %reply, "smarthost refused the sender");
+                info!(sender = %Printable(&from.address), reply = %Printable(&reply), "smarthost refused the sender");
                 self.ctx.relay.put(conn);
                 return self.refuse(io, relay_reply(reply));
             }
@@ -192,7 +193,7 @@ impl Session {
             let more = n + 1 < route.len();
             match self.mail_on(pool, address, size, eight_bit, utf8).await {
                 Ok((conn, reply)) if reply.is_transient() && more => {
-                    warn!(smarthost = %self.ctx.relay.pool(pool).name(), reply = %reply, "smarthost deferred the sender; trying the next one");
+                    warn!(smarthost = %self.ctx.relay.pool(pool).name(), reply = %Printable(&reply), "smarthost deferred the sender; trying the next one");
                     self.ctx.relay.reset_and_put(conn).await;
                 }
                 Ok(r) => return Ok(r),
@@ -217,7 +218,7 @@ impl Session {
         utf8: bool,
     ) -> Result<(Upstream, crate::proto::reply::Reply), Reply> {
         let mut taken = self.ctx.relay.take(pool).await.map_err(|e| {
-            warn!(error = %e, "smarthost unavailable");
+            warn!(error = %Printable(&e), "smarthost unavailable");
             upstream_unavailable(&e)
         })?;
         loop {
@@ -248,7 +249,7 @@ impl Session {
             if dead && taken.reused {
                 info!("pooled smarthost connection was closed; opening a new one");
                 taken.conn = self.ctx.relay.connect(pool).await.map_err(|e| {
-                    warn!(error = %e, "smarthost unavailable");
+                    warn!(error = %Printable(&e), "smarthost unavailable");
                     upstream_unavailable(&e)
                 })?;
                 taken.reused = false;
@@ -256,12 +257,12 @@ impl Session {
             }
             return match result {
                 Ok(reply) if reply.code == 421 => {
-                    warn!(reply = %reply, "smarthost closed the connection at MAIL");
+                    warn!(reply = %Printable(&reply), "smarthost closed the connection at MAIL");
                     Err(upstream_lost())
                 }
                 Ok(reply) => Ok((taken.conn, reply)),
                 Err(e) => {
-                    warn!(error = %e, "smarthost failed at MAIL");
+                    warn!(error = %Printable(&e), "smarthost failed at MAIL");
                     Err(upstream_unavailable(&e))
                 }
             };
@@ -319,7 +320,7 @@ impl Session {
         {
             Ok(reply) if reply.code == 421 => {
                 txn.quota.drop_recipient();
-                warn!(reply = %reply, "smarthost closed the connection at RCPT");
+                warn!(reply = %Printable(&reply), "smarthost closed the connection at RCPT");
                 txn.broken = true;
                 txn.upstream = None;
                 self.refuse(io, upstream_lost())
@@ -330,12 +331,12 @@ impl Session {
             }
             Ok(reply) => {
                 txn.quota.drop_recipient();
-                info!(rcpt = %to.address, reply = %reply, "smarthost refused the recipient");
+                info!(rcpt = %Printable(&to.address), reply = %Printable(&reply), "smarthost refused the recipient");
                 self.refuse(io, relay_reply(reply))
             }
             Err(e) => {
                 txn.quota.drop_recipient();
-                warn!(error = %e, "smarthost failed at RCPT");
+                warn!(error = %Printable(&e), "smarthost failed at RCPT");
                 txn.broken = true;
                 txn.upstream = None;
                 self.refuse(io, upstream_lost())

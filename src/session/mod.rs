@@ -6,6 +6,7 @@
 //! everything the client pipelined after STARTTLS thrown away.
 
 mod auth;
+mod bounds;
 mod data;
 mod ehlo;
 mod gate;
@@ -16,12 +17,13 @@ use crate::config::{Listener, TlsMode, User};
 use crate::context::Context;
 use crate::policy::rates::Reservation;
 use crate::proto::command::{Command, parse_command};
+use crate::proto::printable::Printable;
 use crate::proto::reply::{Esc, Reply};
 use crate::upstream::Upstream;
 use io::{ReadLine, SmtpStream};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::{Instrument, Span, debug, info, info_span, warn};
@@ -31,8 +33,6 @@ use tracing::{Instrument, Span, debug, info, info_span, warn};
 pub const MAX_COMMAND_LINE: usize = 1024;
 /// Longest AUTH command or SASL response line (RFC 4954 section 4).
 pub const MAX_AUTH_LINE: usize = 12288;
-/// How long a reply may wait for a client that does not read.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the session loop does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,11 @@ pub struct Session {
     /// Failed AUTH attempts in this session.
     auth_failures: u32,
     messages: u32,
+    /// NOOP, VRFY, HELP, RSET and ETRN since the last accepted message.
+    junk: u32,
+    /// When the connection was accepted: the session's lifetime counts from here,
+    /// across STARTTLS.
+    connected: Instant,
     span: Span,
 }
 
@@ -98,6 +103,8 @@ impl Session {
             errors: 0,
             auth_failures: 0,
             messages: 0,
+            junk: 0,
+            connected: Instant::now(),
             span,
         }
     }
@@ -110,9 +117,13 @@ impl Session {
 
     /// Reads and answers commands until the session ends or switches to TLS.
     pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, io: &mut SmtpStream<S>) -> Flow {
-        let command_timeout = self.ctx.config.timeouts.command;
         let mut shutdown = self.ctx.shutdown.clone();
         loop {
+            let (command_timeout, bound) = self.read_limit();
+            if command_timeout.is_zero() {
+                return self.expired(io, bound);
+            }
+            let messages = self.messages;
             let line = if self.txn.is_none() {
                 tokio::select! {
                     biased;
@@ -141,6 +152,9 @@ impl Session {
                         format!("Syntax error: {}", why.describe()),
                     ),
                 ),
+                ReadLine::TimedOut if bound != bounds::Bound::Command => {
+                    return self.expired(io, bound);
+                }
                 ReadLine::TimedOut => {
                     info!("timeout waiting for a command");
                     io.reply(&Reply::new(
@@ -157,6 +171,9 @@ impl Session {
             };
             if flow != Flow::Continue {
                 return flow;
+            }
+            if self.messages != messages {
+                self.junk = 0;
             }
             if self.errors >= self.ctx.config.limits.max_errors {
                 warn!(errors = self.errors, "too many errors, closing");
@@ -194,9 +211,17 @@ impl Session {
                 mechanism,
                 initial_response,
             } => self.auth(io, mechanism, initial_response).await,
+            Command::Mail { .. } if self.messages >= self.ctx.config.limits.max_messages_per_session => {
+                self.too_many_messages(io)
+            }
             Command::Mail { from } => self.mail(io, from).await,
             Command::Rcpt { to } => self.rcpt(io, to).await,
             Command::Data => self.data(io).await,
+            Command::Noop { .. } | Command::Vrfy { .. } | Command::Help { .. } | Command::Rset | Command::Etrn { .. }
+                if self.junk_exceeded(io) =>
+            {
+                Flow::Close
+            }
             Command::Rset => {
                 self.reset_transaction();
                 self.ok(io, Reply::new(250, Esc(2, 0, 0), "Reset OK"))
@@ -239,7 +264,7 @@ impl Session {
         reply: Reply,
     ) -> Flow {
         self.errors += 1;
-        info!(reply = %reply, "command refused");
+        info!(reply = %Printable(&reply), "command refused");
         io.reply(&reply);
         Flow::Continue
     }
@@ -301,20 +326,20 @@ pub async fn serve_connection(
                     return;
                 };
                 session.tls = Some(describe(&tls));
-                let mut io = SmtpStream::new(tls);
+                let mut io = SmtpStream::new(tls, ctx.config.timeouts.write);
                 io.reply(&greeting);
                 let flow = session.run(&mut io).await;
                 finish(&mut session, &mut io, flow).await;
             }
             TlsMode::Starttls | TlsMode::None => {
-                let mut io = SmtpStream::new(tcp);
+                let mut io = SmtpStream::new(tcp, ctx.config.timeouts.write);
                 io.reply(&greeting);
                 let flow = session.run(&mut io).await;
                 if flow != Flow::StartTls {
                     finish(&mut session, &mut io, flow).await;
                     return;
                 }
-                if !io.flush_within(WRITE_TIMEOUT).await {
+                if io.flush().await.is_err() {
                     return;
                 }
                 let (tcp, discarded) = io.into_inner();
@@ -325,7 +350,7 @@ pub async fn serve_connection(
                     return;
                 };
                 session.tls_started(describe(&tls));
-                let mut io = SmtpStream::new(tls);
+                let mut io = SmtpStream::new(tls, ctx.config.timeouts.write);
                 let flow = session.run(&mut io).await;
                 finish(&mut session, &mut io, flow).await;
             }
@@ -342,7 +367,7 @@ async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
     flow: Flow,
 ) {
     session.reset_transaction();
-    let _ = io.flush_within(WRITE_TIMEOUT).await;
+    let _ = io.flush().await;
     debug!(?flow, messages = session.messages, "session ended");
 }
 

@@ -8,6 +8,7 @@ use super::schedule::Schedule;
 use super::store::{Envelope, RcptState, Spool, unix_now};
 use crate::config::Delivery;
 use crate::context::Context;
+use crate::proto::printable::Printable;
 use crate::proto::reply::Reply;
 use crate::proto::stuff::DotStuffer;
 use crate::upstream::{Upstream, UpstreamError};
@@ -378,17 +379,17 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
         .or(env.last_error);
     let pending = env.pending().count();
     info!(
-        sender = %env.from,
+        sender = %Printable(&env.from),
         attempt = env.attempts,
         delivered = outcome.delivered.len(),
         deferred = pending,
         failed = failures.len(),
-        last_error = env.last_error.as_deref().unwrap_or(""),
+        last_error = %Printable(env.last_error.as_deref().unwrap_or("")),
         "delivery attempt"
     );
     if !failures.is_empty() {
         for f in &failures {
-            warn!(rcpt = %f.rcpt, status = %f.status, diagnostic = %f.diagnostic, "recipient failed permanently");
+            warn!(rcpt = %Printable(&f.rcpt), status = %f.status, diagnostic = %Printable(&f.diagnostic), "recipient failed permanently");
         }
         notify_sender(ctx, &env, Report::Failed, &failures);
     }
@@ -449,7 +450,7 @@ fn notify_sender(ctx: &Context, env: &Envelope, report: Report, failures: &[Fail
     );
     match queue.spool().store(&dsn, &bytes) {
         Ok(()) => {
-            info!(dsn_id = %dsn.id, to = %env.from, report = ?report, "delivery status notification queued");
+            info!(dsn_id = %dsn.id, to = %Printable(&env.from), report = ?report, "delivery status notification queued");
             queue.enqueued(&dsn);
         }
         Err(e) => error!(error = %e, "cannot queue the bounce"),
@@ -475,7 +476,7 @@ async fn attempt(ctx: &Context, env: &Envelope) -> Outcome {
         warn!(
             smarthost = %ctx.relay.pool(pool).name(),
             deferred = out.deferred.len(),
-            reason = %out.deferred[0].1,
+            reason = %Printable(&out.deferred[0].1),
             "failing over to the next smarthost"
         );
         pending = out.deferred.into_iter().map(|(a, _)| a).collect();
