@@ -21,8 +21,11 @@ pub fn socket_path(spool_directory: &Path) -> PathBuf {
 /// Answers one request line.
 pub fn handle(ctx: &Context, line: &str) -> String {
     if line == "reload" {
-        crate::server::reload(ctx);
-        return "ok reloaded".into();
+        info!("reload requested over the control socket");
+        return match crate::reload::reload(ctx) {
+            Ok(r) => format!("ok reloaded ({} users, {} suspended)", r.users, r.suspended),
+            Err(e) => format!("err reload failed, the old files stay in force for: {e}"),
+        };
     }
     let Some(queue) = &ctx.queue else {
         return "err not in queue mode".into();

@@ -350,12 +350,35 @@ fn queue_delete(id: &str, path: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// Tells a running server to reload; says what happened.
-fn tell_server_to_reload(config: &Config) {
+/// Tells a running server to reload and says what happened: exit 0 when it reloaded
+/// or when no server runs (the change applies at its next start), 2 when a server
+/// answered that the reload failed, or could not be asked.
+fn tell_server_to_reload(config: &Config) -> ExitCode {
+    use std::io::ErrorKind::{ConnectionRefused, NotFound};
     let socket = postern::control::socket_path(&config.delivery.spool_directory);
     match postern::control::request(&socket, "reload") {
-        Ok(a) if a.starts_with("ok") => println!("the running server reloaded the users file"),
-        _ => println!("no running server answered; the change applies at the next start or SIGHUP"),
+        Ok(a) if a.starts_with("ok") => {
+            println!("the running server reloaded the users file");
+            ExitCode::SUCCESS
+        }
+        Ok(a) => {
+            eprintln!(
+                "postern: the file was changed, but the running server did not reload it: {}",
+                a.trim_start_matches("err ")
+            );
+            ExitCode::from(2)
+        }
+        Err(e) if matches!(e.kind(), NotFound | ConnectionRefused) => {
+            println!("no running server answered; the change applies at the next start or SIGHUP");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "postern: the file was changed, but the running server at {} could not be asked to reload: {e}",
+                socket.display()
+            );
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -428,8 +451,7 @@ fn user_add(name: &str, senders: &[String], path: Option<PathBuf>) -> ExitCode {
         return code;
     }
     println!("added {name} to {}", config.users_file.display());
-    tell_server_to_reload(&config);
-    ExitCode::SUCCESS
+    tell_server_to_reload(&config)
 }
 
 fn user_disable(name: &str, path: Option<PathBuf>) -> ExitCode {
@@ -445,8 +467,7 @@ fn user_disable(name: &str, path: Option<PathBuf>) -> ExitCode {
         return code;
     }
     println!("disabled {name}");
-    tell_server_to_reload(&config);
-    ExitCode::SUCCESS
+    tell_server_to_reload(&config)
 }
 
 /// Sets (`disabled: true`) or clears a user's `disabled` in the users file: a text
@@ -513,7 +534,7 @@ fn user_enable(name: &str, path: Option<PathBuf>) -> ExitCode {
         println!("{name}: no longer disabled");
         changed = true;
     }
-    match postern::policy::brake::lift(&config.abuse.state_file, name) {
+    match lift_keeping_owner(&config.abuse.state_file, name) {
         Ok(true) => {
             println!("{name}: suspension lifted");
             changed = true;
@@ -528,8 +549,28 @@ fn user_enable(name: &str, path: Option<PathBuf>) -> ExitCode {
         eprintln!("postern: {name} is neither disabled nor suspended");
         return ExitCode::from(1);
     }
-    tell_server_to_reload(&config);
-    ExitCode::SUCCESS
+    tell_server_to_reload(&config)
+}
+
+/// Lifts a suspension in the state file, then gives the file back the owner, group
+/// and mode it had: run as root, the rewrite would otherwise leave it `root:root`, and
+/// the server (run_as) could neither re-read nor update it.
+fn lift_keeping_owner(state_file: &std::path::Path, name: &str) -> Result<bool, String> {
+    use std::os::unix::fs::MetadataExt;
+    let before = std::fs::metadata(state_file).ok();
+    let lifted = postern::policy::brake::lift(state_file, name)?;
+    if let Some(m) = before {
+        let after = std::fs::metadata(state_file).map_err(|e| e.to_string())?;
+        let keep =
+            |e: std::io::Error| format!("{}: cannot keep its owner: {e}", state_file.display());
+        if (after.uid(), after.gid()) != (m.uid(), m.gid()) {
+            std::os::unix::fs::chown(state_file, Some(m.uid()), Some(m.gid())).map_err(keep)?;
+        }
+        if after.mode() != m.mode() {
+            std::fs::set_permissions(state_file, m.permissions()).map_err(keep)?;
+        }
+    }
+    Ok(lifted)
 }
 
 /// Reads a password: a no-echo prompt (twice) on a terminal, else one stdin line.

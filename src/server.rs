@@ -223,7 +223,11 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
     crate::daemon::notify_status("accepting mail");
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&ctx),
+            _ = hup.recv() => {
+                info!("SIGHUP received, reloading the users file, suspensions and TLS certificate");
+                // The outcome is logged by reload itself.
+                let _ = crate::reload::reload(&ctx);
+            }
             _ = term.recv() => { info!("SIGTERM received, draining"); break; }
             _ = int.recv() => { info!("SIGINT received, draining"); break; }
         }
@@ -359,35 +363,6 @@ fn refuse_connection(tcp: TcpStream, peer: SocketAddr, listener: &Listener, why:
     // On an implicit-TLS port the client expects a handshake, not text: just close.
     if listener.tls != TlsMode::Implicit {
         let _ = tcp.try_write(b"421 4.7.0 Too many connections, try again later\r\n");
-    }
-}
-
-/// Re-reads the config's users file and TLS certificate; keeps the old ones if the
-/// new files are not valid.
-pub fn reload(ctx: &Context) {
-    info!("SIGHUP received, reloading the users file and TLS certificate");
-    match Config::load(&ctx.config.path) {
-        Ok((config, users)) => {
-            ctx.auth.replace_users(users);
-            match ctx.brake.reload() {
-                Ok(n) => info!(suspended = n, "suspensions re-read"),
-                Err(e) => {
-                    error!(error = %e, "cannot re-read the suspension file; keeping the old list")
-                }
-            }
-            if let (Some(tls), Some(files)) = (&ctx.tls, &config.tls) {
-                match load_server_config(files) {
-                    Ok(c) => tls.replace(c),
-                    Err(e) => error!(error = %e, "TLS reload failed; keeping the old certificate"),
-                }
-            }
-            info!(users = ctx.auth.users().len(), "reload complete");
-        }
-        Err(problems) => {
-            for p in &problems.0 {
-                error!(problem = %p, "reload rejected; keeping the configuration in force");
-            }
-        }
     }
 }
 
