@@ -32,6 +32,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
+/// What renders the recorded metrics.
+pub type Handle = PrometheusHandle;
+
 /// Installs the Prometheus recorder for this process.
 pub fn install() -> Result<PrometheusHandle, String> {
     PrometheusBuilder::new()

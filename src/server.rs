@@ -1,5 +1,7 @@
-//! The server: binds the listeners, accepts connections under the connection caps,
-//! runs a session per connection, reloads on SIGHUP and drains on SIGTERM/SIGINT.
+//! The server: [`Server::bind`] binds the listeners and drops root;
+//! [`Server::run`] accepts connections under the connection caps, runs a session per
+//! connection, reloads on SIGHUP ([`crate::reload`]) and drains when its shutdown
+//! future completes ([`serve`]: SIGTERM/SIGINT).
 
 use crate::auth::Authenticator;
 use crate::config::{Config, Listener, TlsMode, Users};
@@ -14,6 +16,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 /// Why the server could not run; `main` turns these into exit code 2.
@@ -106,8 +109,136 @@ impl ConnectionLimits {
     }
 }
 
-/// Runs the server until SIGTERM or SIGINT, then drains.
+/// Runs the server until SIGTERM or SIGINT, then drains: [`Server::bind`], then
+/// [`Server::run`] with the signals as its shutdown.
 pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
+    let server = Server::bind(config, users).await?;
+    let signal_error = |e: std::io::Error| ServeError::Setup(e.to_string());
+    let mut term = signal(SignalKind::terminate()).map_err(signal_error)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(signal_error)?;
+    server
+        .run(async move {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM received, draining"),
+                _ = int.recv() => info!("SIGINT received, draining"),
+            }
+        })
+        .await
+}
+
+/// A server whose sockets are bound and whose privileges are dropped, ready to run.
+pub struct Server {
+    ctx: Arc<Context>,
+    listeners: Vec<(TcpListener, Listener)>,
+    metrics: Option<(TcpListener, crate::metrics::Handle)>,
+    limits: Arc<ConnectionLimits>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl Server {
+    /// Does everything that needs root (ports, the private key and secrets, read
+    /// with the config before this) and then becomes `run_as`; nothing is served yet.
+    pub async fn bind(config: Config, users: Users) -> Result<Server, ServeError> {
+        let server_tls = server_tls(&config)?;
+        let relays = Relays::new(&config).map_err(|e| ServeError::Setup(e.to_string()))?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let auth = Authenticator::new(users, cores, 64);
+        let listeners = bind_listeners(&config.listeners).await?;
+        let metrics = bind_metrics(&config).await?;
+        // Everything privileged (ports, the private key) is done: become run_as.
+        crate::daemon::drop_privileges(config.run_as.as_ref()).map_err(ServeError::Setup)?;
+        let gid = nix::unistd::getegid().as_raw();
+        for w in config.permission_warnings(Some(gid)) {
+            warn!("{w}");
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let limits = ConnectionLimits::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        );
+        let ctx = Context::new(config, auth, server_tls, relays, shutdown_rx)
+            .map_err(ServeError::Setup)?;
+        Ok(Server {
+            ctx: Arc::new(ctx),
+            listeners,
+            metrics,
+            limits,
+            shutdown_tx,
+        })
+    }
+
+    /// The SMTP listeners' addresses (the port the OS chose for `:0`).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(socket, _)| socket.local_addr().ok())
+            .collect()
+    }
+
+    /// Serves (reloading on SIGHUP) until `shutdown` completes, then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let Server {
+            ctx,
+            listeners,
+            metrics,
+            limits,
+            shutdown_tx,
+        } = self;
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| ServeError::Setup(e.to_string()))?;
+        let mut tasks = Vec::new();
+        for (socket, listener) in listeners {
+            let (ctx, limits, rx) = (ctx.clone(), limits.clone(), shutdown_tx.subscribe());
+            tasks.push(tokio::spawn(accept_loop(ctx, socket, listener, limits, rx)));
+        }
+        if let Some((socket, handle)) = metrics {
+            tasks.push(tokio::spawn(crate::metrics::serve(socket, handle)));
+        }
+        tasks.push(spawn_pruner(ctx.clone()));
+        let queue_task = ctx
+            .queue
+            .as_ref()
+            .map(|_| tokio::spawn(crate::spool::queue::run(ctx.clone())));
+        let control_task = spawn_control(&ctx);
+        info!("ready");
+        crate::daemon::notify_ready();
+        crate::daemon::notify_status("accepting mail");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    info!("SIGHUP received, reloading the users file, suspensions and TLS certificate");
+                    // The outcome is logged by reload itself.
+                    let _ = crate::reload::reload(&ctx);
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        crate::daemon::notify_stopping();
+        let _ = shutdown_tx.send(true);
+        drain(&ctx, &limits).await;
+        if let Some(t) = queue_task {
+            t.abort();
+        }
+        if let Some(t) = control_task {
+            t.abort();
+            let _ = std::fs::remove_file(crate::control::socket_path(
+                &ctx.config.delivery.spool_directory,
+            ));
+        }
+        for t in tasks {
+            t.abort();
+        }
+        ctx.relay.close_all().await;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// The TLS config for the listeners, if there is a certificate; an error if a
+/// listener needs TLS and there is none.
+fn server_tls(config: &Config) -> Result<Option<ServerTls>, ServeError> {
     let server_tls = match &config.tls {
         Some(files) => Some(ServerTls::new(
             load_server_config(files).map_err(|e| ServeError::Setup(e.to_string()))?,
@@ -119,15 +250,15 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
             "a listener uses TLS but no certificate is configured".into(),
         ));
     }
-    let relays = Relays::new(&config).map_err(|e| ServeError::Setup(e.to_string()))?;
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let auth = Authenticator::new(users, cores, 64);
+    Ok(server_tls)
+}
 
+/// Binds every listener, or takes it over from systemd (socket activation) when a
+/// socket for its address was handed over.
+async fn bind_listeners(config: &[Listener]) -> Result<Vec<(TcpListener, Listener)>, ServeError> {
     let mut inherited = crate::daemon::inherited_listeners();
     let mut listeners = Vec::new();
-    for l in &config.listeners {
+    for l in config {
         let from_systemd = inherited.iter().position(|(a, _)| *a == l.address);
         let socket = match from_systemd {
             Some(i) => {
@@ -149,91 +280,56 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
     for (addr, _) in &inherited {
         warn!(address = %addr, "socket from systemd matches no configured listener; not used");
     }
+    Ok(listeners)
+}
 
-    let metrics_task = match config.metrics.address {
-        Some(address) => {
-            let socket = crate::metrics::bind(address)
-                .await
-                .map_err(|source| ServeError::Bind { address, source })?;
-            let handle = crate::metrics::install().map_err(ServeError::Setup)?;
-            Some(tokio::spawn(crate::metrics::serve(socket, handle)))
-        }
-        None => None,
+/// Binds the metrics listener and installs the recorder, if `metrics.address` is set.
+async fn bind_metrics(
+    config: &Config,
+) -> Result<Option<(TcpListener, crate::metrics::Handle)>, ServeError> {
+    let Some(address) = config.metrics.address else {
+        return Ok(None);
     };
-    // Everything privileged (ports, the private key) is done: become run_as.
-    crate::daemon::drop_privileges(config.run_as.as_ref()).map_err(ServeError::Setup)?;
-    let gid = nix::unistd::getegid().as_raw();
-    for w in config.permission_warnings(Some(gid)) {
-        warn!("{w}");
-    }
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let limits = ConnectionLimits::new(
-        config.limits.max_connections,
-        config.limits.max_connections_per_ip,
-    );
-    let grace = config.timeouts.shutdown_grace;
-    let ctx = Arc::new(
-        Context::new(config, auth, server_tls, relays, shutdown_rx.clone())
-            .map_err(ServeError::Setup)?,
-    );
+    let socket = crate::metrics::bind(address)
+        .await
+        .map_err(|source| ServeError::Bind { address, source })?;
+    let handle = crate::metrics::install().map_err(ServeError::Setup)?;
+    Ok(Some((socket, handle)))
+}
 
-    for (socket, listener) in listeners {
-        tokio::spawn(accept_loop(
-            ctx.clone(),
-            socket,
-            listener,
-            limits.clone(),
-            shutdown_rx.clone(),
-        ));
-    }
-    let pruner = {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let every = (ctx.relay.idle_timeout() / 2)
-                .clamp(Duration::from_secs(1), Duration::from_secs(60));
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                ctx.prune();
-            }
-        })
-    };
-
-    let queue_task = ctx
-        .queue
-        .as_ref()
-        .map(|_| tokio::spawn(crate::spool::queue::run(ctx.clone())));
-    let control_task = std::fs::create_dir_all(&ctx.config.delivery.spool_directory)
-        .inspect_err(|e| warn!(error = %e, "cannot create the spool directory; no control socket"))
-        .ok()
-        .map(|_| {
-        let path = crate::control::socket_path(&ctx.config.delivery.spool_directory);
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = crate::control::serve(ctx, path.clone()).await {
-                error!(path = %path.display(), error = %e, "control socket failed; `postern queue flush` will not reach this server");
-            }
-        })
-    });
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| ServeError::Setup(e.to_string()))?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| ServeError::Setup(e.to_string()))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| ServeError::Setup(e.to_string()))?;
-    info!("ready");
-    crate::daemon::notify_ready();
-    crate::daemon::notify_status("accepting mail");
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                info!("SIGHUP received, reloading the users file, suspensions and TLS certificate");
-                // The outcome is logged by reload itself.
-                let _ = crate::reload::reload(&ctx);
-            }
-            _ = term.recv() => { info!("SIGTERM received, draining"); break; }
-            _ = int.recv() => { info!("SIGINT received, draining"); break; }
+/// Forgets expired limiter state, about twice per pooled-connection idle timeout.
+fn spawn_pruner(ctx: Arc<Context>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let every =
+            (ctx.relay.idle_timeout() / 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            ctx.prune();
         }
+    })
+}
+
+/// Serves the control socket in the spool directory (created if needed); `None`
+/// when that directory cannot be made.
+fn spawn_control(ctx: &Arc<Context>) -> Option<JoinHandle<()>> {
+    let spool = &ctx.config.delivery.spool_directory;
+    if let Err(e) = std::fs::create_dir_all(spool) {
+        warn!(error = %e, "cannot create the spool directory; no control socket");
+        return None;
     }
-    crate::daemon::notify_stopping();
-    let _ = shutdown_tx.send(true);
+    let path = crate::control::socket_path(spool);
+    let ctx = ctx.clone();
+    Some(tokio::spawn(async move {
+        if let Err(e) = crate::control::serve(ctx, path.clone()).await {
+            error!(path = %path.display(), error = %e, "control socket failed; `postern queue flush` will not reach this server");
+        }
+    }))
+}
+
+/// Lets sessions end and deliveries in flight finish, each within the grace period.
+async fn drain(ctx: &Context, limits: &ConnectionLimits) {
+    let grace = ctx.config.timeouts.shutdown_grace;
     if limits.drained(grace).await {
         info!("all sessions ended");
     } else {
@@ -250,22 +346,6 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
             );
         }
     }
-    if let Some(t) = queue_task {
-        t.abort();
-    }
-    if let Some(t) = control_task {
-        t.abort();
-        let _ = std::fs::remove_file(crate::control::socket_path(
-            &ctx.config.delivery.spool_directory,
-        ));
-    }
-    pruner.abort();
-    if let Some(t) = metrics_task {
-        t.abort();
-    }
-    ctx.relay.close_all().await;
-    info!("stopped");
-    Ok(())
 }
 
 async fn accept_loop(

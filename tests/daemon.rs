@@ -296,3 +296,50 @@ impl Drop for KillOnDrop {
             .status();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_binds_then_runs_until_its_shutdown_future_completes() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users.yaml"), "users: []\n").unwrap();
+    let path = dir.path().join("postern.yaml");
+    std::fs::write(
+        &path,
+        "hostname: in-process.test\n\
+         listeners:\n  - address: \"127.0.0.1:0\"\n    tls: none\n\
+         users:\n  file: users.yaml\n\
+         smarthost:\n  address: \"127.0.0.1:1\"\n  tls: none\n\
+         delivery:\n  mode: passthrough\n  spool_directory: spool\n",
+    )
+    .unwrap();
+    let (config, users) = postern::config::Config::load(&path).unwrap();
+    let server = postern::server::Server::bind(config, users).await.unwrap();
+    let addrs = server.local_addrs();
+    assert_eq!(addrs.len(), 1);
+    assert_ne!(addrs[0].port(), 0);
+    // Bound: the kernel accepts already; nothing answers until run.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let tcp = tokio::net::TcpStream::connect(addrs[0]).await.unwrap();
+    let (r, mut w) = tcp.into_split();
+    let mut lines = BufReader::new(r).lines();
+    let greeting = tokio::time::timeout(W, lines.next_line()).await.unwrap();
+    assert!(
+        greeting
+            .unwrap()
+            .unwrap()
+            .starts_with("220 in-process.test")
+    );
+    w.write_all(b"NOOP\r\n").await.unwrap();
+    let noop = tokio::time::timeout(W, lines.next_line()).await.unwrap();
+    assert!(noop.unwrap().unwrap().starts_with("250"));
+    // The shutdown future completes: idle sessions hear 421, run returns Ok.
+    stop.send(()).unwrap();
+    let bye = tokio::time::timeout(W, lines.next_line()).await.unwrap();
+    assert!(bye.unwrap().unwrap().starts_with("421"));
+    let result = tokio::time::timeout(W, running).await.unwrap().unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(!dir.path().join("spool/control.sock").exists());
+}
