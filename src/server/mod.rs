@@ -3,19 +3,22 @@
 //! connection, reloads on SIGHUP ([`crate::reload`]) and drains when its shutdown
 //! future completes ([`serve`]: SIGTERM/SIGINT).
 
+mod accept;
+mod limits;
+
+pub use limits::{Admission, ConnectionLimits, Refusal};
+
 use crate::auth::Authenticator;
 use crate::config::{Config, Listener, TlsMode, Users};
 use crate::context::Context;
-use crate::session::serve_connection;
 use crate::tls::{ServerTls, load_server_config};
 use crate::upstream::Relays;
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -29,84 +32,6 @@ pub enum ServeError {
     },
     #[error("{0}")]
     Setup(String),
-}
-
-/// Caps on concurrent connections, globally and per client address.
-pub struct ConnectionLimits {
-    global: Arc<Semaphore>,
-    max_global: usize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    max_per_ip: usize,
-}
-
-/// One admitted connection; releases its slots when dropped.
-pub struct Admission {
-    _global: OwnedSemaphorePermit,
-    limits: Arc<ConnectionLimits>,
-    ip: IpAddr,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        let mut map = self.limits.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// Why a connection was not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    Global,
-    PerIp,
-}
-
-impl ConnectionLimits {
-    pub fn new(max_global: usize, max_per_ip: usize) -> Arc<ConnectionLimits> {
-        Arc::new(ConnectionLimits {
-            global: Arc::new(Semaphore::new(max_global)),
-            max_global,
-            per_ip: Mutex::new(HashMap::new()),
-            max_per_ip,
-        })
-    }
-
-    /// Admits a connection from `ip`, or says which cap it hit.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, Refusal> {
-        let global = self
-            .global
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Refusal::Global)?;
-        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
-            return Err(Refusal::PerIp);
-        }
-        *n += 1;
-        Ok(Admission {
-            _global: global,
-            limits: self.clone(),
-            ip,
-        })
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.max_global - self.global.available_permits()
-    }
-
-    /// Waits until every connection has ended, or `limit` passes.
-    async fn drained(&self, limit: Duration) -> bool {
-        let all = u32::try_from(self.max_global).unwrap_or(u32::MAX);
-        tokio::time::timeout(limit, self.global.acquire_many(all))
-            .await
-            .is_ok()
-    }
 }
 
 /// Runs the server until SIGTERM or SIGINT, then drains: [`Server::bind`], then
@@ -190,7 +115,9 @@ impl Server {
         let mut tasks = Vec::new();
         for (socket, listener) in listeners {
             let (ctx, limits, rx) = (ctx.clone(), limits.clone(), shutdown_tx.subscribe());
-            tasks.push(tokio::spawn(accept_loop(ctx, socket, listener, limits, rx)));
+            tasks.push(tokio::spawn(accept::accept_loop(
+                ctx, socket, listener, limits, rx,
+            )));
         }
         if let Some((socket, handle)) = metrics {
             tasks.push(tokio::spawn(crate::metrics::serve(socket, handle)));
@@ -345,126 +272,5 @@ async fn drain(ctx: &Context, limits: &ConnectionLimits) {
                 "deliveries still in flight at the end of the grace period; they will be retried after restart"
             );
         }
-    }
-}
-
-async fn accept_loop(
-    ctx: Arc<Context>,
-    socket: TcpListener,
-    listener: Listener,
-    limits: Arc<ConnectionLimits>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            Ok(_) = shutdown.wait_for(|s| *s) => return,
-            a = socket.accept() => a,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: wait rather than spin.
-                error!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        if listener.proxy_protocol {
-            if !ctx
-                .config
-                .trusted_proxies
-                .iter()
-                .any(|c| c.contains(peer.ip()))
-            {
-                warn!(peer = %peer, "connection closed: PROXY listener and the peer is not in trusted_proxies");
-                metrics::counter!("postern_connections_refused_total", "limit" => "untrusted_proxy")
-                    .increment(1);
-                continue;
-            }
-            let (ctx, listener, limits) = (ctx.clone(), listener.clone(), limits.clone());
-            tokio::spawn(async move {
-                let mut tcp = tcp;
-                match crate::proxy::read_header(&mut tcp, PROXY_HEADER_TIMEOUT).await {
-                    Ok(client) => {
-                        admit_and_serve(ctx, listener, &limits, tcp, client.unwrap_or(peer))
-                    }
-                    Err(e) => {
-                        warn!(peer = %peer, error = %e, "connection closed: no valid PROXY header");
-                        metrics::counter!("postern_connections_refused_total", "limit" => "bad_proxy_header")
-                            .increment(1);
-                    }
-                }
-            });
-        } else {
-            admit_and_serve(ctx.clone(), listener.clone(), &limits, tcp, peer);
-        }
-    }
-}
-
-/// How long a load balancer has to send its PROXY header.
-const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Applies the connection caps to `peer` (the real client behind a proxy) and runs a
-/// session, or refuses.
-fn admit_and_serve(
-    ctx: Arc<Context>,
-    listener: Listener,
-    limits: &Arc<ConnectionLimits>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-) {
-    // A dual-stack `[::]` listener sees IPv4 clients as `::ffff:a.b.c.d`: one client,
-    // one address in limits, logs and Received.
-    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-    match limits.admit(peer.ip()) {
-        Ok(admission) => {
-            metrics::counter!("postern_connections_total", "tls" => listener.tls.to_string())
-                .increment(1);
-            tokio::spawn(async move {
-                serve_connection(ctx, listener, tcp, peer).await;
-                drop(admission);
-            });
-        }
-        Err(why) => refuse_connection(tcp, peer, &listener, why),
-    }
-}
-
-/// Answers `421` from the accept loop itself, without spawning a session: a full
-/// server must not spend more on a refused client than one write.
-fn refuse_connection(tcp: TcpStream, peer: SocketAddr, listener: &Listener, why: Refusal) {
-    let what = match why {
-        Refusal::Global => "max_connections",
-        Refusal::PerIp => "max_connections_per_ip",
-    };
-    warn!(peer = %peer, limit = what, "connection refused: limit reached");
-    metrics::counter!("postern_connections_refused_total", "limit" => what).increment(1);
-    // On an implicit-TLS port the client expects a handshake, not text: just close.
-    if listener.tls != TlsMode::Implicit {
-        let _ = tcp.try_write(b"421 4.7.0 Too many connections, try again later\r\n");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connection_caps() {
-        let limits = ConnectionLimits::new(3, 2);
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let a1 = limits.admit(a).unwrap();
-        let a2 = limits.admit(a).unwrap();
-        assert_eq!(limits.admit(a).err(), Some(Refusal::PerIp));
-        let b1 = limits.admit(b).unwrap();
-        assert_eq!(limits.admit(b).err(), Some(Refusal::Global));
-        assert_eq!(limits.open(), 3);
-        drop(a1);
-        assert!(limits.admit(a).is_ok());
-        drop((a2, b1));
-        assert_eq!(limits.open(), 0);
-        assert!(limits.per_ip.lock().unwrap().is_empty());
     }
 }
