@@ -470,6 +470,15 @@ fn installed_for_nobody(dir: &std::path::Path) {
         std::os::unix::fs::chown(&p, Some(0), Some(65534)).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
     }
+    // The brake's state file, which the server writes: nobody's, private.
+    let state = spool.join("suspended.yaml");
+    std::fs::write(
+        &state,
+        "suspended:\n  mallory:\n    reason: test\n    since: 1700000000\n",
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// Like [`installed_for_nobody`], but the users file is readable by root only: the
@@ -523,6 +532,20 @@ async fn user_disable_as_root_keeps_the_owner_and_the_unprivileged_server_reload
     assert!(out.status.success(), "{}", text_of(&out));
     assert_eq!(owner_and_mode(&users_file), (0, 65534, 0o640));
     assert_eq!(c.auth_plain("alice", "alice-password").await.code, 235);
+
+    // Lifting a suspension rewrites the brake's state file: it stays nobody's.
+    let state = h.dir.path().join("spool/suspended.yaml");
+    let out = tokio::task::block_in_place(|| user_cmd(&h, &["enable", "mallory"]));
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(
+        text(&out.stdout).contains("suspension lifted"),
+        "{}",
+        text_of(&out)
+    );
+    assert_eq!(owner_and_mode(&state), (65534, 65534, 0o600));
+    let mut c = common::client::Client::connect_tls(h.implicit, &h.ca_pem()).await;
+    c.expect("EHLO x", 250).await;
+    assert_eq!(c.auth_plain("mallory", "mallory-password").await.code, 235);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
