@@ -32,6 +32,12 @@ enum Cmd {
     },
     /// Read one password and print its argon2id PHC string for the users file.
     HashPassword,
+    /// Ask the running server to re-read the users file, the suspension list and the
+    /// TLS certificate and key (like SIGHUP), and say whether it did.
+    Reload {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
     /// Inspect and steer the queue.
     #[command(subcommand)]
     Queue(QueueCmd),
@@ -116,6 +122,7 @@ fn main() -> ExitCode {
         Cmd::Serve { config } => serve(config),
         Cmd::CheckConfig { config } => check_config(config),
         Cmd::HashPassword => hash_password(),
+        Cmd::Reload { config } => reload(config),
         Cmd::User(UserCmd::Enable { name, config }) => user_enable(&name, config),
         Cmd::User(UserCmd::Add {
             name,
@@ -375,6 +382,51 @@ fn tell_server_to_reload(config: &Config) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "postern: the file was changed, but the running server at {} could not be asked to reload: {e}",
+                socket.display()
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `postern reload`: exit 0 when the server reloaded, 2 when it did not (saying
+/// why) or when no server answers.
+fn reload(path: Option<PathBuf>) -> ExitCode {
+    // Only the config file is read here: whether the users file is valid is the
+    // server's answer to give (it keeps the old one if not).
+    let path = config::resolve_path(path);
+    let mut problems = config::Problems::default();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("postern: cannot read {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    };
+    let base = path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let Some(config) = Config::from_yaml(&text, &path, &base, &mut problems) else {
+        eprintln!(
+            "postern: {} problem(s) in the configuration:\n{problems}",
+            problems.len()
+        );
+        return ExitCode::from(1);
+    };
+    let socket = postern::control::socket_path(&config.delivery.spool_directory);
+    match postern::control::request(&socket, "reload") {
+        Ok(a) if a.starts_with("ok") => {
+            println!("{}", a.trim_start_matches("ok "));
+            ExitCode::SUCCESS
+        }
+        Ok(a) => {
+            eprintln!("postern: {}", a.trim_start_matches("err "));
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!(
+                "postern: cannot reach the running server at {}: {e}",
                 socket.display()
             );
             ExitCode::from(2)

@@ -581,6 +581,14 @@ async fn reload_over_the_control_socket_reports_an_invalid_users_file() {
     let ask = || postern::control::request(&socket, "reload").unwrap();
     let answer = tokio::task::block_in_place(ask);
     assert!(answer.starts_with("ok reloaded"), "{answer}");
+    let out =
+        tokio::task::block_in_place(|| run(&["reload", "-c", h.config_path.to_str().unwrap()], ""));
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(
+        text(&out.stdout).contains("reloaded (2 users"),
+        "{}",
+        text_of(&out)
+    );
     // A users file that does not validate: the answer says so and why, on one line,
     // and the users in force stay.
     std::fs::write(
@@ -591,6 +599,15 @@ async fn reload_over_the_control_socket_reports_an_invalid_users_file() {
     let answer = tokio::task::block_in_place(ask);
     assert!(answer.starts_with("err "), "{answer}");
     assert!(answer.contains("users[0].password"), "{answer}");
+    // `postern reload` says the same and exits 2.
+    let out =
+        tokio::task::block_in_place(|| run(&["reload", "-c", h.config_path.to_str().unwrap()], ""));
+    assert_eq!(out.status.code(), Some(2), "{}", text_of(&out));
+    assert!(
+        text(&out.stderr).contains("users[0].password"),
+        "{}",
+        text_of(&out)
+    );
     let mut c = h.session("alice", "alice-password").await;
     c.expect("MAIL FROM:<a@alice.example>", 250).await;
     // A broken certificate is reported too.
