@@ -342,4 +342,8 @@ async fn the_server_binds_then_runs_until_its_shutdown_future_completes() {
     let result = tokio::time::timeout(W, running).await.unwrap().unwrap();
     assert!(result.is_ok(), "{result:?}");
     assert!(!dir.path().join("spool/control.sock").exists());
+    // The spool folder it made is private whatever the umask.
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(dir.path().join("spool")).unwrap().mode();
+    assert_eq!(format!("{:o}", mode & 0o777), "700");
 }

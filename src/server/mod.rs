@@ -237,11 +237,15 @@ fn spawn_pruner(ctx: Arc<Context>) -> JoinHandle<()> {
     })
 }
 
-/// Serves the control socket in the spool directory (created if needed); `None`
+/// Serves the control socket in the spool directory (created `0700` if needed); `None`
 /// when that directory cannot be made.
 fn spawn_control(ctx: &Arc<Context>) -> Option<JoinHandle<()>> {
     let spool = &ctx.config.delivery.spool_directory;
-    if let Err(e) = std::fs::create_dir_all(spool) {
+    // Private, like everything in the spool (a umask of 022 would make it 0755).
+    let made =
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(spool);
+    if let Err(e) = made {
         warn!(error = %e, "cannot create the spool directory; no control socket");
         return None;
     }
