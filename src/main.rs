@@ -370,7 +370,7 @@ fn tell_server_to_reload(config: &Config) -> ExitCode {
         }
         Ok(a) => {
             eprintln!(
-                "postern: the file was changed, but the running server did not reload it: {}",
+                "postern: the file was changed, but the running server's reload failed: {}",
                 a.trim_start_matches("err ")
             );
             ExitCode::from(2)

@@ -32,13 +32,19 @@ pub struct ReloadError {
     /// One line per failed part, e.g. `users file: /etc/postern/users.yaml: cannot
     /// read the users file: Permission denied (os error 13)`.
     pub failures: Vec<String>,
+    /// The parts that were reloaded all the same (`users file`, `suspension list`,
+    /// `TLS certificate`).
+    pub reloaded: Vec<&'static str>,
 }
 
 impl fmt::Display for ReloadError {
     /// One line (the control socket answers with one line), control characters
     /// escaped: the reasons may quote file content.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let joined = self.failures.join("; ");
+        let mut joined = self.failures.join("; ");
+        if !self.reloaded.is_empty() {
+            joined.push_str(&format!(" (reloaded: {})", self.reloaded.join(", ")));
+        }
         for c in joined.chars() {
             if c.is_control() {
                 write!(f, "{}", c.escape_default())?;
@@ -56,20 +62,27 @@ impl std::error::Error for ReloadError {}
 /// each part whose new file is invalid or unreadable keeps the old one in force.
 pub fn reload(ctx: &Context) -> Result<Reloaded, ReloadError> {
     let mut failures = Vec::new();
+    let mut reloaded = Vec::new();
     let mut problems = Problems::default();
     match load_users(
         &ctx.config.users_file,
         &ctx.config.rate_limits,
         &mut problems,
     ) {
-        Some(users) => ctx.auth.replace_users(users),
+        Some(users) => {
+            ctx.auth.replace_users(users);
+            reloaded.push("users file");
+        }
         None => {
             let why: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
             failures.push(format!("users file: {}", why.join("; ")));
         }
     }
     let suspended = match ctx.brake.reload() {
-        Ok(n) => n,
+        Ok(n) => {
+            reloaded.push("suspension list");
+            n
+        }
         Err(e) => {
             failures.push(format!("suspension list: {e}"));
             0
@@ -80,6 +93,7 @@ pub fn reload(ctx: &Context) -> Result<Reloaded, ReloadError> {
         match load_server_config(files) {
             Ok(c) => {
                 server_tls.replace(c);
+                reloaded.push("TLS certificate");
                 tls = true;
             }
             Err(e) => failures.push(format!("TLS certificate: {e}")),
@@ -94,7 +108,7 @@ pub fn reload(ctx: &Context) -> Result<Reloaded, ReloadError> {
             tls,
         })
     } else {
-        let err = ReloadError { failures };
+        let err = ReloadError { failures, reloaded };
         error!(problem = %err, users, "reload rejected; keeping the old files for what failed");
         Err(err)
     }
@@ -111,11 +125,12 @@ mod tests {
                 "users file: bad\nline\x1b[31m".into(),
                 "TLS certificate: gone".into(),
             ],
+            reloaded: vec!["suspension list"],
         };
         let s = e.to_string();
         assert_eq!(
             s,
-            "users file: bad\\nline\\u{1b}[31m; TLS certificate: gone"
+            "users file: bad\\nline\\u{1b}[31m; TLS certificate: gone (reloaded: suspension list)"
         );
         assert!(!s.contains('\n'));
     }
