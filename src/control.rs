@@ -25,7 +25,7 @@ pub fn handle(ctx: &Context, line: &str) -> String {
         info!("reload requested over the control socket");
         return match crate::reload::reload(ctx) {
             Ok(r) => format!("ok reloaded ({} users, {} suspended)", r.users, r.suspended),
-            Err(e) => format!("err reload failed, the old files stay in force for: {e}"),
+            Err(e) => format!("err {e}"),
         };
     }
     let Some(queue) = &ctx.queue else {

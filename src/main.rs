@@ -370,7 +370,7 @@ fn tell_server_to_reload(config: &Config) -> ExitCode {
         }
         Ok(a) => {
             eprintln!(
-                "postern: the file was changed, but the running server's reload failed: {}",
+                "postern: the file was changed, but the running server's reload failed (it keeps the old version of what failed): {}",
                 a.trim_start_matches("err ")
             );
             ExitCode::from(2)
@@ -421,7 +421,10 @@ fn reload(path: Option<PathBuf>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(a) => {
-            eprintln!("postern: {}", a.trim_start_matches("err "));
+            eprintln!(
+                "postern: reload failed (the server keeps the old version of what failed): {}",
+                a.trim_start_matches("err ")
+            );
             ExitCode::from(2)
         }
         Err(e) => {
