@@ -21,6 +21,7 @@
 //! - [`config`]: the YAML config and users file, validated as a whole.
 //! - [`context`]: what every session shares.
 //! - [`control`]: the local control socket behind `postern queue flush` and reload.
+//! - [`reload`]: re-reading the users file, suspensions and TLS files at run time.
 //! - [`daemon`]: systemd notifications, socket activation, dropping root.
 //! - [`metrics`]: the Prometheus endpoint.
 //! - [`sink`]: a stand-in smarthost for the demo, the tests and benchmarks.
@@ -36,6 +37,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proto;
 pub mod proxy;
+pub mod reload;
 pub mod secret;
 pub mod server;
 pub mod session;

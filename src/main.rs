@@ -33,6 +33,12 @@ enum Cmd {
     },
     /// Read one password and print its argon2id PHC string for the users file.
     HashPassword,
+    /// Ask the running server to re-read the users file, the suspension list and the
+    /// TLS certificate and key (like SIGHUP), and say whether it did.
+    Reload {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
     /// Inspect and steer the queue.
     #[command(subcommand)]
     Queue(QueueCmd),
@@ -117,6 +123,7 @@ fn main() -> ExitCode {
         Cmd::Serve { config } => serve(config),
         Cmd::CheckConfig { config } => check_config(config),
         Cmd::HashPassword => hash_password(),
+        Cmd::Reload { config } => reload(config),
         Cmd::User(UserCmd::Enable { name, config }) => user_enable(&name, config),
         Cmd::User(UserCmd::Add {
             name,
@@ -358,12 +365,83 @@ fn queue_delete(id: &str, path: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// Tells a running server to reload; says what happened.
-fn tell_server_to_reload(config: &Config) {
+/// Tells a running server to reload and says what happened: exit 0 when it reloaded
+/// or when no server runs (the change applies at its next start), 2 when a server
+/// answered that the reload failed, or could not be asked.
+fn tell_server_to_reload(config: &Config) -> ExitCode {
+    use std::io::ErrorKind::{ConnectionRefused, NotFound};
     let socket = postern::control::socket_path(&config.delivery.spool_directory);
     match postern::control::request(&socket, "reload") {
-        Ok(a) if a.starts_with("ok") => println!("the running server reloaded the users file"),
-        _ => println!("no running server answered; the change applies at the next start or SIGHUP"),
+        Ok(a) if a.starts_with("ok") => {
+            println!("the running server reloaded the users file");
+            ExitCode::SUCCESS
+        }
+        Ok(a) => {
+            eprintln!(
+                "postern: the file was changed, but the running server's reload failed (it keeps the old version of what failed): {}",
+                a.trim_start_matches("err ")
+            );
+            ExitCode::from(2)
+        }
+        Err(e) if matches!(e.kind(), NotFound | ConnectionRefused) => {
+            println!("no running server answered; the change applies at the next start or SIGHUP");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "postern: the file was changed, but the running server at {} could not be asked to reload: {e}",
+                socket.display()
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `postern reload`: exit 0 when the server reloaded, 2 when it did not (saying
+/// why) or when no server answers.
+fn reload(path: Option<PathBuf>) -> ExitCode {
+    // Only the config file is read here: whether the users file is valid is the
+    // server's answer to give (it keeps the old one if not).
+    let path = config::resolve_path(path);
+    let mut problems = config::Problems::default();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("postern: cannot read {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    };
+    let base = path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let Some(config) = Config::from_yaml(&text, &path, &base, &mut problems) else {
+        eprintln!(
+            "postern: {} problem(s) in the configuration:\n{problems}",
+            problems.len()
+        );
+        return ExitCode::from(1);
+    };
+    let socket = postern::control::socket_path(&config.delivery.spool_directory);
+    match postern::control::request(&socket, "reload") {
+        Ok(a) if a.starts_with("ok") => {
+            println!("{}", a.trim_start_matches("ok "));
+            ExitCode::SUCCESS
+        }
+        Ok(a) => {
+            eprintln!(
+                "postern: reload failed (the server keeps the old version of what failed): {}",
+                a.trim_start_matches("err ")
+            );
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!(
+                "postern: cannot reach the running server at {}: {e}",
+                socket.display()
+            );
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -436,8 +514,7 @@ fn user_add(name: &str, senders: &[String], path: Option<PathBuf>) -> ExitCode {
         return code;
     }
     println!("added {name} to {}", config.users_file.display());
-    tell_server_to_reload(&config);
-    ExitCode::SUCCESS
+    tell_server_to_reload(&config)
 }
 
 fn user_disable(name: &str, path: Option<PathBuf>) -> ExitCode {
@@ -453,8 +530,7 @@ fn user_disable(name: &str, path: Option<PathBuf>) -> ExitCode {
         return code;
     }
     println!("disabled {name}");
-    tell_server_to_reload(&config);
-    ExitCode::SUCCESS
+    tell_server_to_reload(&config)
 }
 
 /// Sets (`disabled: true`) or clears a user's `disabled` in the users file: a text
@@ -521,7 +597,7 @@ fn user_enable(name: &str, path: Option<PathBuf>) -> ExitCode {
         println!("{name}: no longer disabled");
         changed = true;
     }
-    match postern::policy::brake::lift(&config.abuse.state_file, name) {
+    match lift_keeping_owner(&config.abuse.state_file, name) {
         Ok(true) => {
             println!("{name}: suspension lifted");
             changed = true;
@@ -536,8 +612,28 @@ fn user_enable(name: &str, path: Option<PathBuf>) -> ExitCode {
         eprintln!("postern: {name} is neither disabled nor suspended");
         return ExitCode::from(1);
     }
-    tell_server_to_reload(&config);
-    ExitCode::SUCCESS
+    tell_server_to_reload(&config)
+}
+
+/// Lifts a suspension in the state file, then gives the file back the owner, group
+/// and mode it had: run as root, the rewrite would otherwise leave it `root:root`, and
+/// the server (run_as) could neither re-read nor update it.
+fn lift_keeping_owner(state_file: &std::path::Path, name: &str) -> Result<bool, String> {
+    use std::os::unix::fs::MetadataExt;
+    let before = std::fs::metadata(state_file).ok();
+    let lifted = postern::policy::brake::lift(state_file, name)?;
+    if let Some(m) = before {
+        let after = std::fs::metadata(state_file).map_err(|e| e.to_string())?;
+        let keep =
+            |e: std::io::Error| format!("{}: cannot keep its owner: {e}", state_file.display());
+        if (after.uid(), after.gid()) != (m.uid(), m.gid()) {
+            std::os::unix::fs::chown(state_file, Some(m.uid()), Some(m.gid())).map_err(keep)?;
+        }
+        if after.mode() != m.mode() {
+            std::fs::set_permissions(state_file, m.permissions()).map_err(keep)?;
+        }
+    }
+    Ok(lifted)
 }
 
 /// Reads a password: a no-echo prompt (twice) on a terminal, else one stdin line.

@@ -4,7 +4,8 @@
 //! Counters are recorded with the `metrics` crate everywhere in the code (they cost
 //! nothing when no listener is configured, since no recorder is installed), and
 //! rendered by metrics-exporter-prometheus. The HTTP side is a few lines of tokio:
-//! one GET per connection, read with a size cap and a timeout; there is nothing else
+//! one GET per connection, read with a size cap and a timeout, answered within a
+//! timeout, at most [`MAX_CONNECTIONS`] connections at once; there is nothing else
 //! to serve, so no HTTP framework is pulled in.
 //!
 //! | metric | labels |
@@ -25,10 +26,15 @@
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tracing::{info, warn};
+
+/// What renders the recorded metrics.
+pub type Handle = PrometheusHandle;
 
 /// Installs the Prometheus recorder for this process.
 pub fn install() -> Result<PrometheusHandle, String> {
@@ -54,10 +60,22 @@ pub fn code_class(code: u16) -> &'static str {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on an already bound listener until dropped.
+/// Most metrics connections served at once; more are closed at once, unanswered.
+/// A scraper needs one; the cap keeps a flood of idle connections from taking every
+/// file descriptor the SMTP listeners need.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client has to send its request head, and to take the response.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest request head read.
+const MAX_HEAD: usize = 4096;
+
+/// Serves `/metrics` and `/healthz` on an already bound listener until dropped, at
+/// most [`MAX_CONNECTIONS`] at a time.
 pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
     if let Ok(a) = listener.local_addr() {
-        info!(address = %a, "serving metrics at /metrics and /healthz");
+        info!(address = %a, max_connections = MAX_CONNECTIONS, "serving metrics at /metrics and /healthz");
     }
     let upkeep = handle.clone();
     tokio::spawn(async move {
@@ -67,36 +85,54 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
             upkeep.run_upkeep();
         }
     });
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((mut stream, peer)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
+            // Out of file descriptors and the like: wait rather than spin.
             tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closed unanswered: a refusal costs no task and no buffer (an answer
+            // would be lost to a reset anyway, the request being unread).
+            warn!(peer = %peer, limit = MAX_CONNECTIONS, "metrics connection closed: too many open");
+            drop(stream);
             continue;
         };
         let handle = handle.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let mut n = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf[n..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => n += k,
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
-                return;
-            }
-            let (status, body) = respond(&buf[..n], &handle);
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            if let Err(e) = stream.write_all(response.as_bytes()).await {
-                warn!(peer = %peer, error = %e, "metrics response failed");
-            }
+            answer(stream, peer, &handle).await;
+            drop(slot);
         });
+    }
+}
+
+/// Reads one request head and answers it; every read and write is bounded by
+/// [`IO_TIMEOUT`].
+async fn answer(mut stream: TcpStream, peer: SocketAddr, handle: &PrometheusHandle) {
+    let mut buf = vec![0u8; MAX_HEAD];
+    let mut n = 0;
+    let read = tokio::time::timeout(IO_TIMEOUT, async {
+        while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf[n..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
+            }
+        }
+    })
+    .await;
+    if read.is_err() || n == 0 {
+        return;
+    }
+    let (status, body) = respond(&buf[..n], handle);
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    match tokio::time::timeout(IO_TIMEOUT, stream.write_all(response.as_bytes())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(peer = %peer, error = %e, "metrics response failed"),
+        Err(_) => warn!(peer = %peer, "metrics response timed out"),
     }
 }
 

@@ -66,8 +66,12 @@ impl Cidr {
     }
 }
 
-/// The client address a complete header names; `None` for `UNKNOWN` / `LOCAL`
-/// (health checks), where the connection's own address stands.
+/// The client address a complete header names; `None` for v1 `UNKNOWN`, for v2
+/// `LOCAL` and for address families other than IPv4/IPv6, where the connection's own
+/// address stands. A `LOCAL` header marks a connection the proxy made itself (a
+/// health check): whatever addresses it carries must be ignored (PROXY protocol
+/// spec, section 2.2), or a proxy's health checker could be blocked or rate limited
+/// as some client.
 pub fn parse_header(bytes: &[u8]) -> Result<Option<SocketAddr>, String> {
     match HeaderResult::parse(bytes) {
         HeaderResult::V1(Ok(h)) => Ok(match h.addresses {
@@ -75,6 +79,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Option<SocketAddr>, String> {
             v1::Addresses::Tcp6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
             v1::Addresses::Unknown => None,
         }),
+        HeaderResult::V2(Ok(h)) if h.command == v2::Command::Local => Ok(None),
         HeaderResult::V2(Ok(h)) => Ok(match h.addresses {
             v2::Addresses::IPv4(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
             v2::Addresses::IPv6(a) => Some(SocketAddr::new(a.source_address.into(), a.source_port)),
@@ -181,6 +186,26 @@ mod tests {
             parse_header(&v2).unwrap(),
             Some("203.0.113.9:5555".parse().unwrap())
         );
+        // LOCAL: the addresses it carries are not the client's.
+        let local = v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Local,
+            v2::Protocol::Stream,
+            (
+                "203.0.113.9:5555".parse::<SocketAddr>().unwrap(),
+                "198.51.100.1:587".parse::<SocketAddr>().unwrap(),
+            ),
+        )
+        .build()
+        .unwrap();
+        assert_eq!(parse_header(&local).unwrap(), None);
+        let local_unspec = v2::Builder::with_addresses(
+            v2::Version::Two | v2::Command::Local,
+            v2::Protocol::Unspecified,
+            v2::Addresses::Unspecified,
+        )
+        .build()
+        .unwrap();
+        assert_eq!(parse_header(&local_unspec).unwrap(), None);
         for bad in [
             &b"PROXY TCP4 nonsense\r\n"[..],
             b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2",

@@ -443,3 +443,192 @@ async fn user_add_disable_list_with_a_running_server() {
 fn text_of(out: &Output) -> String {
     format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+fn owner_and_mode(path: &std::path::Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+/// As the README installs it: the files the service re-reads are `0640
+/// root:nogroup`, the spool belongs to nobody, the server drops to nobody.
+fn installed_for_nobody(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spool = dir.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::os::unix::fs::chown(&spool, Some(65534), Some(65534)).unwrap();
+    for f in ["users.yaml", "server-cert.pem", "server-key.pem"] {
+        let p = dir.join(f);
+        std::os::unix::fs::chown(&p, Some(0), Some(65534)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    // The brake's state file, which the server writes: nobody's, private.
+    let state = spool.join("suspended.yaml");
+    std::fs::write(
+        &state,
+        "suspended:\n  mallory:\n    reason: test\n    since: 1700000000\n",
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// Like [`installed_for_nobody`], but the users file is readable by root only: the
+/// server reads it at start (as root), and cannot re-read it after dropping root.
+fn users_file_for_root_only(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    installed_for_nobody(dir);
+    let p = dir.join("users.yaml");
+    std::os::unix::fs::chown(&p, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn run_as_nobody(before_launch: fn(&std::path::Path)) -> Setup {
+    Setup {
+        extra: "run_as:\n  user: nobody\n  group: nogroup\n".into(),
+        before_launch: Some(before_launch),
+        ..Setup::default()
+    }
+}
+
+fn user_cmd(h: &Harness, args: &[&str]) -> Output {
+    let mut full = vec!["user"];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["-c", h.config_path.to_str().unwrap()]);
+    run(&full, "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_disable_as_root_keeps_the_owner_and_the_unprivileged_server_reloads() {
+    if !is_root() {
+        eprintln!("not root; skipped");
+        return;
+    }
+    let h = Harness::start(run_as_nobody(installed_for_nobody)).await;
+    let users_file = h.dir.path().join("users.yaml");
+    assert_eq!(owner_and_mode(&users_file), (0, 65534, 0o640));
+    let mut c = h.session("alice", "alice-password").await;
+    c.expect("MAIL FROM:<a@alice.example>", 250).await;
+
+    let out = tokio::task::block_in_place(|| user_cmd(&h, &["disable", "alice"]));
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(text(&out.stdout).contains("the running server reloaded"));
+    assert_eq!(owner_and_mode(&users_file), (0, 65534, 0o640));
+    // The server really re-read it: alice is out once the CLI says so.
+    let mut c = common::client::Client::connect_tls(h.implicit, &h.ca_pem()).await;
+    c.expect("EHLO x", 250).await;
+    assert_eq!(c.auth_plain("alice", "alice-password").await.code, 535);
+
+    // And back: still the same owner, and alice logs in again.
+    let out = tokio::task::block_in_place(|| user_cmd(&h, &["enable", "alice"]));
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert_eq!(owner_and_mode(&users_file), (0, 65534, 0o640));
+    assert_eq!(c.auth_plain("alice", "alice-password").await.code, 235);
+
+    // Lifting a suspension rewrites the brake's state file: it stays nobody's.
+    let state = h.dir.path().join("spool/suspended.yaml");
+    let out = tokio::task::block_in_place(|| user_cmd(&h, &["enable", "mallory"]));
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(
+        text(&out.stdout).contains("suspension lifted"),
+        "{}",
+        text_of(&out)
+    );
+    assert_eq!(owner_and_mode(&state), (65534, 65534, 0o600));
+    let mut c = common::client::Client::connect_tls(h.implicit, &h.ca_pem()).await;
+    c.expect("EHLO x", 250).await;
+    assert_eq!(c.auth_plain("mallory", "mallory-password").await.code, 235);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_disable_exits_2_and_says_why_when_the_server_cannot_reload() {
+    if !is_root() {
+        eprintln!("not root; skipped");
+        return;
+    }
+    let h = Harness::start(run_as_nobody(users_file_for_root_only)).await;
+    let users_file = h.dir.path().join("users.yaml");
+    let out = tokio::task::block_in_place(|| user_cmd(&h, &["disable", "alice"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text_of(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("reload failed"), "{err}");
+    assert!(err.contains("users file"), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    // What did reload is named; the users file is not among it.
+    assert!(
+        err.contains("(reloaded: suspension list, TLS certificate)"),
+        "{err}"
+    );
+    assert!(!text(&out.stdout).contains("reloaded"), "{}", text_of(&out));
+    // The file was written (with its owner kept); the server still has the old list.
+    assert_eq!(owner_and_mode(&users_file), (0, 0, 0o600));
+    assert!(
+        std::fs::read_to_string(&users_file)
+            .unwrap()
+            .contains("disabled: true")
+    );
+    let mut c = h.session("alice", "alice-password").await;
+    c.expect("MAIL FROM:<a@alice.example>", 250).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_over_the_control_socket_reports_an_invalid_users_file() {
+    let h = Harness::start(Setup::default()).await;
+    let socket = h.dir.path().join("spool/control.sock");
+    let ask = || postern::control::request(&socket, "reload").unwrap();
+    let answer = tokio::task::block_in_place(ask);
+    assert!(answer.starts_with("ok reloaded"), "{answer}");
+    let out =
+        tokio::task::block_in_place(|| run(&["reload", "-c", h.config_path.to_str().unwrap()], ""));
+    assert!(out.status.success(), "{}", text_of(&out));
+    assert!(
+        text(&out.stdout).contains("reloaded (2 users"),
+        "{}",
+        text_of(&out)
+    );
+    // A users file that does not validate: the answer says so and why, on one line,
+    // and the users in force stay.
+    std::fs::write(
+        h.dir.path().join("users.yaml"),
+        "users:\n  - name: x\n    password: not-a-hash\n",
+    )
+    .unwrap();
+    let answer = tokio::task::block_in_place(ask);
+    assert!(answer.starts_with("err "), "{answer}");
+    assert!(answer.contains("users[0].password"), "{answer}");
+    // `postern reload` says the same and exits 2.
+    let out =
+        tokio::task::block_in_place(|| run(&["reload", "-c", h.config_path.to_str().unwrap()], ""));
+    assert_eq!(out.status.code(), Some(2), "{}", text_of(&out));
+    assert!(
+        text(&out.stderr).contains("users[0].password"),
+        "{}",
+        text_of(&out)
+    );
+    let mut c = h.session("alice", "alice-password").await;
+    c.expect("MAIL FROM:<a@alice.example>", 250).await;
+    // A broken certificate is reported too.
+    std::fs::write(
+        h.dir.path().join("users.yaml"),
+        users_yaml(&[TestUser::new(
+            "alice",
+            "alice-password",
+            &["@alice.example"],
+        )]),
+    )
+    .unwrap();
+    std::fs::write(h.dir.path().join("server-cert.pem"), "not a certificate\n").unwrap();
+    let answer = tokio::task::block_in_place(ask);
+    assert!(
+        answer.starts_with("err ") && answer.contains("TLS certificate"),
+        "{answer}"
+    );
+}

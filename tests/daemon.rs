@@ -236,3 +236,114 @@ fn nix_is_root() -> bool {
         .lines()
         .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_socket_is_never_reachable_by_others() {
+    // strace holds every chmod for 3 s, and the umask is 000: a socket bound at its
+    // final path and chmodded afterwards is then visibly 0777 for those 3 s.
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        assert!(std::env::var_os("CI").is_none(), "CI must install strace");
+        eprintln!("strace not installed; skipped");
+        return;
+    }
+    let script = "umask 000; exec strace -f -qq -o /dev/null \
+                  -e trace=/chmod -e inject=/chmod:delay_enter=3000000 \"$@\"";
+    let h = Harness::start(Setup {
+        queue: true,
+        wrapper: vec!["sh".into(), "-c".into(), script.into(), "sh".into()],
+        ..Setup::default()
+    })
+    .await;
+    // strace does not take its tracee with it when killed: kill postern ourselves.
+    let _tracee = KillOnDrop(traced_child(h.pid()));
+    let socket = h.dir.path().join("spool/control.sock");
+    let deadline = std::time::Instant::now() + W;
+    let meta = loop {
+        match std::fs::symlink_metadata(&socket) {
+            Ok(m) => break m,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(1)).await
+            }
+            Err(e) => panic!("no control socket: {e}"),
+        }
+    };
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        format!("{:o}", meta.mode() & 0o777),
+        "600",
+        "mode when it first appeared"
+    );
+}
+
+/// The process that `strace` (pid `tracer`) started.
+fn traced_child(tracer: u32) -> u32 {
+    let children =
+        std::fs::read_to_string(format!("/proc/{tracer}/task/{tracer}/children")).unwrap();
+    children.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Sends SIGKILL to one process of ours when dropped.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_binds_then_runs_until_its_shutdown_future_completes() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users.yaml"), "users: []\n").unwrap();
+    let path = dir.path().join("postern.yaml");
+    std::fs::write(
+        &path,
+        "hostname: in-process.test\n\
+         listeners:\n  - address: \"127.0.0.1:0\"\n    tls: none\n\
+         users:\n  file: users.yaml\n\
+         smarthost:\n  address: \"127.0.0.1:1\"\n  tls: none\n\
+         delivery:\n  mode: passthrough\n  spool_directory: spool\n",
+    )
+    .unwrap();
+    let (config, users) = postern::config::Config::load(&path).unwrap();
+    let server = postern::server::Server::bind(config, users).await.unwrap();
+    let addrs = server.local_addrs();
+    assert_eq!(addrs.len(), 1);
+    assert_ne!(addrs[0].port(), 0);
+    // Bound: the kernel accepts already; nothing answers until run.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    let tcp = tokio::net::TcpStream::connect(addrs[0]).await.unwrap();
+    let (r, mut w) = tcp.into_split();
+    let mut lines = BufReader::new(r).lines();
+    let greeting = tokio::time::timeout(W, lines.next_line()).await.unwrap();
+    assert!(
+        greeting
+            .unwrap()
+            .unwrap()
+            .starts_with("220 in-process.test")
+    );
+    w.write_all(b"NOOP\r\n").await.unwrap();
+    let noop = tokio::time::timeout(W, lines.next_line()).await.unwrap();
+    assert!(noop.unwrap().unwrap().starts_with("250"));
+    // The shutdown future completes: idle sessions hear 421, run returns Ok.
+    stop.send(()).unwrap();
+    let bye = tokio::time::timeout(W, lines.next_line()).await.unwrap();
+    assert!(bye.unwrap().unwrap().starts_with("421"));
+    let result = tokio::time::timeout(W, running).await.unwrap().unwrap();
+    assert!(result.is_ok(), "{result:?}");
+    assert!(!dir.path().join("spool/control.sock").exists());
+    // The spool folder it made is private whatever the umask.
+    use std::os::unix::fs::MetadataExt;
+    let mode = std::fs::metadata(dir.path().join("spool")).unwrap().mode();
+    assert_eq!(format!("{:o}", mode & 0o777), "700");
+}

@@ -173,3 +173,34 @@ async fn untrusted_peers_and_missing_headers_are_closed_without_a_greeting() {
     assert_eq!(c.greeting.code, 220);
     assert!(h.sink.messages().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_local_header_is_the_proxy_itself_and_its_addresses_are_ignored() {
+    let h = Harness::start(Setup {
+        proxy_from: Some("127.0.0.0/8"),
+        ..Setup::default()
+    })
+    .await;
+    // LOCAL (a health check, say) with addresses in it: they name no client.
+    let local = v2::Builder::with_addresses(
+        v2::Version::Two | v2::Command::Local,
+        v2::Protocol::Stream,
+        (
+            "203.0.113.9:5555".parse::<SocketAddr>().unwrap(),
+            "198.51.100.1:465".parse::<SocketAddr>().unwrap(),
+        ),
+    )
+    .build()
+    .unwrap();
+    let mut c = Client::over_tls(with_header(h.implicit, &local).await, &h.ca_pem()).await;
+    assert_eq!(c.greeting.code, 220);
+    submit(&mut c, "local").await;
+    let msgs = h.sink.wait_for(1, W).await;
+    let text = String::from_utf8_lossy(&msgs[0].content).to_string();
+    assert_eq!(
+        text.lines().next().unwrap(),
+        "Received: from client.test ([127.0.0.1])"
+    );
+    assert!(h.wait_log("peer=127.0.0.1:", W).await);
+    assert!(!h.logs().iter().any(|l| l.contains("203.0.113.9")));
+}

@@ -3,7 +3,8 @@
 //! The file is edited as text, so that the operator's comments and layout survive:
 //! a new user is appended to the `users:` list, `disable` sets or inserts a
 //! `disabled: true` line in that user's entry. The result is validated as a whole
-//! before it replaces the file atomically (temporary file, fsync, rename). When the
+//! before it replaces the file atomically (temporary file, fsync, rename; owner,
+//! group and mode kept: [`write_atomically`]). When the
 //! list is not the last thing in the file (or is written inline as `users: []`), the
 //! file is rewritten from its parsed form instead, and comments are lost; the caller
 //! is told so.
@@ -111,22 +112,68 @@ pub fn set_disabled(text: &str, name: &str, disabled: bool) -> Option<String> {
     Some(s)
 }
 
-/// Writes `text` to `path` atomically, keeping the file's permissions.
-pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("yaml.tmp");
-    let perms = std::fs::metadata(path).map(|m| m.permissions()).ok();
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
+/// Mode of a file that [`write_atomically`] creates (one that did not exist).
+pub const NEW_FILE_MODE: u32 = 0o600;
+
+/// Replaces `path` with `bytes` atomically (a temporary file beside it, fsync,
+/// rename, fsync of the folder), keeping the replaced file's owner, group and mode.
+///
+/// Run as root, a plain rewrite would leave the file `root:root`, and a service
+/// that dropped root could no longer read it. The temporary file is created `0600`,
+/// then `fchown`ed and `fchmod`ed before it is renamed into place, so the new file is
+/// never visible with other owners or looser permissions than the old one; if the
+/// owner cannot be kept, nothing is replaced. A symlink is followed: its target is
+/// replaced and the link stays. A file that does not exist yet is created
+/// [`NEW_FILE_MODE`], owned by the caller.
+pub fn write_atomically(path: &Path, bytes: impl AsRef<[u8]>) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let path = match std::fs::canonicalize(path) {
+        Ok(real) => real,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => path.to_path_buf(),
+        Err(e) => return Err(e),
+    };
+    let old = match std::fs::metadata(&path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let tmp = temporary_name(&path);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(NEW_FILE_MODE)
+        .open(&tmp)?;
+    let written = (|| {
+        if let Some(m) = &old {
+            let mine = f.metadata()?;
+            if (mine.uid(), mine.gid()) != (m.uid(), m.gid()) {
+                std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
+            }
+            // After the chown, which may clear set-id bits.
+            f.set_permissions(std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+        }
+        f.write_all(bytes.as_ref())?;
+        f.sync_all()
+    })();
     drop(f);
-    if let Some(p) = perms {
-        std::fs::set_permissions(&tmp, p)?;
+    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// `.NAME.tmp` beside `path`: same folder (so the rename is atomic), hidden.
+fn temporary_name(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp"))
 }
 
 #[cfg(test)]
@@ -180,5 +227,54 @@ mod tests {
     password: \"$argon2id$y\"\n    senders"
         ));
         assert_eq!(set_disabled(FILE, "blog", false).unwrap(), FILE);
+    }
+
+    fn owner_and_mode(path: &Path) -> (u32, u32, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).unwrap();
+        (m.uid(), m.gid(), m.mode() & 0o7777)
+    }
+
+    #[test]
+    fn atomic_write_keeps_owner_group_and_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.yaml");
+        std::fs::write(&path, "old\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // As root (as `postern user ...` runs), hand the file to another account
+        // first: the rewrite must not make it root's.
+        let root = nix::unistd::geteuid().is_root();
+        if root {
+            std::os::unix::fs::chown(&path, Some(65534), Some(65533)).unwrap();
+        }
+        let before = owner_and_mode(&path);
+        write_atomically(&path, "new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+        assert_eq!(owner_and_mode(&path), before);
+        if root {
+            assert_eq!(before, (65534, 65533, 0o640));
+        }
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn atomic_write_follows_a_symlink_and_creates_private_files() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.yaml");
+        std::fs::write(&real, "old\n").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o604)).unwrap();
+        let link = dir.path().join("link.yaml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_atomically(&link, "new\n").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), "new\n");
+        assert_eq!(owner_and_mode(&real).2, 0o604);
+        let fresh = dir.path().join("fresh.yaml");
+        write_atomically(&fresh, "x").unwrap();
+        assert_eq!(owner_and_mode(&fresh).2, NEW_FILE_MODE);
     }
 }
