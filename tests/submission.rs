@@ -26,9 +26,10 @@ async fn quoted_addresses_reach_the_smarthost_as_checked_queue() {
     quoted_addresses(true).await;
 }
 
-/// A quoted local part full of `>`, `@` and parameters is one odd mailbox at the
-/// domain after its quotes: it is checked as that, and goes upstream quoted again, so
-/// nothing is injected into MAIL or RCPT.
+/// Finding 1: a quoted local part is checked and sent in one canonical form; one
+/// that holds `>`, `@` or other specials is refused outright (a next hop that
+/// unquotes it would read syntax in it), so nothing reaches MAIL or RCPT upstream
+/// but a clean address.
 async fn quoted_addresses(queue: bool) {
     let h = Harness::start(Setup {
         queue,
@@ -36,44 +37,54 @@ async fn quoted_addresses(queue: bool) {
     })
     .await;
     let mut c = h.session("alice", "alice-password").await;
-    // The bypass of finding 1: it must not pass as a bank.example sender.
+    // Not a bank.example sender, whatever the quotes say.
     for forged in [
-        "<\"ceo@bank.example> AUTH=\"@bank.example>",
-        "<\"a@alice.example\"@bank.example>",
-        "<\"ceo@bank.example>\"@alice.example.evil>",
+        "<\"alice\"@bank.example>",
+        "<\"ceo\".x@alice.example.evil>",
         "<@alice.example:ceo@bank.example>",
     ] {
         let r = c.cmd(&format!("MAIL FROM:{forged}")).await;
-        assert_eq!((r.code, esc(&r)), (550, "5.7.1".into()), "{forged}");
+        assert_eq!(r.code / 100, 5, "{forged}: {r:?}");
     }
-    let sender = "\"ceo@bank.example> AUTH=\"@alice.example";
-    let notify = "\"x> NOTIFY=SUCCESS ORCPT=rfc822;victim@evil.example\"@example.org";
     let spaced = "\"john smith\"@example.org";
-    let r = c.send_mail(sender, &[notify, spaced], CLEAN).await;
+    let r = c
+        .send_mail("\"a b\"@alice.example", &[spaced, "c@example.org"], CLEAN)
+        .await;
     assert_eq!(r.code, 250, "{r:?}");
     let got = h.sink.wait_for(1, W).await;
-    assert_eq!(got[0].from, sender);
-    assert_eq!(got[0].rcpts, vec![notify.to_string(), spaced.to_string()]);
+    assert_eq!(got[0].from, "\"a b\"@alice.example");
+    assert_eq!(
+        got[0].rcpts,
+        vec![spaced.to_string(), "c@example.org".into()]
+    );
     // Needless quotes go; case and plain forms are kept.
     c.expect("MAIL FROM:<\"Alerts\"@Alice.Example> SIZE=100", 250)
         .await;
     c.expect("RCPT TO:<\"b\"@example.org>", 250).await;
     c.expect("RSET", 250).await;
-    // Control characters: refused with the code of the side they are on.
-    for (line, want) in [
-        ("MAIL FROM:<\"a\u{1}b\"@alice.example>", "5.1.7"),
-        ("MAIL FROM:<a\u{1b}[31m@alice.example>", "5.1.7"),
-        ("MAIL FROM:<a@alice.example> X=\u{7f}", "5.1.7"),
+    // The injections of finding 1 and their kin, and control characters anywhere
+    // (Unicode ones included): refused with the code of the side they are on.
+    for line in [
+        "MAIL FROM:<\"ceo@bank.example> AUTH=\"@alice.example>",
+        "MAIL FROM:<\"ceo@bank.example\"@alice.example>",
+        "MAIL FROM:<\"a\\\"b\"@alice.example>",
+        "MAIL FROM:<\"a\u{1}b\"@alice.example>",
+        "MAIL FROM:<a\u{1b}[31m@alice.example>",
+        "MAIL FROM:<a@alice.example> X=\u{7f}",
+        "MAIL FROM:<a\u{202e}b@alice.example> SMTPUTF8",
     ] {
         let r = c.cmd(line).await;
-        assert_eq!((r.code, esc(&r)), (501, want.into()), "{line:?}");
+        assert_eq!((r.code, esc(&r)), (501, "5.1.7".into()), "{line:?}");
     }
     // A fresh session: each refusal counts towards max_errors.
     let mut c = h.session("alice", "alice-password").await;
     c.expect("MAIL FROM:<a@alice.example>", 250).await;
     for line in [
+        "RCPT TO:<\"x> NOTIFY=SUCCESS ORCPT=rfc822;victim@evil.example\"@example.org>",
+        "RCPT TO:<\"x,y\"@example.org>",
         "RCPT TO:<\"x\u{7}\"@example.org>",
         "RCPT TO:<x@exam\u{1}ple.org>",
+        "RCPT TO:<x\u{85}@example.org>",
         "RCPT TO:<\"unterminated@example.org>",
         "RCPT TO:<a@b@example.org>",
         "RCPT TO:<postmaster>",
@@ -81,6 +92,9 @@ async fn quoted_addresses(queue: bool) {
         let r = c.cmd(line).await;
         assert_eq!((r.code, esc(&r)), (501, "5.1.3".into()), "{line:?}");
     }
+    // UTF-8 needs SMTPUTF8 on MAIL (RFC 6531 section 3.4).
+    let r = c.cmd("RCPT TO:<fran\u{e7}oise@example.org>").await;
+    assert_eq!((r.code, esc(&r)), (553, "5.6.7".into()));
     assert_eq!(h.sink.messages().len(), 1);
 }
 
@@ -92,7 +106,6 @@ async fn header_section_is_checked_as_it_is_relayed() {
         " \r\nFrom: ceo@bank.example\r\n",
         "\t\r\nFrom: ceo@bank.example\r\n",
         "  \t \r\nFrom: ceo@bank.example\r\nSubject: x\r\n",
-        "Subject: x\r\nnot a field\r\nFrom: ceo@bank.example\r\n",
     ] {
         // A session each: every refusal counts towards max_errors.
         let mut c = h.session("alice", "alice-password").await;
@@ -117,6 +130,9 @@ async fn header_section_is_checked_as_it_is_relayed() {
         "From: a@alice.example,\r\n ceo@bank.example\r\n",
         "From: \"a@alice.example\" <ceo@bank.example>\r\n",
         "From: a@alice.example\r\nSender: x@alice.example.evil\r\n",
+        "From: a@alice.example\r\nResent-From: ceo@bank.example\r\n",
+        "From: =?a?=<ceo@bank.example>,?b?= <a@alice.example>\r\n",
+        "From: \"ceo@bank.example\":;, a@alice.example\r\n",
     ] {
         // A session each: every refusal counts towards max_errors.
         let mut c = h.session("alice", "alice-password").await;
@@ -132,20 +148,33 @@ async fn header_section_is_checked_as_it_is_relayed() {
     assert!(h.wait_log("malformed header section", W).await);
     assert!(h.sink.messages().is_empty(), "{:?}", h.sink.messages());
     let mut c = h.session("alice", "alice-password").await;
-    // A body-only message stays body: a From: line in it never becomes a header.
-    let r = c
-        .send_mail(
-            "a@alice.example",
-            &["b@example.org"],
+    // Where the header section ends without a blank line (a script's body, a line
+    // that is no field), Postern ends it there with one of its own: a From: line
+    // further down stays body, downstream too.
+    for (n, (msg, body)) in [
+        (
             "hello\r\nFrom: ceo@bank.example\r\n",
-        )
-        .await;
-    assert_eq!(r.code, 250);
-    let got = h.sink.wait_for(1, W).await;
-    let text = String::from_utf8_lossy(&got[0].content).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a header section");
-    assert!(!head.contains("bank.example"), "{text}");
-    assert_eq!(body, "hello\r\nFrom: ceo@bank.example\r\n");
+            "hello\r\nFrom: ceo@bank.example\r\n",
+        ),
+        (
+            "Subject: x\r\nnot a field\r\nFrom: ceo@bank.example\r\n\r\ny\r\n",
+            "not a field\r\nFrom: ceo@bank.example\r\n\r\ny\r\n",
+        ),
+        ("Status: OK\r\nall done\r\n", "all done\r\n"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = c
+            .send_mail("a@alice.example", &["b@example.org"], msg)
+            .await;
+        assert_eq!(r.code, 250, "{msg:?}: {r:?}");
+        let got = h.sink.wait_for(n + 1, W).await;
+        let text = String::from_utf8_lossy(&got[n].content).to_string();
+        let (head, rest) = text.split_once("\r\n\r\n").expect("a header section");
+        assert!(!head.contains("bank.example"), "{text}");
+        assert_eq!(rest, body);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +194,26 @@ async fn null_sender_is_accepted_and_header_from_still_checked() {
         )
         .await;
     assert_eq!((r.code, esc(&r)), (550, "5.7.1".into()));
+    // With the null sender, the From is not optional: nobody would be accountable.
+    let r = c
+        .send_mail("", &["b@example.org"], "Subject: anonymous\r\n\r\nx\r\n")
+        .await;
+    assert_eq!((r.code, esc(&r)), (550, "5.7.1".into()));
+    assert!(h.wait_log("null sender must have a From", W).await);
     assert_eq!(h.sink.messages().len(), 1);
+}
+
+/// A user who may send as nobody may not use the null sender either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_sender_needs_a_user_with_senders() {
+    let h = Harness::start(Setup {
+        users: vec![common::TestUser::new("nobody", "nobody-password", &[])],
+        ..Setup::default()
+    })
+    .await;
+    let mut c = h.session("nobody", "nobody-password").await;
+    let r = c.cmd("MAIL FROM:<>").await;
+    assert_eq!((r.code, esc(&r)), (550, "5.7.1".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

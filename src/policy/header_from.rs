@@ -25,6 +25,9 @@ pub enum HeaderFromError {
     Unparseable {
         header: &'static str,
     },
+    /// The null sender with no `From:`: nobody would be accountable for the message,
+    /// and a smarthost would fill in its own MAILER-DAEMON.
+    Missing,
 }
 
 /// Most bytes of header section held back for the check.
@@ -39,22 +42,37 @@ impl fmt::Display for HeaderFromError {
             HeaderFromError::Unparseable { header } => {
                 write!(f, "{header} header is not a valid address list")
             }
+            HeaderFromError::Missing => {
+                write!(f, "a message with the null sender must have a From header")
+            }
         }
     }
 }
 
-/// Checks every `From:` and `Sender:` field against the user's rules.
+/// The fields that name who sent a message, and whether each holds a list (`From:`)
+/// or one mailbox. `Resent-*` fields name whoever resent it, and mail clients show
+/// them, so they are held to the same rules.
+const SENDER_FIELDS: [(&str, bool); 4] = [
+    ("From", true),
+    ("Sender", false),
+    ("Resent-From", true),
+    ("Resent-Sender", false),
+];
+
+/// Checks every `From:`, `Sender:`, `Resent-From:` and `Resent-Sender:` field against
+/// the user's rules.
 pub fn check_header_senders(
     fields: &[Field<'_>],
     rules: &[SenderRule],
 ) -> Result<(), HeaderFromError> {
     for field in fields {
-        let (header, mailboxes) = if field.is("From") {
-            ("From", parse_address_list(field.value))
-        } else if field.is("Sender") {
-            ("Sender", parse_single_mailbox(field.value).map(|m| vec![m]))
-        } else {
+        let Some(&(header, list)) = SENDER_FIELDS.iter().find(|(name, _)| field.is(name)) else {
             continue;
+        };
+        let mailboxes = if list {
+            parse_address_list(field.value)
+        } else {
+            parse_single_mailbox(field.value).map(|m| vec![m])
         };
         let mailboxes = mailboxes.map_err(|_| HeaderFromError::Unparseable { header })?;
         for m in mailboxes {
@@ -141,6 +159,16 @@ mod tests {
         not(
             "From: a@site1.example\r\nFrom: ceo@bank.example\r\n\r\n",
             "From",
+            "ceo@bank.example",
+        );
+        not(
+            "From: a@site1.example\r\nResent-From: ceo@bank.example\r\n\r\n",
+            "Resent-From",
+            "ceo@bank.example",
+        );
+        not(
+            "From: a@site1.example\r\nresent-sender: <ceo@bank.example>\r\n\r\n",
+            "Resent-Sender",
             "ceo@bank.example",
         );
         not(

@@ -63,6 +63,42 @@ pub fn header_end(content: &[u8]) -> Option<usize> {
         .map(|i| i + 4)
 }
 
+/// What one line of a header section is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    /// The empty line that ends the section.
+    Blank,
+    /// Starts with a space or tab: continues the field before it.
+    Continuation,
+    /// `name:` with a valid name; the name's length (trailing whitespace dropped).
+    Field { name_len: usize },
+    /// Anything else: the end of the header section for readers like Postfix.
+    NotAField,
+}
+
+/// Classifies one line (with or without its CRLF).
+pub fn classify(line: &[u8]) -> LineKind {
+    match line.first() {
+        None | Some(b'\r') if strip_crlf(line).is_empty() => LineKind::Blank,
+        Some(b' ' | b'\t') => LineKind::Continuation,
+        _ => {
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                return LineKind::NotAField;
+            };
+            // Obsolete syntax allows whitespace before the colon (`From :`); readers
+            // downstream take it as the field, so it is the field here too.
+            let name = trim_end_wsp(&line[..colon]);
+            if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
+                LineKind::NotAField
+            } else {
+                LineKind::Field {
+                    name_len: name.len(),
+                }
+            }
+        }
+    }
+}
+
 /// Splits a header section (without its blank line) into fields.
 pub fn fields(head: &[u8]) -> Result<Vec<Field<'_>>, HeaderDefect> {
     // Per field: where it starts, where its name ends, where its value starts, and
@@ -77,21 +113,25 @@ pub fn fields(head: &[u8]) -> Result<Vec<Field<'_>>, HeaderDefect> {
             .position(|w| w == b"\r\n")
             .map_or(head.len(), |i| start + i + 2);
         let line = &head[start..end];
-        if line[0] == b' ' || line[0] == b'\t' {
-            let last = spans.last_mut().ok_or(HeaderDefect::LeadingContinuation)?;
-            last.3 = end;
-        } else {
-            let colon = line
-                .iter()
-                .position(|&b| b == b':')
-                .ok_or(HeaderDefect::NotAField(line_no))?;
-            // Obsolete syntax allows whitespace before the colon (`From :`); readers
-            // downstream take it as the field, so it is the field here too.
-            let name = trim_end_wsp(&line[..colon]);
-            if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
-                return Err(HeaderDefect::BadName(line_no));
+        match classify(line) {
+            LineKind::Continuation => {
+                let last = spans.last_mut().ok_or(HeaderDefect::LeadingContinuation)?;
+                last.3 = end;
             }
-            spans.push((start, start + name.len(), start + colon + 1, end));
+            LineKind::Field { name_len } => {
+                let colon = line.iter().position(|&b| b == b':').unwrap_or(name_len);
+                spans.push((start, start + name_len, start + colon + 1, end));
+            }
+            LineKind::Blank | LineKind::NotAField => {
+                let has_colon = line.contains(&b':');
+                return Err(if has_colon && !line.starts_with(b":") {
+                    HeaderDefect::BadName(line_no)
+                } else if has_colon {
+                    HeaderDefect::BadName(line_no)
+                } else {
+                    HeaderDefect::NotAField(line_no)
+                });
+            }
         }
         start = end;
     }
@@ -125,15 +165,15 @@ pub struct Additions<'a> {
     pub message_id: &'a str,
 }
 
-/// The header section to relay: every field but `Bcc:`, as it came, then `Date:` and
-/// `Message-ID:` if the message had none. Returns the bytes and how many `Bcc:`
-/// fields were removed.
+/// The header section to relay: every field but `Bcc:` and `Resent-Bcc:`, as it came,
+/// then `Date:` and `Message-ID:` if the message had none. Returns the bytes and how
+/// many Bcc fields were removed.
 pub fn submission_fixups(fields: &[Field<'_>], add: &Additions<'_>) -> (Vec<u8>, usize) {
     let size = fields.iter().map(|f| f.raw.len()).sum::<usize>() + 128;
     let mut out = Vec::with_capacity(size);
     let mut removed = 0;
     for f in fields {
-        if f.is("Bcc") {
+        if f.is("Bcc") || f.is("Resent-Bcc") {
             removed += 1;
             continue;
         }

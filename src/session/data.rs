@@ -101,8 +101,13 @@ impl Session {
             .as_ref()
             .filter(|u| !u.allow_any_header_from)
             .map(|u| u.senders.clone());
-        let mut gate =
-            HeaderGate::new(&self.trace_header(&queue_id), rules, self.fixups(&queue_id));
+        let null_sender = self.txn.as_ref().is_some_and(|t| t.from.is_empty());
+        let mut gate = HeaderGate::new(
+            &self.trace_header(&queue_id),
+            rules,
+            null_sender,
+            self.fixups(&queue_id),
+        );
         let timeouts = self.ctx.config.timeouts.clone();
         let mut rx = DataReceiver::new(self.ctx.config.limits.max_message_size as usize);
         let mut content = Vec::with_capacity(UPSTREAM_CHUNK);

@@ -7,7 +7,9 @@
 
 use crate::policy::header_from::{HeaderFromError, MAX_HEADER_SECTION, check_header_senders};
 use crate::policy::senders::SenderRule;
-use crate::proto::header::{Additions, HeaderDefect, fields, header_end, submission_fixups};
+use crate::proto::header::{
+    Additions, HeaderDefect, LineKind, classify, fields, submission_fixups,
+};
 use std::fmt;
 
 /// Why the gate refused the message.
@@ -40,10 +42,14 @@ pub struct Fixups {
 pub struct HeaderGate {
     /// The user's sender rules; `None` for a user with `allow_any_header_from`.
     rules: Option<Vec<SenderRule>>,
+    /// The envelope sender is null: the message must say who sent it in `From:`.
+    require_from: bool,
     fixups: Fixups,
     /// The header section has been released; content now passes straight through.
     released: bool,
     head: Vec<u8>,
+    /// Where the next unread line of `head` starts.
+    scanned: usize,
     /// Content ready to be written out.
     pub ready: Vec<u8>,
     pub refused: Option<Refusal>,
@@ -52,12 +58,19 @@ pub struct HeaderGate {
 }
 
 impl HeaderGate {
-    pub fn new(received: &str, rules: Option<Vec<SenderRule>>, fixups: Fixups) -> HeaderGate {
+    pub fn new(
+        received: &str,
+        rules: Option<Vec<SenderRule>>,
+        require_from: bool,
+        fixups: Fixups,
+    ) -> HeaderGate {
         HeaderGate {
             rules,
+            require_from,
             fixups,
             released: false,
             head: Vec::new(),
+            scanned: 0,
             ready: received.as_bytes().to_vec(),
             refused: None,
             bcc_removed: 0,
@@ -74,45 +87,61 @@ impl HeaderGate {
             return;
         }
         self.head.extend_from_slice(content);
-        if body_only(&self.head, done) {
-            // No header section at all (a script that sends just text): the fixups
-            // and a blank line go first, so every byte of it stays body downstream.
-            let (section, _) = submission_fixups(&[], &self.additions());
-            self.ready.extend_from_slice(&section);
-            self.ready.extend_from_slice(b"\r\n");
-            self.ready.append(&mut self.head);
-            self.released = true;
-            return;
-        }
-        let fields_end = match header_end(&self.head) {
-            Some(end) => end - 2,
-            None if done => self.head.len(),
-            None => {
-                if self.head.len() > MAX_HEADER_SECTION {
-                    self.refuse(Refusal::TooLarge);
+        match self.scan(done) {
+            Ok(None) if self.head.len() > MAX_HEADER_SECTION => self.refuse(Refusal::TooLarge),
+            Ok(None) => {}
+            Ok(Some(end)) => match self.release(end) {
+                Ok(()) => {
+                    self.released = true;
+                    self.head = Vec::new();
                 }
-                return;
-            }
-        };
-        match self.release(fields_end) {
-            Ok(()) => {
-                self.released = true;
-                self.head = Vec::new();
-            }
-            Err(r) => self.refuse(r),
+                Err(r) => self.refuse(r),
+            },
+            Err(d) => self.refuse(Refusal::Malformed(d)),
         }
     }
 
-    /// Checks and fixes the header section `head[..fields_end]`, then releases it,
-    /// its blank line and whatever body followed.
-    fn release(&mut self, fields_end: usize) -> Result<(), Refusal> {
+    /// Reads the complete lines not yet read, once each. Returns where the header
+    /// section ends, once known: at its blank line, at the first line that is not a
+    /// field (where readers like Postfix end it too), or at the end of the message.
+    fn scan(&mut self, done: bool) -> Result<Option<HeaderEnd>, HeaderDefect> {
+        while let Some(len) = self.head[self.scanned..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+        {
+            let line = &self.head[self.scanned..self.scanned + len + 2];
+            match classify(line) {
+                LineKind::Blank => return Ok(Some(HeaderEnd::Blank(self.scanned))),
+                LineKind::NotAField => return Ok(Some(HeaderEnd::Body(self.scanned))),
+                LineKind::Continuation if self.scanned == 0 => {
+                    return Err(HeaderDefect::LeadingContinuation);
+                }
+                LineKind::Continuation | LineKind::Field { .. } => self.scanned += len + 2,
+            }
+        }
+        Ok(done.then(|| HeaderEnd::Body(self.head.len())))
+    }
+
+    /// Checks and fixes the fields before `end`, then releases them, a blank line
+    /// (the client's, or one of Postern's where the header section ended without
+    /// one) and whatever followed: downstream sees exactly the fields checked here.
+    fn release(&mut self, end: HeaderEnd) -> Result<(), Refusal> {
+        let (fields_end, blank) = match end {
+            HeaderEnd::Blank(at) => (at, &b""[..]),
+            HeaderEnd::Body(at) if at == self.head.len() => (at, &b""[..]),
+            HeaderEnd::Body(at) => (at, &b"\r\n"[..]),
+        };
         let parsed = fields(&self.head[..fields_end]).map_err(Refusal::Malformed)?;
+        if self.require_from && !parsed.iter().any(|f| f.is("From")) {
+            return Err(Refusal::Sender(HeaderFromError::Missing));
+        }
         if let Some(rules) = &self.rules {
             check_header_senders(&parsed, rules).map_err(Refusal::Sender)?;
         }
         let (section, removed) = submission_fixups(&parsed, &self.additions());
         self.bcc_removed = removed;
         self.ready.extend_from_slice(&section);
+        self.ready.extend_from_slice(blank);
         self.ready.extend_from_slice(&self.head[fields_end..]);
         Ok(())
     }
@@ -131,22 +160,13 @@ impl HeaderGate {
     }
 }
 
-/// Whether the content starts with a line that is neither a header field nor a
-/// continuation (nor the blank line of an empty header section): then it has no
-/// header section, and all of it is body, as Postfix reads it. Known once the first
-/// line is complete.
-fn body_only(head: &[u8], done: bool) -> bool {
-    let Some(end) = head.windows(2).position(|w| w == b"\r\n") else {
-        return done && !head.is_empty() && first_line_not_a_field(head);
-    };
-    end > 0 && first_line_not_a_field(&head[..end + 2])
-}
-
-fn first_line_not_a_field(line: &[u8]) -> bool {
-    matches!(
-        fields(line),
-        Err(HeaderDefect::NotAField(1) | HeaderDefect::BadName(1))
-    )
+/// Where a header section ends.
+#[derive(Debug, Clone, Copy)]
+enum HeaderEnd {
+    /// At its blank line, which starts here.
+    Blank(usize),
+    /// Here, without a blank line: at a line that is no field, or the message's end.
+    Body(usize),
 }
 
 #[cfg(test)]
@@ -159,7 +179,7 @@ mod tests {
             date: "Wed, 2 Dec 2026 05:00:00 +0000".into(),
             message_id: "<id@h.example>".into(),
         };
-        HeaderGate::new("Received: x\r\n", rules, fixups)
+        HeaderGate::new("Received: x\r\n", rules, false, fixups)
     }
 
     /// Feeds `chunks`, the last one with `done`.
@@ -210,6 +230,33 @@ mod tests {
             run(&mut g, &["Dear John, see: this\r\n"])
                 .ends_with("\r\n\r\nDear John, see: this\r\n")
         );
+        // A header section that ends at a line that is no field: Postern ends it
+        // there too, with a blank line of its own.
+        let mut g = gate(Some(&["@site1.example"]));
+        assert_eq!(
+            run(
+                &mut g,
+                &[
+                    "Subject: hi\r\nThis is the body\r\n",
+                    "From: ceo@bank.example\r\n"
+                ]
+            ),
+            "Received: x\r\nSubject: hi\r\nDate: Wed, 2 Dec 2026 05:00:00 +0000\r\nMessage-ID: <id@h.example>\r\n\r\nThis is the body\r\nFrom: ceo@bank.example\r\n"
+        );
+        let mut g = gate(Some(&["@site1.example"]));
+        assert!(run(&mut g, &["Status: OK\r\nall done\r\n"]).ends_with("\r\n\r\nall done\r\n"));
+        // The null sender needs a From.
+        let mut g = gate(Some(&["@site1.example"]));
+        g.require_from = true;
+        run(&mut g, &["Subject: no from\r\n\r\nx\r\n"]);
+        assert_eq!(g.refused, Some(Refusal::Sender(HeaderFromError::Missing)));
+        let mut g = gate(Some(&["@site1.example"]));
+        g.require_from = true;
+        run(&mut g, &["From: a@site1.example\r\n\r\nx\r\n"]);
+        assert_eq!(g.refused, None);
+        // Resent-Bcc goes too.
+        let mut g = gate(None);
+        assert!(!run(&mut g, &["Resent-Bcc: x@y.example\r\n\r\nx\r\n"]).contains("Resent-Bcc"));
         // No header at all.
         let mut g = gate(Some(&["@site1.example"]));
         assert!(
@@ -230,10 +277,6 @@ mod tests {
         refused(site1, " \r\nFrom: ceo@bank.example\r\n\r\nx\r\n");
         refused(None, " \r\nFrom: ceo@bank.example\r\n\r\nx\r\n");
         refused(site1, "\t\r\nFrom: ceo@bank.example\r\n\r\nx\r\n");
-        refused(
-            site1,
-            "Subject: x\r\nbroken line\r\nFrom: ceo@bank.example\r\n\r\n",
-        );
         // Finding 3: malformed lists.
         refused(site1, "From: <ceo@bank.example> <a@site1.example>\r\n\r\n");
         refused(site1, "From: ceo@bank.example a@site1.example\r\n\r\n");

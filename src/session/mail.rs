@@ -112,8 +112,14 @@ impl Session {
             Err(reply) => return self.refuse(io, reply),
         };
         // The null sender (read receipts, auto-replies) names no one to check; the
-        // header From still is.
-        if !from.address.is_empty() && !sender_allowed(&user.senders, &from.address) {
+        // header From still is, and must be there. A user who may send as nobody
+        // may not use it either.
+        let allowed = if from.address.is_empty() {
+            !user.senders.is_empty()
+        } else {
+            sender_allowed(&user.senders, &from.address)
+        };
+        if !allowed {
             warn!(user = %user.name, sender = %Printable(&from.address), "sender not allowed for this user");
             return self.refuse(
                 io,
@@ -304,6 +310,13 @@ impl Session {
             return self.refuse(
                 io,
                 Reply::new(501, Esc(5, 1, 3), "Bad recipient address syntax"),
+            );
+        }
+        if !to.address.is_ascii() && !txn.smtputf8 {
+            // RFC 6531 section 3.4: the transaction did not ask for SMTPUTF8.
+            return self.refuse(
+                io,
+                Reply::new(553, Esc(5, 6, 7), "SMTPUTF8 required for this address"),
             );
         }
         if let Err(e) = txn.quota.recipient(&limits, Instant::now()) {
