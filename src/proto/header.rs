@@ -123,10 +123,7 @@ pub fn fields(head: &[u8]) -> Result<Vec<Field<'_>>, HeaderDefect> {
                 spans.push((start, start + name_len, start + colon + 1, end));
             }
             LineKind::Blank | LineKind::NotAField => {
-                let has_colon = line.contains(&b':');
-                return Err(if has_colon && !line.starts_with(b":") {
-                    HeaderDefect::BadName(line_no)
-                } else if has_colon {
+                return Err(if line.contains(&b':') {
                     HeaderDefect::BadName(line_no)
                 } else {
                     HeaderDefect::NotAField(line_no)

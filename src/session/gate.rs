@@ -119,7 +119,7 @@ impl HeaderGate {
                 LineKind::Continuation | LineKind::Field { .. } => self.scanned += len + 2,
             }
         }
-        Ok(done.then(|| HeaderEnd::Body(self.head.len())))
+        Ok(done.then_some(HeaderEnd::Body(self.head.len())))
     }
 
     /// Checks and fixes the fields before `end`, then releases them, a blank line
