@@ -41,6 +41,8 @@ struct Outcome {
     deferred: Vec<(String, String)>,
     failed: Vec<Failure>,
     throttled: bool,
+    /// When the smarthost answered 250 to the message's DATA.
+    accepted_at: Option<std::time::Instant>,
 }
 
 fn is_throttle(r: &Reply) -> bool {
@@ -327,6 +329,9 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
         if let Err(e) = removed {
             error!(error = %e, "cannot remove a delivered message from the spool");
         }
+        if let Some(t) = outcome.accepted_at {
+            metrics::histogram!("postern_spool_removal_seconds").record(t.elapsed().as_secs_f64());
+        }
     }
     if outcome.throttled {
         queue.slow_down();
@@ -468,6 +473,7 @@ async fn attempt(ctx: &Context, env: &Envelope) -> Outcome {
         total.delivered.extend(out.delivered);
         total.failed.extend(out.failed);
         total.throttled = out.throttled;
+        total.accepted_at = total.accepted_at.or(out.accepted_at);
         if out.deferred.is_empty() || n + 1 == route.len() {
             total.deferred.extend(out.deferred);
             break;
@@ -584,6 +590,7 @@ async fn attempt_on(ctx: &Context, env: &Envelope, pool: usize, pending: Vec<Str
     }
     match send_data(ctx, env, &mut conn).await {
         Ok(r) if r.is_positive() => {
+            out.accepted_at = Some(std::time::Instant::now());
             // Delivered: the caller removes the envelope right away, keeping the
             // window for a duplicate after a crash as small as it can be.
             out.delivered = accepted;
