@@ -23,6 +23,7 @@
 //! - [`control`]: the local control socket behind `postern queue flush` and reload.
 //! - [`daemon`]: systemd notifications, socket activation, dropping root.
 //! - [`metrics`]: the Prometheus endpoint.
+//! - [`private_fs`]: files 0600 and folders 0700 whatever the umask.
 //! - [`sink`]: a stand-in smarthost for the demo, the tests and benchmarks.
 //! - [`demo`]: `postern demo`.
 //! - [`secret`]: strings that never reach a log.
@@ -34,6 +35,7 @@ pub mod daemon;
 pub mod demo;
 pub mod metrics;
 pub mod policy;
+pub mod private_fs;
 pub mod proto;
 pub mod proxy;
 pub mod secret;

@@ -203,7 +203,7 @@ pub async fn serve(config: Config, users: Users) -> Result<(), ServeError> {
         .queue
         .as_ref()
         .map(|_| tokio::spawn(crate::spool::queue::run(ctx.clone())));
-    let control_task = std::fs::create_dir_all(&ctx.config.delivery.spool_directory)
+    let control_task = crate::private_fs::create_dir_all(&ctx.config.delivery.spool_directory)
         .inspect_err(|e| warn!(error = %e, "cannot create the spool directory; no control socket"))
         .ok()
         .map(|_| {

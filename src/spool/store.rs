@@ -208,10 +208,7 @@ impl MessageWriter {
 }
 
 fn create_new(path: &Path) -> io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
+    crate::private_fs::create_new(path)
 }
 
 impl Drop for MessageWriter {
@@ -246,9 +243,11 @@ impl Spool {
     pub fn open(dir: &Path) -> io::Result<Spool> {
         let mut spool = Spool::at(dir);
         spool.recycle = true;
-        std::fs::create_dir_all(&spool.queue)?;
-        std::fs::create_dir_all(&spool.tmp)?;
-        std::fs::create_dir_all(&spool.free_dir)?;
+        // Postern's own folders are 0700 (and the spool itself when new), whatever
+        // the umask: they hold mail.
+        for dir in [&spool.queue, &spool.tmp, &spool.free_dir] {
+            crate::private_fs::own_dir(dir)?;
+        }
         for e in std::fs::read_dir(&spool.tmp)? {
             let _ = std::fs::remove_file(e?.path());
         }
@@ -362,7 +361,7 @@ impl Spool {
     /// Writes a whole new message at once (bounces).
     pub fn store(&self, env: &Envelope, content: &[u8]) -> io::Result<()> {
         let tmp = self.tmp.join(format!("{}.msg", env.id));
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::private_fs::create(&tmp)?;
         f.write_all(&embed(env, content)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.message_path(&env.id))?;
@@ -373,7 +372,7 @@ impl Spool {
     pub fn write_envelope(&self, env: &Envelope) -> io::Result<()> {
         let text = serde_yaml::to_string(env).map_err(io::Error::other)?;
         let tmp = self.tmp.join(format!("{}.env", env.id));
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::private_fs::create(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         drop(f);
@@ -424,6 +423,31 @@ impl Spool {
     }
 
     fn remove_inner(&self, id: &str, recycle: bool) -> io::Result<bool> {
+        let existed = self.unlink_inner(id, recycle)?;
+        self.sync_queue()?;
+        Ok(existed)
+    }
+
+    /// Removes a delivered message's files like [`Spool::remove`] without the
+    /// directory fsync, so that several removals can share one ([`Spool::sync_queue`]).
+    pub fn unlink(&self, id: &str) -> io::Result<bool> {
+        self.unlink_inner(id, self.recycle)
+    }
+
+    /// Makes removals and renames in `queue/` durable.
+    pub fn sync_queue(&self) -> io::Result<()> {
+        sync_dir(&self.queue)
+    }
+
+    /// Removes an envelope written back after its message was deleted.
+    pub fn remove_envelope(&self, id: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.envelope_path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn unlink_inner(&self, id: &str, recycle: bool) -> io::Result<bool> {
         let keep = recycle && self.free.lock().unwrap_or_else(|e| e.into_inner()).len() < MAX_FREE;
         let spare = self.free_dir.join(id);
         let gone = if keep {
@@ -454,7 +478,6 @@ impl Spool {
             }
         }
         let _ = std::fs::remove_file(self.envelope_path(id));
-        sync_dir(&self.queue)?;
         Ok(existed)
     }
 
