@@ -6,8 +6,8 @@
 //! message may arrive three times. The verdict does not depend on how busy the
 //! machine is; the duplicate rate is printed (and `scripts/crash-test.sh` reports
 //! it), not asserted. Before each kill the test also reads Postern's
-//! `postern_spool_removal_seconds` (the 250-to-removal window) from its metrics
-//! endpoint and prints it. Bounded: CRASH_ROUNDS rounds (default 6), each at most a
+//! `postern_spool_removal_seconds` and `postern_spool_unlink_seconds` (the
+//! 250-to-removal window) from its metrics endpoint and prints them. Bounded: CRASH_ROUNDS rounds (default 6), each at most a
 //! few seconds; `scripts/crash-test.sh` runs many more.
 
 mod common;
@@ -35,8 +35,8 @@ struct Window {
     max: f64,
 }
 
-/// Reads `postern_spool_removal_seconds` from the metrics endpoint (zero if none yet).
-async fn removal_window(port: u16) -> Window {
+/// Reads summary `metric` from the metrics endpoint (zeros if none yet).
+async fn removal_window(port: u16, metric: &str) -> Window {
     let mut w = Window::default();
     let fetch = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
@@ -50,7 +50,7 @@ async fn removal_window(port: u16) -> Window {
         return w;
     };
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("postern_spool_removal_seconds") else {
+        let Some(rest) = line.strip_prefix(metric) else {
             continue;
         };
         let Some(value) = rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
@@ -146,6 +146,7 @@ async fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
     })
     .await;
     let mut windows = Vec::new();
+    let mut unlinks = Vec::new();
     let acked = Arc::new(Mutex::new(HashSet::new()));
     let mut kills = Vec::new();
     let tried = Arc::new(Mutex::new(HashSet::new()));
@@ -160,7 +161,8 @@ async fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
         // Kill at a varied moment: during submission, spooling or delivery.
         let wait = 40 + (round * 37 % 260);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        windows.push(removal_window(metrics_port).await);
+        windows.push(removal_window(metrics_port, "postern_spool_removal_seconds").await);
+        unlinks.push(removal_window(metrics_port, "postern_spool_unlink_seconds").await);
         h.kill9();
         kills.push(std::time::Instant::now());
         let _ = tokio::time::timeout(Duration::from_secs(30), client).await;
@@ -195,9 +197,6 @@ async fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
     let lost: Vec<_> = acked.iter().filter(|s| !count.contains_key(s)).collect();
     let dups: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
     let phantom: Vec<_> = count.keys().filter(|s| !tried.contains(s)).collect();
-    let removals: f64 = windows.iter().map(|w| w.count).sum();
-    let mean_ms = 1000.0 * windows.iter().map(|w| w.sum).sum::<f64>() / removals.max(1.0);
-    let worst = |f: fn(&Window) -> f64| 1000.0 * windows.iter().map(f).fold(0.0, f64::max);
     eprintln!(
         "crash test: {rounds} kills, {} acknowledged, {} delivered, {} lost, {} duplicated \
          ({:.2}%)",
@@ -207,12 +206,17 @@ async fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
         dups.len(),
         100.0 * dups.len() as f64 / acked.len() as f64
     );
-    eprintln!(
-        "removal window (250 -> spool removal): {removals} removals, mean {mean_ms:.3} ms, \
-         worst round p99 {:.3} ms, max {:.3} ms",
-        worst(|w| w.p99),
-        worst(|w| w.max)
-    );
+    for (what, w) in [("removal (durable)", &windows), ("unlink", &unlinks)] {
+        let n: f64 = w.iter().map(|w| w.count).sum();
+        let mean_ms = 1000.0 * w.iter().map(|w| w.sum).sum::<f64>() / n.max(1.0);
+        let worst = |f: fn(&Window) -> f64| 1000.0 * w.iter().map(f).fold(0.0, f64::max);
+        eprintln!(
+            "removal window, 250 -> {what}: {n} messages, mean {mean_ms:.3} ms, \
+             worst round p99 {:.3} ms, max {:.3} ms",
+            worst(|w| w.p99),
+            worst(|w| w.max)
+        );
+    }
     assert!(
         lost.is_empty(),
         "acknowledged but never delivered: {lost:?}"

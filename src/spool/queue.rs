@@ -420,7 +420,7 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
     if all_delivered {
         // The very next step after the smarthost's 250: the window in which a crash
         // would cause a second delivery closes here.
-        if let Err(e) = queue.remover.remove(id).await {
+        if let Err(e) = queue.remover.remove(id, outcome.accepted_at).await {
             error!(error = %e, "cannot remove a delivered message from the spool");
         }
         if let Some(t) = outcome.accepted_at {
@@ -470,7 +470,7 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
         return None;
     }
     if pending == 0 {
-        if let Err(e) = queue.remover.remove(id).await {
+        if let Err(e) = queue.remover.remove(id, None).await {
             error!(error = %e, "cannot remove a finished message from the spool");
         }
         return None;

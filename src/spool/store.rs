@@ -234,6 +234,17 @@ pub struct Spool {
     recycle: bool,
 }
 
+/// What [`Spool::take_out`] did with a message file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakenOut {
+    /// Moved to `free/` for reuse.
+    Kept,
+    /// Unlinked.
+    Removed,
+    /// It was not there.
+    Absent,
+}
+
 /// Most delivered files kept for reuse.
 const MAX_FREE: usize = 1024;
 
@@ -428,12 +439,6 @@ impl Spool {
         Ok(existed)
     }
 
-    /// Removes a delivered message's files like [`Spool::remove`] without the
-    /// directory fsync, so that several removals can share one ([`Spool::sync_queue`]).
-    pub fn unlink(&self, id: &str) -> io::Result<bool> {
-        self.unlink_inner(id, self.recycle)
-    }
-
     /// Makes removals and renames in `queue/` durable.
     pub fn sync_queue(&self) -> io::Result<()> {
         sync_dir(&self.queue)
@@ -448,20 +453,40 @@ impl Spool {
     }
 
     fn unlink_inner(&self, id: &str, recycle: bool) -> io::Result<bool> {
+        let taken = self.take_out_inner(id, recycle)?;
+        self.tidy(id, taken);
+        Ok(taken != TakenOut::Absent)
+    }
+
+    /// The one step of a removal that ends the message: its file leaves `queue/`
+    /// (a rename into `free/`, or an unlink). A single metadata operation with no
+    /// fsync, so the delivery task does it the moment the smarthost says 250;
+    /// [`Spool::tidy`] and the directory fsync follow elsewhere.
+    pub fn take_out(&self, id: &str) -> io::Result<TakenOut> {
+        self.take_out_inner(id, self.recycle)
+    }
+
+    fn take_out_inner(&self, id: &str, recycle: bool) -> io::Result<TakenOut> {
         let keep = recycle && self.free.lock().unwrap_or_else(|e| e.into_inner()).len() < MAX_FREE;
-        let spare = self.free_dir.join(id);
         let gone = if keep {
-            std::fs::rename(self.message_path(id), &spare)
+            std::fs::rename(self.message_path(id), self.free_dir.join(id))
         } else {
             std::fs::remove_file(self.message_path(id))
         };
-        let existed = match gone {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(e),
-        };
-        // Emptied at once, so no message content lingers in free/.
-        if existed && keep {
+        match gone {
+            Ok(()) if keep => Ok(TakenOut::Kept),
+            Ok(()) => Ok(TakenOut::Removed),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(TakenOut::Absent),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The rest of a removal after [`Spool::take_out`]: a kept file is emptied at
+    /// once (no message content lingers in `free/`) and offered for reuse, and the
+    /// `.env` goes.
+    pub fn tidy(&self, id: &str, taken: TakenOut) {
+        if taken == TakenOut::Kept {
+            let spare = self.free_dir.join(id);
             match std::fs::OpenOptions::new()
                 .write(true)
                 .truncate(true)
@@ -478,7 +503,6 @@ impl Spool {
             }
         }
         let _ = std::fs::remove_file(self.envelope_path(id));
-        Ok(existed)
     }
 
     /// Every queued envelope, oldest first. With `clean`, orphan bodies are removed
