@@ -417,11 +417,8 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
     if all_delivered {
         // The very next step after the smarthost's 250: the window in which a crash
         // would cause a second delivery closes here.
-        if let Err(e) = queue.remover.remove(id, outcome.accepted_at).await {
+        if let Err(e) = queue.remover.remove(id, outcome.accepted_at) {
             error!(error = %e, "cannot remove a delivered message from the spool");
-        }
-        if let Some(t) = outcome.accepted_at {
-            metrics::histogram!("postern_spool_removal_seconds").record(t.elapsed().as_secs_f64());
         }
     }
     metrics::histogram!("postern_upstream_duration_seconds")
@@ -467,7 +464,7 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
         return None;
     }
     if pending == 0 {
-        if let Err(e) = queue.remover.remove(id, None).await {
+        if let Err(e) = queue.remover.remove(id, None) {
             error!(error = %e, "cannot remove a finished message from the spool");
         }
         return None;

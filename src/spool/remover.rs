@@ -6,7 +6,8 @@
 //! fsync) is taken by the delivery task itself the moment the 250 arrives; the rest
 //! (emptying a recycled file, removing a `.env`, the directory fsync that makes it
 //! survive a power loss) runs on a thread of its own, where it waits for nothing but
-//! other removals, and removals that arrive together share one fsync. On the shared
+//! other removals, and removals that arrive together share one fsync. The delivery
+//! does not wait for it: its slot is free for the next message at once. On the shared
 //! blocking pool the whole removal waited behind session commits, envelope writes
 //! and bounces.
 
@@ -22,7 +23,10 @@ const BATCH: usize = 256;
 struct Request {
     id: String,
     taken: TakenOut,
-    done: oneshot::Sender<io::Result<()>>,
+    /// When the smarthost took the message, for `postern_spool_removal_seconds`.
+    since: Option<Instant>,
+    /// Told when the removal is durable, if someone waits for it.
+    done: Option<oneshot::Sender<io::Result<()>>>,
 }
 
 /// The handle to the removal thread; the thread ends when this is dropped.
@@ -42,26 +46,44 @@ impl Remover {
         Ok(Remover { spool, tx })
     }
 
-    /// Removes a finished message (see [`Spool::remove`]) and waits until that is
-    /// durable; whether it was still there. `since` is when the smarthost took it:
-    /// the time to the message leaving `queue/` (the window in which a kill -9
-    /// duplicates it) is recorded as `postern_spool_unlink_seconds`.
-    pub async fn remove(&self, id: &str, since: Option<Instant>) -> io::Result<bool> {
+    /// Removes a finished message (see [`Spool::remove`]); whether it was still
+    /// there. `since` is when the smarthost took it: the time to the message leaving
+    /// `queue/` (the window in which a kill -9 duplicates it) is recorded as
+    /// `postern_spool_unlink_seconds`, and the time until that is durable as
+    /// `postern_spool_removal_seconds`. Does not wait for the directory fsync, so a
+    /// delivery slot is free again at once; [`Remover::remove_durably`] does.
+    pub fn remove(&self, id: &str, since: Option<Instant>) -> io::Result<bool> {
+        self.request(id, since, None)
+    }
+
+    /// Like [`Remover::remove`], and waits until the removal is durable.
+    pub async fn remove_durably(&self, id: &str) -> io::Result<bool> {
+        let (done, wait) = oneshot::channel();
+        let existed = self.request(id, None, Some(done))?;
+        wait.await
+            .unwrap_or_else(|_| Err(io::Error::other("the removal thread has stopped")))?;
+        Ok(existed)
+    }
+
+    fn request(
+        &self,
+        id: &str,
+        since: Option<Instant>,
+        done: Option<oneshot::Sender<io::Result<()>>>,
+    ) -> io::Result<bool> {
         let taken = self.spool.take_out(id)?;
         if let Some(t) = since {
             metrics::histogram!("postern_spool_unlink_seconds").record(t.elapsed().as_secs_f64());
         }
-        let (done, wait) = oneshot::channel();
         let request = Request {
             id: id.to_string(),
             taken,
+            since,
             done,
         };
         if self.tx.send(request).is_err() {
             return Err(io::Error::other("the removal thread has stopped"));
         }
-        wait.await
-            .unwrap_or_else(|_| Err(io::Error::other("the removal thread has stopped")))?;
         Ok(taken != TakenOut::Absent)
     }
 }
@@ -79,12 +101,20 @@ fn run(spool: &Spool, rx: &mpsc::Receiver<Request>) {
             spool.tidy(&r.id, r.taken);
         }
         let synced = spool.sync_queue();
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "cannot make removals from the spool durable");
+        }
         for request in batch {
-            let result = match &synced {
-                Ok(()) => Ok(()),
-                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
-            };
-            let _ = request.done.send(result);
+            if let Some(t) = request.since {
+                metrics::histogram!("postern_spool_removal_seconds")
+                    .record(t.elapsed().as_secs_f64());
+            }
+            if let Some(done) = request.done {
+                let _ = done.send(match &synced {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+                });
+            }
         }
     }
 }
@@ -130,16 +160,13 @@ mod tests {
             .cloned()
             .map(|id| {
                 let r = remover.clone();
-                tokio::spawn(async move { r.remove(&id, None).await.unwrap() })
+                tokio::spawn(async move { r.remove_durably(&id).await.unwrap() })
             })
             .collect();
         for t in tasks {
             assert!(t.await.unwrap(), "each message was there to remove");
         }
-        assert!(
-            !remover.remove(&ids[0], None).await.unwrap(),
-            "already gone"
-        );
+        assert!(!remover.remove(&ids[0], None).unwrap(), "already gone");
         assert!(spool.load_all(false).unwrap().is_empty());
     }
 }
