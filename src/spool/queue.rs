@@ -837,3 +837,86 @@ async fn send_data(
     conn.write_data(&wire).await?;
     conn.finish_data().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::store::Recipient;
+
+    fn env() -> Envelope {
+        Envelope {
+            id: "A".into(),
+            from: "a@b.example".into(),
+            rcpts: vec![Recipient {
+                address: "c@d.example".into(),
+                state: RcptState::Pending,
+                last_reply: None,
+            }],
+            user: "u".into(),
+            created: 100,
+            attempts: 1,
+            next_attempt: 200,
+            last_error: Some("451 busy".into()),
+            smtputf8: false,
+            eight_bit: false,
+            size: 5,
+            warned: false,
+        }
+    }
+
+    #[test]
+    fn only_a_change_worth_keeping_is_written_back() {
+        let stored = env();
+        type Case = (&'static str, fn(&mut Envelope), bool);
+        let cases: [Case; 6] = [
+            ("nothing", |_| {}, false),
+            (
+                "attempts and next attempt",
+                |e| {
+                    e.attempts = 7;
+                    e.next_attempt = 999;
+                },
+                false,
+            ),
+            (
+                "a deferral reply",
+                |e| e.rcpts[0].last_reply = Some("451 busy".into()),
+                false,
+            ),
+            (
+                "the last error",
+                |e| e.last_error = Some("421 down".into()),
+                true,
+            ),
+            (
+                "a recipient's state",
+                |e| e.rcpts[0].state = RcptState::Failed,
+                true,
+            ),
+            ("the delay warning", |e| e.warned = true, true),
+        ];
+        for (what, change, expected) in cases {
+            let mut now = env();
+            change(&mut now);
+            assert_eq!(worth_persisting(&stored, &now), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn an_outage_deferral_keeps_the_same_last_error() {
+        let mut e = env();
+        let outcome = Outcome {
+            deferred: vec![("c@d.example".into(), "451 busy".into())],
+            ..Outcome::default()
+        };
+        let failures = record(&mut e, outcome, 150, 3600);
+        assert!(failures.is_empty());
+        assert_eq!(e.attempts, 2);
+        assert!(!worth_persisting(&env(), &e));
+        // Past the lifetime, the pending recipient fails with 4.4.7.
+        let failures = record(&mut e, Outcome::default(), 100 + 3600, 3600);
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].status, "4.4.7");
+        assert!(worth_persisting(&env(), &e));
+    }
+}
