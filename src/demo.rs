@@ -61,6 +61,7 @@ pub async fn run(dir: &Path, ports: DemoPorts) -> anyhow::Result<()> {
             save_dir: Some(received.clone()),
             verbose: true,
             discard: false,
+            smtputf8: true,
         },
     )
     .await?;

@@ -24,6 +24,7 @@
 //! - [`reload`]: re-reading the users file, suspensions and TLS files at run time.
 //! - [`daemon`]: systemd notifications, socket activation, dropping root.
 //! - [`metrics`]: the Prometheus endpoint.
+//! - [`private_fs`]: files 0600 and folders 0700 whatever the umask.
 //! - [`sink`]: a stand-in smarthost for the demo, the tests and benchmarks.
 //! - [`demo`]: `postern demo`.
 //! - [`secret`]: strings that never reach a log.
@@ -35,6 +36,7 @@ pub mod daemon;
 pub mod demo;
 pub mod metrics;
 pub mod policy;
+pub mod private_fs;
 pub mod proto;
 pub mod proxy;
 pub mod reload;

@@ -20,6 +20,8 @@
 //! | `postern_rate_limit_hits_total` | `limit` |
 //! | `postern_upstream_replies_total` | `code` (class: `2xx`, `4xx`, `5xx`, `error`) |
 //! | `postern_upstream_duration_seconds` | histogram of the smarthost's time per message |
+//! | `postern_spool_removal_seconds` | summary of the time from the smarthost's 250 to the message's durable removal from the spool (unlink and directory fsync: the window in which a power loss duplicates it) |
+//! | `postern_spool_unlink_seconds` | summary of the time from the smarthost's 250 to the unlink (the window in which a kill -9 duplicates it) |
 //! | `postern_deliveries_total` | `result` (`delivered`, `deferred`, `failed`) |
 //! | `postern_queue_messages`, `postern_queue_oldest_seconds` | gauges |
 //! | `postern_user_messages_total` | `user` (only with `metrics.per_user: true`) |

@@ -15,7 +15,8 @@
 //! | recipient `deferonce` | `450 4.2.1` the first time, accepted after |
 //!
 //! and a message with a header line `X-Sink-Reply: 554` (or `451`) gets that reply
-//! after DATA.
+//! after DATA; one with `X-Sink-Stall: <seconds>` (at most 60) gets its reply that
+//! much later, like a smarthost stalling a transaction.
 
 use crate::config::TlsMode;
 use crate::proto::command::{Command, parse_command};
@@ -49,6 +50,8 @@ pub struct SinkConfig {
     pub verbose: bool,
     /// Count messages without keeping them (benchmarks).
     pub discard: bool,
+    /// Offer SMTPUTF8 in EHLO (a smarthost without it, for tests, when false).
+    pub smtputf8: bool,
 }
 
 /// One accepted message.
@@ -240,9 +243,11 @@ impl Conn {
                         "PIPELINING".into(),
                         "SIZE 104857600".into(),
                         "8BITMIME".into(),
-                        "SMTPUTF8".into(),
                         "ENHANCEDSTATUSCODES".into(),
                     ];
+                    if self.config.smtputf8 {
+                        caps.push("SMTPUTF8".into());
+                    }
                     if need_tls {
                         caps.push("STARTTLS".into());
                     } else if self.config.credentials.is_some() {
@@ -413,6 +418,9 @@ impl Conn {
         if text.contains("\r\nX-Sink-Reply: 554") {
             return Some(Reply::new(554, Esc(5, 7, 1), "Content rejected by sink"));
         }
+        if let Some(secs) = stall_of(&text) {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+        }
         if text.contains("\r\nX-Sink-Reply: 451") {
             return Some(Reply::new(451, Esc(4, 3, 0), "Sink deferred the message"));
         }
@@ -465,4 +473,11 @@ impl Conn {
             format!("Ok: queued as sink-{n}"),
         ))
     }
+}
+
+/// The seconds asked for by an `X-Sink-Stall:` header line, capped at a minute.
+fn stall_of(text: &str) -> Option<u64> {
+    let rest = &text[text.find("\r\nX-Sink-Stall: ")? + 16..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().map(|s: u64| s.min(60))
 }

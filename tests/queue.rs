@@ -365,3 +365,197 @@ async fn delay_warning_is_sent_once() {
     let (_, list) = cli(&h, &["queue", "list"]);
     assert!(list.contains(&id), "still queued for retry: {list}");
 }
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::os::unix::fs::MetadataExt::mode(&std::fs::metadata(p).unwrap()) & 0o777
+}
+
+/// Waits until `cond` holds (checked every 50 ms), at most `limit`.
+async fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cond()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_files_are_private_whatever_the_umask() {
+    // Run as a service outside systemd would be: umask 022.
+    let h = Harness::start(Setup {
+        smarthost_down: true,
+        wrapper: vec![
+            "sh".into(),
+            "-c".into(),
+            "umask 022; exec \"$0\" \"$@\"".into(),
+        ],
+        ..queued()
+    })
+    .await;
+    let mut c = h.session("alice", "alice-password").await;
+    let big = format!("Subject: big\r\n\r\n{}", "x".repeat(998) + "\r\n").repeat(80);
+    let ids = [
+        queued_id(
+            &c.send_mail("a@alice.example", &["b@example.org"], "x\r\n")
+                .await,
+        ),
+        queued_id(
+            &c.send_mail("a@alice.example", &["b@example.org"], &big)
+                .await,
+        ),
+    ];
+    let spool = h.dir.path().join("spool");
+    // The first deferral writes each envelope back (its last error changed).
+    let env = |id: &str| spool.join(format!("queue/{id}.env"));
+    assert!(until(W, || ids.iter().all(|id| env(id).exists())).await);
+    for dir in ["", "queue", "tmp", "free"] {
+        assert_eq!(mode(&spool.join(dir)), 0o700, "spool/{dir}");
+    }
+    for id in &ids {
+        assert_eq!(
+            mode(&spool.join(format!("queue/{id}.msg"))),
+            0o600,
+            "{id}.msg"
+        );
+        assert_eq!(mode(&env(id)), 0o600, "{id}.env");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deferral_that_changes_nothing_is_not_written_back() {
+    let h = Harness::start(Setup {
+        smarthost_down: true,
+        ..queued()
+    })
+    .await;
+    let mut c = h.session("alice", "alice-password").await;
+    let id = queued_id(
+        &c.send_mail("a@alice.example", &["b@example.org"], "x\r\n")
+            .await,
+    );
+    let env = h.dir.path().join(format!("spool/queue/{id}.env"));
+    assert!(
+        until(W, || env.exists()).await,
+        "the first deferral is recorded"
+    );
+    let ino = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+    };
+    let first = ino(&env);
+    // Two more attempts with the same result (retries after 1 s, then 2 s).
+    let attempts = || {
+        h.logs()
+            .iter()
+            .filter(|l| l.contains("delivery attempt"))
+            .count()
+    };
+    assert!(until(W, || attempts() >= 3).await, "{:?}", h.logs());
+    assert_eq!(
+        ino(&env),
+        first,
+        "the envelope was rewritten for a deferral that changed nothing"
+    );
+    // Delivery still works, once.
+    let sink = h.start_smarthost().await;
+    assert_eq!(sink.wait_for(1, W).await.len(), 1);
+    assert!(until(W, || !env.exists()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_transaction_does_not_hold_up_the_queue() {
+    // One delivery slot: before, a stalled transaction held it for its whole length.
+    let h = Harness::start(Setup {
+        delivery_extra: "  concurrency: 1\n",
+        ..queued()
+    })
+    .await;
+    let mut c = h.session("alice", "alice-password").await;
+    let slow = "X-Seq: slow\r\nX-Sink-Stall: 15\r\n\r\nx\r\n";
+    queued_id(
+        &c.send_mail("a@alice.example", &["b@example.org"], slow)
+            .await,
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    queued_id(
+        &c.send_mail(
+            "a@alice.example",
+            &["b@example.org"],
+            "X-Seq: fast\r\n\r\nx\r\n",
+        )
+        .await,
+    );
+    let msgs = h.sink.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        msgs.len(),
+        1,
+        "the second message waited for the stalled one"
+    );
+    assert!(String::from_utf8_lossy(&msgs[0].content).contains("X-Seq: fast"));
+    assert_eq!(h.sink.wait_for(2, W).await.len(), 2);
+}
+
+/// Sends one message that needs SMTPUTF8 (a UTF-8 recipient, MAIL … SMTPUTF8).
+async fn send_utf8(h: &Harness) -> String {
+    let mut c = h.session("alice", "alice-password").await;
+    c.expect("MAIL FROM:<a@alice.example> SMTPUTF8", 250).await;
+    c.expect("RCPT TO:<jörg@example.org>", 250).await;
+    c.expect("DATA", 354).await;
+    c.send_raw(b"Subject: utf8\r\n\r\nhallo\r\n.\r\n").await;
+    queued_id(&c.read_reply().await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtputf8_goes_only_to_a_smarthost_that_offers_it() {
+    // The first smarthost lacks SMTPUTF8: the message fails over to the second.
+    let plain_port = common::free_port();
+    let h = Harness::start(Setup {
+        smarthost_yaml: Some(format!(
+            "smarthost:\n  - address: \"localhost:{plain_port}\"\n    {{RELAY}}\n  - address: \"localhost:{{SINK}}\"\n    {{RELAY}}\n"
+        )),
+        ..queued()
+    })
+    .await;
+    let plain = h.sink_without_smtputf8(plain_port).await;
+    send_utf8(&h).await;
+    let msgs = h.sink.wait_for(1, W).await;
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].rcpts, vec!["jörg@example.org"]);
+    assert!(plain.messages().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtputf8_to_a_route_without_it_bounces_with_5_6_7() {
+    // alice's route has one smarthost, without SMTPUTF8; the bounce (null sender)
+    // takes the default route, whose smarthost offers it (a DSN about a UTF-8
+    // message needs it too).
+    let plain_port = common::free_port();
+    let h = Harness::start(Setup {
+        smarthost_yaml: Some(format!(
+            "smarthost:\n  address: \"localhost:{{SINK}}\"\n  tls: starttls\n  ca_file: ca.pem\n  username: {user}\n  password_file: smarthost.secret\nroutes:\n  - match: \"@alice.example\"\n    smarthost:\n      address: \"localhost:{plain_port}\"\n      tls: starttls\n      ca_file: ca.pem\n      username: {user}\n      password_file: smarthost.secret\n",
+            user = common::RELAY_USER
+        )),
+        ..queued()
+    })
+    .await;
+    let plain = h.sink_without_smtputf8(plain_port).await;
+    let id = send_utf8(&h).await;
+    let msgs = h.sink.wait_for(1, W).await;
+    assert_eq!(msgs.len(), 1, "only the bounce");
+    assert!(plain.messages().is_empty());
+    assert_eq!(msgs[0].from, "");
+    let text = String::from_utf8_lossy(&msgs[0].content).into_owned();
+    assert!(text.contains("Status: 5.6.7"), "{text}");
+    assert!(
+        text.contains(&format!("X-Postern-Queue-ID: {id}")),
+        "{text}"
+    );
+    assert!(
+        h.wait_log("no smarthost on the route offers SMTPUTF8", W)
+            .await
+    );
+}

@@ -674,6 +674,7 @@ async fn sink(
         save_dir: None,
         verbose: false,
         discard: true,
+        smtputf8: true,
     };
     let sink = Sink::start(listen, config)
         .await

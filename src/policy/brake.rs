@@ -71,14 +71,14 @@ pub fn read_state(path: &Path) -> Result<BTreeMap<String, Suspension>, String> {
 pub fn write_state(path: &Path, suspended: &BTreeMap<String, Suspension>) -> std::io::Result<()> {
     use std::io::Write;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::private_fs::create_dir_all(dir)?;
     }
     let text = serde_yaml::to_string(&StateFile {
         suspended: suspended.clone(),
     })
     .map_err(std::io::Error::other)?;
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = crate::private_fs::create(&tmp)?;
     f.write_all(
         b"# Users suspended by Postern's abuse brake. Lift with `postern user enable NAME`.\n",
     )?;

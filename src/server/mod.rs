@@ -242,9 +242,7 @@ fn spawn_pruner(ctx: Arc<Context>) -> JoinHandle<()> {
 fn spawn_control(ctx: &Arc<Context>) -> Option<JoinHandle<()>> {
     let spool = &ctx.config.delivery.spool_directory;
     // Private, like everything in the spool (a umask of 022 would make it 0755).
-    let made =
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(spool);
+    let made = crate::private_fs::create_dir_all(spool);
     if let Err(e) = made {
         warn!(error = %e, "cannot create the spool directory; no control socket");
         return None;

@@ -3,5 +3,6 @@
 
 pub mod bounce;
 pub mod queue;
+pub mod remover;
 pub mod schedule;
 pub mod store;

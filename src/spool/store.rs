@@ -208,10 +208,7 @@ impl MessageWriter {
 }
 
 fn create_new(path: &Path) -> io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
+    crate::private_fs::create_new(path)
 }
 
 impl Drop for MessageWriter {
@@ -237,6 +234,17 @@ pub struct Spool {
     recycle: bool,
 }
 
+/// What [`Spool::take_out`] did with a message file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakenOut {
+    /// Moved to `free/` for reuse.
+    Kept,
+    /// Unlinked.
+    Removed,
+    /// It was not there.
+    Absent,
+}
+
 /// Most delivered files kept for reuse.
 const MAX_FREE: usize = 1024;
 
@@ -246,9 +254,11 @@ impl Spool {
     pub fn open(dir: &Path) -> io::Result<Spool> {
         let mut spool = Spool::at(dir);
         spool.recycle = true;
-        std::fs::create_dir_all(&spool.queue)?;
-        std::fs::create_dir_all(&spool.tmp)?;
-        std::fs::create_dir_all(&spool.free_dir)?;
+        // Postern's own folders are 0700 (and the spool itself when new), whatever
+        // the umask: they hold mail.
+        for dir in [&spool.queue, &spool.tmp, &spool.free_dir] {
+            crate::private_fs::own_dir(dir)?;
+        }
         for e in std::fs::read_dir(&spool.tmp)? {
             let _ = std::fs::remove_file(e?.path());
         }
@@ -362,7 +372,7 @@ impl Spool {
     /// Writes a whole new message at once (bounces).
     pub fn store(&self, env: &Envelope, content: &[u8]) -> io::Result<()> {
         let tmp = self.tmp.join(format!("{}.msg", env.id));
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::private_fs::create(&tmp)?;
         f.write_all(&embed(env, content)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.message_path(&env.id))?;
@@ -373,7 +383,7 @@ impl Spool {
     pub fn write_envelope(&self, env: &Envelope) -> io::Result<()> {
         let text = serde_yaml::to_string(env).map_err(io::Error::other)?;
         let tmp = self.tmp.join(format!("{}.env", env.id));
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = crate::private_fs::create(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         drop(f);
@@ -424,20 +434,59 @@ impl Spool {
     }
 
     fn remove_inner(&self, id: &str, recycle: bool) -> io::Result<bool> {
+        let existed = self.unlink_inner(id, recycle)?;
+        self.sync_queue()?;
+        Ok(existed)
+    }
+
+    /// Makes removals and renames in `queue/` durable.
+    pub fn sync_queue(&self) -> io::Result<()> {
+        sync_dir(&self.queue)
+    }
+
+    /// Removes an envelope written back after its message was deleted.
+    pub fn remove_envelope(&self, id: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.envelope_path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn unlink_inner(&self, id: &str, recycle: bool) -> io::Result<bool> {
+        let taken = self.take_out_inner(id, recycle)?;
+        self.tidy(id, taken);
+        Ok(taken != TakenOut::Absent)
+    }
+
+    /// The one step of a removal that ends the message: its file leaves `queue/`
+    /// (a rename into `free/`, or an unlink). A single metadata operation with no
+    /// fsync, so the delivery task does it the moment the smarthost says 250;
+    /// [`Spool::tidy`] and the directory fsync follow elsewhere.
+    pub fn take_out(&self, id: &str) -> io::Result<TakenOut> {
+        self.take_out_inner(id, self.recycle)
+    }
+
+    fn take_out_inner(&self, id: &str, recycle: bool) -> io::Result<TakenOut> {
         let keep = recycle && self.free.lock().unwrap_or_else(|e| e.into_inner()).len() < MAX_FREE;
-        let spare = self.free_dir.join(id);
         let gone = if keep {
-            std::fs::rename(self.message_path(id), &spare)
+            std::fs::rename(self.message_path(id), self.free_dir.join(id))
         } else {
             std::fs::remove_file(self.message_path(id))
         };
-        let existed = match gone {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(e),
-        };
-        // Emptied at once, so no message content lingers in free/.
-        if existed && keep {
+        match gone {
+            Ok(()) if keep => Ok(TakenOut::Kept),
+            Ok(()) => Ok(TakenOut::Removed),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(TakenOut::Absent),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The rest of a removal after [`Spool::take_out`]: a kept file is emptied at
+    /// once (no message content lingers in `free/`) and offered for reuse, and the
+    /// `.env` goes.
+    pub fn tidy(&self, id: &str, taken: TakenOut) {
+        if taken == TakenOut::Kept {
+            let spare = self.free_dir.join(id);
             match std::fs::OpenOptions::new()
                 .write(true)
                 .truncate(true)
@@ -454,8 +503,6 @@ impl Spool {
             }
         }
         let _ = std::fs::remove_file(self.envelope_path(id));
-        sync_dir(&self.queue)?;
-        Ok(existed)
     }
 
     /// Every queued envelope, oldest first. With `clean`, orphan bodies are removed

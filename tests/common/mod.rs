@@ -135,6 +135,7 @@ fn sink_config(files: &TlsFiles) -> SinkConfig {
         save_dir: None,
         verbose: false,
         discard: false,
+        smtputf8: true,
     }
 }
 
@@ -349,6 +350,16 @@ impl Harness {
     pub async fn sink_at(&self, port: u16, user: &str, password: &str) -> Sink {
         let mut config = sink_config(&self.sink_files);
         config.credentials = Some((user.into(), password.into()));
+        Sink::start(SocketAddr::new("127.0.0.1".parse().unwrap(), port), config)
+            .await
+            .unwrap()
+    }
+
+    /// Starts a stand-in smarthost on `port` (standard credentials) that does not
+    /// offer SMTPUTF8.
+    pub async fn sink_without_smtputf8(&self, port: u16) -> Sink {
+        let mut config = sink_config(&self.sink_files);
+        config.smtputf8 = false;
         Sink::start(SocketAddr::new("127.0.0.1".parse().unwrap(), port), config)
             .await
             .unwrap()
