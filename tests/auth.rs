@@ -169,7 +169,7 @@ async fn sender_rules() {
         "other@corp.example",
         "x@sub.alice.example",
         "x@alice.example.evil",
-        "\"x@alice.example\"@corp.example",
+        "\"x y\"@corp.example",
     ] {
         let r = c.cmd(&format!("MAIL FROM:<{denied}>")).await;
         assert_eq!(
