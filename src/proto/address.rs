@@ -92,6 +92,15 @@ impl Path {
     }
 }
 
+/// Whether `s`, an address stored earlier (in a spool envelope), is exactly the
+/// canonical wire form of a valid path. A spool written by an older release, or
+/// edited by hand, may hold anything; only an address that passes this goes into an
+/// upstream command.
+pub fn is_canonical_path(s: &str) -> bool {
+    let line = format!("<{s}>");
+    matches!(parse_path(line.as_bytes()), Ok((p, rest)) if rest.is_empty() && p.wire() == s)
+}
+
 /// The local part as written on the wire: as it is when it is a dot-string,
 /// otherwise a quoted string with `"` and `\` escaped.
 pub fn quote_local(local: &str) -> String {
@@ -425,6 +434,28 @@ mod tests {
             AddressError::TooLong,
         );
         bad("<a\u{1}b@x.example>", AddressError::Control);
+    }
+
+    #[test]
+    fn stored_addresses_are_checked_before_going_upstream() {
+        for ok in [
+            "a@b.example",
+            "\"a b\"@b.example",
+            "",
+            "j\u{f6}rg@b\u{fc}ro.example",
+        ] {
+            assert!(is_canonical_path(ok), "{ok:?}");
+        }
+        for bad in [
+            "ceo@bank.example> AUTH=@site1.example",
+            "\"alerts\"@b.example",
+            "a@b.example> NOTIFY=NEVER",
+            "a@b.example\r\nRSET",
+            "a b@b.example",
+            "<a@b.example>",
+        ] {
+            assert!(!is_canonical_path(bad), "{bad:?}");
+        }
     }
 
     #[test]

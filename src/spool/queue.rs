@@ -9,6 +9,7 @@ use super::schedule::Schedule;
 use super::store::{Envelope, RcptState, Spool, unix_now};
 use crate::config::Delivery;
 use crate::context::Context;
+use crate::proto::address::is_canonical_path;
 use crate::proto::printable::Printable;
 use crate::proto::reply::Reply;
 use crate::proto::stuff::DotStuffer;
@@ -637,9 +638,42 @@ async fn attempt(ctx: &Context, env: &Envelope) -> Outcome {
     total
 }
 
+/// Splits `pending` into the recipients that may go upstream and failures for those
+/// that may not: an address in the spool that is not a valid path in its canonical
+/// wire form (an envelope of an older release, or one edited by hand) never reaches an
+/// upstream command. A bad sender fails every recipient.
+fn sendable(env: &Envelope, pending: Vec<String>) -> (Vec<String>, Vec<Failure>) {
+    let bad_sender = !is_canonical_path(&env.from);
+    let (ok, bad): (Vec<String>, Vec<String>) = pending
+        .into_iter()
+        .partition(|a| !bad_sender && is_canonical_path(a));
+    let (status, what) = if bad_sender {
+        ("5.1.7", "sender")
+    } else {
+        ("5.1.3", "recipient")
+    };
+    let failures = bad
+        .into_iter()
+        .map(|rcpt| {
+            warn!(rcpt = %Printable(&rcpt), sender = %Printable(&env.from), "invalid {what} address in the spool; not sent");
+            Failure {
+                rcpt,
+                status: status.into(),
+                diagnostic: format!("invalid {what} address in the spool"),
+            }
+        })
+        .collect();
+    (ok, failures)
+}
+
 /// Talks to smarthost `pool` once for `pending`.
 async fn attempt_on(ctx: &Context, env: &Envelope, pool: usize, pending: Vec<String>) -> Outcome {
     let mut out = Outcome::default();
+    let (pending, invalid) = sendable(env, pending);
+    out.failed = invalid;
+    if pending.is_empty() {
+        return out;
+    }
     let defer_all = |out: &mut Outcome, why: String| {
         let done: HashSet<String> = out
             .delivered
@@ -863,6 +897,32 @@ mod tests {
             size: 5,
             warned: false,
         }
+    }
+
+    /// An envelope written by release 1 may hold an unquoted injection; it fails
+    /// instead of reaching MAIL or RCPT.
+    #[test]
+    fn stored_addresses_that_are_not_canonical_never_go_upstream() {
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (ok, failed) = sendable(
+            &env(),
+            list(&[
+                "c@d.example",
+                "x@y.example> NOTIFY=NEVER",
+                "\"q\"@d.example",
+            ]),
+        );
+        assert_eq!(ok, list(&["c@d.example"]));
+        assert_eq!(failed.len(), 2);
+        assert!(failed.iter().all(|f| f.status == "5.1.3"));
+        let mut bad = env();
+        bad.from = "ceo@bank.example> AUTH=@site1.example".into();
+        let (ok, failed) = sendable(&bad, list(&["c@d.example"]));
+        assert!(ok.is_empty());
+        assert_eq!(failed[0].status, "5.1.7");
+        let mut null = env();
+        null.from = String::new();
+        assert_eq!(sendable(&null, list(&["c@d.example"])).0.len(), 1);
     }
 
     #[test]
