@@ -1,16 +1,22 @@
 //! Configuration: the YAML config file and the users file it names, parsed once into
 //! typed structs and validated as a whole, so that every problem is reported at once.
 
+mod abuse;
+mod cidr;
 pub mod edit;
 pub mod perms;
+mod phc;
+mod senders;
 mod units;
 pub mod users;
 
+pub use abuse::{AuthFailurePolicy, BrakePolicy};
+pub use cidr::Cidr;
+pub use phc::{MAX_M_COST, check_phc};
+pub use senders::{SenderRule, normalize_domain};
 pub use units::{HumanDuration, Size, parse_duration, parse_size};
 pub use users::{User, Users, load_users, parse_users};
 
-use crate::policy::auth_failures::AuthFailurePolicy;
-use crate::policy::brake::BrakePolicy;
 use crate::secret::Secret;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -293,7 +299,7 @@ pub struct Config {
     pub abuse: Abuse,
     pub metrics: Metrics,
     /// Load balancers allowed to send a PROXY header (listeners with `proxy_protocol`).
-    pub trusted_proxies: Vec<crate::proxy::Cidr>,
+    pub trusted_proxies: Vec<Cidr>,
     /// The account to switch to after binding, when started as root.
     pub run_as: Option<RunAs>,
 }
@@ -361,7 +367,7 @@ pub struct Smarthost {
 /// Mail from senders matching `rule` goes to its own smarthosts.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub rule: crate::policy::senders::SenderRule,
+    pub rule: SenderRule,
     pub smarthosts: Vec<Smarthost>,
 }
 
@@ -692,7 +698,7 @@ impl Config {
             .enumerate()
         {
             let key = format!("routes[{i}]");
-            let rule = crate::policy::senders::SenderRule::parse(&r.r#match)
+            let rule = SenderRule::parse(&r.r#match)
                 .map_err(|e| problems.add(file, &format!("{key}.match"), e))
                 .ok();
             let hosts = smarthost_list(
@@ -927,16 +933,12 @@ impl Config {
 }
 
 /// `trusted_proxies`: a list of addresses or CIDR networks.
-fn trusted_proxies(
-    map: &serde_yaml::Mapping,
-    file: &Path,
-    problems: &mut Problems,
-) -> Vec<crate::proxy::Cidr> {
+fn trusted_proxies(map: &serde_yaml::Mapping, file: &Path, problems: &mut Problems) -> Vec<Cidr> {
     let raw: Vec<String> = section(map, "trusted_proxies", file, problems).unwrap_or_default();
     raw.iter()
         .enumerate()
         .filter_map(|(i, s)| {
-            crate::proxy::Cidr::parse(s)
+            Cidr::parse(s)
                 .map_err(|e| problems.add(file, &format!("trusted_proxies[{i}]"), e))
                 .ok()
         })
