@@ -21,11 +21,11 @@ pub mod cache;
 pub mod dummy;
 pub mod verifier;
 
+pub use crate::config::check_phc;
 use crate::config::{User, Users};
 use crate::secret::Secret;
 use argon2::Argon2;
 use argon2::password_hash::PasswordHasher;
-use argon2::password_hash::phc::PasswordHash;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -43,27 +43,6 @@ pub enum AuthOutcome {
     Disabled,
     /// Too many verifications waiting: try later.
     Busy,
-}
-
-/// Checks that `s` is an argon2 PHC string Postern can verify.
-pub fn check_phc(s: &str) -> Result<(), String> {
-    let h = PasswordHash::new(s).map_err(|e| format!("not a PHC password hash: {e}"))?;
-    match h.algorithm.as_str() {
-        "argon2id" | "argon2i" | "argon2d" => {}
-        other => return Err(format!("hash algorithm {other} is not argon2")),
-    }
-    let params = argon2::Params::try_from(&h).map_err(|e| format!("bad argon2 parameters: {e}"))?;
-    if params.m_cost() > verifier::MAX_M_COST {
-        return Err(format!(
-            "argon2 memory cost m={} KiB is above the {} KiB Postern allows",
-            params.m_cost(),
-            verifier::MAX_M_COST
-        ));
-    }
-    if h.salt.is_none() || h.hash.is_none() {
-        return Err("the PHC string has no salt or no hash".into());
-    }
-    Ok(())
 }
 
 /// Hashes a password with argon2id and the OWASP-minimum default parameters.

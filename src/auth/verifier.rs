@@ -7,6 +7,7 @@
 //! is at most `threads × 19 MiB`, whatever the load. The buffer is wiped after every
 //! verify (it holds password-derived data) and dropped after an unusually large one.
 
+pub use crate::config::MAX_M_COST;
 use crate::secret::Secret;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -17,9 +18,6 @@ use tokio::sync::oneshot;
 
 /// Blocks kept between verifies: the default 19 MiB (m=19456).
 const KEEP_BLOCKS: usize = 19 * 1024;
-
-/// Largest memory cost a stored hash may ask for, in KiB (256 MiB).
-pub const MAX_M_COST: u32 = 256 * 1024;
 
 struct Job {
     password: Secret,

@@ -91,6 +91,11 @@ enum NumOrString {
     Str(String),
 }
 
+/// A duration key's value, or `default` when the key is not given.
+pub(super) fn or_default(v: Option<HumanDuration>, default: Duration) -> Duration {
+    v.map(|h| h.0).unwrap_or(default)
+}
+
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match NumOrString::deserialize(d)? {

@@ -1,7 +1,6 @@
 //! The users file: who may authenticate, with which password, as which senders.
 
-use super::{Problems, RateLimits, RawRateLimits};
-use crate::policy::senders::SenderRule;
+use super::{Problems, RateLimits, RawRateLimits, SenderRule};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -122,7 +121,7 @@ pub fn parse_users(
                 "must be non-empty, without spaces or control characters",
             );
         }
-        if let Err(e) = crate::auth::check_phc(&u.password) {
+        if let Err(e) = super::check_phc(&u.password) {
             problems.add(
                 path,
                 &format!("{key}.password"),

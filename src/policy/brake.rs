@@ -8,6 +8,7 @@
 //! restart does not lift them; `postern user enable NAME` removes one, and SIGHUP
 //! makes the running server re-read the file.
 
+pub use crate::config::BrakePolicy;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -29,15 +30,6 @@ pub struct Suspension {
 struct StateFile {
     #[serde(default)]
     suspended: BTreeMap<String, Suspension>,
-}
-
-/// The brake's settings (config `abuse.*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrakePolicy {
-    /// `None`: no limit on addresses per user.
-    pub max_ips_per_user_per_hour: Option<u32>,
-    /// `None`: rate-limit hits never suspend.
-    pub suspend_after_limited_hours: Option<u32>,
 }
 
 #[derive(Default)]

@@ -3,44 +3,13 @@
 //! Matching ignores case in the domain (DNS is case-insensitive) and, deliberately,
 //! in the local part too: every mailbox provider Postern relays to treats
 //! `Alerts@` and `alerts@` as one mailbox, and operators write rules expecting that.
+//! The rule itself, and its parsing, is config's (`config::SenderRule`).
 
-use std::fmt;
+pub use crate::config::SenderRule;
+use crate::config::normalize_domain;
 
-/// One entry of a user's `senders` list.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SenderRule {
-    /// `alerts@site2.example`: this address only.
-    Address(String),
-    /// `@site1.example`: any address at this domain (not its subdomains).
-    Domain(String),
-}
-
+/// Matching is policy's: config only parses the rule.
 impl SenderRule {
-    /// Parses `user@domain` or `@domain`.
-    pub fn parse(s: &str) -> Result<SenderRule, String> {
-        let s = s.trim();
-        let Some(at) = s.rfind('@') else {
-            return Err(format!("{s:?} is neither an address nor @domain"));
-        };
-        let (local, domain) = (&s[..at], &s[at + 1..]);
-        if domain.is_empty() || domain.contains(['@', ' ', '<', '>']) || domain.starts_with('.') {
-            return Err(format!("{s:?} has no valid domain"));
-        }
-        if local.contains(['<', '>', ' ']) {
-            return Err(format!("{s:?} is not a plain address"));
-        }
-        let domain = normalize_domain(domain);
-        if local.is_empty() {
-            Ok(SenderRule::Domain(domain))
-        } else {
-            Ok(SenderRule::Address(format!(
-                "{}@{}",
-                local.to_lowercase(),
-                domain
-            )))
-        }
-    }
-
     /// Whether this rule allows `address` (a bare `local@domain`).
     pub fn allows(&self, address: &str) -> bool {
         let Some(at) = address.rfind('@') else {
@@ -56,20 +25,6 @@ impl SenderRule {
             SenderRule::Address(a) => *a == format!("{}@{}", local.to_lowercase(), domain),
         }
     }
-}
-
-impl fmt::Display for SenderRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SenderRule::Address(a) => f.write_str(a),
-            SenderRule::Domain(d) => write!(f, "@{d}"),
-        }
-    }
-}
-
-/// Lower-case, without a trailing root dot.
-fn normalize_domain(d: &str) -> String {
-    d.trim_end_matches('.').to_lowercase()
 }
 
 /// Whether any rule allows `address`. No rules: no sender is allowed.
@@ -113,20 +68,5 @@ mod tests {
     fn utf8_addresses() {
         let r = rules(&["@b\u{fc}ro.example"]);
         assert!(sender_allowed(&r, "j\u{f6}rg@B\u{dc}RO.example"));
-    }
-
-    #[test]
-    fn parse_errors() {
-        for bad in [
-            "nodomain",
-            "a@",
-            "@",
-            "a b@c.example",
-            "@.example",
-            "<a@b.example>",
-        ] {
-            assert!(SenderRule::parse(bad).is_err(), "{bad:?}");
-        }
-        assert_eq!(SenderRule::parse("@EX.com").unwrap().to_string(), "@ex.com");
     }
 }

@@ -1,0 +1,75 @@
+//! A user's `senders` entry and a route's `match`: an exact address or a whole
+//! `@domain`, parsed and normalized. Matching an address against it is policy's
+//! (`policy::senders`).
+
+use std::fmt;
+
+/// One entry of a user's `senders` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SenderRule {
+    /// `alerts@site2.example`: this address only.
+    Address(String),
+    /// `@site1.example`: any address at this domain (not its subdomains).
+    Domain(String),
+}
+
+impl SenderRule {
+    /// Parses `user@domain` or `@domain`.
+    pub fn parse(s: &str) -> Result<SenderRule, String> {
+        let s = s.trim();
+        let Some(at) = s.rfind('@') else {
+            return Err(format!("{s:?} is neither an address nor @domain"));
+        };
+        let (local, domain) = (&s[..at], &s[at + 1..]);
+        if domain.is_empty() || domain.contains(['@', ' ', '<', '>']) || domain.starts_with('.') {
+            return Err(format!("{s:?} has no valid domain"));
+        }
+        if local.contains(['<', '>', ' ']) {
+            return Err(format!("{s:?} is not a plain address"));
+        }
+        let domain = normalize_domain(domain);
+        if local.is_empty() {
+            Ok(SenderRule::Domain(domain))
+        } else {
+            Ok(SenderRule::Address(format!(
+                "{}@{}",
+                local.to_lowercase(),
+                domain
+            )))
+        }
+    }
+}
+
+impl fmt::Display for SenderRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SenderRule::Address(a) => f.write_str(a),
+            SenderRule::Domain(d) => write!(f, "@{d}"),
+        }
+    }
+}
+
+/// Lower-case, without a trailing root dot.
+pub fn normalize_domain(d: &str) -> String {
+    d.trim_end_matches('.').to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors() {
+        for bad in [
+            "nodomain",
+            "a@",
+            "@",
+            "a b@c.example",
+            "@.example",
+            "<a@b.example>",
+        ] {
+            assert!(SenderRule::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(SenderRule::parse("@EX.com").unwrap().to_string(), "@ex.com");
+    }
+}
