@@ -18,7 +18,8 @@
 //! `session` or `server`.
 //!
 //! - [`proto`]: pure protocol code over bytes (framing, commands, replies, DATA, SASL).
-//! - [`config`]: the YAML config and users file, validated as a whole.
+//! - [`config`]: the YAML config and users file, validated as a whole; the ground floor
+//!   (it imports only [`secret`], plus the file-load checks in `config/file_checks.rs`).
 //! - [`context`]: what every session shares.
 //! - [`control`]: the local control socket behind `postern queue flush` and reload.
 //! - [`reload`]: re-reading the users file, suspensions and TLS files at run time.
