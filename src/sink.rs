@@ -19,6 +19,7 @@
 //! much later, like a smarthost stalling a transaction.
 
 use crate::config::TlsMode;
+use crate::lock::MutexExt;
 use crate::proto::command::{Command, parse_command};
 use crate::proto::data::{DataReceiver, Feed};
 use crate::proto::reply::{Esc, Reply};
@@ -113,11 +114,7 @@ impl Sink {
 
     /// Every message accepted so far.
     pub fn messages(&self) -> Vec<ReceivedMessage> {
-        self.state
-            .messages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.state.messages.locked().clone()
     }
 
     /// TCP connections accepted so far.
@@ -300,12 +297,7 @@ impl Conn {
                     } else if to.address.starts_with("defer450") {
                         Reply::new(450, Esc(4, 2, 1), "Mailbox busy, try later")
                     } else if to.address.starts_with("deferonce")
-                        && self
-                            .state
-                            .deferred_once
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(to.address.clone())
+                        && self.state.deferred_once.locked().insert(to.address.clone())
                     {
                         Reply::new(450, Esc(4, 2, 1), "Try again later (first attempt)")
                     } else if to.address.starts_with("hangup") {
@@ -442,11 +434,7 @@ impl Conn {
             received_at: std::time::Instant::now(),
         };
         let n = {
-            let mut all = self
-                .state
-                .messages
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut all = self.state.messages.locked();
             all.push(msg.clone());
             all.len()
         };

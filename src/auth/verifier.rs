@@ -7,6 +7,7 @@
 //! is at most `threads × 19 MiB`, whatever the load. The buffer is wiped after every
 //! verify (it holds password-derived data) and dropped after an unusually large one.
 
+use crate::lock::MutexExt;
 use crate::secret::Secret;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -68,7 +69,7 @@ impl Verifier {
 fn worker(rx: &Mutex<mpsc::Receiver<Job>>) {
     let mut memory: Vec<Block> = Vec::new();
     loop {
-        let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+        let job = match rx.locked().recv() {
             Ok(job) => job,
             Err(_) => return, // the Verifier is gone
         };

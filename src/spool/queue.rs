@@ -9,6 +9,7 @@ use super::schedule::Schedule;
 use super::store::{Envelope, RcptState, Spool, unix_now};
 use crate::config::Delivery;
 use crate::context::Context;
+use crate::lock::MutexExt;
 use crate::proto::printable::Printable;
 use crate::proto::reply::Reply;
 use crate::proto::stuff::DotStuffer;
@@ -112,7 +113,7 @@ impl Queue {
 
     /// Messages in the queue.
     pub fn len(&self) -> usize {
-        self.due.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.due.locked().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -121,18 +122,16 @@ impl Queue {
 
     /// A message was just committed to the spool.
     pub fn enqueued(&self, env: &Envelope) {
-        self.due.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            &env.id,
-            env.next_attempt,
-            env.created,
-        );
+        self.due
+            .locked()
+            .insert(&env.id, env.next_attempt, env.created);
         self.wake.notify_one();
     }
 
     /// Makes every message due now (`postern queue flush`); returns how many.
     pub fn flush(&self) -> usize {
-        let n = self.due.lock().unwrap_or_else(|e| e.into_inner()).flush();
-        *self.throttle.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
+        let n = self.due.locked().flush();
+        *self.throttle.locked() = (0, 0);
         self.wake.notify_one();
         n
     }
@@ -144,21 +143,10 @@ impl Queue {
     /// [`Queue::write_back`]), so a message deleted during an attempt cannot be
     /// resurrected. No lock is held across the disk I/O.
     pub fn delete(&self, id: &str) -> std::io::Result<bool> {
-        self.due
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        self.attempts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        let mut deleted = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
-        if self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
-        {
+        self.due.locked().remove(id);
+        self.attempts.locked().remove(id);
+        let mut deleted = self.deleted.locked();
+        if self.in_flight.locked().contains(id) {
             deleted.insert(id.to_string());
         }
         // Never recycled: a delivery in flight may still be reading this file, and a
@@ -176,12 +164,12 @@ impl Queue {
     }
 
     fn throttled_until(&self) -> u64 {
-        self.throttle.lock().unwrap_or_else(|e| e.into_inner()).0
+        self.throttle.locked().0
     }
 
     /// The smarthost said slow down: pause the whole queue, 30 s doubling to 10 min.
     fn slow_down(&self) {
-        let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = self.throttle.locked();
         t.1 = (t.1 * 2).clamp(30, 600);
         t.0 = unix_now() + t.1;
         warn!(
@@ -191,15 +179,15 @@ impl Queue {
     }
 
     fn delivered_something(&self) {
-        let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = self.throttle.locked();
         t.1 = 0;
     }
 
     /// Ids due now and not in flight, oldest due first, and when the next one after
     /// them is due.
     fn take_due(&self, now: u64, max: usize) -> (Vec<String>, Option<u64>) {
-        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut due = self.due.locked();
+        let mut in_flight = self.in_flight.locked();
         let picked = due.take_due(now, max);
         for id in &picked {
             in_flight.insert(id.clone());
@@ -208,16 +196,9 @@ impl Queue {
     }
 
     fn finished(&self, id: &str, next: Option<u64>) {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
-        let was_deleted = self
-            .deleted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.in_flight.locked().remove(id);
+        let mut due = self.due.locked();
+        let was_deleted = self.deleted.locked().remove(id);
         match next {
             Some(t) if !was_deleted => due.requeue(id, t),
             _ => {
@@ -226,17 +207,14 @@ impl Queue {
         }
         drop(due);
         if next.is_none() || was_deleted {
-            self.attempts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(id);
+            self.attempts.locked().remove(id);
         }
         self.wake.notify_one();
     }
 
     /// Publishes the queue's size and the age of its oldest message.
     fn gauges(&self, now: u64) {
-        let due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let due = self.due.locked();
         let oldest = due.oldest_created().map_or(0, |c| now.saturating_sub(c));
         metrics::gauge!("postern_queue_messages").set(due.len() as f64);
         metrics::gauge!("postern_queue_oldest_seconds").set(oldest as f64);
@@ -255,23 +233,17 @@ impl Queue {
     }
 
     fn is_deleted(&self, id: &str) -> bool {
-        self.deleted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
+        self.deleted.locked().contains(id)
     }
 
     /// Attempts made on `id`, counting those not yet written to its envelope.
     fn attempts_of(&self, env: &Envelope) -> u32 {
-        let known = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let known = self.attempts.locked();
         known.get(&env.id).copied().unwrap_or(0).max(env.attempts)
     }
 
     fn remember_attempts(&self, id: &str, attempts: u32) {
-        self.attempts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), attempts);
+        self.attempts.locked().insert(id.to_string(), attempts);
     }
 
     /// Writes a deferred message's envelope back, on the blocking pool, unless the
