@@ -609,79 +609,55 @@ async fn attempt(ctx: &Context, env: &Envelope) -> Outcome {
     total
 }
 
-/// Talks to smarthost `pool` once for `pending`.
-async fn attempt_on(ctx: &Context, env: &Envelope, pool: usize, pending: Vec<String>) -> Outcome {
-    let mut out = Outcome::default();
-    let defer_all = |out: &mut Outcome, why: String| {
-        let done: HashSet<String> = out
+impl Outcome {
+    /// Defers every recipient of `pending` that this attempt has not yet settled.
+    fn defer_rest(&mut self, pending: &[String], why: String) {
+        let done: HashSet<String> = self
             .delivered
             .iter()
             .cloned()
-            .chain(out.failed.iter().map(|f| f.rcpt.clone()))
-            .chain(out.deferred.iter().map(|(a, _)| a.clone()))
+            .chain(self.failed.iter().map(|f| f.rcpt.clone()))
+            .chain(self.deferred.iter().map(|(a, _)| a.clone()))
             .collect();
-        for a in &pending {
+        for a in pending {
             if !done.contains(a) {
-                out.deferred.push((a.clone(), why.clone()));
+                self.deferred.push((a.clone(), why.clone()));
             }
         }
-    };
-    let mut taken = match ctx.relay.take(pool).await {
-        Ok(t) => t,
-        Err(e) => {
-            if let UpstreamError::Refused { reply, .. } = &e {
-                out.throttled = is_throttle(reply);
+    }
+
+    /// Settles `rcpts` with a negative reply: failed when it is permanent, deferred
+    /// otherwise.
+    fn settle_refused(&mut self, rcpts: impl IntoIterator<Item = String>, r: &Reply) {
+        let text = r.to_string();
+        for a in rcpts {
+            if r.is_permanent() {
+                self.failed.push(Failure {
+                    rcpt: a,
+                    status: status_of(r),
+                    diagnostic: text.clone(),
+                });
+            } else {
+                self.deferred.push((a, text.clone()));
             }
-            defer_all(&mut out, e.to_string());
-            return out;
         }
-    };
-    if env.smtputf8 && !taken.conn.caps.smtputf8 {
-        out.no_smtputf8 = true;
-        ctx.relay.put(taken.conn);
-        defer_all(&mut out, NO_SMTPUTF8.into());
+    }
+}
+
+/// Talks to smarthost `pool` once for `pending`.
+async fn attempt_on(ctx: &Context, env: &Envelope, pool: usize, pending: Vec<String>) -> Outcome {
+    let mut out = Outcome::default();
+    let Some((mut conn, mail)) = start_mail(ctx, env, pool, &pending, &mut out).await else {
         return out;
-    }
-    // MAIL, with one retry on a fresh connection if a pooled one was dead.
-    let mail_line = mail_from(env, &taken.conn);
-    let mut mail = taken.conn.command(&mail_line, "MAIL").await;
-    if taken.reused && mail.as_ref().map_or(true, |r| r.code == 421) {
-        match ctx.relay.connect(pool).await {
-            Ok(c) if env.smtputf8 && !c.caps.smtputf8 => {
-                out.no_smtputf8 = true;
-                ctx.relay.put(c);
-                defer_all(&mut out, NO_SMTPUTF8.into());
-                return out;
-            }
-            Ok(c) => {
-                taken.conn = c;
-                mail = taken
-                    .conn
-                    .command(&mail_from(env, &taken.conn), "MAIL")
-                    .await;
-            }
-            Err(e) => {
-                defer_all(&mut out, e.to_string());
-                return out;
-            }
-        }
-    }
-    let mut conn = taken.conn;
+    };
     match mail {
         Ok(r) if r.is_positive() => {}
         Ok(r) => {
-            let text = r.to_string();
             if r.is_permanent() {
-                for a in &pending {
-                    out.failed.push(Failure {
-                        rcpt: a.clone(),
-                        status: status_of(&r),
-                        diagnostic: text.clone(),
-                    });
-                }
+                out.settle_refused(pending.iter().cloned(), &r);
             } else {
                 out.throttled = is_throttle(&r);
-                defer_all(&mut out, text);
+                out.defer_rest(&pending, r.to_string());
             }
             if r.code != 421 {
                 ctx.relay.reset_and_put(conn).await;
@@ -689,33 +665,13 @@ async fn attempt_on(ctx: &Context, env: &Envelope, pool: usize, pending: Vec<Str
             return out;
         }
         Err(e) => {
-            defer_all(&mut out, e.to_string());
+            out.defer_rest(&pending, e.to_string());
             return out;
         }
     }
-    let mut accepted = Vec::new();
-    for a in &pending {
-        match conn.command(&format!("RCPT TO:<{a}>"), "RCPT").await {
-            Ok(r) if r.is_positive() => accepted.push(a.clone()),
-            Ok(r) if r.is_permanent() => out.failed.push(Failure {
-                rcpt: a.clone(),
-                status: status_of(&r),
-                diagnostic: r.to_string(),
-            }),
-            Ok(r) => {
-                out.throttled |= is_throttle(&r);
-                out.deferred.push((a.clone(), r.to_string()));
-                if r.code == 421 {
-                    defer_all(&mut out, r.to_string());
-                    return out;
-                }
-            }
-            Err(e) => {
-                defer_all(&mut out, e.to_string());
-                return out;
-            }
-        }
-    }
+    let Some(accepted) = send_rcpts(&mut conn, &pending, &mut out).await else {
+        return out;
+    };
     if accepted.is_empty() {
         ctx.relay.reset_and_put(conn).await;
         return out;
@@ -729,26 +685,101 @@ async fn attempt_on(ctx: &Context, env: &Envelope, pool: usize, pending: Vec<Str
             ctx.relay.put(conn);
         }
         Ok(r) => {
-            let text = r.to_string();
-            for a in accepted {
-                if r.is_permanent() {
-                    out.failed.push(Failure {
-                        rcpt: a,
-                        status: status_of(&r),
-                        diagnostic: text.clone(),
-                    });
-                } else {
-                    out.deferred.push((a, text.clone()));
-                }
-            }
+            out.settle_refused(accepted, &r);
             out.throttled |= is_throttle(&r);
             if r.code != 421 {
                 ctx.relay.put(conn);
             }
         }
-        Err(e) => defer_all(&mut out, e.to_string()),
+        Err(e) => out.defer_rest(&pending, e.to_string()),
     }
     out
+}
+
+/// Takes a connection to smarthost `pool` and sends MAIL on it, with one retry on a
+/// fresh connection if a pooled one was dead. `None` when the attempt is over before
+/// a MAIL reply (no connection, or no SMTPUTF8): `out` then says why.
+async fn start_mail(
+    ctx: &Context,
+    env: &Envelope,
+    pool: usize,
+    pending: &[String],
+    out: &mut Outcome,
+) -> Option<(Upstream, Result<Reply, UpstreamError>)> {
+    let mut taken = match ctx.relay.take(pool).await {
+        Ok(t) => t,
+        Err(e) => {
+            if let UpstreamError::Refused { reply, .. } = &e {
+                out.throttled = is_throttle(reply);
+            }
+            out.defer_rest(pending, e.to_string());
+            return None;
+        }
+    };
+    if env.smtputf8 && !taken.conn.caps.smtputf8 {
+        out.no_smtputf8 = true;
+        ctx.relay.put(taken.conn);
+        out.defer_rest(pending, NO_SMTPUTF8.into());
+        return None;
+    }
+    let mail_line = mail_from(env, &taken.conn);
+    let mut mail = taken.conn.command(&mail_line, "MAIL").await;
+    if taken.reused && mail.as_ref().map_or(true, |r| r.code == 421) {
+        match ctx.relay.connect(pool).await {
+            Ok(c) if env.smtputf8 && !c.caps.smtputf8 => {
+                out.no_smtputf8 = true;
+                ctx.relay.put(c);
+                out.defer_rest(pending, NO_SMTPUTF8.into());
+                return None;
+            }
+            Ok(c) => {
+                taken.conn = c;
+                mail = taken
+                    .conn
+                    .command(&mail_from(env, &taken.conn), "MAIL")
+                    .await;
+            }
+            Err(e) => {
+                out.defer_rest(pending, e.to_string());
+                return None;
+            }
+        }
+    }
+    Some((taken.conn, mail))
+}
+
+/// Sends RCPT for each of `pending`; returns those the smarthost accepted, or
+/// `None` when the connection is lost (421 or an error) and everyone left is
+/// deferred.
+async fn send_rcpts(
+    conn: &mut Upstream,
+    pending: &[String],
+    out: &mut Outcome,
+) -> Option<Vec<String>> {
+    let mut accepted = Vec::new();
+    for a in pending {
+        match conn.command(&format!("RCPT TO:<{a}>"), "RCPT").await {
+            Ok(r) if r.is_positive() => accepted.push(a.clone()),
+            Ok(r) if r.is_permanent() => out.failed.push(Failure {
+                rcpt: a.clone(),
+                status: status_of(&r),
+                diagnostic: r.to_string(),
+            }),
+            Ok(r) => {
+                out.throttled |= is_throttle(&r);
+                out.deferred.push((a.clone(), r.to_string()));
+                if r.code == 421 {
+                    out.defer_rest(pending, r.to_string());
+                    return None;
+                }
+            }
+            Err(e) => {
+                out.defer_rest(pending, e.to_string());
+                return None;
+            }
+        }
+    }
+    Some(accepted)
 }
 
 fn mail_from(env: &Envelope, conn: &Upstream) -> String {
@@ -891,5 +922,56 @@ mod tests {
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].status, "4.4.7");
         assert!(worth_persisting(&env(), &e));
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn defer_rest_leaves_settled_recipients_alone() {
+        let mut out = Outcome {
+            delivered: names(&["a@x"]),
+            deferred: vec![("b@x".into(), "451 busy".into())],
+            failed: vec![Failure {
+                rcpt: "c@x".into(),
+                status: "5.1.1".into(),
+                diagnostic: "550 no".into(),
+            }],
+            ..Outcome::default()
+        };
+        out.defer_rest(&names(&["a@x", "b@x", "c@x", "d@x", "e@x"]), "lost".into());
+        let deferred: Vec<(&str, &str)> = out
+            .deferred
+            .iter()
+            .map(|(a, w)| (a.as_str(), w.as_str()))
+            .collect();
+        assert_eq!(
+            deferred,
+            [("b@x", "451 busy"), ("d@x", "lost"), ("e@x", "lost")]
+        );
+        assert_eq!(out.delivered, names(&["a@x"]));
+        assert_eq!(out.failed.len(), 1);
+    }
+
+    #[test]
+    fn a_refusal_fails_on_5xx_and_defers_on_4xx() {
+        let mut out = Outcome::default();
+        let perm = Reply::new(550, crate::proto::reply::Esc(5, 1, 1), "no such user");
+        out.settle_refused(names(&["a@x", "b@x"]), &perm);
+        assert!(out.deferred.is_empty());
+        let failed: Vec<(&str, &str)> = out
+            .failed
+            .iter()
+            .map(|f| (f.rcpt.as_str(), f.status.as_str()))
+            .collect();
+        assert_eq!(failed, [("a@x", "5.1.1"), ("b@x", "5.1.1")]);
+        assert_eq!(out.failed[0].diagnostic, perm.to_string());
+
+        let mut out = Outcome::default();
+        let temp = Reply::plain(451, "try later");
+        out.settle_refused(names(&["a@x"]), &temp);
+        assert!(out.failed.is_empty());
+        assert_eq!(out.deferred, [("a@x".to_string(), temp.to_string())]);
     }
 }
