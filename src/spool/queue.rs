@@ -363,19 +363,9 @@ const WHOLE_READ: u64 = 256 * 1024;
 /// done (delivered, bounced or deleted).
 async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
     let queue = ctx.queue.as_ref()?;
-    let read = {
-        let (spool, id) = (queue.spool().clone(), id.to_string());
-        tokio::task::spawn_blocking(move || spool.read_envelope(&id))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-    };
-    let mut env = match read {
-        Ok(Some(e)) => e,
-        Ok(None) => return None,
-        Err(e) => {
-            error!(error = %e, "cannot read the envelope; leaving it for the operator");
-            return Some(unix_now() + 3600);
-        }
+    let mut env = match load_envelope(queue, id).await {
+        Ok(env) => env,
+        Err(next) => return next,
     };
     let stored = env.clone();
     env.attempts = queue.attempts_of(&env);
@@ -394,15 +384,7 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
             error!(error = %e, "cannot remove a delivered message from the spool");
         }
     }
-    metrics::histogram!("postern_upstream_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
-    for (result, n) in [
-        ("delivered", outcome.delivered.len()),
-        ("deferred", outcome.deferred.len()),
-        ("failed", outcome.failed.len()),
-    ] {
-        metrics::counter!("postern_deliveries_total", "result" => result).increment(n as u64);
-    }
+    count_attempt(&outcome, started);
     if outcome.throttled {
         queue.slow_down();
     }
@@ -426,16 +408,69 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
         last_error = %Printable(env.last_error.as_deref().unwrap_or("")),
         "delivery attempt"
     );
-    if !failures.is_empty() {
-        for f in &failures {
-            warn!(rcpt = %Printable(&f.rcpt), status = %f.status, diagnostic = %Printable(&f.diagnostic), "recipient failed permanently");
-        }
-        notify_sender(ctx, &env, Report::Failed, failures).await;
-    }
+    report_failures(ctx, &env, failures).await;
     warn_if_late(ctx, &mut env, now).await;
     if all_delivered || queue.is_deleted(id) {
         return None;
     }
+    reschedule(queue, id, &stored, env, pending, now).await
+}
+
+/// Reads `id`'s envelope off the runtime. `Err` holds what [`deliver`] returns
+/// when there is nothing to attempt: `None` when the message is gone, a retry in
+/// an hour when its envelope cannot be read.
+async fn load_envelope(queue: &Queue, id: &str) -> Result<Envelope, Option<u64>> {
+    let read = {
+        let (spool, id) = (queue.spool().clone(), id.to_string());
+        tokio::task::spawn_blocking(move || spool.read_envelope(&id))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    match read {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(None),
+        Err(e) => {
+            error!(error = %e, "cannot read the envelope; leaving it for the operator");
+            Err(Some(unix_now() + 3600))
+        }
+    }
+}
+
+/// Metrics for one attempt: how long the smarthost took, and per-recipient results.
+fn count_attempt(outcome: &Outcome, started: std::time::Instant) {
+    metrics::histogram!("postern_upstream_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    for (result, n) in [
+        ("delivered", outcome.delivered.len()),
+        ("deferred", outcome.deferred.len()),
+        ("failed", outcome.failed.len()),
+    ] {
+        metrics::counter!("postern_deliveries_total", "result" => result).increment(n as u64);
+    }
+}
+
+/// Logs the recipients that failed permanently and bounces them to the sender.
+async fn report_failures(ctx: &Context, env: &Envelope, failures: Vec<Failure>) {
+    if failures.is_empty() {
+        return;
+    }
+    for f in &failures {
+        warn!(rcpt = %Printable(&f.rcpt), status = %f.status, diagnostic = %Printable(&f.diagnostic), "recipient failed permanently");
+    }
+    notify_sender(ctx, env, Report::Failed, failures).await;
+}
+
+/// After an attempt that left the message in the queue: removes it when no
+/// recipient is pending any more, or schedules the next attempt (writing the
+/// envelope back only when that is worth it, see [`worth_persisting`]).
+async fn reschedule(
+    queue: &Arc<Queue>,
+    id: &str,
+    stored: &Envelope,
+    mut env: Envelope,
+    pending: usize,
+    now: u64,
+) -> Option<u64> {
     if pending == 0 {
         if let Err(e) = queue.remover.remove(id, None) {
             error!(error = %e, "cannot remove a finished message from the spool");
@@ -446,7 +481,7 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
     env.next_attempt = now + delay.as_secs().max(1);
     queue.remember_attempts(id, env.attempts);
     let next = env.next_attempt;
-    if worth_persisting(&stored, &env) {
+    if worth_persisting(stored, &env) {
         queue.clone().write_back(env).await;
     }
     Some(next)
