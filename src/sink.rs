@@ -234,24 +234,7 @@ impl Conn {
             };
             let need_tls = self.config.tls != TlsMode::None && !self.tls;
             let reply = match cmd {
-                Command::Ehlo { .. } => {
-                    let mut caps = vec![
-                        self.config.hostname.clone(),
-                        "PIPELINING".into(),
-                        "SIZE 104857600".into(),
-                        "8BITMIME".into(),
-                        "ENHANCEDSTATUSCODES".into(),
-                    ];
-                    if self.config.smtputf8 {
-                        caps.push("SMTPUTF8".into());
-                    }
-                    if need_tls {
-                        caps.push("STARTTLS".into());
-                    } else if self.config.credentials.is_some() {
-                        caps.push("AUTH PLAIN LOGIN".into());
-                    }
-                    Reply::plain(250, caps.join("\n"))
-                }
+                Command::Ehlo { .. } => self.ehlo(need_tls),
                 Command::Helo { .. } => Reply::plain(250, self.config.hostname.clone()),
                 Command::StartTls if need_tls => {
                     io.reply(&Reply::new(220, Esc(2, 0, 0), "Go ahead"));
@@ -270,43 +253,11 @@ impl Conn {
                         }
                     }
                 }
-                Command::Mail { from } => {
-                    if need_tls {
-                        Reply::new(530, Esc(5, 7, 0), "Must issue a STARTTLS command first")
-                    } else if self.config.credentials.is_some() && self.user.is_none() {
-                        Reply::new(530, Esc(5, 7, 0), "Authentication required")
-                    } else if from.address.starts_with("throttle454") {
-                        Reply::new(
-                            454,
-                            Esc(4, 7, 0),
-                            "Throttling failure: Maximum sending rate exceeded.",
-                        )
-                    } else if from.address.starts_with("reject550") {
-                        Reply::new(550, Esc(5, 7, 1), "Sender rejected by sink")
-                    } else {
-                        self.from = Some(from.address);
-                        self.rcpts.clear();
-                        Reply::new(250, Esc(2, 1, 0), "OK")
-                    }
-                }
-                Command::Rcpt { to } => {
-                    if self.from.is_none() {
-                        Reply::new(503, Esc(5, 5, 1), "MAIL first")
-                    } else if to.address.starts_with("reject550") {
-                        Reply::new(550, Esc(5, 1, 1), "No such user here")
-                    } else if to.address.starts_with("defer450") {
-                        Reply::new(450, Esc(4, 2, 1), "Mailbox busy, try later")
-                    } else if to.address.starts_with("deferonce")
-                        && self.state.deferred_once.locked().insert(to.address.clone())
-                    {
-                        Reply::new(450, Esc(4, 2, 1), "Try again later (first attempt)")
-                    } else if to.address.starts_with("hangup") {
-                        return false;
-                    } else {
-                        self.rcpts.push(to.address);
-                        Reply::new(250, Esc(2, 1, 5), "OK")
-                    }
-                }
+                Command::Mail { from } => self.mail(from.address, need_tls),
+                Command::Rcpt { to } => match self.rcpt(to.address) {
+                    Some(r) => r,
+                    None => return false,
+                },
                 Command::Data => {
                     if self.from.is_none() || self.rcpts.is_empty() {
                         Reply::new(503, Esc(5, 5, 1), "MAIL and RCPT first")
@@ -332,6 +283,68 @@ impl Conn {
             };
             io.reply(&reply);
         }
+    }
+
+    /// The EHLO reply: STARTTLS until TLS is up, then AUTH when credentials are set.
+    fn ehlo(&self, need_tls: bool) -> Reply {
+        let mut caps = vec![
+            self.config.hostname.clone(),
+            "PIPELINING".into(),
+            "SIZE 104857600".into(),
+            "8BITMIME".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        if self.config.smtputf8 {
+            caps.push("SMTPUTF8".into());
+        }
+        if need_tls {
+            caps.push("STARTTLS".into());
+        } else if self.config.credentials.is_some() {
+            caps.push("AUTH PLAIN LOGIN".into());
+        }
+        Reply::plain(250, caps.join("\n"))
+    }
+
+    /// MAIL: senders starting `throttle454` or `reject550` get those replies.
+    fn mail(&mut self, address: String, need_tls: bool) -> Reply {
+        if need_tls {
+            Reply::new(530, Esc(5, 7, 0), "Must issue a STARTTLS command first")
+        } else if self.config.credentials.is_some() && self.user.is_none() {
+            Reply::new(530, Esc(5, 7, 0), "Authentication required")
+        } else if address.starts_with("throttle454") {
+            Reply::new(
+                454,
+                Esc(4, 7, 0),
+                "Throttling failure: Maximum sending rate exceeded.",
+            )
+        } else if address.starts_with("reject550") {
+            Reply::new(550, Esc(5, 7, 1), "Sender rejected by sink")
+        } else {
+            self.from = Some(address);
+            self.rcpts.clear();
+            Reply::new(250, Esc(2, 1, 0), "OK")
+        }
+    }
+
+    /// RCPT: recipients starting `reject550`, `defer450`, `deferonce` (the first
+    /// time) get those replies; `None` for `hangup`, which drops the connection.
+    fn rcpt(&mut self, address: String) -> Option<Reply> {
+        Some(if self.from.is_none() {
+            Reply::new(503, Esc(5, 5, 1), "MAIL first")
+        } else if address.starts_with("reject550") {
+            Reply::new(550, Esc(5, 1, 1), "No such user here")
+        } else if address.starts_with("defer450") {
+            Reply::new(450, Esc(4, 2, 1), "Mailbox busy, try later")
+        } else if address.starts_with("deferonce")
+            && self.state.deferred_once.locked().insert(address.clone())
+        {
+            Reply::new(450, Esc(4, 2, 1), "Try again later (first attempt)")
+        } else if address.starts_with("hangup") {
+            return None;
+        } else {
+            self.rcpts.push(address);
+            Reply::new(250, Esc(2, 1, 5), "OK")
+        })
     }
 
     async fn auth<S: AsyncRead + AsyncWrite + Unpin>(
