@@ -429,13 +429,21 @@ impl Conn {
         if text.contains("\r\nX-Sink-Reply: 451") {
             return Some(Reply::new(451, Esc(4, 3, 0), "Sink deferred the message"));
         }
+        Some(self.accept(from, rcpts, raw, content))
+    }
+
+    /// Counts an accepted message and, unless discarding, keeps it (and saves or
+    /// prints it when configured).
+    fn accept(
+        &mut self,
+        from: String,
+        rcpts: Vec<String>,
+        raw: Vec<u8>,
+        content: Vec<u8>,
+    ) -> Reply {
         let n = self.state.accepted.fetch_add(1, Ordering::SeqCst) + 1;
         if self.config.discard {
-            return Some(Reply::new(
-                250,
-                Esc(2, 0, 0),
-                format!("Ok: queued as sink-{n}"),
-            ));
+            return Reply::new(250, Esc(2, 0, 0), format!("Ok: queued as sink-{n}"));
         }
         let msg = ReceivedMessage {
             from,
@@ -468,11 +476,7 @@ impl Conn {
             );
         }
         self.state.arrived.notify_waiters();
-        Some(Reply::new(
-            250,
-            Esc(2, 0, 0),
-            format!("Ok: queued as sink-{n}"),
-        ))
+        Reply::new(250, Esc(2, 0, 0), format!("Ok: queued as sink-{n}"))
     }
 }
 
