@@ -26,6 +26,7 @@
 //! - [`daemon`]: systemd notifications, socket activation, dropping root.
 //! - [`metrics`]: the Prometheus endpoint.
 //! - [`private_fs`]: files 0600 and folders 0700 whatever the umask.
+//! - [`lock`]: taking a std lock whether or not a panic poisoned it.
 //! - [`sink`]: a stand-in smarthost for the demo, the tests and benchmarks.
 //! - [`demo`]: `postern demo`.
 //! - [`secret`]: strings that never reach a log.
@@ -35,6 +36,7 @@ pub mod context;
 pub mod control;
 pub mod daemon;
 pub mod demo;
+pub mod lock;
 pub mod metrics;
 pub mod policy;
 pub mod private_fs;

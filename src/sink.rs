@@ -19,6 +19,7 @@
 //! much later, like a smarthost stalling a transaction.
 
 use crate::config::TlsMode;
+use crate::lock::MutexExt;
 use crate::proto::command::{Command, parse_command};
 use crate::proto::data::{DataReceiver, Feed};
 use crate::proto::reply::{Esc, Reply};
@@ -113,11 +114,7 @@ impl Sink {
 
     /// Every message accepted so far.
     pub fn messages(&self) -> Vec<ReceivedMessage> {
-        self.state
-            .messages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.state.messages.locked().clone()
     }
 
     /// TCP connections accepted so far.
@@ -237,24 +234,7 @@ impl Conn {
             };
             let need_tls = self.config.tls != TlsMode::None && !self.tls;
             let reply = match cmd {
-                Command::Ehlo { .. } => {
-                    let mut caps = vec![
-                        self.config.hostname.clone(),
-                        "PIPELINING".into(),
-                        "SIZE 104857600".into(),
-                        "8BITMIME".into(),
-                        "ENHANCEDSTATUSCODES".into(),
-                    ];
-                    if self.config.smtputf8 {
-                        caps.push("SMTPUTF8".into());
-                    }
-                    if need_tls {
-                        caps.push("STARTTLS".into());
-                    } else if self.config.credentials.is_some() {
-                        caps.push("AUTH PLAIN LOGIN".into());
-                    }
-                    Reply::plain(250, caps.join("\n"))
-                }
+                Command::Ehlo { .. } => self.ehlo(need_tls),
                 Command::Helo { .. } => Reply::plain(250, self.config.hostname.clone()),
                 Command::StartTls if need_tls => {
                     io.reply(&Reply::new(220, Esc(2, 0, 0), "Go ahead"));
@@ -273,48 +253,11 @@ impl Conn {
                         }
                     }
                 }
-                Command::Mail { from } => {
-                    if need_tls {
-                        Reply::new(530, Esc(5, 7, 0), "Must issue a STARTTLS command first")
-                    } else if self.config.credentials.is_some() && self.user.is_none() {
-                        Reply::new(530, Esc(5, 7, 0), "Authentication required")
-                    } else if from.address.starts_with("throttle454") {
-                        Reply::new(
-                            454,
-                            Esc(4, 7, 0),
-                            "Throttling failure: Maximum sending rate exceeded.",
-                        )
-                    } else if from.address.starts_with("reject550") {
-                        Reply::new(550, Esc(5, 7, 1), "Sender rejected by sink")
-                    } else {
-                        self.from = Some(from.address);
-                        self.rcpts.clear();
-                        Reply::new(250, Esc(2, 1, 0), "OK")
-                    }
-                }
-                Command::Rcpt { to } => {
-                    if self.from.is_none() {
-                        Reply::new(503, Esc(5, 5, 1), "MAIL first")
-                    } else if to.address.starts_with("reject550") {
-                        Reply::new(550, Esc(5, 1, 1), "No such user here")
-                    } else if to.address.starts_with("defer450") {
-                        Reply::new(450, Esc(4, 2, 1), "Mailbox busy, try later")
-                    } else if to.address.starts_with("deferonce")
-                        && self
-                            .state
-                            .deferred_once
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(to.address.clone())
-                    {
-                        Reply::new(450, Esc(4, 2, 1), "Try again later (first attempt)")
-                    } else if to.address.starts_with("hangup") {
-                        return false;
-                    } else {
-                        self.rcpts.push(to.address);
-                        Reply::new(250, Esc(2, 1, 5), "OK")
-                    }
-                }
+                Command::Mail { from } => self.mail(from.address, need_tls),
+                Command::Rcpt { to } => match self.rcpt(to.address) {
+                    Some(r) => r,
+                    None => return false,
+                },
                 Command::Data => {
                     if self.from.is_none() || self.rcpts.is_empty() {
                         Reply::new(503, Esc(5, 5, 1), "MAIL and RCPT first")
@@ -340,6 +283,68 @@ impl Conn {
             };
             io.reply(&reply);
         }
+    }
+
+    /// The EHLO reply: STARTTLS until TLS is up, then AUTH when credentials are set.
+    fn ehlo(&self, need_tls: bool) -> Reply {
+        let mut caps = vec![
+            self.config.hostname.clone(),
+            "PIPELINING".into(),
+            "SIZE 104857600".into(),
+            "8BITMIME".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        if self.config.smtputf8 {
+            caps.push("SMTPUTF8".into());
+        }
+        if need_tls {
+            caps.push("STARTTLS".into());
+        } else if self.config.credentials.is_some() {
+            caps.push("AUTH PLAIN LOGIN".into());
+        }
+        Reply::plain(250, caps.join("\n"))
+    }
+
+    /// MAIL: senders starting `throttle454` or `reject550` get those replies.
+    fn mail(&mut self, address: String, need_tls: bool) -> Reply {
+        if need_tls {
+            Reply::new(530, Esc(5, 7, 0), "Must issue a STARTTLS command first")
+        } else if self.config.credentials.is_some() && self.user.is_none() {
+            Reply::new(530, Esc(5, 7, 0), "Authentication required")
+        } else if address.starts_with("throttle454") {
+            Reply::new(
+                454,
+                Esc(4, 7, 0),
+                "Throttling failure: Maximum sending rate exceeded.",
+            )
+        } else if address.starts_with("reject550") {
+            Reply::new(550, Esc(5, 7, 1), "Sender rejected by sink")
+        } else {
+            self.from = Some(address);
+            self.rcpts.clear();
+            Reply::new(250, Esc(2, 1, 0), "OK")
+        }
+    }
+
+    /// RCPT: recipients starting `reject550`, `defer450`, `deferonce` (the first
+    /// time) get those replies; `None` for `hangup`, which drops the connection.
+    fn rcpt(&mut self, address: String) -> Option<Reply> {
+        Some(if self.from.is_none() {
+            Reply::new(503, Esc(5, 5, 1), "MAIL first")
+        } else if address.starts_with("reject550") {
+            Reply::new(550, Esc(5, 1, 1), "No such user here")
+        } else if address.starts_with("defer450") {
+            Reply::new(450, Esc(4, 2, 1), "Mailbox busy, try later")
+        } else if address.starts_with("deferonce")
+            && self.state.deferred_once.locked().insert(address.clone())
+        {
+            Reply::new(450, Esc(4, 2, 1), "Try again later (first attempt)")
+        } else if address.starts_with("hangup") {
+            return None;
+        } else {
+            self.rcpts.push(address);
+            Reply::new(250, Esc(2, 1, 5), "OK")
+        })
     }
 
     async fn auth<S: AsyncRead + AsyncWrite + Unpin>(
@@ -424,13 +429,21 @@ impl Conn {
         if text.contains("\r\nX-Sink-Reply: 451") {
             return Some(Reply::new(451, Esc(4, 3, 0), "Sink deferred the message"));
         }
+        Some(self.accept(from, rcpts, raw, content))
+    }
+
+    /// Counts an accepted message and, unless discarding, keeps it (and saves or
+    /// prints it when configured).
+    fn accept(
+        &mut self,
+        from: String,
+        rcpts: Vec<String>,
+        raw: Vec<u8>,
+        content: Vec<u8>,
+    ) -> Reply {
         let n = self.state.accepted.fetch_add(1, Ordering::SeqCst) + 1;
         if self.config.discard {
-            return Some(Reply::new(
-                250,
-                Esc(2, 0, 0),
-                format!("Ok: queued as sink-{n}"),
-            ));
+            return Reply::new(250, Esc(2, 0, 0), format!("Ok: queued as sink-{n}"));
         }
         let msg = ReceivedMessage {
             from,
@@ -442,11 +455,7 @@ impl Conn {
             received_at: std::time::Instant::now(),
         };
         let n = {
-            let mut all = self
-                .state
-                .messages
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut all = self.state.messages.locked();
             all.push(msg.clone());
             all.len()
         };
@@ -467,11 +476,7 @@ impl Conn {
             );
         }
         self.state.arrived.notify_waiters();
-        Some(Reply::new(
-            250,
-            Esc(2, 0, 0),
-            format!("Ok: queued as sink-{n}"),
-        ))
+        Reply::new(250, Esc(2, 0, 0), format!("Ok: queued as sink-{n}"))
     }
 }
 

@@ -5,6 +5,7 @@
 //! forward-secret AEADs; rustls has no compression and no renegotiation.
 
 use crate::config::TlsFiles;
+use crate::lock::RwLockExt;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -113,15 +114,12 @@ impl ServerTls {
 
     /// The config for a new handshake.
     pub fn get(&self) -> Arc<ServerConfig> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.read_locked().clone()
     }
 
     /// Puts a new config in force.
     pub fn replace(&self, config: Arc<ServerConfig>) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
+        *self.current.write_locked() = config;
     }
 
     /// An acceptor for one handshake.

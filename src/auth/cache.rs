@@ -25,6 +25,7 @@
 //!   entries, and could test guesses against them quickly; such an attacker can read
 //!   passwords as they arrive anyway.
 
+use crate::lock::MutexExt;
 use ring::hmac;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -70,7 +71,7 @@ impl CredentialCache {
     /// Whether this exact username, password and stored hash verified within the TTL.
     pub fn hit(&self, username: &str, password: &str, phc: &str, now: Instant) -> bool {
         let tag = self.tag(username, password, phc);
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.locked();
         match entries.get(&tag) {
             Some(&expires) if expires > now => true,
             Some(_) => {
@@ -84,7 +85,7 @@ impl CredentialCache {
     /// Remembers a successful verification.
     pub fn remember(&self, username: &str, password: &str, phc: &str, now: Instant) {
         let tag = self.tag(username, password, phc);
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.locked();
         if entries.len() >= MAX_ENTRIES {
             entries.retain(|_, &mut expires| expires > now);
             if entries.len() >= MAX_ENTRIES {
@@ -96,14 +97,11 @@ impl CredentialCache {
 
     /// Forgets everything (users reloaded).
     pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.entries.locked().clear();
     }
 
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.entries.locked().len()
     }
 
     pub fn is_empty(&self) -> bool {

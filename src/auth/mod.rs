@@ -23,6 +23,7 @@ pub mod verifier;
 
 pub use crate::config::check_phc;
 use crate::config::{User, Users};
+use crate::lock::{MutexExt, RwLockExt};
 use crate::secret::Secret;
 use argon2::Argon2;
 use argon2::password_hash::PasswordHasher;
@@ -101,21 +102,21 @@ impl Authenticator {
 
     /// The users in force.
     pub fn users(&self) -> Arc<Users> {
-        self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.users.read_locked().clone()
     }
 
     /// Puts a new users file in force; sessions already authenticated keep their user.
     pub fn replace_users(&self, users: Users) {
         let new_dummy = dummy_for(&users);
         {
-            let mut d = self.dummy.write().unwrap_or_else(|e| e.into_inner());
+            let mut d = self.dummy.write_locked();
             if d.1 != new_dummy.1 {
                 self.pad.reset();
                 self.pad.calibrate(new_dummy.0.clone());
             }
             *d = new_dummy;
         }
-        *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
+        *self.users.write_locked() = Arc::new(users);
         self.cache.clear();
         self.rejected.clear();
     }
@@ -130,7 +131,7 @@ impl Authenticator {
     pub async fn verify(&self, client: IpAddr, username: &str, password: &Secret) -> AuthOutcome {
         let started = Instant::now();
         let user = self.users().get(username).cloned();
-        let (dummy_hash, dummy_cost) = self.dummy.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let (dummy_hash, dummy_cost) = self.dummy.read_locked().clone();
         let hash = match &user {
             Some(u) => u.password_hash.clone(),
             None => dummy_hash,
@@ -261,8 +262,7 @@ impl<'a> ClientGate<'a> {
         client: IpAddr,
     ) -> ClientGate<'a> {
         let gate = map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .entry(client)
             .or_insert_with(|| Arc::new(Semaphore::new(PER_CLIENT)))
             .clone();
@@ -279,7 +279,7 @@ impl<'a> ClientGate<'a> {
 impl Drop for ClientGate<'_> {
     fn drop(&mut self) {
         self.permit.take();
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.map.locked();
         // Only the map holds it: nobody of this address is running or waiting.
         if m.get(&self.client)
             .is_some_and(|g| Arc::strong_count(g) == 1)

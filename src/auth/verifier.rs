@@ -8,6 +8,7 @@
 //! verify (it holds password-derived data) and dropped after an unusually large one.
 
 pub use crate::config::MAX_M_COST;
+use crate::lock::MutexExt;
 use crate::secret::Secret;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -66,7 +67,7 @@ impl Verifier {
 fn worker(rx: &Mutex<mpsc::Receiver<Job>>) {
     let mut memory: Vec<Block> = Vec::new();
     loop {
-        let job = match rx.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+        let job = match rx.locked().recv() {
             Ok(job) => job,
             Err(_) => return, // the Verifier is gone
         };

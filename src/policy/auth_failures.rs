@@ -27,6 +27,7 @@
 //! All of it is plain state with the time passed in, so it is tested with a fake clock.
 
 pub use crate::config::AuthFailurePolicy;
+use crate::lock::MutexExt;
 use ring::hmac;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -169,7 +170,7 @@ impl AuthFailures {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     /// Before verifying: may `username` try to log in from `ip` now?

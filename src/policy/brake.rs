@@ -9,6 +9,7 @@
 //! makes the running server re-read the file.
 
 pub use crate::config::BrakePolicy;
+use crate::lock::MutexExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -102,7 +103,7 @@ impl Brake {
         let s = read_state(&self.file)?;
         let n = s.len();
         let lifted: Vec<String> = {
-            let mut cur = self.suspended.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cur = self.suspended.locked();
             let lifted = cur
                 .keys()
                 .filter(|u| !s.contains_key(*u))
@@ -113,7 +114,7 @@ impl Brake {
         };
         // A lifted user starts with a clean slate, or the next login would
         // suspend it again on the same evidence.
-        let mut act = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        let mut act = self.activity.locked();
         for u in lifted {
             act.remove(&u);
         }
@@ -122,15 +123,11 @@ impl Brake {
 
     /// Why `user` is suspended, if it is.
     pub fn suspended(&self, user: &str) -> Option<Suspension> {
-        self.suspended
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(user)
-            .cloned()
+        self.suspended.locked().get(user).cloned()
     }
 
     fn suspend(&self, user: &str, reason: String, wall: SystemTime) -> String {
-        let mut all = self.suspended.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.suspended.locked();
         all.insert(
             user.to_string(),
             Suspension {
@@ -148,7 +145,7 @@ impl Brake {
     pub fn login(&self, user: &str, ip: IpAddr, now: Instant, wall: SystemTime) -> Option<String> {
         let max = self.policy.max_ips_per_user_per_hour?;
         let count = {
-            let mut act = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+            let mut act = self.activity.locked();
             let a = act.entry(user.to_string()).or_default();
             a.ips
                 .retain(|_, t| now.saturating_duration_since(*t) < Duration::from_secs(3600));
@@ -170,7 +167,7 @@ impl Brake {
         let hours = self.policy.suspend_after_limited_hours?;
         let hour = epoch_secs(wall) / 3600;
         let consecutive = {
-            let mut act = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+            let mut act = self.activity.locked();
             let a = act.entry(user.to_string()).or_default();
             a.limited_hours.insert(hour);
             a.limited_hours.retain(|&h| h + u64::from(hours) > hour);
@@ -191,7 +188,7 @@ impl Brake {
     pub fn prune(&self, now: Instant, wall: SystemTime) {
         let hour = epoch_secs(wall) / 3600;
         let keep = u64::from(self.policy.suspend_after_limited_hours.unwrap_or(1));
-        let mut act = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+        let mut act = self.activity.locked();
         act.retain(|_, a| {
             a.ips
                 .retain(|_, t| now.saturating_duration_since(*t) < Duration::from_secs(3600));

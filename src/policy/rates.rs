@@ -14,6 +14,7 @@
 //! in-memory [`MemoryRates`] for several instances.
 
 use crate::config::RateLimits;
+use crate::lock::MutexExt;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -186,7 +187,7 @@ impl MemoryRates {
     }
 
     fn with<R>(&self, user: &str, f: impl FnOnce(&mut UserCounts) -> R) -> R {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut users = self.users.locked();
         f(users
             .entry(user.to_string())
             .or_insert_with(UserCounts::new))
@@ -289,7 +290,7 @@ impl RateStore for MemoryRates {
 
     fn prune(&self, now: Instant) -> usize {
         let t = self.since(now);
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut users = self.users.locked();
         users.retain(|_, c| !c.idle(t));
         users.len()
     }

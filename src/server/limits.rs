@@ -1,6 +1,7 @@
 //! Caps on concurrent connections, globally and per client address: a permit per
 //! admitted connection, released when its session ends.
 
+use crate::lock::MutexExt;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ pub struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let mut map = self.limits.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.limits.per_ip.locked();
         if let Some(n) = map.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -58,7 +59,7 @@ impl ConnectionLimits {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::Global)?;
-        let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.per_ip.locked();
         let n = map.entry(ip).or_insert(0);
         if *n >= self.max_per_ip {
             return Err(Refusal::PerIp);

@@ -3,6 +3,7 @@
 use super::bounds::Bound;
 use super::{Flow, MAX_AUTH_LINE, Session};
 use crate::auth::AuthOutcome;
+use crate::config::User;
 use crate::policy::auth_failures::Gate;
 use crate::policy::rates::human;
 use crate::proto::printable::Printable;
@@ -11,6 +12,7 @@ use crate::proto::sasl::{self, Credentials, SaslError};
 use crate::secret::Secret;
 use crate::session::io::{ReadLine, SmtpStream};
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
@@ -99,87 +101,19 @@ impl Session {
         creds: Credentials,
     ) -> Flow {
         let ip = self.client_key();
-        let username = creds.username.as_str();
-        let gate = self.ctx.auth_failures.gate(ip, username, Instant::now());
-        match gate {
-            Gate::Open => {}
-            Gate::IpBlocked { retry_after } => {
-                auth_metric("blocked");
-                warn!(username = %Printable(username), retry_after = %human(retry_after), "AUTH refused: address blocked after repeated failures");
-                io.reply(&Reply::new(
-                    421,
-                    Esc(4, 7, 0),
-                    format!(
-                        "Too many failed logins from your address, try again in {}",
-                        human(retry_after)
-                    ),
-                ));
-                return Flow::Close;
-            }
-            Gate::UserBlocked { retry_after } | Gate::PairBlocked { retry_after } => {
-                auth_metric("blocked");
-                let why = if matches!(gate, Gate::PairBlocked { .. }) {
-                    "AUTH refused: username locked from this address after repeated failures"
-                } else {
-                    "AUTH refused: username locked after repeated failures"
-                };
-                warn!(username = %Printable(username), retry_after = %human(retry_after), "{why}");
-                return self.refuse(
-                    io,
-                    Reply::new(
-                        454,
-                        Esc(4, 7, 0),
-                        format!(
-                            "Temporary authentication failure, try again in {}",
-                            human(retry_after)
-                        ),
-                    ),
-                );
-            }
+        let gate = self
+            .ctx
+            .auth_failures
+            .gate(ip, creds.username.as_str(), Instant::now());
+        if let Some(flow) = self.refuse_blocked(io, creds.username.as_str(), gate) {
+            return flow;
         }
-        let user = match self.ctx.auth.verify(ip, username, &creds.password).await {
-            AuthOutcome::Ok(user) => user,
-            AuthOutcome::BadCredentials => return self.login_failed(io, &creds).await,
-            AuthOutcome::Disabled => {
-                auth_metric("disabled");
-                warn!(username = %Printable(username), "authentication failed: user is disabled");
-                return self.refuse(
-                    io,
-                    Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
-                );
-            }
-            AuthOutcome::Busy => {
-                auth_metric("busy");
-                warn!("authentication deferred: too many verifications in progress");
-                return self.refuse(
-                    io,
-                    Reply::new(
-                        454,
-                        Esc(4, 7, 0),
-                        "Temporary authentication failure, try again later",
-                    ),
-                );
-            }
+        let user = match self.verify_password(io, &creds, ip).await {
+            Ok(user) => user,
+            Err(flow) => return flow,
         };
-        if let Some(s) = self.ctx.brake.suspended(&user.name) {
-            auth_metric("suspended");
-            warn!(user = %user.name, reason = %s.reason, "authentication refused: user is suspended");
-            return self.refuse(
-                io,
-                Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
-            );
-        }
-        if let Some(reason) =
-            self.ctx
-                .brake
-                .login(&user.name, ip, Instant::now(), SystemTime::now())
-        {
-            auth_metric("suspended");
-            warn!(user = %user.name, reason = %reason, "user suspended by the abuse brake");
-            return self.refuse(
-                io,
-                Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
-            );
+        if let Some(flow) = self.refuse_braked(io, &user, ip) {
+            return flow;
         }
         self.ctx
             .auth_failures
@@ -192,6 +126,113 @@ impl Session {
             io,
             Reply::new(235, Esc(2, 7, 0), "Authentication successful"),
         )
+    }
+
+    /// Refuses a login that the failure penalties block before any password check:
+    /// 421 and close for a blocked address, 454 for a locked username.
+    fn refuse_blocked<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        username: &str,
+        gate: Gate,
+    ) -> Option<Flow> {
+        match gate {
+            Gate::Open => None,
+            Gate::IpBlocked { retry_after } => {
+                auth_metric("blocked");
+                warn!(username = %Printable(username), retry_after = %human(retry_after), "AUTH refused: address blocked after repeated failures");
+                io.reply(&Reply::new(
+                    421,
+                    Esc(4, 7, 0),
+                    format!(
+                        "Too many failed logins from your address, try again in {}",
+                        human(retry_after)
+                    ),
+                ));
+                Some(Flow::Close)
+            }
+            Gate::UserBlocked { retry_after } | Gate::PairBlocked { retry_after } => {
+                auth_metric("blocked");
+                let why = if matches!(gate, Gate::PairBlocked { .. }) {
+                    "AUTH refused: username locked from this address after repeated failures"
+                } else {
+                    "AUTH refused: username locked after repeated failures"
+                };
+                warn!(username = %Printable(username), retry_after = %human(retry_after), "{why}");
+                Some(self.refuse(
+                    io,
+                    Reply::new(
+                        454,
+                        Esc(4, 7, 0),
+                        format!(
+                            "Temporary authentication failure, try again in {}",
+                            human(retry_after)
+                        ),
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The password check: the user, or how the session answers when it fails.
+    async fn verify_password<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        creds: &Credentials,
+        ip: std::net::IpAddr,
+    ) -> Result<Arc<User>, Flow> {
+        let username = creds.username.as_str();
+        match self.ctx.auth.verify(ip, username, &creds.password).await {
+            AuthOutcome::Ok(user) => Ok(user),
+            AuthOutcome::BadCredentials => Err(self.login_failed(io, creds).await),
+            AuthOutcome::Disabled => {
+                auth_metric("disabled");
+                warn!(username = %Printable(username), "authentication failed: user is disabled");
+                Err(self.refuse(
+                    io,
+                    Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
+                ))
+            }
+            AuthOutcome::Busy => {
+                auth_metric("busy");
+                warn!("authentication deferred: too many verifications in progress");
+                Err(self.refuse(
+                    io,
+                    Reply::new(
+                        454,
+                        Esc(4, 7, 0),
+                        "Temporary authentication failure, try again later",
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Refuses a verified user that is suspended, or that this login gets suspended
+    /// by the abuse brake; the client sees only invalid credentials.
+    fn refuse_braked<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        user: &User,
+        ip: std::net::IpAddr,
+    ) -> Option<Flow> {
+        if let Some(s) = self.ctx.brake.suspended(&user.name) {
+            auth_metric("suspended");
+            warn!(user = %user.name, reason = %s.reason, "authentication refused: user is suspended");
+        } else if let Some(reason) =
+            self.ctx
+                .brake
+                .login(&user.name, ip, Instant::now(), SystemTime::now())
+        {
+            auth_metric("suspended");
+            warn!(user = %user.name, reason = %reason, "user suspended by the abuse brake");
+        } else {
+            return None;
+        }
+        Some(self.refuse(
+            io,
+            Reply::new(535, Esc(5, 7, 8), "Authentication credentials invalid"),
+        ))
     }
 
     /// The address the login penalties, the verification gate and the brake count

@@ -63,6 +63,16 @@ impl Target {
     }
 }
 
+/// How the receive loop ended, once the client sent the end-of-data marker.
+struct Received {
+    /// What the receiver found wrong with the content, if anything.
+    error: Option<DataError>,
+    /// Content bytes received.
+    size: usize,
+    /// Writing to the target failed (already logged); the message cannot be finished.
+    target_failed: bool,
+}
+
 fn insufficient_storage() -> Reply {
     Reply::new(
         452,
@@ -71,134 +81,204 @@ fn insufficient_storage() -> Reply {
     )
 }
 
+/// The metric reason and reply for content the DATA receiver refused.
+fn content_refusal(e: DataError) -> (&'static str, Reply) {
+    match e {
+        DataError::TooBig => (
+            "size",
+            Reply::new(
+                552,
+                Esc(5, 3, 4),
+                "Message size exceeds fixed maximum message size",
+            ),
+        ),
+        e => (
+            "content",
+            Reply::new(554, Esc(5, 6, 0), format!("Message refused: {e}")),
+        ),
+    }
+}
+
+/// The metric reason, log wording and reply for a header section the gate refused.
+fn header_refusal(e: &Refusal) -> (&'static str, &'static str, Reply) {
+    match e {
+        Refusal::Sender(_) => (
+            "header_from",
+            "header sender not allowed",
+            Reply::new(550, Esc(5, 7, 1), format!("Message refused: {e}")),
+        ),
+        Refusal::Malformed(_) | Refusal::TooLarge => (
+            "header",
+            "header section unreadable",
+            Reply::new(554, Esc(5, 6, 0), format!("Message refused: {e}")),
+        ),
+    }
+}
+
+/// Passes freshly received content through the header gate and writes what it
+/// releases to the target; with `done`, also ends the data at the target unless
+/// the gate refused the message.
+async fn pass_on(
+    gate: &mut HeaderGate,
+    target: &mut Target,
+    content: &[u8],
+    done: bool,
+) -> Result<(), String> {
+    gate.push(content, done);
+    let finish = done && gate.refused.is_none();
+    if gate.ready.is_empty() && !finish {
+        return Ok(());
+    }
+    let written = target.write(&gate.ready, finish).await;
+    gate.ready.clear();
+    written
+}
+
 impl Session {
     pub(super) async fn data<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut SmtpStream<S>,
     ) -> Flow {
-        if self.user.is_none() {
-            return self.refuse(io, Reply::new(530, Esc(5, 7, 0), "Authentication required"));
+        if let Some(reply) = self.data_refusal() {
+            return self.refuse(io, reply);
         }
-        let Some(txn) = self.txn.as_mut() else {
-            return self.refuse(io, Reply::new(503, Esc(5, 5, 1), "Need MAIL command first"));
-        };
-        if txn.broken {
-            return self.refuse(io, upstream_lost());
-        }
-        if txn.rcpts.is_empty() {
-            return self.refuse(io, Reply::new(554, Esc(5, 5, 1), "No valid recipients"));
-        }
-        let upstream = txn.upstream.take();
+        let upstream = self.txn.as_mut().and_then(|t| t.upstream.take());
         let (mut target, queue_id) = match self.open_target(upstream).await {
             Ok(t) => t,
             Err(reply) => return self.refuse(io, reply),
         };
         io.reply(&Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
         self.messages += 1;
+        let mut gate = self.header_gate(&queue_id);
+        match self.receive(io, &mut gate, &mut target).await {
+            Ok(received) => {
+                self.end_of_data(io, received, gate, target, &queue_id)
+                    .await
+            }
+            Err(flow) => flow,
+        }
+    }
 
+    /// Why DATA cannot start now, in the order the checks must run.
+    fn data_refusal(&self) -> Option<Reply> {
+        if self.user.is_none() {
+            return Some(Reply::new(530, Esc(5, 7, 0), "Authentication required"));
+        }
+        let Some(txn) = self.txn.as_ref() else {
+            return Some(Reply::new(503, Esc(5, 5, 1), "Need MAIL command first"));
+        };
+        if txn.broken {
+            return Some(upstream_lost());
+        }
+        if txn.rcpts.is_empty() {
+            return Some(Reply::new(554, Esc(5, 5, 1), "No valid recipients"));
+        }
+        None
+    }
+
+    /// The header check for this message: the user's sender rules (none for a user
+    /// allowed any `From:`), the trace header and the fixups to add.
+    fn header_gate(&self, queue_id: &str) -> HeaderGate {
         let rules = self
             .user
             .as_ref()
             .filter(|u| !u.allow_any_header_from)
             .map(|u| u.senders.clone());
         let null_sender = self.txn.as_ref().is_some_and(|t| t.from.is_empty());
-        let mut gate = HeaderGate::new(
-            &self.trace_header(&queue_id),
+        HeaderGate::new(
+            &self.trace_header(queue_id),
             rules,
             null_sender,
-            self.fixups(&queue_id),
-        );
+            self.fixups(queue_id),
+        )
+    }
+
+    /// Streams the message from the client through the receiver and the header
+    /// gate to the target, up to the end-of-data marker. After the first fault
+    /// (bad content, failed write) the rest is read and dropped. `Err` carries how
+    /// the session ends when the client stalls or goes away mid-message.
+    async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        gate: &mut HeaderGate,
+        target: &mut Target,
+    ) -> Result<Received, Flow> {
         let timeouts = self.ctx.config.timeouts.clone();
         let mut rx = DataReceiver::new(self.ctx.config.limits.max_message_size as usize);
         let mut content = Vec::with_capacity(UPSTREAM_CHUNK);
-        let mut target_error: Option<String> = None;
+        let mut target_failed = false;
         let total_deadline = Instant::now() + timeouts.data_total;
-
         loop {
             let (consumed, done) = match rx.feed(io.buffered(), &mut content) {
                 Feed::Done { consumed } => (consumed, true),
                 Feed::NeedMore => (io.buffered().len(), false),
             };
             io.consume(consumed);
-            if rx.error().is_none() && target_error.is_none() {
-                gate.push(&content, done);
-                let finish = done && gate.refused.is_none();
-                if !gate.ready.is_empty() || finish {
-                    if let Err(e) = target.write(&gate.ready, finish).await {
-                        warn!(error = %Printable(&e), "cannot pass the message on");
-                        target_error = Some(e);
-                    }
-                    gate.ready.clear();
-                }
+            if rx.error().is_none()
+                && !target_failed
+                && let Err(e) = pass_on(gate, target, &content, done).await
+            {
+                warn!(error = %Printable(&e), "cannot pass the message on");
+                target_failed = true;
             }
             content.clear();
             if done {
-                break;
+                return Ok(Received {
+                    error: rx.error(),
+                    size: rx.size(),
+                    target_failed,
+                });
             }
             let deadline = (Instant::now() + timeouts.data_block).min(total_deadline);
             match io.fill(deadline).await {
                 ReadChunk::Data => {}
-                ReadChunk::TimedOut => {
-                    warn!(
-                        received = rx.size(),
-                        "timeout during DATA; message discarded"
-                    );
-                    self.txn = None;
-                    io.reply(&Reply::new(
-                        421,
-                        Esc(4, 4, 2),
-                        "Timeout during DATA, closing connection",
-                    ));
-                    return Flow::Close;
-                }
-                ReadChunk::Closed => {
-                    warn!(
-                        received = rx.size(),
-                        "client closed the connection during DATA; message discarded"
-                    );
-                    self.txn = None;
-                    return Flow::Close;
-                }
+                ReadChunk::TimedOut => return Err(self.data_timed_out(io, rx.size())),
+                ReadChunk::Closed => return Err(self.data_abandoned(rx.size())),
             }
         }
+    }
 
+    /// The client went quiet mid-message: discard it and close.
+    fn data_timed_out<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        received: usize,
+    ) -> Flow {
+        warn!(received, "timeout during DATA; message discarded");
+        self.txn = None;
+        io.reply(&Reply::new(
+            421,
+            Esc(4, 4, 2),
+            "Timeout during DATA, closing connection",
+        ));
+        Flow::Close
+    }
+
+    /// The client closed the connection mid-message: discard it.
+    fn data_abandoned(&mut self, received: usize) -> Flow {
+        warn!(
+            received,
+            "client closed the connection during DATA; message discarded"
+        );
+        self.txn = None;
+        Flow::Close
+    }
+
+    /// After the end-of-data marker: refuse a bad message, or finish a good one at
+    /// its target and answer with the outcome.
+    async fn end_of_data<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        received: Received,
+        gate: HeaderGate,
+        target: Target,
+        queue_id: &str,
+    ) -> Flow {
         let txn = self.txn.take().expect("transaction is open");
         // From here on, returning without finishing drops `target`: the smarthost
         // connection closes without end of data, or the spool file is deleted.
-        if let Some(e) = rx.error() {
-            warn!(sender = %Printable(&txn.from), rcpts = txn.rcpts.len(), error = %Printable(&e), "message refused");
-            let reason = if e == DataError::TooBig {
-                "size"
-            } else {
-                "content"
-            };
-            self.message_metric("rejected", reason);
-            let reply = match e {
-                DataError::TooBig => Reply::new(
-                    552,
-                    Esc(5, 3, 4),
-                    "Message size exceeds fixed maximum message size",
-                ),
-                e => Reply::new(554, Esc(5, 6, 0), format!("Message refused: {e}")),
-            };
-            return self.refuse(io, reply);
-        }
-        if let Some(e) = gate.refused {
-            let (reason, what, reply) = match &e {
-                Refusal::Sender(_) => (
-                    "header_from",
-                    "header sender not allowed",
-                    Reply::new(550, Esc(5, 7, 1), format!("Message refused: {e}")),
-                ),
-                Refusal::Malformed(_) | Refusal::TooLarge => (
-                    "header",
-                    "header section unreadable",
-                    Reply::new(554, Esc(5, 6, 0), format!("Message refused: {e}")),
-                ),
-            };
-            warn!(sender = %Printable(&txn.from), rcpts = txn.rcpts.len(), error = %Printable(&e), "message refused: {what}");
-            self.message_metric("rejected", reason);
-            return self.refuse(io, reply);
+        if let Some(flow) = self.refuse_bad_message(io, &txn, &received, &gate) {
+            return flow;
         }
         if gate.bcc_removed > 0 {
             info!(
@@ -208,20 +288,43 @@ impl Session {
         }
         match target {
             Target::Relay { conn, .. } => {
-                if target_error.is_some() {
+                if received.target_failed {
                     self.message_metric("rejected", "smarthost_lost");
                     return self.refuse(io, upstream_lost());
                 }
-                self.finish_relay(io, txn, conn, &queue_id, rx.size()).await
+                self.finish_relay(io, txn, conn, queue_id, received.size)
+                    .await
             }
             Target::Spool(writer) => {
-                if target_error.is_some() {
+                if received.target_failed {
                     self.message_metric("rejected", "storage");
                     return self.refuse(io, insufficient_storage());
                 }
-                self.finish_spool(io, txn, writer, rx.size()).await
+                self.finish_spool(io, txn, writer, received.size).await
             }
         }
+    }
+
+    /// Refuses a message whose content or header section was found bad: logs why,
+    /// counts it and answers. `None` when the message passed both checks.
+    fn refuse_bad_message<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        txn: &Transaction,
+        received: &Received,
+        gate: &HeaderGate,
+    ) -> Option<Flow> {
+        if let Some(e) = received.error {
+            warn!(sender = %Printable(&txn.from), rcpts = txn.rcpts.len(), error = %Printable(&e), "message refused");
+            let (reason, reply) = content_refusal(e);
+            self.message_metric("rejected", reason);
+            return Some(self.refuse(io, reply));
+        }
+        let e = gate.refused.as_ref()?;
+        let (reason, what, reply) = header_refusal(e);
+        warn!(sender = %Printable(&txn.from), rcpts = txn.rcpts.len(), error = %Printable(e), "message refused: {what}");
+        self.message_metric("rejected", reason);
+        Some(self.refuse(io, reply))
     }
 
     /// Opens where the message goes: sends DATA to the smarthost, or starts a spool
@@ -435,5 +538,49 @@ impl Session {
             for_rcpt: (txn.rcpts.len() == 1).then(|| txn.rcpts[0].as_str()),
             time: SystemTime::now(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::header_from::HeaderFromError;
+    use crate::proto::header::HeaderDefect;
+
+    fn code(r: &Reply) -> (u16, Option<Esc>) {
+        (r.code, r.esc)
+    }
+
+    #[test]
+    fn bad_content_gets_552_for_size_and_554_otherwise() {
+        let (reason, r) = content_refusal(DataError::TooBig);
+        assert_eq!((reason, code(&r)), ("size", (552, Some(Esc(5, 3, 4)))));
+        for e in [
+            DataError::BareLf,
+            DataError::BareCr,
+            DataError::Nul,
+            DataError::LineTooLong,
+        ] {
+            let (reason, r) = content_refusal(e);
+            assert_eq!((reason, code(&r)), ("content", (554, Some(Esc(5, 6, 0)))));
+            assert!(r.text.contains(&e.to_string()), "{}", r.text);
+        }
+    }
+
+    #[test]
+    fn a_forged_sender_gets_550_and_an_unreadable_header_554() {
+        let forged = Refusal::Sender(HeaderFromError::Unparseable { header: "From" });
+        let (reason, _, r) = header_refusal(&forged);
+        assert_eq!(
+            (reason, code(&r)),
+            ("header_from", (550, Some(Esc(5, 7, 1))))
+        );
+        for e in [
+            Refusal::Malformed(HeaderDefect::NotAField(2)),
+            Refusal::TooLarge,
+        ] {
+            let (reason, _, r) = header_refusal(&e);
+            assert_eq!((reason, code(&r)), ("header", (554, Some(Esc(5, 6, 0)))));
+        }
     }
 }

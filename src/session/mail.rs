@@ -111,36 +111,8 @@ impl Session {
             Ok(u) => u,
             Err(reply) => return self.refuse(io, reply),
         };
-        // The null sender (read receipts, auto-replies) names no one to check; the
-        // header From still is, and must be there. A user who may send as nobody
-        // may not use it either.
-        let allowed = if from.address.is_empty() {
-            !user.senders.is_empty()
-        } else {
-            sender_allowed(&user.senders, &from.address)
-        };
-        if !allowed {
-            warn!(user = %user.name, sender = %Printable(&from.address), "sender not allowed for this user");
-            return self.refuse(
-                io,
-                Reply::new(
-                    550,
-                    Esc(5, 7, 1),
-                    format!("Sender <{}> not allowed for this user", from.address),
-                ),
-            );
-        }
-        let max = self.ctx.config.limits.max_message_size;
-        if from.size as u64 > max {
-            info!(declared = from.size, max, "declared size too large");
-            return self.refuse(
-                io,
-                Reply::new(
-                    552,
-                    Esc(5, 3, 4),
-                    "Message size exceeds fixed maximum message size",
-                ),
-            );
+        if let Some(reply) = self.sender_refusal(&user, &from) {
+            return self.refuse(io, reply);
         }
         let quota = match Reservation::message(
             self.ctx.rates.clone(),
@@ -153,23 +125,9 @@ impl Session {
         };
         let utf8 = from.flags & MAIL_SMTPUTF8 != 0 || !from.address.is_ascii();
         let eight_bit = from.flags & MAIL_BODY_8BITMIME != 0;
-        let upstream = if self.ctx.queue.is_some() {
-            // Queue mode: the smarthost is asked later, by the delivery workers.
-            None
-        } else {
-            let (conn, reply) = match self
-                .upstream_mail(&from.address, from.size, eight_bit, utf8)
-                .await
-            {
-                Ok(r) => r,
-                Err(reply) => return self.refuse(io, reply),
-            };
-            if !reply.is_positive() {
-                info!(sender = %Printable(&from.address), reply = %Printable(&reply), "smarthost refused the sender");
-                self.ctx.relay.put(conn);
-                return self.refuse(io, relay_reply(reply));
-            }
-            Some(conn)
+        let upstream = match self.open_upstream(&from, eight_bit, utf8).await {
+            Ok(u) => u,
+            Err(reply) => return self.refuse(io, reply),
         };
         self.txn = Some(Transaction {
             from: from.address,
@@ -182,6 +140,60 @@ impl Session {
             started: Instant::now(),
         });
         self.ok(io, Reply::new(250, Esc(2, 1, 0), "Sender OK"))
+    }
+
+    /// Why `user` may not open a transaction as `from`: a sender not theirs, or a
+    /// declared size over the limit.
+    fn sender_refusal(&self, user: &User, from: &MailFrom<String>) -> Option<Reply> {
+        // The null sender (read receipts, auto-replies) names no one to check; the
+        // header From still is, and must be there. A user who may send as nobody
+        // may not use it either.
+        let allowed = if from.address.is_empty() {
+            !user.senders.is_empty()
+        } else {
+            sender_allowed(&user.senders, &from.address)
+        };
+        if !allowed {
+            warn!(user = %user.name, sender = %Printable(&from.address), "sender not allowed for this user");
+            return Some(Reply::new(
+                550,
+                Esc(5, 7, 1),
+                format!("Sender <{}> not allowed for this user", from.address),
+            ));
+        }
+        let max = self.ctx.config.limits.max_message_size;
+        if from.size as u64 > max {
+            info!(declared = from.size, max, "declared size too large");
+            return Some(Reply::new(
+                552,
+                Esc(5, 3, 4),
+                "Message size exceeds fixed maximum message size",
+            ));
+        }
+        None
+    }
+
+    /// Passthrough: MAIL at the smarthost now, and the connection the transaction
+    /// goes on. Queue mode: `None`, the smarthost is asked later by the delivery
+    /// workers.
+    async fn open_upstream(
+        &mut self,
+        from: &MailFrom<String>,
+        eight_bit: bool,
+        utf8: bool,
+    ) -> Result<Option<Upstream>, Reply> {
+        if self.ctx.queue.is_some() {
+            return Ok(None);
+        }
+        let (conn, reply) = self
+            .upstream_mail(&from.address, from.size, eight_bit, utf8)
+            .await?;
+        if !reply.is_positive() {
+            info!(sender = %Printable(&from.address), reply = %Printable(&reply), "smarthost refused the sender");
+            self.ctx.relay.put(conn);
+            return Err(relay_reply(reply));
+        }
+        Ok(Some(conn))
     }
 
     /// Opens the transaction at the sender's route: each smarthost in turn until one
@@ -280,57 +292,74 @@ impl Session {
         io: &mut SmtpStream<S>,
         to: RcptTo<String>,
     ) -> Flow {
-        if self.user.is_none() {
-            return self.refuse(io, Reply::new(530, Esc(5, 7, 0), "Authentication required"));
+        if let Some(reply) = self.rcpt_precheck(&to.address) {
+            return self.refuse(io, reply);
         }
-        let max = self.ctx.config.limits.max_recipients;
         let limits = self
             .user
             .as_ref()
             .map(|u| u.rate_limits.clone())
             .unwrap_or_default();
-        let Some(txn) = self.txn.as_mut() else {
-            return self.refuse(io, Reply::new(503, Esc(5, 5, 1), "Need MAIL command first"));
-        };
-        if txn.broken {
-            return self.refuse(io, upstream_lost());
-        }
-        if txn.rcpts.len() >= max {
-            info!(max, "too many recipients");
-            return self.refuse(
-                io,
-                Reply::new(
-                    452,
-                    Esc(4, 5, 3),
-                    format!("Too many recipients (at most {max} per message)"),
-                ),
-            );
-        }
-        if to.address.is_empty() || !to.address.contains('@') {
-            return self.refuse(
-                io,
-                Reply::new(501, Esc(5, 1, 3), "Bad recipient address syntax"),
-            );
-        }
-        if !to.address.is_ascii() && !txn.smtputf8 {
-            // RFC 6531 section 3.4: the transaction did not ask for SMTPUTF8.
-            return self.refuse(
-                io,
-                Reply::new(553, Esc(5, 6, 7), "SMTPUTF8 required for this address"),
-            );
-        }
+        let txn = self.txn.as_mut().expect("checked by rcpt_precheck");
         if let Err(e) = txn.quota.recipient(&limits, Instant::now()) {
             return self.rate_limited(io, &e);
         }
-        let Some(conn) = txn.upstream.as_mut() else {
+        if txn.upstream.is_none() {
             // Queue mode: accepted here, delivered later.
             txn.rcpts.push(to.address);
             return self.ok(io, Reply::new(250, Esc(2, 1, 5), "Recipient OK"));
+        }
+        self.upstream_rcpt(io, to.address).await
+    }
+
+    /// Why RCPT cannot be taken now, in the order the checks must run.
+    fn rcpt_precheck(&self, address: &str) -> Option<Reply> {
+        if self.user.is_none() {
+            return Some(Reply::new(530, Esc(5, 7, 0), "Authentication required"));
+        }
+        let max = self.ctx.config.limits.max_recipients;
+        let Some(txn) = self.txn.as_ref() else {
+            return Some(Reply::new(503, Esc(5, 5, 1), "Need MAIL command first"));
         };
-        match conn
-            .command(&format!("RCPT TO:<{}>", to.address), "RCPT")
-            .await
-        {
+        if txn.broken {
+            return Some(upstream_lost());
+        }
+        if txn.rcpts.len() >= max {
+            info!(max, "too many recipients");
+            return Some(Reply::new(
+                452,
+                Esc(4, 5, 3),
+                format!("Too many recipients (at most {max} per message)"),
+            ));
+        }
+        if address.is_empty() || !address.contains('@') {
+            return Some(Reply::new(
+                501,
+                Esc(5, 1, 3),
+                "Bad recipient address syntax",
+            ));
+        }
+        if !address.is_ascii() && !txn.smtputf8 {
+            // RFC 6531 section 3.4: the transaction did not ask for SMTPUTF8.
+            return Some(Reply::new(
+                553,
+                Esc(5, 6, 7),
+                "SMTPUTF8 required for this address",
+            ));
+        }
+        None
+    }
+
+    /// Passthrough: RCPT at the smarthost, whose verdict the client gets. A lost
+    /// connection breaks the transaction; a recipient not taken gives its quota back.
+    async fn upstream_rcpt<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        address: String,
+    ) -> Flow {
+        let txn = self.txn.as_mut().expect("transaction is open");
+        let conn = txn.upstream.as_mut().expect("passthrough transaction");
+        match conn.command(&format!("RCPT TO:<{address}>"), "RCPT").await {
             Ok(reply) if reply.code == 421 => {
                 txn.quota.drop_recipient();
                 warn!(reply = %Printable(&reply), "smarthost closed the connection at RCPT");
@@ -339,12 +368,12 @@ impl Session {
                 self.refuse(io, upstream_lost())
             }
             Ok(reply) if reply.is_positive() => {
-                txn.rcpts.push(to.address);
+                txn.rcpts.push(address);
                 self.ok(io, Reply::new(250, Esc(2, 1, 5), "Recipient OK"))
             }
             Ok(reply) => {
                 txn.quota.drop_recipient();
-                info!(rcpt = %Printable(&to.address), reply = %Printable(&reply), "smarthost refused the recipient");
+                info!(rcpt = %Printable(&address), reply = %Printable(&reply), "smarthost refused the recipient");
                 self.refuse(io, relay_reply(reply))
             }
             Err(e) => {

@@ -38,69 +38,31 @@ pub fn build(
     failures: &[Failure],
     headers: &[u8],
 ) -> (Envelope, Vec<u8>) {
-    let (subject, action, explanation) = match report {
-        Report::Failed => (
-            "Undelivered Mail Returned to Sender",
-            "failed",
-            "could not be delivered to one or more\r\nrecipients",
-        ),
-        Report::Delayed => (
-            "Delayed Mail (still being retried)",
-            "delayed",
-            "has not yet been delivered to one or more\r\nrecipients. Delivery is still being retried; no action is needed",
-        ),
-    };
     let id = new_id();
     let now = unix_now();
-    let date = rfc5322_date(UNIX_EPOCH + Duration::from_secs(now));
-    let arrival = rfc5322_date(UNIX_EPOCH + Duration::from_secs(original.created));
-    let boundary = format!("{id}/{hostname}");
+    let dsn = Dsn {
+        hostname,
+        original,
+        report,
+        failures,
+        date: rfc5322_date(UNIX_EPOCH + Duration::from_secs(now)),
+        boundary: format!("{id}/{hostname}"),
+        id: &id,
+    };
     let mut m = String::new();
+    dsn.header_section(&mut m);
+    dsn.text_part(&mut m);
+    dsn.status_part(&mut m);
     m.push_str(&format!(
-        "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"
-    ));
-    m.push_str(&format!("To: <{}>\r\n", original.from));
-    m.push_str(&format!("Subject: {subject}\r\n"));
-    m.push_str(&format!("Date: {date}\r\n"));
-    m.push_str(&format!("Message-ID: <{id}@{hostname}>\r\n"));
-    m.push_str("Auto-Submitted: auto-replied\r\n");
-    m.push_str("MIME-Version: 1.0\r\n");
-    m.push_str(&format!(
-        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
-    ));
-    m.push_str("This is a MIME-encapsulated message.\r\n\r\n");
-    m.push_str(&format!(
-        "--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-    ));
-    m.push_str(&format!(
-        "This is the mail system at host {hostname}.\r\n\r\nYour message (queue id {}) {explanation}.\r\nIts headers are attached below.\r\n\r\n",
-        original.id
-    ));
-    for f in failures {
-        m.push_str(&format!("<{}>: {}\r\n", f.rcpt, f.diagnostic));
-    }
-    m.push_str(&format!(
-        "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
-    ));
-    m.push_str(&format!(
-        "Reporting-MTA: dns; {hostname}\r\nX-Postern-Queue-ID: {}\r\nArrival-Date: {arrival}\r\n",
-        original.id
-    ));
-    for f in failures {
-        m.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: {action}\r\nStatus: {}\r\nDiagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {date}\r\n",
-            f.rcpt, f.status, f.diagnostic
-        ));
-    }
-    m.push_str(&format!(
-        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        "\r\n--{}\r\nContent-Type: text/rfc822-headers\r\n\r\n",
+        dsn.boundary
     ));
     let mut bytes = m.into_bytes();
     bytes.extend_from_slice(headers);
     if !bytes.ends_with(b"\r\n") {
         bytes.extend_from_slice(b"\r\n");
     }
-    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    bytes.extend_from_slice(format!("\r\n--{}--\r\n", dsn.boundary).as_bytes());
     let env = Envelope {
         id,
         from: String::new(),
@@ -120,6 +82,90 @@ pub fn build(
         warned: false,
     };
     (env, bytes)
+}
+
+/// What one notification is about, and the values its parts share.
+struct Dsn<'a> {
+    hostname: &'a str,
+    original: &'a Envelope,
+    report: Report,
+    failures: &'a [Failure],
+    id: &'a str,
+    date: String,
+    boundary: String,
+}
+
+impl Dsn<'_> {
+    /// The subject, the DSN action and the sentence telling the sender what happened.
+    fn wording(&self) -> (&'static str, &'static str, &'static str) {
+        match self.report {
+            Report::Failed => (
+                "Undelivered Mail Returned to Sender",
+                "failed",
+                "could not be delivered to one or more\r\nrecipients",
+            ),
+            Report::Delayed => (
+                "Delayed Mail (still being retried)",
+                "delayed",
+                "has not yet been delivered to one or more\r\nrecipients. Delivery is still being retried; no action is needed",
+            ),
+        }
+    }
+
+    /// The message's header section, up to the MIME preamble.
+    fn header_section(&self, m: &mut String) {
+        let (hostname, id, date, boundary) = (self.hostname, self.id, &self.date, &self.boundary);
+        let (subject, _, _) = self.wording();
+        m.push_str(&format!(
+            "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"
+        ));
+        m.push_str(&format!("To: <{}>\r\n", self.original.from));
+        m.push_str(&format!("Subject: {subject}\r\n"));
+        m.push_str(&format!("Date: {date}\r\n"));
+        m.push_str(&format!("Message-ID: <{id}@{hostname}>\r\n"));
+        m.push_str("Auto-Submitted: auto-replied\r\n");
+        m.push_str("MIME-Version: 1.0\r\n");
+        m.push_str(&format!(
+            "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
+        ));
+        m.push_str("This is a MIME-encapsulated message.\r\n\r\n");
+    }
+
+    /// The human-readable part: what happened, and each recipient's reason.
+    fn text_part(&self, m: &mut String) {
+        let (hostname, boundary) = (self.hostname, &self.boundary);
+        let (_, _, explanation) = self.wording();
+        m.push_str(&format!(
+            "--{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        ));
+        m.push_str(&format!(
+            "This is the mail system at host {hostname}.\r\n\r\nYour message (queue id {}) {explanation}.\r\nIts headers are attached below.\r\n\r\n",
+            self.original.id
+        ));
+        for f in self.failures {
+            m.push_str(&format!("<{}>: {}\r\n", f.rcpt, f.diagnostic));
+        }
+    }
+
+    /// The `message/delivery-status` part (RFC 3464): one block per recipient.
+    fn status_part(&self, m: &mut String) {
+        let (hostname, date, boundary) = (self.hostname, &self.date, &self.boundary);
+        let (_, action, _) = self.wording();
+        let arrival = rfc5322_date(UNIX_EPOCH + Duration::from_secs(self.original.created));
+        m.push_str(&format!(
+            "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+        ));
+        m.push_str(&format!(
+            "Reporting-MTA: dns; {hostname}\r\nX-Postern-Queue-ID: {}\r\nArrival-Date: {arrival}\r\n",
+            self.original.id
+        ));
+        for f in self.failures {
+            m.push_str(&format!(
+                "\r\nFinal-Recipient: rfc822; {}\r\nAction: {action}\r\nStatus: {}\r\nDiagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {date}\r\n",
+                f.rcpt, f.status, f.diagnostic
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use super::schedule::Schedule;
 use super::store::{Envelope, RcptState, Spool, unix_now};
 use crate::config::Delivery;
 use crate::context::Context;
+use crate::lock::MutexExt;
 use crate::proto::address::is_canonical_path;
 use crate::proto::printable::Printable;
 use crate::proto::reply::Reply;
@@ -113,7 +114,7 @@ impl Queue {
 
     /// Messages in the queue.
     pub fn len(&self) -> usize {
-        self.due.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.due.locked().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -122,18 +123,16 @@ impl Queue {
 
     /// A message was just committed to the spool.
     pub fn enqueued(&self, env: &Envelope) {
-        self.due.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            &env.id,
-            env.next_attempt,
-            env.created,
-        );
+        self.due
+            .locked()
+            .insert(&env.id, env.next_attempt, env.created);
         self.wake.notify_one();
     }
 
     /// Makes every message due now (`postern queue flush`); returns how many.
     pub fn flush(&self) -> usize {
-        let n = self.due.lock().unwrap_or_else(|e| e.into_inner()).flush();
-        *self.throttle.lock().unwrap_or_else(|e| e.into_inner()) = (0, 0);
+        let n = self.due.locked().flush();
+        *self.throttle.locked() = (0, 0);
         self.wake.notify_one();
         n
     }
@@ -145,21 +144,10 @@ impl Queue {
     /// [`Queue::write_back`]), so a message deleted during an attempt cannot be
     /// resurrected. No lock is held across the disk I/O.
     pub fn delete(&self, id: &str) -> std::io::Result<bool> {
-        self.due
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        self.attempts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        let mut deleted = self.deleted.lock().unwrap_or_else(|e| e.into_inner());
-        if self
-            .in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
-        {
+        self.due.locked().remove(id);
+        self.attempts.locked().remove(id);
+        let mut deleted = self.deleted.locked();
+        if self.in_flight.locked().contains(id) {
             deleted.insert(id.to_string());
         }
         // Never recycled: a delivery in flight may still be reading this file, and a
@@ -177,12 +165,12 @@ impl Queue {
     }
 
     fn throttled_until(&self) -> u64 {
-        self.throttle.lock().unwrap_or_else(|e| e.into_inner()).0
+        self.throttle.locked().0
     }
 
     /// The smarthost said slow down: pause the whole queue, 30 s doubling to 10 min.
     fn slow_down(&self) {
-        let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = self.throttle.locked();
         t.1 = (t.1 * 2).clamp(30, 600);
         t.0 = unix_now() + t.1;
         warn!(
@@ -192,15 +180,15 @@ impl Queue {
     }
 
     fn delivered_something(&self) {
-        let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = self.throttle.locked();
         t.1 = 0;
     }
 
     /// Ids due now and not in flight, oldest due first, and when the next one after
     /// them is due.
     fn take_due(&self, now: u64, max: usize) -> (Vec<String>, Option<u64>) {
-        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let mut due = self.due.locked();
+        let mut in_flight = self.in_flight.locked();
         let picked = due.take_due(now, max);
         for id in &picked {
             in_flight.insert(id.clone());
@@ -209,16 +197,9 @@ impl Queue {
     }
 
     fn finished(&self, id: &str, next: Option<u64>) {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
-        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
-        let was_deleted = self
-            .deleted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.in_flight.locked().remove(id);
+        let mut due = self.due.locked();
+        let was_deleted = self.deleted.locked().remove(id);
         match next {
             Some(t) if !was_deleted => due.requeue(id, t),
             _ => {
@@ -227,17 +208,14 @@ impl Queue {
         }
         drop(due);
         if next.is_none() || was_deleted {
-            self.attempts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(id);
+            self.attempts.locked().remove(id);
         }
         self.wake.notify_one();
     }
 
     /// Publishes the queue's size and the age of its oldest message.
     fn gauges(&self, now: u64) {
-        let due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let due = self.due.locked();
         let oldest = due.oldest_created().map_or(0, |c| now.saturating_sub(c));
         metrics::gauge!("postern_queue_messages").set(due.len() as f64);
         metrics::gauge!("postern_queue_oldest_seconds").set(oldest as f64);
@@ -256,23 +234,17 @@ impl Queue {
     }
 
     fn is_deleted(&self, id: &str) -> bool {
-        self.deleted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(id)
+        self.deleted.locked().contains(id)
     }
 
     /// Attempts made on `id`, counting those not yet written to its envelope.
     fn attempts_of(&self, env: &Envelope) -> u32 {
-        let known = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let known = self.attempts.locked();
         known.get(&env.id).copied().unwrap_or(0).max(env.attempts)
     }
 
     fn remember_attempts(&self, id: &str, attempts: u32) {
-        self.attempts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string(), attempts);
+        self.attempts.locked().insert(id.to_string(), attempts);
     }
 
     /// Writes a deferred message's envelope back, on the blocking pool, unless the
@@ -392,19 +364,9 @@ const WHOLE_READ: u64 = 256 * 1024;
 /// done (delivered, bounced or deleted).
 async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
     let queue = ctx.queue.as_ref()?;
-    let read = {
-        let (spool, id) = (queue.spool().clone(), id.to_string());
-        tokio::task::spawn_blocking(move || spool.read_envelope(&id))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-    };
-    let mut env = match read {
-        Ok(Some(e)) => e,
-        Ok(None) => return None,
-        Err(e) => {
-            error!(error = %e, "cannot read the envelope; leaving it for the operator");
-            return Some(unix_now() + 3600);
-        }
+    let mut env = match load_envelope(queue, id).await {
+        Ok(env) => env,
+        Err(next) => return next,
     };
     let stored = env.clone();
     env.attempts = queue.attempts_of(&env);
@@ -423,15 +385,7 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
             error!(error = %e, "cannot remove a delivered message from the spool");
         }
     }
-    metrics::histogram!("postern_upstream_duration_seconds")
-        .record(started.elapsed().as_secs_f64());
-    for (result, n) in [
-        ("delivered", outcome.delivered.len()),
-        ("deferred", outcome.deferred.len()),
-        ("failed", outcome.failed.len()),
-    ] {
-        metrics::counter!("postern_deliveries_total", "result" => result).increment(n as u64);
-    }
+    count_attempt(&outcome, started);
     if outcome.throttled {
         queue.slow_down();
     }
@@ -455,16 +409,69 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
         last_error = %Printable(env.last_error.as_deref().unwrap_or("")),
         "delivery attempt"
     );
-    if !failures.is_empty() {
-        for f in &failures {
-            warn!(rcpt = %Printable(&f.rcpt), status = %f.status, diagnostic = %Printable(&f.diagnostic), "recipient failed permanently");
-        }
-        notify_sender(ctx, &env, Report::Failed, failures).await;
-    }
+    report_failures(ctx, &env, failures).await;
     warn_if_late(ctx, &mut env, now).await;
     if all_delivered || queue.is_deleted(id) {
         return None;
     }
+    reschedule(queue, id, &stored, env, pending, now).await
+}
+
+/// Reads `id`'s envelope off the runtime. `Err` holds what [`deliver`] returns
+/// when there is nothing to attempt: `None` when the message is gone, a retry in
+/// an hour when its envelope cannot be read.
+async fn load_envelope(queue: &Queue, id: &str) -> Result<Envelope, Option<u64>> {
+    let read = {
+        let (spool, id) = (queue.spool().clone(), id.to_string());
+        tokio::task::spawn_blocking(move || spool.read_envelope(&id))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    match read {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(None),
+        Err(e) => {
+            error!(error = %e, "cannot read the envelope; leaving it for the operator");
+            Err(Some(unix_now() + 3600))
+        }
+    }
+}
+
+/// Metrics for one attempt: how long the smarthost took, and per-recipient results.
+fn count_attempt(outcome: &Outcome, started: std::time::Instant) {
+    metrics::histogram!("postern_upstream_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    for (result, n) in [
+        ("delivered", outcome.delivered.len()),
+        ("deferred", outcome.deferred.len()),
+        ("failed", outcome.failed.len()),
+    ] {
+        metrics::counter!("postern_deliveries_total", "result" => result).increment(n as u64);
+    }
+}
+
+/// Logs the recipients that failed permanently and bounces them to the sender.
+async fn report_failures(ctx: &Context, env: &Envelope, failures: Vec<Failure>) {
+    if failures.is_empty() {
+        return;
+    }
+    for f in &failures {
+        warn!(rcpt = %Printable(&f.rcpt), status = %f.status, diagnostic = %Printable(&f.diagnostic), "recipient failed permanently");
+    }
+    notify_sender(ctx, env, Report::Failed, failures).await;
+}
+
+/// After an attempt that left the message in the queue: removes it when no
+/// recipient is pending any more, or schedules the next attempt (writing the
+/// envelope back only when that is worth it, see [`worth_persisting`]).
+async fn reschedule(
+    queue: &Arc<Queue>,
+    id: &str,
+    stored: &Envelope,
+    mut env: Envelope,
+    pending: usize,
+    now: u64,
+) -> Option<u64> {
     if pending == 0 {
         if let Err(e) = queue.remover.remove(id, None) {
             error!(error = %e, "cannot remove a finished message from the spool");
@@ -475,7 +482,7 @@ async fn deliver(ctx: &Context, id: &str) -> Option<u64> {
     env.next_attempt = now + delay.as_secs().max(1);
     queue.remember_attempts(id, env.attempts);
     let next = env.next_attempt;
-    if worth_persisting(&stored, &env) {
+    if worth_persisting(stored, &env) {
         queue.clone().write_back(env).await;
     }
     Some(next)
@@ -638,6 +645,41 @@ async fn attempt(ctx: &Context, env: &Envelope) -> Outcome {
     total
 }
 
+impl Outcome {
+    /// Defers every recipient of `pending` that this attempt has not yet settled.
+    fn defer_rest(&mut self, pending: &[String], why: String) {
+        let done: HashSet<String> = self
+            .delivered
+            .iter()
+            .cloned()
+            .chain(self.failed.iter().map(|f| f.rcpt.clone()))
+            .chain(self.deferred.iter().map(|(a, _)| a.clone()))
+            .collect();
+        for a in pending {
+            if !done.contains(a) {
+                self.deferred.push((a.clone(), why.clone()));
+            }
+        }
+    }
+
+    /// Settles `rcpts` with a negative reply: failed when it is permanent, deferred
+    /// otherwise.
+    fn settle_refused(&mut self, rcpts: impl IntoIterator<Item = String>, r: &Reply) {
+        let text = r.to_string();
+        for a in rcpts {
+            if r.is_permanent() {
+                self.failed.push(Failure {
+                    rcpt: a,
+                    status: status_of(r),
+                    diagnostic: text.clone(),
+                });
+            } else {
+                self.deferred.push((a, text.clone()));
+            }
+        }
+    }
+}
+
 /// Splits `pending` into the recipients that may go upstream and failures for those
 /// that may not: an address in the spool that is not a valid path in its canonical
 /// wire form (an envelope of an older release, or one edited by hand) never reaches an
@@ -674,76 +716,17 @@ async fn attempt_on(ctx: &Context, env: &Envelope, pool: usize, pending: Vec<Str
     if pending.is_empty() {
         return out;
     }
-    let defer_all = |out: &mut Outcome, why: String| {
-        let done: HashSet<String> = out
-            .delivered
-            .iter()
-            .cloned()
-            .chain(out.failed.iter().map(|f| f.rcpt.clone()))
-            .chain(out.deferred.iter().map(|(a, _)| a.clone()))
-            .collect();
-        for a in &pending {
-            if !done.contains(a) {
-                out.deferred.push((a.clone(), why.clone()));
-            }
-        }
-    };
-    let mut taken = match ctx.relay.take(pool).await {
-        Ok(t) => t,
-        Err(e) => {
-            if let UpstreamError::Refused { reply, .. } = &e {
-                out.throttled = is_throttle(reply);
-            }
-            defer_all(&mut out, e.to_string());
-            return out;
-        }
-    };
-    if env.smtputf8 && !taken.conn.caps.smtputf8 {
-        out.no_smtputf8 = true;
-        ctx.relay.put(taken.conn);
-        defer_all(&mut out, NO_SMTPUTF8.into());
+    let Some((mut conn, mail)) = start_mail(ctx, env, pool, &pending, &mut out).await else {
         return out;
-    }
-    // MAIL, with one retry on a fresh connection if a pooled one was dead.
-    let mail_line = mail_from(env, &taken.conn);
-    let mut mail = taken.conn.command(&mail_line, "MAIL").await;
-    if taken.reused && mail.as_ref().map_or(true, |r| r.code == 421) {
-        match ctx.relay.connect(pool).await {
-            Ok(c) if env.smtputf8 && !c.caps.smtputf8 => {
-                out.no_smtputf8 = true;
-                ctx.relay.put(c);
-                defer_all(&mut out, NO_SMTPUTF8.into());
-                return out;
-            }
-            Ok(c) => {
-                taken.conn = c;
-                mail = taken
-                    .conn
-                    .command(&mail_from(env, &taken.conn), "MAIL")
-                    .await;
-            }
-            Err(e) => {
-                defer_all(&mut out, e.to_string());
-                return out;
-            }
-        }
-    }
-    let mut conn = taken.conn;
+    };
     match mail {
         Ok(r) if r.is_positive() => {}
         Ok(r) => {
-            let text = r.to_string();
             if r.is_permanent() {
-                for a in &pending {
-                    out.failed.push(Failure {
-                        rcpt: a.clone(),
-                        status: status_of(&r),
-                        diagnostic: text.clone(),
-                    });
-                }
+                out.settle_refused(pending.iter().cloned(), &r);
             } else {
                 out.throttled = is_throttle(&r);
-                defer_all(&mut out, text);
+                out.defer_rest(&pending, r.to_string());
             }
             if r.code != 421 {
                 ctx.relay.reset_and_put(conn).await;
@@ -751,33 +734,13 @@ async fn attempt_on(ctx: &Context, env: &Envelope, pool: usize, pending: Vec<Str
             return out;
         }
         Err(e) => {
-            defer_all(&mut out, e.to_string());
+            out.defer_rest(&pending, e.to_string());
             return out;
         }
     }
-    let mut accepted = Vec::new();
-    for a in &pending {
-        match conn.command(&format!("RCPT TO:<{a}>"), "RCPT").await {
-            Ok(r) if r.is_positive() => accepted.push(a.clone()),
-            Ok(r) if r.is_permanent() => out.failed.push(Failure {
-                rcpt: a.clone(),
-                status: status_of(&r),
-                diagnostic: r.to_string(),
-            }),
-            Ok(r) => {
-                out.throttled |= is_throttle(&r);
-                out.deferred.push((a.clone(), r.to_string()));
-                if r.code == 421 {
-                    defer_all(&mut out, r.to_string());
-                    return out;
-                }
-            }
-            Err(e) => {
-                defer_all(&mut out, e.to_string());
-                return out;
-            }
-        }
-    }
+    let Some(accepted) = send_rcpts(&mut conn, &pending, &mut out).await else {
+        return out;
+    };
     if accepted.is_empty() {
         ctx.relay.reset_and_put(conn).await;
         return out;
@@ -791,26 +754,101 @@ async fn attempt_on(ctx: &Context, env: &Envelope, pool: usize, pending: Vec<Str
             ctx.relay.put(conn);
         }
         Ok(r) => {
-            let text = r.to_string();
-            for a in accepted {
-                if r.is_permanent() {
-                    out.failed.push(Failure {
-                        rcpt: a,
-                        status: status_of(&r),
-                        diagnostic: text.clone(),
-                    });
-                } else {
-                    out.deferred.push((a, text.clone()));
-                }
-            }
+            out.settle_refused(accepted, &r);
             out.throttled |= is_throttle(&r);
             if r.code != 421 {
                 ctx.relay.put(conn);
             }
         }
-        Err(e) => defer_all(&mut out, e.to_string()),
+        Err(e) => out.defer_rest(&pending, e.to_string()),
     }
     out
+}
+
+/// Takes a connection to smarthost `pool` and sends MAIL on it, with one retry on a
+/// fresh connection if a pooled one was dead. `None` when the attempt is over before
+/// a MAIL reply (no connection, or no SMTPUTF8): `out` then says why.
+async fn start_mail(
+    ctx: &Context,
+    env: &Envelope,
+    pool: usize,
+    pending: &[String],
+    out: &mut Outcome,
+) -> Option<(Upstream, Result<Reply, UpstreamError>)> {
+    let mut taken = match ctx.relay.take(pool).await {
+        Ok(t) => t,
+        Err(e) => {
+            if let UpstreamError::Refused { reply, .. } = &e {
+                out.throttled = is_throttle(reply);
+            }
+            out.defer_rest(pending, e.to_string());
+            return None;
+        }
+    };
+    if env.smtputf8 && !taken.conn.caps.smtputf8 {
+        out.no_smtputf8 = true;
+        ctx.relay.put(taken.conn);
+        out.defer_rest(pending, NO_SMTPUTF8.into());
+        return None;
+    }
+    let mail_line = mail_from(env, &taken.conn);
+    let mut mail = taken.conn.command(&mail_line, "MAIL").await;
+    if taken.reused && mail.as_ref().map_or(true, |r| r.code == 421) {
+        match ctx.relay.connect(pool).await {
+            Ok(c) if env.smtputf8 && !c.caps.smtputf8 => {
+                out.no_smtputf8 = true;
+                ctx.relay.put(c);
+                out.defer_rest(pending, NO_SMTPUTF8.into());
+                return None;
+            }
+            Ok(c) => {
+                taken.conn = c;
+                mail = taken
+                    .conn
+                    .command(&mail_from(env, &taken.conn), "MAIL")
+                    .await;
+            }
+            Err(e) => {
+                out.defer_rest(pending, e.to_string());
+                return None;
+            }
+        }
+    }
+    Some((taken.conn, mail))
+}
+
+/// Sends RCPT for each of `pending`; returns those the smarthost accepted, or
+/// `None` when the connection is lost (421 or an error) and everyone left is
+/// deferred.
+async fn send_rcpts(
+    conn: &mut Upstream,
+    pending: &[String],
+    out: &mut Outcome,
+) -> Option<Vec<String>> {
+    let mut accepted = Vec::new();
+    for a in pending {
+        match conn.command(&format!("RCPT TO:<{a}>"), "RCPT").await {
+            Ok(r) if r.is_positive() => accepted.push(a.clone()),
+            Ok(r) if r.is_permanent() => out.failed.push(Failure {
+                rcpt: a.clone(),
+                status: status_of(&r),
+                diagnostic: r.to_string(),
+            }),
+            Ok(r) => {
+                out.throttled |= is_throttle(&r);
+                out.deferred.push((a.clone(), r.to_string()));
+                if r.code == 421 {
+                    out.defer_rest(pending, r.to_string());
+                    return None;
+                }
+            }
+            Err(e) => {
+                out.defer_rest(pending, e.to_string());
+                return None;
+            }
+        }
+    }
+    Some(accepted)
 }
 
 fn mail_from(env: &Envelope, conn: &Upstream) -> String {
@@ -979,5 +1017,56 @@ mod tests {
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].status, "4.4.7");
         assert!(worth_persisting(&env(), &e));
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn defer_rest_leaves_settled_recipients_alone() {
+        let mut out = Outcome {
+            delivered: names(&["a@x"]),
+            deferred: vec![("b@x".into(), "451 busy".into())],
+            failed: vec![Failure {
+                rcpt: "c@x".into(),
+                status: "5.1.1".into(),
+                diagnostic: "550 no".into(),
+            }],
+            ..Outcome::default()
+        };
+        out.defer_rest(&names(&["a@x", "b@x", "c@x", "d@x", "e@x"]), "lost".into());
+        let deferred: Vec<(&str, &str)> = out
+            .deferred
+            .iter()
+            .map(|(a, w)| (a.as_str(), w.as_str()))
+            .collect();
+        assert_eq!(
+            deferred,
+            [("b@x", "451 busy"), ("d@x", "lost"), ("e@x", "lost")]
+        );
+        assert_eq!(out.delivered, names(&["a@x"]));
+        assert_eq!(out.failed.len(), 1);
+    }
+
+    #[test]
+    fn a_refusal_fails_on_5xx_and_defers_on_4xx() {
+        let mut out = Outcome::default();
+        let perm = Reply::new(550, crate::proto::reply::Esc(5, 1, 1), "no such user");
+        out.settle_refused(names(&["a@x", "b@x"]), &perm);
+        assert!(out.deferred.is_empty());
+        let failed: Vec<(&str, &str)> = out
+            .failed
+            .iter()
+            .map(|f| (f.rcpt.as_str(), f.status.as_str()))
+            .collect();
+        assert_eq!(failed, [("a@x", "5.1.1"), ("b@x", "5.1.1")]);
+        assert_eq!(out.failed[0].diagnostic, perm.to_string());
+
+        let mut out = Outcome::default();
+        let temp = Reply::plain(451, "try later");
+        out.settle_refused(names(&["a@x"]), &temp);
+        assert!(out.failed.is_empty());
+        assert_eq!(out.deferred, [("a@x".to_string(), temp.to_string())]);
     }
 }

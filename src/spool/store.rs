@@ -23,6 +23,7 @@
 //! acknowledged or was already delivered, and is removed at the next start. Removal
 //! deletes the `.msg` first.
 
+use crate::lock::MutexExt;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -322,7 +323,7 @@ impl Spool {
         let buf = std::mem::take(&mut w.buf);
         let file = w.file.take();
         let reused = if file.is_none() {
-            self.free.lock().unwrap_or_else(|e| e.into_inner()).pop()
+            self.free.locked().pop()
         } else {
             None
         };
@@ -467,7 +468,7 @@ impl Spool {
     }
 
     fn take_out_inner(&self, id: &str, recycle: bool) -> io::Result<TakenOut> {
-        let keep = recycle && self.free.lock().unwrap_or_else(|e| e.into_inner()).len() < MAX_FREE;
+        let keep = recycle && self.free.locked().len() < MAX_FREE;
         let gone = if keep {
             std::fs::rename(self.message_path(id), self.free_dir.join(id))
         } else {
@@ -492,11 +493,7 @@ impl Spool {
                 .truncate(true)
                 .open(&spare)
             {
-                Ok(_) => self
-                    .free
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(spare),
+                Ok(_) => self.free.locked().push(spare),
                 Err(_) => {
                     let _ = std::fs::remove_file(&spare);
                 }

@@ -7,6 +7,7 @@
 //! messages, or that saw any error are closed instead.
 
 use super::client::{Upstream, UpstreamError, UpstreamSettings};
+use crate::lock::MutexExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,7 +70,7 @@ impl Pool {
     }
 
     fn take_idle(&self) -> Option<Upstream> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle.locked();
         let now = Instant::now();
         while let Some((conn, since)) = idle.pop() {
             if now.duration_since(since) < self.idle_timeout {
@@ -86,7 +87,7 @@ impl Pool {
             tokio::spawn(conn.quit());
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle.locked();
         if idle.len() >= self.max_idle {
             drop(idle);
             tokio::spawn(conn.quit());
@@ -108,7 +109,7 @@ impl Pool {
 
     /// Closes idle connections past their idle timeout; run periodically.
     pub fn prune(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle.locked();
         let now = Instant::now();
         let (keep, stale): (Vec<_>, Vec<_>) = idle
             .drain(..)
@@ -122,12 +123,7 @@ impl Pool {
 
     /// Says QUIT on every idle connection (at shutdown).
     pub async fn close_all(&self) {
-        let all: Vec<_> = self
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-            .collect();
+        let all: Vec<_> = self.idle.locked().drain(..).collect();
         for (conn, _) in all {
             conn.quit().await;
         }
@@ -135,7 +131,7 @@ impl Pool {
 
     /// How many connections are idle now.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.idle.locked().len()
     }
 
     pub fn idle_timeout(&self) -> Duration {
