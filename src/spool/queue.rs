@@ -914,26 +914,14 @@ async fn send_data(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::store::Recipient;
 
     fn env() -> Envelope {
         Envelope {
-            id: "A".into(),
-            from: "a@b.example".into(),
-            rcpts: vec![Recipient {
-                address: "c@d.example".into(),
-                state: RcptState::Pending,
-                last_reply: None,
-            }],
-            user: "u".into(),
             created: 100,
             attempts: 1,
             next_attempt: 200,
             last_error: Some("451 busy".into()),
-            smtputf8: false,
-            eight_bit: false,
-            size: 5,
-            warned: false,
+            ..Envelope::sample("A")
         }
     }
 

@@ -122,7 +122,7 @@ fn run(spool: &Spool, rx: &mpsc::Receiver<Request>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::store::{Envelope, RcptState, Recipient};
+    use crate::spool::store::Envelope;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn removes_concurrent_requests_each_once() {
@@ -134,22 +134,8 @@ mod tests {
             w.write(b"x\r\n").await.unwrap();
             let id = w.id().to_string();
             let env = Envelope {
-                id: id.clone(),
-                from: "a@b.example".into(),
-                rcpts: vec![Recipient {
-                    address: "c@d.example".into(),
-                    state: RcptState::Pending,
-                    last_reply: None,
-                }],
-                user: "u".into(),
-                created: 1,
-                attempts: 0,
-                next_attempt: 0,
-                last_error: None,
-                smtputf8: false,
-                eight_bit: false,
                 size: 3,
-                warned: false,
+                ..Envelope::sample(&id)
             };
             spool.commit(w, &env).await.unwrap();
             ids.push(id);

@@ -78,6 +78,29 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// A pending one-recipient envelope (`a@b.example` to `c@d.example`), for tests.
+    #[cfg(test)]
+    pub(crate) fn sample(id: &str) -> Envelope {
+        Envelope {
+            id: id.into(),
+            from: "a@b.example".into(),
+            rcpts: vec![Recipient {
+                address: "c@d.example".into(),
+                state: RcptState::Pending,
+                last_reply: None,
+            }],
+            user: "u".into(),
+            created: 1,
+            attempts: 0,
+            next_attempt: 0,
+            last_error: None,
+            smtputf8: false,
+            eight_bit: false,
+            size: 5,
+            warned: false,
+        }
+    }
+
     pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
         self.rcpts.iter().filter(|r| r.state == RcptState::Pending)
     }
@@ -549,24 +572,7 @@ mod tests {
     use super::*;
 
     fn env(id: &str) -> Envelope {
-        Envelope {
-            id: id.into(),
-            from: "a@b.example".into(),
-            rcpts: vec![Recipient {
-                address: "c@d.example".into(),
-                state: RcptState::Pending,
-                last_reply: None,
-            }],
-            user: "u".into(),
-            created: 1,
-            attempts: 0,
-            next_attempt: 0,
-            last_error: None,
-            smtputf8: false,
-            eight_bit: false,
-            size: 5,
-            warned: false,
-        }
+        Envelope::sample(id)
     }
 
     #[tokio::test]
