@@ -70,7 +70,10 @@ pub async fn serve(ctx: Arc<Context>, path: PathBuf) -> std::io::Result<()> {
                 warn!("control socket: no request");
                 return;
             }
-            let answer = handle(&ctx, line.trim());
+            // Every request touches files (a queue delete, a reload): off the runtime.
+            let answer = tokio::task::spawn_blocking(move || handle(&ctx, line.trim()))
+                .await
+                .unwrap_or_else(|e| format!("err {e}"));
             let _ = w.write_all(format!("{answer}\n").as_bytes()).await;
         });
     }
