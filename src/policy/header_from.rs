@@ -11,7 +11,6 @@
 
 use super::senders::{SenderRule, sender_allowed};
 use crate::proto::header::Field;
-pub use crate::proto::header::header_end;
 use crate::proto::mailbox_list::{parse_address_list, parse_single_mailbox};
 use std::fmt;
 

@@ -17,7 +17,7 @@ pub struct Failure {
 /// The header section of the original message (for `text/rfc822-headers`), at most
 /// 64 KiB.
 pub fn original_headers(message: &[u8]) -> &[u8] {
-    let end = crate::policy::header_from::header_end(message).unwrap_or(message.len());
+    let end = crate::proto::header::header_end(message).unwrap_or(message.len());
     &message[..end.min(64 * 1024)]
 }
 
