@@ -14,21 +14,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
+/// How accepted mail is delivered.
+pub enum Mode {
+    /// Relayed to the smarthost during the session: the client gets its verdict.
+    Passthrough,
+    /// Made durable in the spool, then delivered by the queue.
+    Queue(Arc<Queue>),
+}
+
 pub struct Context {
     pub config: Config,
     pub auth: Authenticator,
     /// `None` when no listener uses TLS.
     pub tls: Option<ServerTls>,
     /// Every smarthost's connection pool, and the routes between them.
-    pub relay: Relays,
+    pub relay: Arc<Relays>,
     /// Per-user sending quotas.
     pub rates: Arc<dyn RateStore>,
     /// Failed-login penalties per address and username.
     pub auth_failures: AuthFailures,
     /// Automatic suspension of accounts that look compromised.
     pub brake: Brake,
-    /// The spool and its delivery state, in queue mode.
-    pub queue: Option<Arc<Queue>>,
+    /// How accepted mail leaves: while the client waits, or from the spool.
+    pub mode: Mode,
     /// Becomes `true` when the server starts draining.
     pub shutdown: watch::Receiver<bool>,
     id_prefix: u64,
@@ -40,7 +48,7 @@ impl Context {
         config: Config,
         auth: Authenticator,
         tls: Option<ServerTls>,
-        relay: Relays,
+        relay: Arc<Relays>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Context, String> {
         let start = SystemTime::now()
@@ -49,16 +57,18 @@ impl Context {
             .unwrap_or(0);
         let brake = Brake::new(config.abuse.brake.clone(), config.abuse.state_file.clone())?;
         let auth_failures = AuthFailures::new(config.abuse.auth_failures.clone());
-        let queue = match config.delivery.mode {
+        let mode = match config.delivery.mode {
             crate::config::DeliveryMode::Queue => {
-                Some(Arc::new(Queue::open(&config.delivery).map_err(|e| {
-                    format!(
-                        "cannot open the spool {}: {e}",
-                        config.delivery.spool_directory.display()
-                    )
-                })?))
+                let queue = Queue::open(&config.delivery, &config.hostname, relay.clone())
+                    .map_err(|e| {
+                        format!(
+                            "cannot open the spool {}: {e}",
+                            config.delivery.spool_directory.display()
+                        )
+                    })?;
+                Mode::Queue(Arc::new(queue))
             }
-            crate::config::DeliveryMode::Passthrough => None,
+            crate::config::DeliveryMode::Passthrough => Mode::Passthrough,
         };
         Ok(Context {
             config,
@@ -68,11 +78,19 @@ impl Context {
             rates: Arc::new(MemoryRates::new(Instant::now())),
             auth_failures,
             brake,
-            queue,
+            mode,
             shutdown,
             id_prefix: start & 0xff_ffff,
             next_id: AtomicU64::new(1),
         })
+    }
+
+    /// The queue, in queue mode.
+    pub fn queue(&self) -> Option<&Arc<Queue>> {
+        match &self.mode {
+            Mode::Queue(q) => Some(q),
+            Mode::Passthrough => None,
+        }
     }
 
     /// Forgets expired limiter state; run about once a minute.

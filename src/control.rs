@@ -28,7 +28,7 @@ pub fn handle(ctx: &Context, line: &str) -> String {
             Err(e) => format!("err {e}"),
         };
     }
-    let Some(queue) = &ctx.queue else {
+    let Some(queue) = ctx.queue() else {
         return "err not in queue mode".into();
     };
     let mut words = line.split_whitespace();

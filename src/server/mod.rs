@@ -65,7 +65,7 @@ impl Server {
     /// with the config before this) and then becomes `run_as`; nothing is served yet.
     pub async fn bind(config: Config, users: Users) -> Result<Server, ServeError> {
         let server_tls = server_tls(&config)?;
-        let relays = Relays::new(&config).map_err(|e| ServeError::Setup(e.to_string()))?;
+        let relays = Arc::new(Relays::new(&config).map_err(|e| ServeError::Setup(e.to_string()))?);
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -124,9 +124,8 @@ impl Server {
         }
         tasks.push(spawn_pruner(ctx.clone()));
         let queue_task = ctx
-            .queue
-            .as_ref()
-            .map(|_| tokio::spawn(crate::spool::queue::run(ctx.clone())));
+            .queue()
+            .map(|q| tokio::spawn(crate::spool::queue::run(q.clone(), ctx.shutdown.clone())));
         let control_task = spawn_control(&ctx);
         info!("ready");
         crate::daemon::notify_ready();
@@ -267,7 +266,7 @@ async fn drain(ctx: &Context, limits: &ConnectionLimits) {
             "shutdown grace period over, closing remaining sessions"
         );
     }
-    if let Some(queue) = &ctx.queue {
+    if let Some(queue) = ctx.queue() {
         // Deliveries in flight finish (bounded); everything else stays spooled.
         if tokio::time::timeout(grace, queue.idle()).await.is_err() {
             warn!(

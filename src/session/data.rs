@@ -9,55 +9,33 @@
 //! message, or the spool file is deleted: nothing Postern refused is ever delivered.
 
 use super::gate::{Fixups, HeaderGate, Refusal};
-use super::mail::{relay_reply, upstream_lost};
+use super::mail::{failed_reply, relay_reply, upstream_lost};
 use super::{Flow, Session, Transaction};
 use crate::proto::data::{DataError, DataReceiver, Feed};
 use crate::proto::printable::Printable;
 use crate::proto::received::{Trace, received_header};
 use crate::proto::reply::{Esc, Reply};
-use crate::proto::stuff::DotStuffer;
 use crate::session::io::{ReadChunk, SmtpStream};
 use crate::spool::store::{Envelope, MessageWriter, RcptState, Recipient, unix_now};
-use crate::upstream::Upstream;
+use crate::upstream::{self, Failed};
 use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-/// Bytes gathered before a write to the smarthost.
-const UPSTREAM_CHUNK: usize = 64 * 1024;
-
 /// Where accepted content goes.
 enum Target {
-    /// Passthrough: to the smarthost, dot-stuffed.
-    Relay {
-        conn: Upstream,
-        stuffer: DotStuffer,
-        wire: Vec<u8>,
-    },
+    /// Passthrough: to the smarthost's transaction.
+    Relay(upstream::Transaction),
     /// Queue: to a spool file.
     Spool(MessageWriter),
 }
 
 impl Target {
-    /// Writes content; with `finish`, also the end of data (relay).
-    async fn write(&mut self, content: &[u8], finish: bool) -> Result<(), String> {
+    /// Writes content (the relay dot-stuffs and batches it).
+    async fn write(&mut self, content: &[u8]) -> Result<(), String> {
         match self {
-            Target::Relay {
-                conn,
-                stuffer,
-                wire,
-            } => {
-                stuffer.stuff(content, wire);
-                if finish {
-                    stuffer.finish(wire);
-                }
-                if wire.len() >= UPSTREAM_CHUNK || finish {
-                    conn.write_data(wire).await.map_err(|e| e.to_string())?;
-                    wire.clear();
-                }
-                Ok(())
-            }
+            Target::Relay(t) => t.write(content).await.map_err(|e| e.to_string()),
             Target::Spool(w) => w.write(content).await.map_err(|e| e.to_string()),
         }
     }
@@ -116,8 +94,8 @@ fn header_refusal(e: &Refusal) -> (&'static str, &'static str, Reply) {
 }
 
 /// Passes freshly received content through the header gate and writes what it
-/// releases to the target; with `done`, also ends the data at the target unless
-/// the gate refused the message.
+/// releases to the target. The end of data is the caller's, once the message has
+/// passed every check.
 async fn pass_on(
     gate: &mut HeaderGate,
     target: &mut Target,
@@ -125,11 +103,10 @@ async fn pass_on(
     done: bool,
 ) -> Result<(), String> {
     gate.push(content, done);
-    let finish = done && gate.refused.is_none();
-    if gate.ready.is_empty() && !finish {
+    if gate.ready.is_empty() {
         return Ok(());
     }
-    let written = target.write(&gate.ready, finish).await;
+    let written = target.write(&gate.ready).await;
     gate.ready.clear();
     written
 }
@@ -205,7 +182,7 @@ impl Session {
     ) -> Result<Received, Flow> {
         let timeouts = self.ctx.config.timeouts.clone();
         let mut rx = DataReceiver::new(self.ctx.config.limits.max_message_size as usize);
-        let mut content = Vec::with_capacity(UPSTREAM_CHUNK);
+        let mut content = Vec::with_capacity(64 * 1024);
         let mut target_failed = false;
         let total_deadline = Instant::now() + timeouts.data_total;
         loop {
@@ -287,12 +264,12 @@ impl Session {
             );
         }
         match target {
-            Target::Relay { conn, .. } => {
+            Target::Relay(smarthost) => {
                 if received.target_failed {
                     self.message_metric("rejected", "smarthost_lost");
                     return self.refuse(io, upstream_lost());
                 }
-                self.finish_relay(io, txn, conn, queue_id, received.size)
+                self.finish_relay(io, txn, smarthost, queue_id, received.size)
                     .await
             }
             Target::Spool(writer) => {
@@ -329,14 +306,12 @@ impl Session {
 
     /// Opens where the message goes: sends DATA to the smarthost, or starts a spool
     /// file. Returns the target and the id for the Received header.
-    async fn open_target(&mut self, upstream: Option<Upstream>) -> Result<(Target, String), Reply> {
-        let Some(mut conn) = upstream else {
-            let queue = self
-                .ctx
-                .queue
-                .clone()
-                .expect("queue mode without a connection");
-            return match queue.spool().writer().await {
+    async fn open_target(
+        &mut self,
+        upstream: Option<upstream::Transaction>,
+    ) -> Result<(Target, String), Reply> {
+        let Some(mut smarthost) = upstream else {
+            return match self.ctx.queue().expect("queue mode").spool().writer().await {
                 Ok(w) => {
                     let id = w.id().to_string();
                     Ok((Target::Spool(w), id))
@@ -348,29 +323,18 @@ impl Session {
                 }
             };
         };
-        match conn.command("DATA", "DATA").await {
-            Ok(r) if r.code == 354 => {
+        match smarthost.data().await {
+            Ok(()) => {
                 let id = format!("{}.{}", self.id, self.messages + 1);
-                let target = Target::Relay {
-                    conn,
-                    stuffer: DotStuffer::default(),
-                    wire: Vec::with_capacity(UPSTREAM_CHUNK + 1024),
-                };
-                Ok((target, id))
+                Ok((Target::Relay(smarthost), id))
             }
-            Ok(r) => {
-                info!(reply = %Printable(&r), "smarthost refused DATA");
-                self.reset_transaction();
-                if r.code == 421 {
-                    return Err(upstream_lost());
+            Err(f) => {
+                info!(reply = %Printable(&f), "smarthost did not take DATA");
+                self.txn = None;
+                if matches!(f, Failed::Refused(_)) {
+                    smarthost.reset().await;
                 }
-                self.ctx.relay.reset_and_put(conn).await;
-                Err(relay_reply(r))
-            }
-            Err(e) => {
-                warn!(error = %Printable(&e), "smarthost failed at DATA");
-                self.reset_transaction();
-                Err(upstream_lost())
+                Err(failed_reply(f))
             }
         }
     }
@@ -380,57 +344,47 @@ impl Session {
         &mut self,
         io: &mut SmtpStream<S>,
         txn: Transaction,
-        mut conn: Upstream,
+        smarthost: upstream::Transaction,
         queue_id: &str,
         size: usize,
     ) -> Flow {
         let waited = std::time::Instant::now();
-        let result = conn.finish_data().await;
+        let result = smarthost.finish().await;
         metrics::histogram!("postern_upstream_duration_seconds")
             .record(waited.elapsed().as_secs_f64());
-        let class = result
-            .as_ref()
-            .map_or("error", |r| crate::metrics::code_class(r.code));
-        metrics::counter!("postern_upstream_replies_total", "code" => class).increment(1);
-        match result {
-            Ok(reply) => {
-                let positive = reply.is_positive();
-                self.message_metric(
-                    if positive { "accepted" } else { "rejected" },
-                    if positive { "relayed" } else { "smarthost" },
-                );
-                info!(
-                    queue_id = %queue_id,
-                    sender = %Printable(&txn.from),
-                    rcpts = txn.rcpts.len(),
-                    size,
-                    upstream = %Printable(&reply),
-                    duration_ms = txn.started.elapsed().as_millis() as u64,
-                    "{}", if positive { "message relayed" } else { "message refused by the smarthost" }
-                );
-                if reply.code == 421 {
-                    return self.refuse(io, upstream_lost());
-                }
-                self.ctx.relay.put(conn);
-                if positive {
-                    // Counted now that it is accepted; any other ending gives it back.
-                    metrics::counter!("postern_recipients_total", "result" => "accepted")
-                        .increment(txn.rcpts.len() as u64);
-                    txn.quota.commit(std::time::Instant::now());
-                    let text = format!("Message accepted for delivery: {}", reply.first_line());
-                    self.ok(io, Reply::new(250, Esc(2, 0, 0), text))
-                } else {
-                    self.refuse(io, relay_reply(reply))
-                }
-            }
-            Err(e) => {
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(f) => {
                 // The smarthost may or may not have taken the message; a retry by the
                 // client is the lesser evil (a possible duplicate, never a loss).
-                warn!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&e), "no reply from the smarthost after DATA");
+                warn!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&f), "no reply from the smarthost after DATA");
                 self.message_metric("rejected", "smarthost_lost");
-                self.refuse(io, upstream_lost())
+                return self.refuse(io, upstream_lost());
             }
+        };
+        let positive = reply.is_positive();
+        self.message_metric(
+            if positive { "accepted" } else { "rejected" },
+            if positive { "relayed" } else { "smarthost" },
+        );
+        info!(
+            queue_id = %queue_id,
+            sender = %Printable(&txn.from),
+            rcpts = txn.rcpts.len(),
+            size,
+            upstream = %Printable(&reply),
+            duration_ms = txn.started.elapsed().as_millis() as u64,
+            "{}", if positive { "message relayed" } else { "message refused by the smarthost" }
+        );
+        if !positive {
+            return self.refuse(io, relay_reply(reply));
         }
+        // Counted now that it is accepted; any other ending gives it back.
+        metrics::counter!("postern_recipients_total", "result" => "accepted")
+            .increment(txn.rcpts.len() as u64);
+        txn.quota.commit(std::time::Instant::now());
+        let text = format!("Message accepted for delivery: {}", reply.first_line());
+        self.ok(io, Reply::new(250, Esc(2, 0, 0), text))
     }
 
     /// Queue: make the message durable, then answer 250.
@@ -441,7 +395,7 @@ impl Session {
         writer: MessageWriter,
         size: usize,
     ) -> Flow {
-        let queue = self.ctx.queue.clone().expect("queue mode");
+        let queue = self.ctx.queue().expect("queue mode").clone();
         let now = unix_now();
         let env = Envelope {
             id: writer.id().to_string(),
@@ -469,12 +423,11 @@ impl Session {
             size: writer.written,
             warned: false,
         };
-        if let Err(e) = queue.spool().commit(writer, &env).await {
+        if let Err(e) = queue.accept(writer, &env).await {
             error!(error = %Printable(&e), sender = %Printable(&txn.from), "cannot make the message durable; refused");
             self.message_metric("rejected", "storage");
             return self.refuse(io, insufficient_storage());
         }
-        queue.enqueued(&env);
         self.message_metric("accepted", "queued");
         metrics::counter!("postern_recipients_total", "result" => "accepted")
             .increment(txn.rcpts.len() as u64);

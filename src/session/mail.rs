@@ -2,26 +2,37 @@
 
 use super::{Flow, Session, Transaction};
 use crate::config::User;
+use crate::context::Mode;
 use crate::policy::rates::{Exceeded, Reservation, human};
 use crate::policy::senders::sender_allowed;
 use crate::proto::command::{MailFrom, RcptTo};
 use crate::proto::printable::Printable;
 use crate::proto::reply::{Esc, Reply};
 use crate::session::io::SmtpStream;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{self, Failed, Sender, UpstreamError};
 use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_SMTPUTF8};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
-/// The reply when the smarthost cannot be reached: always transient.
-pub(super) fn upstream_unavailable(e: &UpstreamError) -> Reply {
-    match e {
-        UpstreamError::Refused { reply, .. } if reply.code == 421 => {
+/// The client's reply for a step that failed at the smarthost: its own refusal
+/// passed on, or a transient failure (never 5xx) when it could not be asked.
+pub(super) fn failed_reply(f: Failed) -> Reply {
+    match f {
+        Failed::Refused(r) => relay_reply(r),
+        Failed::NoSmtpUtf8 => Reply::new(
+            553,
+            Esc(5, 6, 7),
+            "The smarthost does not support SMTPUTF8 addresses",
+        ),
+        Failed::Unavailable(UpstreamError::Refused { reply, .. }) if reply.code == 421 => {
             Reply::new(421, Esc(4, 4, 2), "Smarthost unavailable, try again later")
         }
-        _ => Reply::new(451, Esc(4, 4, 1), "Smarthost unavailable, try again later"),
+        Failed::Unavailable(_) => {
+            Reply::new(451, Esc(4, 4, 1), "Smarthost unavailable, try again later")
+        }
+        Failed::Lost(_) => upstream_lost(),
     }
 }
 
@@ -173,117 +184,34 @@ impl Session {
         None
     }
 
-    /// Passthrough: MAIL at the smarthost now, and the connection the transaction
-    /// goes on. Queue mode: `None`, the smarthost is asked later by the delivery
-    /// workers.
+    /// Passthrough: MAIL at the smarthost now, and the transaction there that the
+    /// client's goes on. Queue mode: `None`, the smarthost is asked later.
     async fn open_upstream(
         &mut self,
         from: &MailFrom<String>,
         eight_bit: bool,
         utf8: bool,
-    ) -> Result<Option<Upstream>, Reply> {
-        if self.ctx.queue.is_some() {
+    ) -> Result<Option<upstream::Transaction>, Reply> {
+        if let Mode::Queue(_) = self.ctx.mode {
             return Ok(None);
         }
-        let (conn, reply) = self
-            .upstream_mail(&from.address, from.size, eight_bit, utf8)
-            .await?;
-        if !reply.is_positive() {
-            info!(sender = %Printable(&from.address), reply = %Printable(&reply), "smarthost refused the sender");
-            self.ctx.relay.put(conn);
-            return Err(relay_reply(reply));
-        }
-        Ok(Some(conn))
-    }
-
-    /// Opens the transaction at the sender's route: each smarthost in turn until one
-    /// does not answer with a temporary failure.
-    async fn upstream_mail(
-        &mut self,
-        address: &str,
-        size: usize,
-        eight_bit: bool,
-        utf8: bool,
-    ) -> Result<(Upstream, crate::proto::reply::Reply), Reply> {
-        let route = self.ctx.relay.route(address).to_vec();
-        let mut last = None;
-        for (n, &pool) in route.iter().enumerate() {
-            let more = n + 1 < route.len();
-            match self.mail_on(pool, address, size, eight_bit, utf8).await {
-                Ok((conn, reply)) if reply.is_transient() && more => {
-                    warn!(smarthost = %self.ctx.relay.pool(pool).name(), reply = %Printable(&reply), "smarthost deferred the sender; trying the next one");
-                    self.ctx.relay.reset_and_put(conn).await;
+        let sender = Sender {
+            address: from.address.clone(),
+            size: from.size as u64,
+            eight_bit,
+            smtputf8: utf8,
+        };
+        match upstream::Transaction::open(&self.ctx.relay, &sender).await {
+            Ok(t) => Ok(Some(t)),
+            Err(f) => {
+                match &f {
+                    Failed::Refused(_) | Failed::NoSmtpUtf8 => {
+                        info!(sender = %Printable(&from.address), reply = %Printable(&f), "smarthost refused the sender")
+                    }
+                    _ => warn!(error = %Printable(&f), "smarthost unavailable at MAIL"),
                 }
-                Ok(r) => return Ok(r),
-                Err(reply) if reply.is_transient() && more => {
-                    warn!(smarthost = %self.ctx.relay.pool(pool).name(), "smarthost unavailable; trying the next one");
-                    last = Some(reply);
-                }
-                Err(reply) => return Err(reply),
+                Err(failed_reply(f))
             }
-        }
-        Err(last.unwrap_or_else(upstream_lost))
-    }
-
-    /// MAIL on one smarthost, retrying once on a new connection when a pooled one
-    /// turns out to be dead.
-    async fn mail_on(
-        &mut self,
-        pool: usize,
-        address: &str,
-        size: usize,
-        eight_bit: bool,
-        utf8: bool,
-    ) -> Result<(Upstream, crate::proto::reply::Reply), Reply> {
-        let mut taken = self.ctx.relay.take(pool).await.map_err(|e| {
-            warn!(error = %Printable(&e), "smarthost unavailable");
-            upstream_unavailable(&e)
-        })?;
-        loop {
-            let conn = &mut taken.conn;
-            if utf8 && !conn.caps.smtputf8 {
-                self.ctx.relay.put(taken.conn);
-                return Err(Reply::new(
-                    553,
-                    Esc(5, 6, 7),
-                    "The smarthost does not support SMTPUTF8 addresses",
-                ));
-            }
-            let mut line = format!("MAIL FROM:<{address}>");
-            if size > 0 && conn.caps.size.is_some() {
-                line.push_str(&format!(" SIZE={size}"));
-            }
-            if eight_bit && conn.caps.eight_bit_mime {
-                line.push_str(" BODY=8BITMIME");
-            }
-            if utf8 {
-                line.push_str(" SMTPUTF8");
-            }
-            let result = conn.command(&line, "MAIL").await;
-            let dead = match &result {
-                Err(_) => true,
-                Ok(reply) => reply.code == 421,
-            };
-            if dead && taken.reused {
-                info!("pooled smarthost connection was closed; opening a new one");
-                taken.conn = self.ctx.relay.connect(pool).await.map_err(|e| {
-                    warn!(error = %Printable(&e), "smarthost unavailable");
-                    upstream_unavailable(&e)
-                })?;
-                taken.reused = false;
-                continue;
-            }
-            return match result {
-                Ok(reply) if reply.code == 421 => {
-                    warn!(reply = %Printable(&reply), "smarthost closed the connection at MAIL");
-                    Err(upstream_lost())
-                }
-                Ok(reply) => Ok((taken.conn, reply)),
-                Err(e) => {
-                    warn!(error = %Printable(&e), "smarthost failed at MAIL");
-                    Err(upstream_unavailable(&e))
-                }
-            };
         }
     }
 
@@ -358,30 +286,23 @@ impl Session {
         address: String,
     ) -> Flow {
         let txn = self.txn.as_mut().expect("transaction is open");
-        let conn = txn.upstream.as_mut().expect("passthrough transaction");
-        match conn.command(&format!("RCPT TO:<{address}>"), "RCPT").await {
-            Ok(reply) if reply.code == 421 => {
-                txn.quota.drop_recipient();
-                warn!(reply = %Printable(&reply), "smarthost closed the connection at RCPT");
-                txn.broken = true;
-                txn.upstream = None;
-                self.refuse(io, upstream_lost())
-            }
-            Ok(reply) if reply.is_positive() => {
+        let smarthost = txn.upstream.as_mut().expect("passthrough transaction");
+        match smarthost.rcpt(&address).await {
+            Ok(()) => {
                 txn.rcpts.push(address);
                 self.ok(io, Reply::new(250, Esc(2, 1, 5), "Recipient OK"))
             }
-            Ok(reply) => {
+            Err(f @ Failed::Refused(_)) => {
                 txn.quota.drop_recipient();
-                info!(rcpt = %Printable(&address), reply = %Printable(&reply), "smarthost refused the recipient");
-                self.refuse(io, relay_reply(reply))
+                info!(rcpt = %Printable(&address), reply = %Printable(&f), "smarthost refused the recipient");
+                self.refuse(io, failed_reply(f))
             }
-            Err(e) => {
+            Err(f) => {
                 txn.quota.drop_recipient();
-                warn!(error = %Printable(&e), "smarthost failed at RCPT");
+                warn!(error = %Printable(&f), "smarthost connection lost at RCPT");
                 txn.broken = true;
                 txn.upstream = None;
-                self.refuse(io, upstream_lost())
+                self.refuse(io, failed_reply(f))
             }
         }
     }

@@ -19,7 +19,7 @@ use crate::policy::rates::Reservation;
 use crate::proto::command::{Command, parse_command};
 use crate::proto::printable::Printable;
 use crate::proto::reply::{Esc, Reply};
-use crate::upstream::Upstream;
+use crate::upstream;
 use io::{ReadLine, SmtpStream};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,8 +50,8 @@ pub enum Flow {
 pub struct Transaction {
     pub from: String,
     pub rcpts: Vec<String>,
-    /// The smarthost connection carrying this transaction (passthrough mode).
-    pub upstream: Option<Upstream>,
+    /// The transaction at the smarthost (passthrough mode).
+    pub upstream: Option<upstream::Transaction>,
     /// The smarthost connection failed mid-transaction: only RSET helps now.
     pub broken: bool,
     /// The user's quota held for this message; given back unless committed.
@@ -296,13 +296,12 @@ impl Session {
     /// in the background.
     fn reset_transaction(&mut self) {
         if let Some(Transaction {
-            upstream: Some(conn),
+            upstream: Some(smarthost),
             broken: false,
             ..
         }) = self.txn.take()
         {
-            let ctx = self.ctx.clone();
-            tokio::spawn(async move { ctx.relay.reset_and_put(conn).await });
+            tokio::spawn(smarthost.reset());
         }
     }
 }

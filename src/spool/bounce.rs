@@ -2,17 +2,8 @@
 
 use super::store::{Envelope, RcptState, Recipient, new_id, unix_now};
 use crate::proto::received::rfc5322_date;
+use crate::upstream::Failure;
 use std::time::{Duration, UNIX_EPOCH};
-
-/// One failed recipient and why.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub rcpt: String,
-    /// Enhanced status, e.g. `5.1.1`, or `4.4.7` for an expired message.
-    pub status: String,
-    /// The smarthost's reply, or Postern's own reason.
-    pub diagnostic: String,
-}
 
 /// The header section of the original message (for `text/rfc822-headers`), at most
 /// 64 KiB.

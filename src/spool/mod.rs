@@ -1,6 +1,9 @@
-//! Queue mode: the durable spool ([`store`]), the delivery workers ([`queue`]) and
-//! delivery status notifications ([`bounce`]).
+//! Queue mode: the durable spool ([`store`]), the scheduler ([`queue`]), one
+//! delivery attempt (`attempt`, through [`crate::upstream::deliver`]) and its pure
+//! bookkeeping (`bookkeeping`), and delivery status notifications ([`bounce`]).
 
+mod attempt;
+mod bookkeeping;
 pub mod bounce;
 pub mod queue;
 pub mod remover;

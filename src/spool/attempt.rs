@@ -1,0 +1,244 @@
+//! One delivery attempt of a spooled message: read it, hand it to
+//! [`upstream::deliver`], apply the per-recipient outcome to its envelope (see
+//! [`super::bookkeeping`]), bounce what failed, warn when it is late, and remove or
+//! reschedule it.
+
+use super::bookkeeping::{record, sendable, worth_persisting};
+use super::bounce::{self, Report};
+use super::queue::Queue;
+use super::store::{Envelope, body_of, unix_now};
+use crate::proto::printable::Printable;
+use crate::upstream::{self, Content, Failure, Outcome, Sender};
+use std::sync::Arc;
+use tracing::{error, info, warn};
+
+/// One delivery attempt; returns when to try again, or `None` when the message is
+/// done (delivered, bounced or deleted).
+pub(super) async fn deliver(queue: &Arc<Queue>, id: &str) -> Option<u64> {
+    let mut env = match load_envelope(queue, id).await {
+        Ok(env) => env,
+        Err(next) => return next,
+    };
+    let stored = env.clone();
+    env.attempts = queue.attempts_of(&env);
+    let started = std::time::Instant::now();
+    let outcome = attempt(queue, &env).await;
+    let delivered = outcome.delivered.len();
+    let all_delivered = outcome.deferred.is_empty()
+        && outcome.failed.is_empty()
+        && env
+            .pending()
+            .all(|r| outcome.delivered.contains(&r.address));
+    if all_delivered {
+        // The very next step after the smarthost's 250: the window in which a crash
+        // would cause a second delivery closes here.
+        if let Err(e) = queue.remover.remove(id, outcome.accepted_at) {
+            error!(error = %e, "cannot remove a delivered message from the spool");
+        }
+    }
+    count_attempt(&outcome, started);
+    if outcome.throttled {
+        queue.slow_down();
+    }
+    if !outcome.delivered.is_empty() {
+        queue.delivered_something();
+    }
+    let now = unix_now();
+    let failures = record(
+        &mut env,
+        outcome,
+        now,
+        queue.policy.max_queue_lifetime.as_secs(),
+    );
+    let pending = env.pending().count();
+    info!(
+        sender = %Printable(&env.from),
+        attempt = env.attempts,
+        delivered,
+        deferred = pending,
+        failed = failures.len(),
+        last_error = %Printable(env.last_error.as_deref().unwrap_or("")),
+        "delivery attempt"
+    );
+    report_failures(queue, &env, failures).await;
+    warn_if_late(queue, &mut env, now).await;
+    if all_delivered || queue.is_deleted(id) {
+        return None;
+    }
+    reschedule(queue, id, &stored, env, pending, now).await
+}
+
+/// One attempt for the pending recipients of `env` that may go upstream (see
+/// [`sendable`]); those that may not fail here.
+async fn attempt(queue: &Queue, env: &Envelope) -> Outcome {
+    let pending: Vec<String> = env.pending().map(|r| r.address.clone()).collect();
+    let (pending, invalid) = sendable(env, pending);
+    let mut outcome = Outcome {
+        failed: invalid,
+        ..Outcome::default()
+    };
+    if pending.is_empty() {
+        return outcome;
+    }
+    let content = match message_content(queue, env).await {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %e, "cannot read the spooled message; the attempt will repeat");
+            outcome.defer_rest(&pending, format!("cannot read the spooled message: {e}"));
+            return outcome;
+        }
+    };
+    let sender = Sender {
+        address: env.from.clone(),
+        size: env.size,
+        eight_bit: env.eight_bit,
+        smtputf8: env.smtputf8,
+    };
+    let delivered = upstream::deliver(&queue.relays, &sender, pending, &content).await;
+    outcome.absorb(delivered);
+    outcome
+}
+
+/// Messages up to this size are read whole for delivery; larger ones are streamed
+/// from their file (which then holds just the message: only small ones embed their
+/// envelope).
+const WHOLE_READ: u64 = 256 * 1024;
+
+/// The spooled message, read off the runtime when it is small.
+async fn message_content(queue: &Queue, env: &Envelope) -> std::io::Result<Content> {
+    let path = queue.spool().message_path(&env.id);
+    if env.size > WHOLE_READ {
+        return Ok(Content::File(path));
+    }
+    let file = tokio::task::spawn_blocking(move || std::fs::read(path))
+        .await
+        .map_err(std::io::Error::other)??;
+    Ok(Content::Bytes(body_of(&file).to_vec()))
+}
+
+/// Reads `id`'s envelope off the runtime. `Err` holds what [`deliver`] returns
+/// when there is nothing to attempt: `None` when the message is gone, a retry in
+/// an hour when its envelope cannot be read.
+async fn load_envelope(queue: &Queue, id: &str) -> Result<Envelope, Option<u64>> {
+    let read = {
+        let (spool, id) = (queue.spool().clone(), id.to_string());
+        tokio::task::spawn_blocking(move || spool.read_envelope(&id))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    };
+    match read {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(None),
+        Err(e) => {
+            error!(error = %e, "cannot read the envelope; leaving it for the operator");
+            Err(Some(unix_now() + 3600))
+        }
+    }
+}
+
+/// Metrics for one attempt: how long the smarthost took, and per-recipient results.
+fn count_attempt(outcome: &Outcome, started: std::time::Instant) {
+    metrics::histogram!("postern_upstream_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    for (result, n) in [
+        ("delivered", outcome.delivered.len()),
+        ("deferred", outcome.deferred.len()),
+        ("failed", outcome.failed.len()),
+    ] {
+        metrics::counter!("postern_deliveries_total", "result" => result).increment(n as u64);
+    }
+}
+
+/// Logs the recipients that failed permanently and bounces them to the sender.
+async fn report_failures(queue: &Queue, env: &Envelope, failures: Vec<Failure>) {
+    if failures.is_empty() {
+        return;
+    }
+    for f in &failures {
+        warn!(rcpt = %Printable(&f.rcpt), status = %f.status, diagnostic = %Printable(&f.diagnostic), "recipient failed permanently");
+    }
+    notify_sender(queue, env, Report::Failed, failures).await;
+}
+
+/// After an attempt that left the message in the queue: removes it when no
+/// recipient is pending any more, or schedules the next attempt (writing the
+/// envelope back only when that is worth it, see [`worth_persisting`]).
+async fn reschedule(
+    queue: &Arc<Queue>,
+    id: &str,
+    stored: &Envelope,
+    mut env: Envelope,
+    pending: usize,
+    now: u64,
+) -> Option<u64> {
+    if pending == 0 {
+        if let Err(e) = queue.remover.remove(id, None) {
+            error!(error = %e, "cannot remove a finished message from the spool");
+        }
+        return None;
+    }
+    let delay = queue.backoff(env.attempts);
+    env.next_attempt = now + delay.as_secs().max(1);
+    queue.remember_attempts(id, env.attempts);
+    let next = env.next_attempt;
+    if worth_persisting(stored, &env) {
+        queue.clone().write_back(env).await;
+    }
+    Some(next)
+}
+
+/// Sends the delayed-delivery warning once the message has waited `delay_warning`.
+async fn warn_if_late(queue: &Queue, env: &mut Envelope, now: u64) {
+    let late = queue
+        .policy
+        .delay_warning
+        .is_some_and(|d| now.saturating_sub(env.created) >= d.as_secs());
+    if !late || env.warned || env.pending().next().is_none() {
+        return;
+    }
+    env.warned = true;
+    let delayed: Vec<Failure> = env
+        .pending()
+        .map(|r| Failure {
+            rcpt: r.address.clone(),
+            status: "4.4.7".into(),
+            diagnostic: r
+                .last_reply
+                .clone()
+                .unwrap_or_else(|| "not yet delivered".into()),
+        })
+        .collect();
+    notify_sender(queue, env, Report::Delayed, delayed).await;
+}
+
+/// Queues a DSN to the sender, unless the message was itself a bounce; the disk
+/// work runs on the blocking pool.
+async fn notify_sender(queue: &Queue, env: &Envelope, report: Report, failures: Vec<Failure>) {
+    if env.is_bounce() {
+        warn!("not bouncing a bounce; dropping it");
+        return;
+    }
+    let (hostname, env) = (queue.hostname.clone(), env.clone());
+    let spool = queue.spool().clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        let file = std::fs::read(spool.message_path(&env.id)).unwrap_or_default();
+        let message = body_of(&file);
+        let (dsn, bytes) = bounce::build(
+            &hostname,
+            &env,
+            report,
+            &failures,
+            bounce::original_headers(message),
+        );
+        spool.store(&dsn, &bytes).map(|()| (dsn, env.from))
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    match stored {
+        Ok((dsn, to)) => {
+            info!(dsn_id = %dsn.id, to = %Printable(&to), report = ?report, "delivery status notification queued");
+            queue.enqueued(&dsn);
+        }
+        Err(e) => error!(error = %e, "cannot queue the bounce"),
+    }
+}

@@ -1,0 +1,330 @@
+//! What one delivery attempt decided for each recipient: pure bookkeeping, shared
+//! by every transport, with table tests.
+
+use super::client::UpstreamError;
+use crate::proto::reply::Reply;
+use std::collections::HashSet;
+use std::time::Instant;
+
+/// One recipient that failed for good, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub rcpt: String,
+    /// Enhanced status, e.g. `5.1.1`, or `4.4.7` for an expired message.
+    pub status: String,
+    /// The smarthost's reply, or Postern's own reason.
+    pub diagnostic: String,
+}
+
+/// Why one step of a transaction at the smarthost did not succeed.
+#[derive(Debug)]
+pub enum Failed {
+    /// The smarthost answered no (4xx or 5xx); its connection is still usable.
+    Refused(Reply),
+    /// No working connection could be had before MAIL (connect, TLS, greeting,
+    /// AUTH).
+    Unavailable(UpstreamError),
+    /// The connection broke mid-transaction, or the smarthost closed it with 421.
+    Lost(UpstreamError),
+    /// The message needs SMTPUTF8 and no smarthost on the route offers it.
+    NoSmtpUtf8,
+}
+
+/// Why a message needing SMTPUTF8 cannot go to a smarthost that lacks it.
+pub const NO_SMTPUTF8: &str =
+    "553 5.6.7 the message needs SMTPUTF8 and the smarthost does not offer it";
+
+impl Failed {
+    /// Whether this failure is final for the recipients it concerns.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Failed::Refused(r) => r.is_permanent(),
+            Failed::NoSmtpUtf8 => true,
+            Failed::Unavailable(_) | Failed::Lost(_) => false,
+        }
+    }
+
+    /// Whether the smarthost asked us to slow down.
+    pub fn throttled(&self) -> bool {
+        match self {
+            Failed::Refused(r) => !r.is_permanent() && is_throttle(r),
+            Failed::Unavailable(UpstreamError::Refused { reply, .. })
+            | Failed::Lost(UpstreamError::Refused { reply, .. }) => is_throttle(reply),
+            _ => false,
+        }
+    }
+
+    /// What to record as the reason: the smarthost's reply or the error.
+    pub fn reason(&self) -> String {
+        match self {
+            Failed::Refused(r) => r.to_string(),
+            Failed::Unavailable(e) | Failed::Lost(e) => e.to_string(),
+            Failed::NoSmtpUtf8 => NO_SMTPUTF8.into(),
+        }
+    }
+
+    /// The enhanced status for a permanent failure.
+    fn status(&self) -> String {
+        match self {
+            Failed::Refused(r) => status_of(r),
+            _ => "5.6.7".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason())
+    }
+}
+
+/// Whether a reply asks the sender to slow down.
+pub fn is_throttle(r: &Reply) -> bool {
+    r.code == 421 || r.code == 454 || r.text.to_ascii_lowercase().contains("throttl")
+}
+
+/// A reply's enhanced status, or its class's generic one.
+pub fn status_of(r: &Reply) -> String {
+    r.esc
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| format!("{}.0.0", r.code / 100))
+}
+
+/// What one attempt decided, recipient by recipient.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub delivered: Vec<String>,
+    /// Recipients to try again, with the reason.
+    pub deferred: Vec<(String, String)>,
+    pub failed: Vec<Failure>,
+    /// The smarthost asked us to slow down.
+    pub throttled: bool,
+    /// When the smarthost answered 250 to the message's DATA.
+    pub accepted_at: Option<Instant>,
+    /// The message needs SMTPUTF8 and this smarthost does not offer it.
+    pub no_smtputf8: bool,
+}
+
+impl Outcome {
+    /// Defers every recipient of `pending` that this attempt has not yet settled.
+    pub fn defer_rest(&mut self, pending: &[String], why: String) {
+        let done: HashSet<&str> = self
+            .delivered
+            .iter()
+            .map(String::as_str)
+            .chain(self.failed.iter().map(|f| f.rcpt.as_str()))
+            .chain(self.deferred.iter().map(|(a, _)| a.as_str()))
+            .collect();
+        let rest: Vec<String> = pending
+            .iter()
+            .filter(|a| !done.contains(a.as_str()))
+            .cloned()
+            .collect();
+        self.deferred
+            .extend(rest.into_iter().map(|a| (a, why.clone())));
+    }
+
+    /// Settles `rcpts` with a failed step: failed when it is permanent, deferred
+    /// otherwise; notes a throttle.
+    pub fn settle(&mut self, rcpts: &[String], why: &Failed) {
+        self.throttled |= why.throttled();
+        self.no_smtputf8 |= matches!(why, Failed::NoSmtpUtf8);
+        if !why.is_permanent() || matches!(why, Failed::NoSmtpUtf8) {
+            // Without SMTPUTF8 the next smarthost on the route may still take it.
+            self.defer_rest(rcpts, why.reason());
+            return;
+        }
+        let (status, diagnostic) = (why.status(), why.reason());
+        self.failed.extend(rcpts.iter().map(|a| Failure {
+            rcpt: a.clone(),
+            status: status.clone(),
+            diagnostic: diagnostic.clone(),
+        }));
+    }
+
+    /// Turns what was deferred for want of SMTPUTF8 into failures: no smarthost
+    /// left on the route can take it.
+    pub fn fail_for_smtputf8(&mut self) {
+        let deferred = std::mem::take(&mut self.deferred);
+        self.failed
+            .extend(deferred.into_iter().map(|(rcpt, _)| Failure {
+                rcpt,
+                status: "5.6.7".into(),
+                diagnostic: NO_SMTPUTF8.into(),
+            }));
+    }
+
+    /// Adds what a later smarthost on the route decided.
+    pub fn absorb(&mut self, next: Outcome) {
+        self.delivered.extend(next.delivered);
+        self.failed.extend(next.failed);
+        self.deferred.extend(next.deferred);
+        self.throttled = next.throttled;
+        self.accepted_at = self.accepted_at.or(next.accepted_at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::reply::Esc;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn defer_rest_leaves_settled_recipients_alone() {
+        let mut out = Outcome {
+            delivered: names(&["a@x"]),
+            deferred: vec![("b@x".into(), "451 busy".into())],
+            failed: vec![Failure {
+                rcpt: "c@x".into(),
+                status: "5.1.1".into(),
+                diagnostic: "550 no".into(),
+            }],
+            ..Outcome::default()
+        };
+        out.defer_rest(&names(&["a@x", "b@x", "c@x", "d@x", "e@x"]), "lost".into());
+        let deferred: Vec<(&str, &str)> = out
+            .deferred
+            .iter()
+            .map(|(a, w)| (a.as_str(), w.as_str()))
+            .collect();
+        assert_eq!(
+            deferred,
+            [("b@x", "451 busy"), ("d@x", "lost"), ("e@x", "lost")]
+        );
+        assert_eq!(out.delivered, names(&["a@x"]));
+        assert_eq!(out.failed.len(), 1);
+    }
+
+    /// Each kind of failed step, and what it does to two recipients: (failed
+    /// statuses, deferred count, throttled, no SMTPUTF8).
+    #[test]
+    fn each_failed_step_settles_recipients_as_it_should() {
+        let refused = |code, esc, text: &str| Failed::Refused(Reply::new(code, esc, text));
+        let lost_421 = || UpstreamError::Refused {
+            phase: "RCPT",
+            reply: Reply::plain(421, "closing"),
+        };
+        type Case = (
+            &'static str,
+            Failed,
+            &'static [&'static str],
+            usize,
+            bool,
+            bool,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "550 user unknown",
+                refused(550, Esc(5, 1, 1), "no such user"),
+                &["5.1.1", "5.1.1"],
+                0,
+                false,
+                false,
+            ),
+            (
+                "554 without an enhanced code",
+                Failed::Refused(Reply::plain(554, "no")),
+                &["5.0.0", "5.0.0"],
+                0,
+                false,
+                false,
+            ),
+            (
+                "451 busy",
+                refused(451, Esc(4, 3, 0), "busy"),
+                &[],
+                2,
+                false,
+                false,
+            ),
+            (
+                "454 throttled",
+                refused(454, Esc(4, 7, 0), "later"),
+                &[],
+                2,
+                true,
+                false,
+            ),
+            (
+                "452 throttling in the text",
+                refused(452, Esc(4, 3, 1), "Throttling"),
+                &[],
+                2,
+                true,
+                false,
+            ),
+            (
+                "421 closed the connection",
+                Failed::Lost(lost_421()),
+                &[],
+                2,
+                true,
+                false,
+            ),
+            (
+                "connection broke",
+                Failed::Lost(UpstreamError::Closed),
+                &[],
+                2,
+                false,
+                false,
+            ),
+            (
+                "cannot connect",
+                Failed::Unavailable(UpstreamError::Timeout("connect")),
+                &[],
+                2,
+                false,
+                false,
+            ),
+            ("no SMTPUTF8 here", Failed::NoSmtpUtf8, &[], 2, false, true),
+        ];
+        for (what, step, failed, deferred, throttled, no_utf8) in cases {
+            let mut out = Outcome::default();
+            out.settle(&names(&["a@x", "b@x"]), &step);
+            let statuses: Vec<&str> = out.failed.iter().map(|f| f.status.as_str()).collect();
+            assert_eq!(statuses, failed, "{what}");
+            assert_eq!(out.deferred.len(), deferred, "{what}");
+            assert_eq!(out.throttled, throttled, "{what}");
+            assert_eq!(out.no_smtputf8, no_utf8, "{what}");
+            let why = step.reason();
+            assert!(out.failed.iter().all(|f| f.diagnostic == why), "{what}");
+            assert!(out.deferred.iter().all(|(_, w)| *w == why), "{what}");
+        }
+    }
+
+    #[test]
+    fn without_smtputf8_anywhere_the_deferred_fail_with_5_6_7() {
+        let mut out = Outcome::default();
+        out.settle(&names(&["a@x"]), &Failed::NoSmtpUtf8);
+        out.fail_for_smtputf8();
+        assert!(out.deferred.is_empty());
+        assert_eq!(out.failed[0].status, "5.6.7");
+        assert_eq!(out.failed[0].diagnostic, NO_SMTPUTF8);
+    }
+
+    #[test]
+    fn a_later_smarthost_adds_to_what_the_first_decided() {
+        let mut first = Outcome {
+            delivered: names(&["a@x"]),
+            throttled: true,
+            ..Outcome::default()
+        };
+        let next = Outcome {
+            delivered: names(&["b@x"]),
+            deferred: vec![("c@x".into(), "451".into())],
+            ..Outcome::default()
+        };
+        first.absorb(next);
+        assert_eq!(first.delivered, names(&["a@x", "b@x"]));
+        assert_eq!(first.deferred.len(), 1);
+        assert!(
+            !first.throttled,
+            "the last smarthost's word on throttling counts"
+        );
+    }
+}
