@@ -1,0 +1,110 @@
+//! The clap definitions: every command, subcommand and flag of `postern`.
+//!
+//! These names are a fixed external interface (docs: the interface page): add to
+//! them, never rename or remove one.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "postern",
+    version,
+    about = "Authenticating SMTP submission proxy"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the proxy in the foreground, logging to stderr.
+    Serve {
+        /// Config file (default: $POSTERN_CONFIG, then /etc/postern/postern.yaml).
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the config and the users file it names; list every problem.
+    CheckConfig {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Read one password and print its argon2id PHC string for the users file.
+    HashPassword,
+    /// Ask the running server to re-read the users file, the suspension list and the
+    /// TLS certificate and key (like SIGHUP), and say whether it did.
+    Reload {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Inspect and steer the queue.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Run a self-contained demo on loopback: self-signed TLS, a sample user and a
+    /// stand-in smarthost.
+    Demo {
+        /// Folder for the demo's files (config, certificates, received messages).
+        #[arg(long, default_value = "postern-demo")]
+        dir: PathBuf,
+        /// Submission (STARTTLS) listener.
+        #[arg(long, default_value = "127.0.0.1:2587")]
+        submission: std::net::SocketAddr,
+        /// Implicit-TLS listener.
+        #[arg(long, default_value = "127.0.0.1:2465")]
+        smtps: std::net::SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum QueueCmd {
+    /// List spooled messages: id, age, sender, recipients, attempts, last error.
+    List {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Ask the running server to retry every spooled message now.
+    Flush {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Remove one spooled message.
+    Delete {
+        id: String,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UserCmd {
+    /// Add a user (password read like hash-password), then reload the running server.
+    Add {
+        name: String,
+        /// An address or @domain the user may send as; repeat for more.
+        #[arg(long = "sender")]
+        senders: Vec<String>,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Set `disabled: true` for a user, then reload the running server.
+    Disable {
+        name: String,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// List users: name, state, senders.
+    List {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// Clear `disabled` and lift an automatic suspension, then reload the running server.
+    Enable {
+        name: String,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+}

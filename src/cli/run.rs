@@ -1,0 +1,98 @@
+//! `postern serve`, `postern check-config` and `postern demo`: starting the server,
+//! or checking what it would start with.
+
+use super::{init_logging, load, runtime};
+use postern::config::LogFormat;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub fn serve(path: Option<PathBuf>) -> ExitCode {
+    let (config, users) = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(config.log.format, &config.log.level);
+    match runtime().block_on(postern::server::serve(config, users)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot run");
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub fn check_config(path: Option<PathBuf>) -> ExitCode {
+    let (config, users) = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!("{}: OK", config.path.display());
+    for w in config.permission_warnings(None) {
+        println!("  warning    {w}");
+    }
+    for l in &config.listeners {
+        println!(
+            "  listener   {} (tls: {}{})",
+            l.address,
+            l.tls,
+            if l.insecure_auth {
+                ", insecure_auth"
+            } else {
+                ""
+            }
+        );
+    }
+    println!(
+        "  users      {} in {} ({} disabled)",
+        users.len(),
+        config.users_file.display(),
+        users.disabled_count()
+    );
+    let describe = |s: &postern::config::Smarthost| {
+        format!(
+            "{}:{} (tls: {}, {})",
+            s.host,
+            s.port,
+            s.tls,
+            match &s.username {
+                Some(u) => format!("AUTH as {u}"),
+                None => "no AUTH".into(),
+            }
+        )
+    };
+    for s in &config.smarthosts {
+        println!("  smarthost  {}", describe(s));
+    }
+    for r in &config.routes {
+        for s in &r.smarthosts {
+            println!("  route      {} -> {}", r.rule, describe(s));
+        }
+    }
+    println!("  delivery   {:?}", config.delivery.mode);
+    match postern::policy::brake::read_state(&config.abuse.state_file) {
+        Ok(s) if s.is_empty() => {}
+        Ok(s) => {
+            for (name, sus) in &s {
+                println!("  suspended  {name}: {}", sus.reason);
+            }
+        }
+        Err(e) => println!("  suspended  cannot read: {e}"),
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn demo(
+    dir: PathBuf,
+    submission: std::net::SocketAddr,
+    smtps: std::net::SocketAddr,
+) -> ExitCode {
+    init_logging(LogFormat::Text, "info");
+    let ports = postern::demo::DemoPorts { submission, smtps };
+    match runtime().block_on(postern::demo::run(&dir, ports)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("postern demo: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
