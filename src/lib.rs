@@ -12,9 +12,10 @@
 //! [`session`] greets and reads commands through [`proto`] → STARTTLS swaps the stream
 //! ([`tls`]) → AUTH asks [`auth`], with [`policy::auth_failures`] and
 //! [`policy::brake`] around it → MAIL and RCPT ask [`policy`] (sender rules, quotas) →
-//! DATA streams through [`proto::data`] and the header From check → [`upstream`]
-//! (passthrough) or [`spool`] (queue, delivered later by [`spool::queue`]) → the reply
-//! goes back to the client. Nothing in `proto`, `auth` or `policy` reaches back into
+//! DATA streams through [`proto::data`] and the header From check → a
+//! [`upstream::Transaction`] at the smarthost (passthrough) or [`spool`] (queue,
+//! delivered later by [`spool::queue`] through [`upstream::deliver`], the same
+//! transaction) → the reply goes back to the client. Nothing in `proto`, `auth` or `policy` reaches back into
 //! `session` or `server`.
 //!
 //! - [`proto`]: pure protocol code over bytes (framing, commands, replies, DATA, SASL).

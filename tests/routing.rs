@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Harness, Setup, TestUser, free_port};
+use postern::proto::reply::{Esc, Reply};
 use std::time::Duration;
 
 const W: Duration = Duration::from_secs(20);
@@ -100,4 +101,52 @@ async fn per_domain_route_uses_its_own_smarthost_and_credentials() {
         assert_eq!(d[0].from, "me@alice.example");
         assert_eq!(d[0].authenticated_as.as_deref(), Some(common::RELAY_USER));
     }
+}
+
+/// One message needing SMTPUTF8, in passthrough; the reply to its end of data.
+async fn send_utf8(h: &Harness) -> Reply {
+    let mut c = h.session("alice", "alice-password").await;
+    let r = c.cmd("MAIL FROM:<a@alice.example> SMTPUTF8").await;
+    if r.code != 250 {
+        return r;
+    }
+    c.expect("RCPT TO:<j\u{f6}rg@example.org>", 250).await;
+    c.expect("DATA", 354).await;
+    c.send_raw(b"Subject: utf8\r\n\r\nhallo\r\n.\r\n").await;
+    c.read_reply().await
+}
+
+/// Passthrough and the queue share one delivery path: a smarthost without SMTPUTF8
+/// is skipped for the next on the route, and a route with none refuses at MAIL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_smtputf8_goes_only_to_a_smarthost_that_offers_it() {
+    let plain_port = free_port();
+    let h = Harness::start(Setup {
+        users: users(),
+        smarthost_yaml: Some(format!(
+            "smarthost:\n  - address: \"localhost:{plain_port}\"\n    {{RELAY}}\n  - address: \"localhost:{{SINK}}\"\n    {{RELAY}}\n"
+        )),
+        ..Setup::default()
+    })
+    .await;
+    let plain = h.sink_without_smtputf8(plain_port).await;
+    let r = send_utf8(&h).await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let msgs = h.sink.wait_for(1, W).await;
+    assert_eq!(msgs[0].rcpts, vec!["j\u{f6}rg@example.org"]);
+    assert!(plain.messages().is_empty());
+
+    let port = free_port();
+    let only_plain = Harness::start(Setup {
+        users: users(),
+        smarthost_yaml: Some(format!(
+            "smarthost:\n  - address: \"localhost:{port}\"\n    {{RELAY}}\n"
+        )),
+        ..Setup::default()
+    })
+    .await;
+    let plain = only_plain.sink_without_smtputf8(port).await;
+    let r = send_utf8(&only_plain).await;
+    assert_eq!((r.code, r.esc), (553, Some(Esc(5, 6, 7))), "{r:?}");
+    assert!(plain.messages().is_empty());
 }
