@@ -7,7 +7,8 @@ mod common;
 
 use common::client::Client;
 use common::{Harness, Setup, crlf, postern_bin};
-use postern::spool::store::{Envelope, RcptState, Recipient, Spool, unix_now};
+use postern::spool::envelope::{Envelope, RcptState, Recipient};
+use postern::spool::store::{Spool, unix_now};
 use std::process::Command;
 use std::time::Duration;
 

@@ -8,6 +8,9 @@
 //! becomes a real field. So every defect refuses the message: a check that passed on
 //! bytes it could not read would pass forged headers on.
 //!
+//! [`FieldScanner`] reads a section as it arrives, each line once, and finds where
+//! it ends; [`fields`] reads a complete one with the same scanner.
+//!
 //! [`submission_fixups`] then does what RFC 6409 section 8 asks of a submission
 //! server: `Bcc:` fields go, `Date:` and `Message-ID:` are added when missing.
 
@@ -99,47 +102,128 @@ pub fn classify(line: &[u8]) -> LineKind {
     }
 }
 
-/// Splits a header section (without its blank line) into fields.
+/// Splits a header section (without its blank line) into fields. Every line must be
+/// a field or a continuation.
 pub fn fields(head: &[u8]) -> Result<Vec<Field<'_>>, HeaderDefect> {
-    // Per field: where it starts, where its name ends, where its value starts, and
-    // where it ends (after the CRLF of its last line).
-    let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
-    let mut start = 0;
-    let mut line_no = 0;
-    while start < head.len() {
-        line_no += 1;
-        let end = head[start..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map_or(head.len(), |i| start + i + 2);
-        let line = &head[start..end];
-        match classify(line) {
-            LineKind::Continuation => {
-                let last = spans.last_mut().ok_or(HeaderDefect::LeadingContinuation)?;
-                last.3 = end;
-            }
-            LineKind::Field { name_len } => {
-                let colon = line.iter().position(|&b| b == b':').unwrap_or(name_len);
-                spans.push((start, start + name_len, start + colon + 1, end));
-            }
-            LineKind::Blank | LineKind::NotAField => {
-                return Err(if line.contains(&b':') {
-                    HeaderDefect::BadName(line_no)
-                } else {
-                    HeaderDefect::NotAField(line_no)
-                });
-            }
-        }
-        start = end;
+    let mut scan = FieldScanner::default();
+    let at = scan.advance(head, true)?.map_or(head.len(), SectionEnd::at);
+    if at == head.len() {
+        return Ok(scan.fields(head));
     }
-    Ok(spans
-        .into_iter()
-        .map(|(start, name_end, value_start, end)| Field {
-            name: &head[start..name_end],
-            value: strip_crlf(&head[value_start..end]),
-            raw: &head[start..end],
-        })
-        .collect())
+    // A blank line, or a line that is no field: here it is a defect.
+    let end = crlf_after(head, at).unwrap_or(head.len());
+    Err(not_a_field(&head[at..end], scan.lines + 1))
+}
+
+/// Where a header section ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SectionEnd {
+    /// At its blank line, which starts here.
+    Blank(usize),
+    /// Here, without a blank line: at a line that is no field, or the content's end.
+    Body(usize),
+}
+
+impl SectionEnd {
+    /// Where the fields end.
+    pub fn at(self) -> usize {
+        match self {
+            SectionEnd::Blank(at) | SectionEnd::Body(at) => at,
+        }
+    }
+}
+
+/// Reads a header section as it arrives, each line once, keeping where its fields
+/// are: the session finds where the section ends and gets its fields from the same
+/// reading.
+#[derive(Debug, Default)]
+pub struct FieldScanner {
+    spans: Vec<Span>,
+    /// Where the next unread line starts.
+    scanned: usize,
+    /// Lines read.
+    lines: usize,
+}
+
+/// Where one field lies in the header section.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    name_end: usize,
+    value_start: usize,
+    /// After the CRLF of its last line.
+    end: usize,
+}
+
+impl FieldScanner {
+    /// Reads the complete lines of `head` not read yet (`head` only grows between
+    /// calls). Returns where the section ends, once known: at its blank line, at the
+    /// first line that is no field (where readers like Postfix end it too), or, with
+    /// `done`, at the end of `head`, whose last line, if it has no CRLF, must then be
+    /// a field or a continuation.
+    pub fn advance(&mut self, head: &[u8], done: bool) -> Result<Option<SectionEnd>, HeaderDefect> {
+        loop {
+            let start = self.scanned;
+            let (end, last) = match crlf_after(head, start) {
+                Some(end) => (end, false),
+                None if done && start < head.len() => (head.len(), true),
+                None => return Ok(done.then_some(SectionEnd::Body(head.len()))),
+            };
+            let line = &head[start..end];
+            match classify(line) {
+                LineKind::Blank => return Ok(Some(SectionEnd::Blank(start))),
+                LineKind::NotAField if last => return Err(not_a_field(line, self.lines + 1)),
+                LineKind::NotAField => return Ok(Some(SectionEnd::Body(start))),
+                LineKind::Continuation => {
+                    let field = self
+                        .spans
+                        .last_mut()
+                        .ok_or(HeaderDefect::LeadingContinuation)?;
+                    field.end = end;
+                }
+                LineKind::Field { name_len } => {
+                    let colon = line.iter().position(|&b| b == b':').unwrap_or(name_len);
+                    self.spans.push(Span {
+                        start,
+                        name_end: start + name_len,
+                        value_start: start + colon + 1,
+                        end,
+                    });
+                }
+            }
+            self.scanned = end;
+            self.lines += 1;
+        }
+    }
+
+    /// The fields read so far, in the `head` they were read from.
+    pub fn fields<'a>(&self, head: &'a [u8]) -> Vec<Field<'a>> {
+        self.spans
+            .iter()
+            .map(|s| Field {
+                name: &head[s.start..s.name_end],
+                value: strip_crlf(&head[s.value_start..s.end]),
+                raw: &head[s.start..s.end],
+            })
+            .collect()
+    }
+}
+
+/// Just after the first CRLF at or after `from`.
+fn crlf_after(head: &[u8], from: usize) -> Option<usize> {
+    head[from..]
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|i| from + i + 2)
+}
+
+/// The defect of a line (number `line_no`) that should have been a field.
+fn not_a_field(line: &[u8], line_no: usize) -> HeaderDefect {
+    if line.contains(&b':') {
+        HeaderDefect::BadName(line_no)
+    } else {
+        HeaderDefect::NotAField(line_no)
+    }
 }
 
 fn strip_crlf(s: &[u8]) -> &[u8] {
@@ -272,5 +356,145 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "date: x\r\nMESSAGE-ID: <y@z>\r\nSubject: s\r\n"
         );
+    }
+
+    /// How `fields` read a header section before the scanner: a line loop of its own.
+    /// Kept to show that the scanner reads exactly as it did.
+    fn former_fields(head: &[u8]) -> Result<Vec<Field<'_>>, HeaderDefect> {
+        let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
+        let (mut start, mut line_no) = (0, 0);
+        while start < head.len() {
+            line_no += 1;
+            let end = crlf_after(head, start).unwrap_or(head.len());
+            let line = &head[start..end];
+            match classify(line) {
+                LineKind::Continuation => {
+                    let last = spans.last_mut().ok_or(HeaderDefect::LeadingContinuation)?;
+                    last.3 = end;
+                }
+                LineKind::Field { name_len } => {
+                    let colon = line.iter().position(|&b| b == b':').unwrap_or(name_len);
+                    spans.push((start, start + name_len, start + colon + 1, end));
+                }
+                LineKind::Blank | LineKind::NotAField => return Err(not_a_field(line, line_no)),
+            }
+            start = end;
+        }
+        Ok(spans
+            .into_iter()
+            .map(|(start, name_end, value_start, end)| Field {
+                name: &head[start..name_end],
+                value: strip_crlf(&head[value_start..end]),
+                raw: &head[start..end],
+            })
+            .collect())
+    }
+
+    /// How the header gate found the section's end before the scanner (a second
+    /// line loop, with `former_fields` then run over the fields).
+    fn former_end(head: &[u8], done: bool) -> Result<Option<SectionEnd>, HeaderDefect> {
+        let mut scanned = 0;
+        while let Some(end) = crlf_after(head, scanned) {
+            match classify(&head[scanned..end]) {
+                LineKind::Blank => return Ok(Some(SectionEnd::Blank(scanned))),
+                LineKind::NotAField => return Ok(Some(SectionEnd::Body(scanned))),
+                LineKind::Continuation if scanned == 0 => {
+                    return Err(HeaderDefect::LeadingContinuation);
+                }
+                LineKind::Continuation | LineKind::Field { .. } => scanned = end,
+            }
+        }
+        Ok(done.then_some(SectionEnd::Body(head.len())))
+    }
+
+    type Reading<'a> = Result<Option<(SectionEnd, Vec<Field<'a>>)>, HeaderDefect>;
+
+    /// The scanner fed `head` in growing prefixes ending at `cuts`, then whole.
+    fn scanned<'a>(head: &'a [u8], cuts: &[usize], done: bool) -> Reading<'a> {
+        let mut scan = FieldScanner::default();
+        let mut ends: Vec<usize> = cuts.iter().map(|&c| c.min(head.len())).collect();
+        ends.sort();
+        ends.push(head.len());
+        for (i, &end) in ends.iter().enumerate() {
+            if let Some(at) = scan.advance(&head[..end], done && i + 1 == ends.len())? {
+                return Ok(Some((at, scan.fields(head))));
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn scanner_cases() {
+        let head = b"From: a@b\r\n folded\r\nSubject: s\r\n\r\nbody";
+        let (end, got) = scanned(head, &[3, 11, 12], false).unwrap().unwrap();
+        assert_eq!(end, SectionEnd::Blank(32));
+        assert_eq!(got, fields(&head[..32]).unwrap());
+        assert_eq!(scanned(b"A: b\r\nC", &[], false), Ok(None));
+        // With the end of the message, a last line without CRLF is read too.
+        let (end, got) = scanned(b"A: b\r\nC: d", &[], true).unwrap().unwrap();
+        assert_eq!((end, got.len()), (SectionEnd::Body(10), 2));
+        assert_eq!(
+            scanned(b"A: b\r\nno field", &[], true),
+            Err(HeaderDefect::NotAField(2))
+        );
+        let (end, _) = scanned(b"A: b\r\nno field\r\n", &[], true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(end, SectionEnd::Body(6));
+        assert_eq!(
+            scanned(b" x\r\nA: b\r\n\r\n", &[1], false),
+            Err(HeaderDefect::LeadingContinuation)
+        );
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Header lines, good and bad, some without their CRLF.
+        fn section() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(&b"From: a@b.example\r\n"[..]),
+                Just(&b"Subject : s\r\n"[..]),
+                Just(&b"X-Empty:\r\n"[..]),
+                Just(&b" folded\r\n"[..]),
+                Just(&b"\t\r\n"[..]),
+                Just(&b"\r\n"[..]),
+                Just(&b"no colon\r\n"[..]),
+                Just(&b": x\r\n"[..]),
+                Just(&b"Fr om: x\r\n"[..]),
+                Just(&b"A: b"[..]),
+                Just(&b" tail"[..]),
+                Just(&b"partial"[..]),
+                Just(&b"\r"[..]),
+                Just(&b"\n"[..]),
+            ];
+            proptest::collection::vec(piece, 0..10).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(3000))]
+
+            /// `fields` reads every section as the former reader did.
+            #[test]
+            fn fields_read_as_before(head in section()) {
+                prop_assert_eq!(fields(&head), former_fields(&head));
+            }
+
+            /// One scan, in any chunks, finds the end, fields and defects that the
+            /// former two passes found.
+            #[test]
+            fn one_scan_reads_as_the_former_two(
+                head in section(),
+                cuts in proptest::collection::vec(0usize..200, 0..4),
+                done in any::<bool>(),
+            ) {
+                let former: Reading<'_> = former_end(&head, done).and_then(|end| match end {
+                    None => Ok(None),
+                    Some(end) => former_fields(&head[..end.at()]).map(|f| Some((end, f))),
+                });
+                prop_assert_eq!(scanned(&head, &cuts, done), former);
+            }
+        }
     }
 }

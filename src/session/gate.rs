@@ -7,9 +7,7 @@
 
 use crate::policy::header_from::{HeaderFromError, MAX_HEADER_SECTION, check_header_senders};
 use crate::policy::senders::SenderRule;
-use crate::proto::header::{
-    Additions, HeaderDefect, LineKind, classify, fields, submission_fixups,
-};
+use crate::proto::header::{Additions, FieldScanner, HeaderDefect, SectionEnd, submission_fixups};
 use std::fmt;
 
 /// Why the gate refused the message.
@@ -48,8 +46,8 @@ pub struct HeaderGate {
     /// The header section has been released; content now passes straight through.
     released: bool,
     head: Vec<u8>,
-    /// Where the next unread line of `head` starts.
-    scanned: usize,
+    /// The fields of `head` read so far, each line read once.
+    scan: FieldScanner,
     /// Content ready to be written out.
     pub ready: Vec<u8>,
     pub refused: Option<Refusal>,
@@ -70,7 +68,7 @@ impl HeaderGate {
             fixups,
             released: false,
             head: Vec::new(),
-            scanned: 0,
+            scan: FieldScanner::default(),
             ready: received.as_bytes().to_vec(),
             refused: None,
             bcc_removed: 0,
@@ -87,13 +85,16 @@ impl HeaderGate {
             return;
         }
         self.head.extend_from_slice(content);
-        match self.scan(done) {
+        // The section ends at its blank line, at the first line that is no field,
+        // or at the end of the message.
+        match self.scan.advance(&self.head, done) {
             Ok(None) if self.head.len() > MAX_HEADER_SECTION => self.refuse(Refusal::TooLarge),
             Ok(None) => {}
             Ok(Some(end)) => match self.release(end) {
                 Ok(()) => {
                     self.released = true;
                     self.head = Vec::new();
+                    self.scan = FieldScanner::default();
                 }
                 Err(r) => self.refuse(r),
             },
@@ -101,37 +102,17 @@ impl HeaderGate {
         }
     }
 
-    /// Reads the complete lines not yet read, once each. Returns where the header
-    /// section ends, once known: at its blank line, at the first line that is not a
-    /// field (where readers like Postfix end it too), or at the end of the message.
-    fn scan(&mut self, done: bool) -> Result<Option<HeaderEnd>, HeaderDefect> {
-        while let Some(len) = self.head[self.scanned..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-        {
-            let line = &self.head[self.scanned..self.scanned + len + 2];
-            match classify(line) {
-                LineKind::Blank => return Ok(Some(HeaderEnd::Blank(self.scanned))),
-                LineKind::NotAField => return Ok(Some(HeaderEnd::Body(self.scanned))),
-                LineKind::Continuation if self.scanned == 0 => {
-                    return Err(HeaderDefect::LeadingContinuation);
-                }
-                LineKind::Continuation | LineKind::Field { .. } => self.scanned += len + 2,
-            }
-        }
-        Ok(done.then_some(HeaderEnd::Body(self.head.len())))
-    }
-
-    /// Checks and fixes the fields before `end`, then releases them, a blank line
-    /// (the client's, or one of Postern's where the header section ended without
-    /// one) and whatever followed: downstream sees exactly the fields checked here.
-    fn release(&mut self, end: HeaderEnd) -> Result<(), Refusal> {
+    /// Checks and fixes the fields read before `end`, then releases them, a blank
+    /// line (the client's, or one of Postern's where the header section ended
+    /// without one) and whatever followed: downstream sees exactly the fields
+    /// checked here.
+    fn release(&mut self, end: SectionEnd) -> Result<(), Refusal> {
         let (fields_end, blank) = match end {
-            HeaderEnd::Blank(at) => (at, &b""[..]),
-            HeaderEnd::Body(at) if at == self.head.len() => (at, &b""[..]),
-            HeaderEnd::Body(at) => (at, &b"\r\n"[..]),
+            SectionEnd::Blank(at) => (at, &b""[..]),
+            SectionEnd::Body(at) if at == self.head.len() => (at, &b""[..]),
+            SectionEnd::Body(at) => (at, &b"\r\n"[..]),
         };
-        let parsed = fields(&self.head[..fields_end]).map_err(Refusal::Malformed)?;
+        let parsed = self.scan.fields(&self.head);
         if self.require_from && !parsed.iter().any(|f| f.is("From")) {
             return Err(Refusal::Sender(HeaderFromError::Missing));
         }
@@ -158,15 +139,6 @@ impl HeaderGate {
         self.head = Vec::new();
         self.ready.clear();
     }
-}
-
-/// Where a header section ends.
-#[derive(Debug, Clone, Copy)]
-enum HeaderEnd {
-    /// At its blank line, which starts here.
-    Blank(usize),
-    /// Here, without a blank line: at a line that is no field, or the message's end.
-    Body(usize),
 }
 
 #[cfg(test)]
@@ -293,7 +265,7 @@ mod tests {
 
     mod props {
         use super::*;
-        use crate::proto::header::header_end;
+        use crate::proto::header::{fields, header_end};
         use proptest::prelude::*;
 
         fn message() -> impl Strategy<Value = Vec<u8>> {

@@ -5,8 +5,9 @@
 
 use super::bookkeeping::{record, sendable, worth_persisting};
 use super::bounce::{self, Report};
+use super::envelope::{Envelope, body_of};
 use super::queue::Queue;
-use super::store::{Envelope, body_of, unix_now};
+use super::store::unix_now;
 use crate::proto::printable::Printable;
 use crate::upstream::{self, Content, Failure, Outcome, Sender};
 use std::sync::Arc;

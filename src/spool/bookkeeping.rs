@@ -2,7 +2,7 @@
 //! upstream, what an outcome does to the envelope, and whether the change must be
 //! written to disk.
 
-use super::store::{Envelope, RcptState};
+use super::envelope::{Envelope, RcptState};
 use crate::proto::address::is_canonical_path;
 use crate::proto::printable::Printable;
 use crate::upstream::{Failure, Outcome};
@@ -276,7 +276,7 @@ mod tests {
             let mut e = Envelope::sample("A");
             e.rcpts = ["a@x", "b@x", "c@x"]
                 .iter()
-                .map(|a| crate::spool::store::Recipient {
+                .map(|a| super::super::envelope::Recipient {
                     address: a.to_string(),
                     state: RcptState::Pending,
                     last_reply: None,

@@ -1,6 +1,7 @@
 //! Delivery status notifications (RFC 3464) for recipients that failed for good.
 
-use super::store::{Envelope, RcptState, Recipient, new_id, unix_now};
+use super::envelope::{Envelope, RcptState, Recipient};
+use super::store::{new_id, unix_now};
 use crate::proto::received::rfc5322_date;
 use crate::upstream::Failure;
 use std::time::{Duration, UNIX_EPOCH};

@@ -3,9 +3,10 @@
 //! per-recipient results, retries on a schedule with jitter, a whole-queue slowdown
 //! when the smarthost throttles, and bounces for permanent failures.
 
+use super::envelope::Envelope;
 use super::remover::Remover;
 use super::schedule::Schedule;
-use super::store::{Envelope, MessageWriter, Spool, unix_now};
+use super::store::{MessageWriter, Spool, unix_now};
 use crate::config::Delivery;
 use crate::lock::MutexExt;
 use crate::upstream::Relays;

@@ -122,7 +122,7 @@ fn run(spool: &Spool, rx: &mpsc::Receiver<Request>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::store::Envelope;
+    use crate::spool::envelope::Envelope;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn removes_concurrent_requests_each_once() {

@@ -9,8 +9,9 @@
 //! ```
 //!
 //! A message of up to 64 KiB (nearly all mail) is one file: the envelope as a header
-//! block (`POSTERN-ENVELOPE <length>\n<yaml>`), then the message. [`Spool::commit`]
-//! writes it to `tmp/`, fsyncs it, renames it into `queue/` and fsyncs the directory
+//! block (`POSTERN-ENVELOPE <length>\n<yaml>`; the format is [`super::envelope`]'s),
+//! then the message. [`Spool::commit`] writes it to `tmp/`, fsyncs it, renames it
+//! into `queue/` and fsyncs the directory
 //! before the client is answered 250: one file created per message, which matters
 //! because creating files is what a busy spool spends its time on. A larger message
 //! was streamed to `tmp/` while it arrived, so its envelope goes to a `.env` file
@@ -23,92 +24,14 @@
 //! acknowledged or was already delivered, and is removed at the next start. Removal
 //! deletes the `.msg` first.
 
+use super::envelope::{decode, embed, encode, split_embedded};
 use crate::lock::MutexExt;
-use serde::{Deserialize, Serialize};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Where one recipient stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RcptState {
-    Pending,
-    Delivered,
-    Failed,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Recipient {
-    pub address: String,
-    pub state: RcptState,
-    /// The last reply or error for this recipient.
-    #[serde(default)]
-    pub last_reply: Option<String>,
-}
-
-/// A queued message's envelope and delivery state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Envelope {
-    pub id: String,
-    /// Envelope sender; empty for a bounce (null reverse-path).
-    pub from: String,
-    pub rcpts: Vec<Recipient>,
-    /// The authenticated user who submitted it (empty for bounces).
-    #[serde(default)]
-    pub user: String,
-    /// Unix seconds.
-    pub created: u64,
-    pub attempts: u32,
-    /// Unix seconds of the next delivery attempt.
-    pub next_attempt: u64,
-    #[serde(default)]
-    pub last_error: Option<String>,
-    #[serde(default)]
-    pub smtputf8: bool,
-    #[serde(default)]
-    pub eight_bit: bool,
-    pub size: u64,
-    /// A delayed-delivery warning was sent.
-    #[serde(default)]
-    pub warned: bool,
-}
-
-impl Envelope {
-    /// A pending one-recipient envelope (`a@b.example` to `c@d.example`), for tests.
-    #[cfg(test)]
-    pub(crate) fn sample(id: &str) -> Envelope {
-        Envelope {
-            id: id.into(),
-            from: "a@b.example".into(),
-            rcpts: vec![Recipient {
-                address: "c@d.example".into(),
-                state: RcptState::Pending,
-                last_reply: None,
-            }],
-            user: "u".into(),
-            created: 1,
-            attempts: 0,
-            next_attempt: 0,
-            last_error: None,
-            smtputf8: false,
-            eight_bit: false,
-            size: 5,
-            warned: false,
-        }
-    }
-
-    pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
-        self.rcpts.iter().filter(|r| r.state == RcptState::Pending)
-    }
-
-    pub fn is_bounce(&self) -> bool {
-        self.from.is_empty()
-    }
-}
+use super::envelope::Envelope;
 
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -142,44 +65,6 @@ pub fn new_id() -> String {
 /// Opens a file and fsyncs it; used for directories.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
-}
-
-/// The start of a message file that carries its own envelope.
-const MAGIC: &[u8] = b"POSTERN-ENVELOPE ";
-
-/// A message file's content with its envelope in front.
-fn embed(env: &Envelope, body: &[u8]) -> io::Result<Vec<u8>> {
-    let yaml = serde_yaml::to_string(env).map_err(io::Error::other)?;
-    let mut out = Vec::with_capacity(MAGIC.len() + 12 + yaml.len() + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(format!("{}\n", yaml.len()).as_bytes());
-    out.extend_from_slice(yaml.as_bytes());
-    out.extend_from_slice(body);
-    Ok(out)
-}
-
-/// Splits a message file into its embedded envelope text (if any) and the message.
-fn split_embedded(bytes: &[u8]) -> (Option<&[u8]>, &[u8]) {
-    let Some(rest) = bytes.strip_prefix(MAGIC) else {
-        return (None, bytes);
-    };
-    let Some(nl) = rest.iter().take(20).position(|&b| b == b'\n') else {
-        return (None, bytes);
-    };
-    let len: Option<usize> = std::str::from_utf8(&rest[..nl])
-        .ok()
-        .and_then(|n| n.parse().ok());
-    match len {
-        Some(len) if rest.len() >= nl + 1 + len => {
-            (Some(&rest[nl + 1..nl + 1 + len]), &rest[nl + 1 + len..])
-        }
-        _ => (None, bytes),
-    }
-}
-
-/// The message itself, without an embedded envelope.
-pub fn body_of(bytes: &[u8]) -> &[u8] {
-    split_embedded(bytes).1
 }
 
 /// Bytes held in memory before they go to disk: a message this small is written,
@@ -364,7 +249,7 @@ impl Spool {
                             Some(p) => std::fs::OpenOptions::new().write(true).open(p)?,
                             None => create_new(&tmp_path)?,
                         };
-                        f.write_all(&embed(&env, &buf)?)?;
+                        f.write_all(&embed(&env, &buf).map_err(io::Error::other)?)?;
                         f
                     }
                 };
@@ -397,7 +282,7 @@ impl Spool {
     pub fn store(&self, env: &Envelope, content: &[u8]) -> io::Result<()> {
         let tmp = self.tmp.join(format!("{}.msg", env.id));
         let mut f = crate::private_fs::create(&tmp)?;
-        f.write_all(&embed(env, content)?)?;
+        f.write_all(&embed(env, content).map_err(io::Error::other)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.message_path(&env.id))?;
         sync_dir(&self.queue)
@@ -405,7 +290,7 @@ impl Spool {
 
     /// Atomically writes (or replaces) an envelope, then fsyncs the directory.
     pub fn write_envelope(&self, env: &Envelope) -> io::Result<()> {
-        let text = serde_yaml::to_string(env).map_err(io::Error::other)?;
+        let text = encode(env).map_err(io::Error::other)?;
         let tmp = self.tmp.join(format!("{}.env", env.id));
         let mut f = crate::private_fs::create(&tmp)?;
         f.write_all(text.as_bytes())?;
@@ -422,7 +307,7 @@ impl Spool {
         };
         match std::fs::read_to_string(self.envelope_path(id)) {
             Ok(text) => {
-                return serde_yaml::from_str(&text)
+                return decode(text.as_bytes())
                     .map(Some)
                     .map_err(|e| bad(".env", e));
             }
@@ -436,9 +321,7 @@ impl Spool {
             Err(e) => return Err(e),
         };
         match split_embedded(&bytes).0 {
-            Some(yaml) => serde_yaml::from_slice(yaml)
-                .map(Some)
-                .map_err(|e| bad(".msg envelope", e)),
+            Some(yaml) => decode(yaml).map(Some).map_err(|e| bad(".msg envelope", e)),
             None => Ok(None),
         }
     }
@@ -570,6 +453,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::envelope::{MAGIC, RcptState, body_of};
 
     fn env(id: &str) -> Envelope {
         Envelope::sample(id)
@@ -672,15 +556,6 @@ mod tests {
         std::fs::write(dir.path().join("queue/ABC.env"), "x").unwrap();
         assert!(spool.load_all(true).unwrap().is_empty());
         assert!(!dir.path().join("queue/ABC.env").exists());
-        // Text that only looks like a header is message content.
-        assert_eq!(
-            body_of(b"POSTERN-ENVELOPE x\nhello"),
-            b"POSTERN-ENVELOPE x\nhello"
-        );
-        assert_eq!(
-            body_of(b"POSTERN-ENVELOPE 99\nshort"),
-            b"POSTERN-ENVELOPE 99\nshort"
-        );
     }
 
     #[tokio::test]
@@ -710,6 +585,31 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    /// Files as release 1 wrote them (one small message with its envelope in front,
+    /// one large message with a `.env`) load as they did.
+    #[test]
+    fn a_release_1_spool_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = dir.path().join("queue");
+        std::fs::create_dir_all(&queue).unwrap();
+        let yaml = |id: &str, created: u32| {
+            format!(
+                "id: {id}\nfrom: a@b.example\nrcpts:\n- address: c@d.example\n  state: pending\n  last_reply: null\nuser: u\ncreated: {created}\nattempts: 0\nnext_attempt: 0\nlast_error: null\nsmtputf8: false\neight_bit: false\nsize: 5\nwarned: false\n"
+            )
+        };
+        let small = yaml("SMALL", 1);
+        let file = format!("POSTERN-ENVELOPE {}\n{small}hello\r\n", small.len());
+        std::fs::write(queue.join("SMALL.msg"), file).unwrap();
+        std::fs::write(queue.join("LARGE.msg"), b"big\r\n").unwrap();
+        std::fs::write(queue.join("LARGE.env"), yaml("LARGE", 2)).unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut large = env("LARGE");
+        large.created = 2;
+        assert_eq!(spool.load_all(true).unwrap(), vec![env("SMALL"), large]);
+        let file = std::fs::read(spool.message_path("SMALL")).unwrap();
+        assert_eq!(body_of(&file), b"hello\r\n");
     }
 
     #[test]
