@@ -78,14 +78,15 @@ impl Config {
         }
         let routed = self.routes.iter().flat_map(|r| r.smarthosts.iter());
         for s in self.smarthosts.iter().chain(routed) {
-            if let Some(p) = &s.password_file
-                && !out.iter().any(|(_, q, _)| q == p)
-            {
-                out.push((
-                    "smarthost.password_file".into(),
-                    p.clone(),
-                    perms::Kind::Secret,
-                ));
+            let label = |k: &'static str| move |p: &PathBuf| (format!("smarthost.{k}"), p.clone());
+            let oauth2 = s.oauth2.iter().flat_map(|o| o.secret_files.iter());
+            let secrets = (s.password_file.iter().map(label("password_file")))
+                .chain(oauth2.map(label("oauth2")))
+                .chain(s.client_key.iter().map(label("client_key")));
+            for (key, p) in secrets {
+                if !out.iter().any(|(_, q, _)| *q == p) {
+                    out.push((key, p, perms::Kind::Secret));
+                }
             }
         }
         out

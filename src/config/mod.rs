@@ -26,6 +26,7 @@ mod listeners;
 mod load;
 mod log;
 mod metrics;
+mod oauth2;
 pub mod perms;
 mod phc;
 mod problems;
@@ -44,11 +45,12 @@ pub use limits::{Limits, RateLimits, RawRateLimits};
 pub use listeners::{Listener, TlsFiles, TlsMode};
 pub use log::{Log, LogFormat};
 pub use metrics::Metrics;
+pub use oauth2::OAuth2;
 pub use phc::{MAX_M_COST, check_phc};
 pub use problems::{Problem, Problems};
 pub use routes::Route;
 pub use senders::{SenderRule, normalize_domain};
-pub use smarthost::{Smarthost, split_host_port};
+pub use smarthost::{DEFAULT_GRAPH_URL, Smarthost, Transport, split_host_port};
 pub use timeouts::Timeouts;
 pub use units::{HumanDuration, Size, parse_duration, parse_size};
 pub use users::{User, Users, load_users, parse_users};
@@ -96,5 +98,7 @@ pub fn resolve_path(cli: Option<PathBuf>) -> PathBuf {
 #[cfg(test)]
 use std::{path::Path, time::Duration};
 
+#[cfg(test)]
+mod smarthost_tests;
 #[cfg(test)]
 mod tests;
