@@ -25,10 +25,32 @@ enum Token {
 }
 
 /// Reads every mailbox of an address list (groups opened). An empty list, or one
-/// with only empty groups, is an error: a `From:` must name someone.
+/// with an empty group, is an error: a `From:` must name someone.
 pub fn parse_address_list(value: &[u8]) -> Result<Vec<Mailbox>, ListError> {
+    let out = list(value, false)?;
+    if out.is_empty() {
+        return Err(ListError);
+    }
+    Ok(out)
+}
+
+/// Reads every mailbox of a recipient list (`To:`, `Cc:`, `Bcc:`), as strictly;
+/// unlike a `From:`, it may be empty or hold empty groups
+/// (`undisclosed-recipients:;`).
+pub fn parse_recipient_list(value: &[u8]) -> Result<Vec<Mailbox>, ListError> {
+    if value.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Vec::new());
+    }
+    list(value, true)
+}
+
+fn list(value: &[u8], empty_groups: bool) -> Result<Vec<Mailbox>, ListError> {
     let tokens = tokenize(value)?;
-    let mut p = Parser { tokens, pos: 0 };
+    let mut p = Parser {
+        tokens,
+        pos: 0,
+        empty_groups,
+    };
     let mut out = Vec::new();
     loop {
         p.address(&mut out)?;
@@ -38,16 +60,17 @@ pub fn parse_address_list(value: &[u8]) -> Result<Vec<Mailbox>, ListError> {
             Some(_) => return Err(ListError),
         }
     }
-    if out.is_empty() {
-        return Err(ListError);
-    }
     Ok(out)
 }
 
 /// Reads exactly one mailbox (as `Sender:` holds).
 pub fn parse_single_mailbox(value: &[u8]) -> Result<Mailbox, ListError> {
     let tokens = tokenize(value)?;
-    let mut p = Parser { tokens, pos: 0 };
+    let mut p = Parser {
+        tokens,
+        pos: 0,
+        empty_groups: false,
+    };
     let m = p.mailbox()?;
     if p.next().is_some() {
         return Err(ListError);
@@ -155,6 +178,8 @@ fn quoted(s: &[u8], mut i: usize) -> Result<(Vec<u8>, usize), ListError> {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// Whether `name:;` may stand for no one.
+    empty_groups: bool,
 }
 
 impl Parser {
@@ -191,6 +216,10 @@ impl Parser {
         let words = self.words();
         if !words.is_empty() && self.peek() == Some(&Token::Special(b':')) {
             self.pos += 1;
+            if self.empty_groups && self.peek() == Some(&Token::Special(b';')) {
+                self.pos += 1;
+                return Ok(());
+            }
             // An empty group names no one; readers disagree on what it leaves.
             loop {
                 out.push(self.mailbox()?);

@@ -123,6 +123,10 @@ impl Server {
             tasks.push(tokio::spawn(crate::metrics::serve(socket, handle)));
         }
         tasks.push(spawn_pruner(ctx.clone()));
+        for tokens in ctx.relay.token_sources() {
+            let refresher = tokens.clone().keep_fresh(shutdown_tx.subscribe());
+            tasks.push(tokio::spawn(refresher));
+        }
         let queue_task = ctx
             .queue()
             .map(|q| tokio::spawn(crate::spool::queue::run(q.clone(), ctx.shutdown.clone())));

@@ -18,6 +18,7 @@ use crate::proto::reply::{Esc, Reply};
 use crate::session::io::{ReadChunk, SmtpStream};
 use crate::spool::envelope::{Envelope, RcptState, Recipient};
 use crate::spool::store::{MessageWriter, unix_now};
+use crate::upstream::graph::Unsendable;
 use crate::upstream::{self, Failed};
 use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -85,6 +86,11 @@ fn header_refusal(e: &Refusal) -> (&'static str, &'static str, Reply) {
             "header_from",
             "header sender not allowed",
             Reply::new(550, Esc(5, 7, 1), format!("Message refused: {e}")),
+        ),
+        Refusal::Recipients(u) => (
+            "header_recipients",
+            "header names recipients outside the envelope (Graph route)",
+            u.reply(),
         ),
         Refusal::Malformed(_) | Refusal::TooLarge => (
             "header",
@@ -162,13 +168,19 @@ impl Session {
             .as_ref()
             .filter(|u| !u.allow_any_header_from)
             .map(|u| u.senders.clone());
-        let null_sender = self.txn.as_ref().is_some_and(|t| t.from.is_empty());
-        HeaderGate::new(
+        let txn = self.txn.as_ref().expect("transaction is open");
+        let gate = HeaderGate::new(
             &self.trace_header(queue_id),
             rules,
-            null_sender,
+            txn.from.is_empty(),
             self.fixups(queue_id),
-        )
+        );
+        if self.ctx.relay.through_graph(&txn.from) {
+            // Graph delivers to whom the header names.
+            gate.only_recipients(txn.rcpts.clone())
+        } else {
+            gate
+        }
     }
 
     /// Streams the message from the client through the receiver and the header
@@ -397,6 +409,14 @@ impl Session {
         size: usize,
     ) -> Flow {
         let queue = self.ctx.queue().expect("queue mode").clone();
+        if let Some(max) = self.ctx.relay.max_message_size(&txn.from)
+            && writer.written > max
+        {
+            // Refused now rather than bounced later: the route cannot take it.
+            warn!(sender = %Printable(&txn.from), size = writer.written, max, "message too large for the sender's route");
+            self.message_metric("rejected", "size");
+            return self.refuse(io, Unsendable::TooLarge.reply());
+        }
         let now = unix_now();
         let env = Envelope {
             id: writer.id().to_string(),

@@ -8,6 +8,7 @@
 use crate::policy::header_from::{HeaderFromError, MAX_HEADER_SECTION, check_header_senders};
 use crate::policy::senders::SenderRule;
 use crate::proto::header::{Additions, FieldScanner, HeaderDefect, SectionEnd, submission_fixups};
+use crate::upstream::graph::{Unsendable, named_recipients};
 use std::fmt;
 
 /// Why the gate refused the message.
@@ -19,6 +20,9 @@ pub enum Refusal {
     Malformed(HeaderDefect),
     /// No end of the header section within [`MAX_HEADER_SECTION`] bytes.
     TooLarge,
+    /// The header names recipients a Graph smarthost would deliver to, but the
+    /// envelope does not.
+    Recipients(Unsendable),
 }
 
 impl fmt::Display for Refusal {
@@ -27,6 +31,7 @@ impl fmt::Display for Refusal {
             Refusal::Sender(e) => e.fmt(f),
             Refusal::Malformed(d) => write!(f, "malformed header section: {d}"),
             Refusal::TooLarge => write!(f, "header section larger than {MAX_HEADER_SECTION} bytes"),
+            Refusal::Recipients(u) => write!(f, "{}", u.reply().text),
         }
     }
 }
@@ -53,6 +58,8 @@ pub struct HeaderGate {
     pub refused: Option<Refusal>,
     /// `Bcc:` fields removed.
     pub bcc_removed: usize,
+    /// When set, the header may name only these recipients (a Graph route).
+    envelope: Option<Vec<String>>,
 }
 
 impl HeaderGate {
@@ -72,7 +79,15 @@ impl HeaderGate {
             ready: received.as_bytes().to_vec(),
             refused: None,
             bcc_removed: 0,
+            envelope: None,
         }
+    }
+
+    /// Refuses a header naming anyone but `rcpts` (for a route through Graph, which
+    /// delivers to the header's recipients).
+    pub fn only_recipients(mut self, rcpts: Vec<String>) -> HeaderGate {
+        self.envelope = Some(rcpts);
+        self
     }
 
     /// Takes the next content lines; `done` after the last.
@@ -118,6 +133,9 @@ impl HeaderGate {
         }
         if let Some(rules) = &self.rules {
             check_header_senders(&parsed, rules).map_err(Refusal::Sender)?;
+        }
+        if let Some(rcpts) = &self.envelope {
+            named_recipients(&parsed, rcpts).map_err(Refusal::Recipients)?;
         }
         let (section, removed) = submission_fixups(&parsed, &self.additions());
         self.bcc_removed = removed;

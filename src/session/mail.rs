@@ -172,7 +172,10 @@ impl Session {
                 format!("Sender <{}> not allowed for this user", from.address),
             ));
         }
-        let max = self.ctx.config.limits.max_message_size;
+        let route_max = self.ctx.relay.max_message_size(&from.address);
+        let max = route_max.map_or(self.ctx.config.limits.max_message_size, |r| {
+            r.min(self.ctx.config.limits.max_message_size)
+        });
         if from.size as u64 > max {
             info!(declared = from.size, max, "declared size too large");
             return Some(Reply::new(

@@ -1,6 +1,7 @@
 //! An SMTP client for one smarthost connection: connect, TLS (STARTTLS or implicit,
 //! certificate verified), EHLO, AUTH, then MAIL/RCPT/DATA as the session asks.
 
+use super::oauth::{TokenError, TokenSource, xoauth2};
 use crate::config::{Smarthost, Timeouts, TlsMode};
 use crate::proto::reply::{Reply, ReplyBuilder, ReplyError};
 use crate::proto::sasl;
@@ -24,13 +25,28 @@ pub struct UpstreamSettings {
     pub port: u16,
     pub tls: TlsMode,
     pub tls_config: Arc<ClientConfig>,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
+    pub credentials: Credentials,
     /// Our EHLO name.
     pub ehlo_name: String,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
     pub data_done_timeout: Duration,
+}
+
+/// How Postern logs in to a smarthost.
+#[derive(Clone)]
+pub enum Credentials {
+    None,
+    /// AUTH PLAIN or LOGIN.
+    Password {
+        user: String,
+        password: Secret,
+    },
+    /// AUTH XOAUTH2 with the entry's access token.
+    OAuth2 {
+        user: String,
+        tokens: Arc<TokenSource>,
+    },
 }
 
 impl UpstreamSettings {
@@ -44,14 +60,25 @@ impl UpstreamSettings {
         t: &Timeouts,
         ehlo_name: &str,
         tls_config: Arc<ClientConfig>,
+        tokens: Option<Arc<TokenSource>>,
     ) -> Self {
+        let credentials = match (&s.username, &s.password, tokens) {
+            (Some(user), _, Some(tokens)) => Credentials::OAuth2 {
+                user: user.clone(),
+                tokens,
+            },
+            (Some(user), Some(password), None) => Credentials::Password {
+                user: user.clone(),
+                password: password.clone(),
+            },
+            _ => Credentials::None,
+        };
         UpstreamSettings {
             host: s.host.clone(),
             port: s.port,
             tls: s.tls,
             tls_config,
-            username: s.username.clone(),
-            password: s.password.clone(),
+            credentials,
             ehlo_name: ehlo_name.to_string(),
             connect_timeout: t.upstream_connect,
             command_timeout: t.upstream_command,
@@ -80,6 +107,8 @@ pub enum UpstreamError {
     Refused { phase: &'static str, reply: Reply },
     #[error("smarthost does not offer {0}")]
     Missing(&'static str),
+    #[error("no access token for the smarthost: {0}")]
+    Token(#[from] TokenError),
 }
 
 /// What the smarthost said it supports in its EHLO reply.
@@ -92,6 +121,7 @@ pub struct Caps {
     pub starttls: bool,
     pub auth_plain: bool,
     pub auth_login: bool,
+    pub auth_xoauth2: bool,
 }
 
 impl Caps {
@@ -112,6 +142,7 @@ impl Caps {
                         match m.to_ascii_uppercase().as_str() {
                             "PLAIN" => caps.auth_plain = true,
                             "LOGIN" => caps.auth_login = true,
+                            "XOAUTH2" => caps.auth_xoauth2 = true,
                             _ => {}
                         }
                     }
@@ -310,17 +341,20 @@ impl Upstream {
     }
 
     async fn authenticate(&mut self) -> Result<(), UpstreamError> {
-        let (Some(user), Some(pass)) = (
-            self.settings.username.clone(),
-            self.settings.password.clone(),
-        ) else {
-            return Ok(());
-        };
+        match self.settings.credentials.clone() {
+            Credentials::None => Ok(()),
+            Credentials::Password { user, password } => self.password(&user, &password).await,
+            Credentials::OAuth2 { user, tokens } => self.xoauth2(&user, &tokens).await,
+        }
+    }
+
+    /// AUTH PLAIN, or LOGIN when PLAIN is not offered.
+    async fn password(&mut self, user: &str, pass: &Secret) -> Result<(), UpstreamError> {
         let t = self.settings.command_timeout;
         if self.caps.auth_plain {
             let line = Secret::new(format!(
                 "AUTH PLAIN {}",
-                sasl::encode_plain(&user, pass.expose())
+                sasl::encode_plain(user, pass.expose())
             ));
             let reply = exchange(&mut self.stream, line.expose(), t, "AUTH").await?;
             expect(reply, 235, "AUTH")?;
@@ -331,7 +365,7 @@ impl Upstream {
                 "AUTH",
             )?;
             expect(
-                exchange(&mut self.stream, &sasl::encode(&user), t, "AUTH").await?,
+                exchange(&mut self.stream, &sasl::encode(user), t, "AUTH").await?,
                 334,
                 "AUTH",
             )?;
@@ -345,6 +379,40 @@ impl Upstream {
             return Err(UpstreamError::Missing("AUTH PLAIN or LOGIN"));
         }
         Ok(())
+    }
+
+    /// AUTH XOAUTH2. A refused token (Microsoft and Google answer `334` with a
+    /// base64 JSON error, then `535` after our empty line) is dropped, and a new one
+    /// fetched and tried once.
+    async fn xoauth2(&mut self, user: &str, tokens: &TokenSource) -> Result<(), UpstreamError> {
+        if !self.caps.auth_xoauth2 {
+            return Err(UpstreamError::Missing("AUTH XOAUTH2"));
+        }
+        let t = self.settings.command_timeout;
+        let mut retried = false;
+        loop {
+            let token = tokens.token().await?;
+            let line = Secret::new(format!(
+                "AUTH XOAUTH2 {}",
+                sasl::encode(xoauth2(user, &token).expose())
+            ));
+            let mut reply = exchange(&mut self.stream, line.expose(), t, "AUTH").await?;
+            if reply.code == 334 {
+                reply = exchange(&mut self.stream, "", t, "AUTH").await?;
+            }
+            if reply.code == 235 {
+                return Ok(());
+            }
+            if reply.is_permanent() && !retried {
+                tokens.refused(&token).await;
+                retried = true;
+                continue;
+            }
+            return Err(UpstreamError::Refused {
+                phase: "AUTH",
+                reply,
+            });
+        }
     }
 
     /// Sends one command and reads its reply; marks the connection broken on failure.
@@ -405,7 +473,7 @@ mod tests {
     fn parses_ehlo_capabilities() {
         let r = Reply::plain(
             250,
-            "mx.example\nPIPELINING\nSIZE 10240000\n8BITMIME\nAUTH=PLAIN LOGIN\nAUTH LOGIN PLAIN\nSMTPUTF8\nSTARTTLS",
+            "mx.example\nPIPELINING\nSIZE 10240000\n8BITMIME\nAUTH=PLAIN LOGIN\nAUTH LOGIN PLAIN XOAUTH2\nSMTPUTF8\nSTARTTLS",
         );
         let c = Caps::parse(&r);
         assert_eq!(
@@ -417,7 +485,8 @@ mod tests {
                 smtputf8: true,
                 starttls: true,
                 auth_plain: true,
-                auth_login: true
+                auth_login: true,
+                auth_xoauth2: true,
             }
         );
         assert_eq!(

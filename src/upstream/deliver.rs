@@ -55,7 +55,7 @@ pub async fn deliver(
         let mut out = attempt_on(relays, pool, sender, &pending, content).await;
         if out.no_smtputf8 && last {
             // No smarthost on the route can take it: it fails, as passthrough refuses it.
-            warn!(smarthost = %relays.pool(pool).name(), "no smarthost on the route offers SMTPUTF8");
+            warn!(smarthost = %relays.name(pool), "no smarthost on the route offers SMTPUTF8");
             out.fail_for_smtputf8();
         }
         if out.deferred.is_empty() || last {
@@ -63,7 +63,7 @@ pub async fn deliver(
             break;
         }
         warn!(
-            smarthost = %relays.pool(pool).name(),
+            smarthost = %relays.name(pool),
             deferred = out.deferred.len(),
             reason = %Printable(&out.deferred[0].1),
             "failing over to the next smarthost"

@@ -10,6 +10,8 @@
 
 pub mod client;
 pub mod deliver;
+pub mod graph;
+pub mod oauth;
 pub mod outcome;
 pub mod pool;
 pub mod relays;
@@ -19,5 +21,5 @@ pub use client::{Caps, Upstream, UpstreamError, UpstreamSettings};
 pub use deliver::{Content, deliver};
 pub use outcome::{Failed, Failure, Outcome};
 pub use pool::Pool;
-pub use relays::Relays;
+pub use relays::{Endpoint, Relays, SetupError};
 pub use transaction::{Sender, Transaction};

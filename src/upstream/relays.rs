@@ -1,57 +1,105 @@
-//! All smarthosts: one pool each, the default route and the per-sender routes.
+//! All smarthosts: one endpoint per configured entry (an SMTP connection pool, or a
+//! Microsoft Graph mailbox), the default route and the per-sender routes.
 //!
-//! A route is a list of smarthosts tried in order: on a connection failure or a 4xx
+//! A route is a list of entries tried in order: on a connection failure or a 4xx
 //! before the message was handed over, the next one is tried. A message is only
 //! ever sent to one smarthost: failover happens for what the previous one did not
 //! accept.
 
 use super::client::{Upstream, UpstreamError, UpstreamSettings};
+use super::graph::Graph;
+use super::oauth::TokenSource;
 use super::pool::{Pool, Taken};
-use crate::config::{Config, Smarthost};
+use crate::config::{Config, Smarthost, Timeouts, Transport};
 use crate::policy::senders::SenderRule;
 use crate::tls::{TlsError, client_config};
+use std::sync::Arc;
 use std::time::Duration;
 
+/// Where one smarthost entry's mail goes.
+pub enum Endpoint {
+    Smtp(Pool),
+    Graph(Graph),
+}
+
 pub struct Relays {
-    pools: Vec<Pool>,
+    endpoints: Vec<Endpoint>,
+    /// Every entry's token source, kept fresh in the background by the server.
+    tokens: Vec<Arc<TokenSource>>,
     default_route: Vec<usize>,
     routes: Vec<(SenderRule, Vec<usize>)>,
 }
 
+/// Why the smarthosts cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("smarthost {0}: {1}")]
+    Http(String, String),
+}
+
 impl Relays {
-    /// One pool per configured smarthost.
-    pub fn new(config: &Config) -> Result<Relays, TlsError> {
-        let mut pools = Vec::new();
-        let mut add = |hosts: &[Smarthost]| -> Result<Vec<usize>, TlsError> {
-            let mut route = Vec::new();
-            for s in hosts {
-                let tls = client_config(s.ca_file.as_deref())?;
-                let settings = UpstreamSettings::new(s, &config.timeouts, &config.hostname, tls);
-                let index = pools.len();
-                pools.push(Pool::new(
-                    index,
-                    settings,
-                    s.pool_size,
-                    s.idle_timeout,
-                    s.max_messages_per_connection,
-                ));
-                route.push(index);
-            }
-            Ok(route)
+    /// One endpoint per configured smarthost entry.
+    pub fn new(config: &Config) -> Result<Relays, SetupError> {
+        let mut relays = Relays {
+            endpoints: Vec::new(),
+            tokens: Vec::new(),
+            default_route: Vec::new(),
+            routes: Vec::new(),
         };
-        let default_route = add(&config.smarthosts)?;
-        let mut routes = Vec::new();
+        relays.default_route = relays.add(config, &config.smarthosts)?;
         for r in &config.routes {
-            routes.push((r.rule.clone(), add(&r.smarthosts)?));
+            let route = relays.add(config, &r.smarthosts)?;
+            relays.routes.push((r.rule.clone(), route));
         }
-        Ok(Relays {
-            pools,
-            default_route,
-            routes,
-        })
+        Ok(relays)
     }
 
-    /// The smarthosts (pool indices, in failover order) for mail from `sender`.
+    /// Adds `hosts` as endpoints; their indices, in order.
+    fn add(&mut self, config: &Config, hosts: &[Smarthost]) -> Result<Vec<usize>, SetupError> {
+        let mut route = Vec::new();
+        for s in hosts {
+            let index = self.endpoints.len();
+            let tls = client_config(s.ca_file.as_deref())?;
+            let name = entry_name(s);
+            let tokens = match &s.oauth2 {
+                Some(o) => {
+                    let http = http_client(&tls, &config.timeouts, &name)?;
+                    let t = Arc::new(TokenSource::new(http, o.clone(), name.clone()));
+                    self.tokens.push(t.clone());
+                    Some(t)
+                }
+                None => None,
+            };
+            let endpoint = match (s.transport, tokens) {
+                (Transport::Graph, Some(tokens)) => {
+                    let http = http_client(&tls, &config.timeouts, &name)?;
+                    let user = s.username.as_deref().unwrap_or_default();
+                    Endpoint::Graph(
+                        Graph::new(http, &s.graph_url, user, tokens)
+                            .map_err(|e| SetupError::Http(name.clone(), e))?,
+                    )
+                }
+                (_, tokens) => {
+                    let settings =
+                        UpstreamSettings::new(s, &config.timeouts, &config.hostname, tls, tokens);
+                    Endpoint::Smtp(Pool::new(
+                        index,
+                        settings,
+                        s.pool_size,
+                        s.idle_timeout,
+                        s.max_messages_per_connection,
+                    ))
+                }
+            };
+            self.endpoints.push(endpoint);
+            route.push(index);
+        }
+        Ok(route)
+    }
+
+    /// The entries (indices, in failover order) for mail from `sender`.
     pub fn route(&self, sender: &str) -> &[usize] {
         self.routes
             .iter()
@@ -60,48 +108,124 @@ impl Relays {
             .unwrap_or(&self.default_route)
     }
 
-    pub fn pool(&self, index: usize) -> &Pool {
-        &self.pools[index]
+    pub fn endpoint(&self, index: usize) -> &Endpoint {
+        &self.endpoints[index]
+    }
+
+    /// Entry `index`'s name, for logs.
+    pub fn name(&self, index: usize) -> String {
+        match &self.endpoints[index] {
+            Endpoint::Smtp(p) => p.name(),
+            Endpoint::Graph(g) => g.name.clone(),
+        }
+    }
+
+    /// The largest message every entry of `sender`'s route can take, if any is
+    /// limited (Graph).
+    pub fn max_message_size(&self, sender: &str) -> Option<u64> {
+        self.route(sender)
+            .iter()
+            .filter_map(|&i| match &self.endpoints[i] {
+                Endpoint::Graph(_) => Some(super::graph::MAX_MESSAGE),
+                Endpoint::Smtp(_) => None,
+            })
+            .min()
+    }
+
+    /// Whether `sender`'s route has a Graph entry, which delivers to the recipients
+    /// the header names.
+    pub fn through_graph(&self, sender: &str) -> bool {
+        self.route(sender)
+            .iter()
+            .any(|&i| matches!(self.endpoints[i], Endpoint::Graph(_)))
+    }
+
+    /// Every entry's OAuth 2.0 token source.
+    pub fn token_sources(&self) -> &[Arc<TokenSource>] {
+        &self.tokens
+    }
+
+    fn pools(&self) -> impl Iterator<Item = &Pool> {
+        self.endpoints.iter().filter_map(|e| match e {
+            Endpoint::Smtp(p) => Some(p),
+            Endpoint::Graph(_) => None,
+        })
+    }
+
+    fn smtp(&self, index: usize) -> Result<&Pool, UpstreamError> {
+        match &self.endpoints[index] {
+            Endpoint::Smtp(p) => Ok(p),
+            Endpoint::Graph(_) => Err(UpstreamError::Missing("SMTP (a Graph entry)")),
+        }
     }
 
     /// A connection from pool `index` (idle if possible).
     pub async fn take(&self, index: usize) -> Result<Taken, UpstreamError> {
-        self.pools[index].take().await
+        self.smtp(index)?.take().await
     }
 
     /// A fresh connection from pool `index`.
     pub async fn connect(&self, index: usize) -> Result<Upstream, UpstreamError> {
-        self.pools[index].connect().await
+        self.smtp(index)?.connect().await
     }
 
     /// Back to its own pool after a completed transaction.
     pub fn put(&self, conn: Upstream) {
-        let i = conn.pool;
-        self.pools[i].put(conn);
+        if let Endpoint::Smtp(p) = &self.endpoints[conn.pool] {
+            p.put(conn);
+        }
     }
 
     /// RSET, then back to its pool.
     pub async fn reset_and_put(&self, conn: Upstream) {
-        let i = conn.pool;
-        self.pools[i].reset_and_put(conn).await;
+        if let Endpoint::Smtp(p) = &self.endpoints[conn.pool] {
+            p.reset_and_put(conn).await;
+        }
     }
 
     pub fn prune(&self) {
-        self.pools.iter().for_each(Pool::prune);
+        self.pools().for_each(Pool::prune);
     }
 
     pub async fn close_all(&self) {
-        for p in &self.pools {
+        for p in self.pools() {
             p.close_all().await;
         }
     }
 
     /// The shortest idle timeout, for the pruning interval.
     pub fn idle_timeout(&self) -> Duration {
-        self.pools
-            .iter()
+        self.pools()
             .map(Pool::idle_timeout)
             .min()
             .unwrap_or(Duration::from_secs(30))
     }
+}
+
+/// An entry's name for logs: `host:port`, or the Graph mailbox.
+fn entry_name(s: &Smarthost) -> String {
+    match s.transport {
+        Transport::Graph => format!("graph:{}", s.username.as_deref().unwrap_or("")),
+        Transport::Smtp => format!("{}:{}", s.host, s.port),
+    }
+}
+
+/// An HTTPS client trusting what the entry's SMTP connections trust (the system's
+/// roots and its `ca_file`), with the upstream timeouts.
+fn http_client(
+    tls: &Arc<rustls::ClientConfig>,
+    t: &Timeouts,
+    name: &str,
+) -> Result<reqwest::Client, SetupError> {
+    let mut tls = rustls::ClientConfig::clone(tls);
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .https_only(true)
+        .connect_timeout(t.upstream_connect)
+        .timeout(t.upstream_data_done)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("Postern/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| SetupError::Http(name.to_string(), e.to_string()))
 }

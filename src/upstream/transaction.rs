@@ -10,8 +10,9 @@
 //! whatever it got.
 
 use super::client::{Caps, Upstream, UpstreamError};
+use super::graph::{self, Graph, Unsendable};
 use super::outcome::Failed;
-use super::relays::Relays;
+use super::relays::{Endpoint, Relays};
 use crate::proto::printable::Printable;
 use crate::proto::reply::Reply;
 use crate::proto::stuff::DotStuffer;
@@ -54,10 +55,30 @@ impl Sender {
 /// An open transaction: MAIL was accepted.
 pub struct Transaction {
     relays: Arc<Relays>,
+    /// The smarthost entry it is open at.
+    index: usize,
+    kind: Kind,
+}
+
+enum Kind {
+    Smtp(Smtp),
+    /// Graph takes the whole message in one request: gathered here until the end.
+    Graph(Buffered),
+}
+
+struct Smtp {
     /// `None` once the connection is lost or handed back.
     conn: Option<Upstream>,
     stuffer: DotStuffer,
     wire: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Buffered {
+    rcpts: Vec<String>,
+    message: Vec<u8>,
+    /// The message outgrew what Graph takes; the rest is not kept.
+    overflow: bool,
 }
 
 impl Transaction {
@@ -66,15 +87,15 @@ impl Transaction {
     pub async fn open(relays: &Arc<Relays>, sender: &Sender) -> Result<Transaction, Failed> {
         let route = relays.route(&sender.address).to_vec();
         let mut last = Failed::Lost(UpstreamError::Closed);
-        for (n, &pool) in route.iter().enumerate() {
-            match Transaction::open_on(relays, pool, sender).await {
+        for (n, &index) in route.iter().enumerate() {
+            match Transaction::open_on(relays, index, sender).await {
                 Ok(t) => return Ok(t),
                 Err(f) if n + 1 < route.len() && !f.is_permanent() => {
-                    warn!(smarthost = %relays.pool(pool).name(), reason = %Printable(&f.reason()), "smarthost did not open the transaction; trying the next one");
+                    warn!(smarthost = %relays.name(index), reason = %Printable(&f.reason()), "smarthost did not open the transaction; trying the next one");
                     last = f;
                 }
                 Err(Failed::NoSmtpUtf8) if n + 1 < route.len() => {
-                    warn!(smarthost = %relays.pool(pool).name(), "smarthost does not offer SMTPUTF8; trying the next one");
+                    warn!(smarthost = %relays.name(index), "smarthost does not offer SMTPUTF8; trying the next one");
                     last = Failed::NoSmtpUtf8;
                 }
                 Err(f) => return Err(f),
@@ -83,14 +104,140 @@ impl Transaction {
         Err(last)
     }
 
-    /// Opens a transaction at smarthost `pool` only, retrying once on a fresh
-    /// connection when a pooled one turns out dead.
+    /// Opens a transaction at smarthost entry `index` only.
     pub async fn open_on(
         relays: &Arc<Relays>,
-        pool: usize,
+        index: usize,
         sender: &Sender,
     ) -> Result<Transaction, Failed> {
-        let mut taken = relays.take(pool).await.map_err(Failed::Unavailable)?;
+        let kind = match relays.endpoint(index) {
+            Endpoint::Smtp(_) => Kind::Smtp(Smtp::open(relays, index, sender).await?),
+            Endpoint::Graph(_) if sender.size > graph::MAX_MESSAGE => {
+                return Err(Failed::Refused(Unsendable::TooLarge.reply()));
+            }
+            Endpoint::Graph(_) => Kind::Graph(Buffered::default()),
+        };
+        Ok(Transaction {
+            relays: relays.clone(),
+            index,
+            kind,
+        })
+    }
+
+    /// Whether the connection is still there (nothing was lost).
+    pub fn is_open(&self) -> bool {
+        match &self.kind {
+            Kind::Smtp(s) => s.conn.is_some(),
+            Kind::Graph(_) => true,
+        }
+    }
+
+    /// The smarthost entry's name, for logs.
+    pub fn smarthost(&self) -> String {
+        self.relays.name(self.index)
+    }
+
+    /// RCPT for one recipient.
+    pub async fn rcpt(&mut self, address: &str) -> Result<(), Failed> {
+        match &mut self.kind {
+            Kind::Smtp(s) => {
+                let line = format!("RCPT TO:<{address}>");
+                let result = s.conn()?.command(&line, "RCPT").await;
+                s.verdict(result, "RCPT")
+            }
+            Kind::Graph(b) => {
+                b.rcpts.push(address.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// DATA: `Ok` once the smarthost takes content.
+    pub async fn data(&mut self) -> Result<(), Failed> {
+        match &mut self.kind {
+            Kind::Smtp(s) => s.data().await,
+            Kind::Graph(_) => Ok(()),
+        }
+    }
+
+    /// Writes message content (not yet dot-stuffed).
+    pub async fn write(&mut self, content: &[u8]) -> Result<(), Failed> {
+        match &mut self.kind {
+            Kind::Smtp(s) => s.write(content).await,
+            Kind::Graph(b) => {
+                b.push(content);
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the data and returns the smarthost's verdict on the message, positive
+    /// or not; `Err` when the connection was lost and the outcome is unknown.
+    pub async fn finish(self) -> Result<Reply, Failed> {
+        let Transaction {
+            relays,
+            index,
+            kind,
+        } = self;
+        match kind {
+            Kind::Smtp(s) => s.finish(&relays).await,
+            Kind::Graph(b) => {
+                let Endpoint::Graph(g) = relays.endpoint(index) else {
+                    unreachable!("a Graph transaction is open at a Graph entry");
+                };
+                b.finish(g).await
+            }
+        }
+    }
+
+    /// Abandons the transaction: RSET, and the connection goes back to its pool.
+    pub async fn reset(self) {
+        if let Kind::Smtp(mut s) = self.kind
+            && let Some(conn) = s.conn.take()
+        {
+            self.relays.reset_and_put(conn).await;
+        }
+    }
+}
+
+impl Buffered {
+    fn push(&mut self, content: &[u8]) {
+        if self.overflow {
+            return;
+        }
+        if (self.message.len() + content.len()) as u64 > graph::MAX_MESSAGE {
+            self.overflow = true;
+            self.message = Vec::new();
+            return;
+        }
+        self.message.extend_from_slice(content);
+    }
+
+    async fn finish(self, graph: &Graph) -> Result<Reply, Failed> {
+        let prepared = if self.overflow {
+            Err(Unsendable::TooLarge)
+        } else {
+            graph::prepare(&self.message, &self.rcpts)
+        };
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(why) => {
+                warn!(graph = %graph.name, reason = %Printable(&why.reply()), "message cannot go to Graph");
+                return Ok(why.reply());
+            }
+        };
+        match graph.send(&prepared).await {
+            Ok(reply) | Err(Failed::Refused(reply)) => Ok(reply),
+            Err(f) => Err(f),
+        }
+    }
+}
+
+impl Smtp {
+    /// MAIL at pool `index`, retrying once on a fresh connection when a pooled one
+    /// turns out dead.
+    async fn open(relays: &Arc<Relays>, index: usize, sender: &Sender) -> Result<Smtp, Failed> {
+        let mut taken = relays.take(index).await.map_err(Failed::Unavailable)?;
         loop {
             let conn = &mut taken.conn;
             if sender.smtputf8 && !conn.caps.smtputf8 {
@@ -101,20 +248,21 @@ impl Transaction {
             let dead = result.as_ref().map_or(true, |r| r.code == 421);
             if dead && taken.reused {
                 info!("pooled smarthost connection was closed; opening a new one");
-                taken.conn = relays.connect(pool).await.map_err(Failed::Unavailable)?;
+                taken.conn = relays.connect(index).await.map_err(Failed::Unavailable)?;
                 taken.reused = false;
                 continue;
             }
-            let mut txn = Transaction {
-                relays: relays.clone(),
+            let mut smtp = Smtp {
                 conn: Some(taken.conn),
                 stuffer: DotStuffer::default(),
                 wire: Vec::new(),
             };
-            return match txn.verdict(result, "MAIL") {
-                Ok(()) => Ok(txn),
+            return match smtp.verdict(result, "MAIL") {
+                Ok(()) => Ok(smtp),
                 Err(f) => {
-                    txn.reset().await;
+                    if let Some(conn) = smtp.conn.take() {
+                        relays.reset_and_put(conn).await;
+                    }
                     Err(f)
                 }
             };
@@ -148,28 +296,7 @@ impl Transaction {
             .ok_or(Failed::Lost(UpstreamError::Closed))
     }
 
-    /// Whether the connection is still there (nothing was lost).
-    pub fn is_open(&self) -> bool {
-        self.conn.is_some()
-    }
-
-    /// `host:port` of the smarthost, for logs.
-    pub fn smarthost(&self) -> String {
-        self.conn
-            .as_ref()
-            .map(|c| self.relays.pool(c.pool).name())
-            .unwrap_or_default()
-    }
-
-    /// RCPT for one recipient.
-    pub async fn rcpt(&mut self, address: &str) -> Result<(), Failed> {
-        let line = format!("RCPT TO:<{address}>");
-        let result = self.conn()?.command(&line, "RCPT").await;
-        self.verdict(result, "RCPT")
-    }
-
-    /// DATA: `Ok` once the smarthost answered 354 and takes content.
-    pub async fn data(&mut self) -> Result<(), Failed> {
+    async fn data(&mut self) -> Result<(), Failed> {
         let result = self.conn()?.command("DATA", "DATA").await;
         match result {
             Ok(r) if r.code == 354 => Ok(()),
@@ -185,8 +312,8 @@ impl Transaction {
         }
     }
 
-    /// Writes message content (not yet dot-stuffed), in chunks of [`CHUNK`].
-    pub async fn write(&mut self, content: &[u8]) -> Result<(), Failed> {
+    /// Dot-stuffs content and writes it in chunks of [`CHUNK`].
+    async fn write(&mut self, content: &[u8]) -> Result<(), Failed> {
         self.stuffer.stuff(content, &mut self.wire);
         if self.wire.len() >= CHUNK {
             self.flush_wire().await?;
@@ -205,9 +332,8 @@ impl Transaction {
         })
     }
 
-    /// Ends the data and returns the smarthost's verdict on the message, positive
-    /// or not; the connection goes back to its pool unless it was lost.
-    pub async fn finish(mut self) -> Result<Reply, Failed> {
+    /// The end of data, and the connection back to its pool unless it was lost.
+    async fn finish(mut self, relays: &Relays) -> Result<Reply, Failed> {
         self.stuffer.finish(&mut self.wire);
         self.flush_wire().await?;
         let result = self.conn()?.finish_data().await;
@@ -218,7 +344,7 @@ impl Transaction {
         match result {
             Ok(reply) if reply.code != 421 => {
                 let conn = self.conn.take().expect("the connection was there");
-                self.relays.put(conn);
+                relays.put(conn);
                 Ok(reply)
             }
             // Dropping `self` closes the connection.
@@ -227,13 +353,6 @@ impl Transaction {
                 reply,
             })),
             Err(e) => Err(Failed::Lost(e)),
-        }
-    }
-
-    /// Abandons the transaction: RSET, and the connection goes back to its pool.
-    pub async fn reset(mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.relays.reset_and_put(conn).await;
         }
     }
 }
