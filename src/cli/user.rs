@@ -139,7 +139,18 @@ pub fn list(path: Option<PathBuf>) -> ExitCode {
             "active"
         };
         let senders: Vec<String> = u.senders.iter().map(|s| s.to_string()).collect();
-        println!("{:<24} {:<10} {}", u.name, state, senders.join(", "));
+        let networks = if u.networks.is_empty() {
+            String::new()
+        } else {
+            let nets: Vec<String> = u.networks.iter().map(|n| n.to_string()).collect();
+            format!("  networks: {}", nets.join(", "))
+        };
+        println!(
+            "{:<24} {:<10} {}{networks}",
+            u.name,
+            state,
+            senders.join(", ")
+        );
     }
     ExitCode::SUCCESS
 }
