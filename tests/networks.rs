@@ -341,7 +341,8 @@ async fn a_reload_moves_a_network_to_new_connections() {
     assert!(status(&r).starts_with("530 5.7.0"), "{r:?}");
 }
 
-fn check_config(users_yaml: &str) -> (Option<i32>, String) {
+/// A config (no server running) over `users_yaml`, in a folder of its own.
+fn config_dir(users_yaml: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     common::write(&dir.path().join("users.yaml"), users_yaml);
     common::write(&dir.path().join("relay.secret"), "x\n");
@@ -351,10 +352,17 @@ fn check_config(users_yaml: &str) -> (Option<i32>, String) {
                   smarthost:\n  address: \"127.0.0.1:25\"\n  tls: none\n\
                   delivery:\n  mode: passthrough\n";
     let path = dir.path().join("postern.yaml");
-    common::write(&path, config);
+    common::write(&path, &format!("{config}  spool_directory: spool\n"));
+    (dir, path)
+}
+
+/// Runs `postern ARGS -c CONFIG`: the exit code and everything it printed.
+fn postern(args: &[&str], config: &std::path::Path) -> (Option<i32>, String) {
     let out = std::process::Command::new(common::postern_bin())
-        .args(["check-config", "-c"])
-        .arg(&path)
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     let text = format!(
@@ -363,6 +371,78 @@ fn check_config(users_yaml: &str) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code(), text)
+}
+
+fn check_config(users_yaml: &str) -> (Option<i32>, String) {
+    let (_dir, path) = config_dir(users_yaml);
+    postern(&["check-config"], &path)
+}
+
+#[test]
+fn user_add_with_networks_and_user_list() {
+    let (dir, path) = config_dir("users: []\n");
+    // No password is read for a device user (stdin is empty).
+    let (code, text) = postern(
+        &[
+            "user",
+            "add",
+            "scanner",
+            "--sender",
+            "scanner@office.example",
+            "--network",
+            "192.168.10.0/24",
+            "--network",
+            "2001:db8:10::/64",
+        ],
+        &path,
+    );
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = postern(&["user", "list"], &path);
+    assert_eq!(code, Some(0), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("scanner "))
+        .unwrap_or_default();
+    assert!(
+        line.contains("active")
+            && line.contains("scanner@office.example")
+            && line.contains("networks: 192.168.10.0/24, 2001:db8:10::/64"),
+        "{text}"
+    );
+    // The same network for another user: refused, naming both, nothing written.
+    let before = std::fs::read_to_string(dir.path().join("users.yaml")).unwrap();
+    let (code, text) = postern(
+        &[
+            "user",
+            "add",
+            "printer",
+            "--sender",
+            "p@office.example",
+            "--network",
+            "192.168.10.0/24",
+        ],
+        &path,
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains(
+            "network 192.168.10.0/24 of user \"printer\" is also a network of user \"scanner\""
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("users.yaml")).unwrap(),
+        before
+    );
+    let (code, text) = postern(
+        &["user", "add", "printer", "--network", "printer.lan"],
+        &path,
+    );
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("--network \"printer.lan\" is not an address or network"),
+        "{text}"
+    );
 }
 
 #[test]
