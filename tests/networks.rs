@@ -307,6 +307,44 @@ async fn the_proxy_header_address_identifies_the_device() {
     assert_eq!(r.code, 250, "{r:?}");
 }
 
+/// Suspension applies to a device user as to a login: its clients are no longer
+/// identified (an open session loses the identity at its next MAIL), until lifted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_device_user_is_not_identified_until_lifted() {
+    let h = start().await;
+    let plain = h.plain.unwrap();
+    let mut during = connect_from(plain, "127.2.3.4").await;
+    during.expect("EHLO during", 250).await;
+    let spool = h.dir.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    common::write(
+        &spool.join("suspended.yaml"),
+        "suspended:\n  printers:\n    reason: test\n    since: 1700000000\n",
+    );
+    let pid = h.pid().to_string();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(h.wait_log("reload complete", W).await);
+    let r = during.cmd("MAIL FROM:<printer@office.example>").await;
+    assert!(status(&r).starts_with("530 5.7.0"), "{r:?}");
+    let mut c = connect_from(plain, "127.2.3.5").await;
+    c.expect("EHLO suspended", 250).await;
+    let r = c.cmd("MAIL FROM:<printer@office.example>").await;
+    assert!(status(&r).starts_with("530 5.7.0"), "{r:?}");
+    assert!(
+        h.wait_log("client in the networks of a suspended user", W)
+            .await
+    );
+    let (code, text) = postern(&["user", "enable", "printers"], &h.config_path);
+    assert_eq!(code, Some(0), "{text}");
+    let mut c = connect_from(plain, "127.2.3.6").await;
+    c.expect("EHLO lifted", 250).await;
+    let r = c.cmd("MAIL FROM:<printer@office.example>").await;
+    assert_eq!(r.code, 250, "{r:?}");
+}
+
 /// A reload that changes the networks applies to new connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_moves_a_network_to_new_connections() {
