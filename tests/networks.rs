@@ -307,6 +307,50 @@ async fn the_proxy_header_address_identifies_the_device() {
     assert_eq!(r.code, 250, "{r:?}");
 }
 
+/// Queue mode takes a device's message like a login's, and the metrics count the
+/// identification and the user's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_mode_and_metrics_for_a_device() {
+    let port = common::free_port();
+    let h = Harness::start(Setup {
+        users: device_users(),
+        queue: true,
+        extra: format!("metrics:\n  address: \"127.0.0.1:{port}\"\n  per_user: true\n"),
+        ..Setup::default()
+    })
+    .await;
+    let mut c = connect_from(h.starttls, "127.2.3.4").await;
+    c.expect("HELO printer", 250).await;
+    let r = c
+        .send_mail(
+            "printer@office.example",
+            &["bob@example.org"],
+            &body("printer@office.example", "queued scan"),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    c.expect("QUIT", 221).await;
+    let msgs = h.sink.wait_for(1, W).await;
+    assert_eq!(msgs[0].from, "printer@office.example");
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut m = String::new();
+    tokio::time::timeout(W, tokio::io::AsyncReadExt::read_to_string(&mut s, &mut m))
+        .await
+        .unwrap()
+        .unwrap();
+    for line in [
+        "postern_auth_total{result=\"network\"} 1",
+        "postern_user_messages_total{user=\"printers\",result=\"accepted\"} 1",
+    ] {
+        assert!(m.contains(line), "{line} not in\n{m}");
+    }
+}
+
 /// Suspension applies to a device user as to a login: its clients are no longer
 /// identified (an open session loses the identity at its next MAIL), until lifted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
