@@ -25,8 +25,9 @@ fn main() -> ExitCode {
         Cmd::User(UserCmd::Add {
             name,
             senders,
+            networks,
             config,
-        }) => cli::user::add(&name, &senders, config),
+        }) => cli::user::add(&name, &senders, &networks, config),
         Cmd::User(UserCmd::Disable { name, config }) => cli::user::disable(&name, config),
         Cmd::User(UserCmd::List { config }) => cli::user::list(config),
         Cmd::Queue(QueueCmd::List { config }) => cli::queue::list(config),

@@ -13,7 +13,7 @@
 //! | `postern_connections_total` | `tls` (listener) |
 //! | `postern_connections_refused_total` | `limit` (`max_connections`, `max_connections_per_ip`, `untrusted_proxy`, `bad_proxy_header`) |
 //! | `postern_tls_handshakes_total` | `result` (`ok`, `failed`) |
-//! | `postern_auth_total` | `result` (`success`, `failure`, `blocked`, `disabled`, `suspended`, `busy`) |
+//! | `postern_auth_total` | `result` (`success`, `failure`, `blocked`, `disabled`, `suspended`, `busy`; `network` for a client identified by its network) |
 //! | `postern_auth_verifications_total` | argon2 verifications run (cached results are not) |
 //! | `postern_messages_total` | `result` (`accepted`, `rejected`), `reason` |
 //! | `postern_recipients_total` | `result` |

@@ -207,7 +207,8 @@ fn hash_password_reads_stdin_and_prints_a_phc_string() {
     // It verifies: a users file with it authenticates (checked through the store).
     let users = postern::config::Users::from_list(vec![postern::config::User {
         name: "x".into(),
-        password_hash: phc,
+        password_hash: Some(phc),
+        networks: vec![],
         senders: vec![],
         rate_limits: Default::default(),
         disabled: false,

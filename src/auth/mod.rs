@@ -130,10 +130,16 @@ impl Authenticator {
     /// per-address gate counts under).
     pub async fn verify(&self, client: IpAddr, username: &str, password: &Secret) -> AuthOutcome {
         let started = Instant::now();
-        let user = self.users().get(username).cloned();
+        // A user known only by its networks has no password: to AUTH it is an
+        // unknown user, verified against the dummy hash like any other.
+        let user = self
+            .users()
+            .get(username)
+            .filter(|u| u.password_hash.is_some())
+            .cloned();
         let (dummy_hash, dummy_cost) = self.dummy.read_locked().clone();
-        let hash = match &user {
-            Some(u) => u.password_hash.clone(),
+        let hash = match user.as_ref().and_then(|u| u.password_hash.clone()) {
+            Some(h) => h,
             None => dummy_hash,
         };
         let pw = password.expose();
@@ -218,7 +224,7 @@ enum Ran {
 
 /// The dummy hash for `users`: their costliest parameters.
 fn dummy_for(users: &Users) -> (String, dummy::Cost) {
-    let cost = dummy::costliest(users.iter().map(|u| u.password_hash.as_str()));
+    let cost = dummy::costliest(users.iter().filter_map(|u| u.password_hash.as_deref()));
     (dummy::hash_with(&cost), cost)
 }
 

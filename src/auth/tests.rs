@@ -6,12 +6,39 @@ use crate::config::RateLimits;
 fn user(name: &str, password: &str, disabled: bool) -> User {
     User {
         name: name.into(),
-        password_hash: hash_password(password).unwrap(),
+        password_hash: Some(hash_password(password).unwrap()),
+        networks: vec![],
         senders: vec![],
         rate_limits: RateLimits::default(),
         disabled,
         allow_any_header_from: false,
     }
+}
+
+/// A user known only by its networks has no password, and AUTH as it is refused
+/// like an unknown user's (no argon2 against a missing hash, no way in).
+#[tokio::test]
+async fn a_user_without_a_password_cannot_log_in() {
+    let device = User {
+        password_hash: None,
+        networks: vec![crate::config::Cidr::parse("192.168.10.0/24").unwrap()],
+        ..user("scanner", "unused", false)
+    };
+    let a = Authenticator::new(Users::from_list(vec![device]), 2, 8);
+    for password in ["", "unused", "x"] {
+        let got = a
+            .verify(
+                "127.0.0.1".parse().unwrap(),
+                "scanner",
+                &Secret::new(password.into()),
+            )
+            .await;
+        assert!(matches!(got, AuthOutcome::BadCredentials), "{got:?}");
+    }
+    // The user is still found by its network.
+    let users = a.users();
+    let found = users.by_address("192.168.10.7".parse().unwrap());
+    assert_eq!(found.map(|u| u.name.as_str()), Some("scanner"));
 }
 
 #[tokio::test]
@@ -162,7 +189,7 @@ fn unknown_users_are_verified_against_the_costliest_parameters() {
     let users = Users::from_list(vec![
         user("a", "x", false),
         User {
-            password_hash: strong.clone(),
+            password_hash: Some(strong.clone()),
             ..user("b", "y", false)
         },
     ]);

@@ -87,6 +87,10 @@ pub enum UserCmd {
         /// An address or @domain the user may send as; repeat for more.
         #[arg(long = "sender")]
         senders: Vec<String>,
+        /// A network (CIDR, or one address) whose clients are this user without AUTH,
+        /// for printers and scanners; repeat for more. With it no password is read.
+        #[arg(long = "network")]
+        networks: Vec<String>,
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
@@ -96,7 +100,7 @@ pub enum UserCmd {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
-    /// List users: name, state, senders.
+    /// List users: name, state, senders, networks.
     List {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,

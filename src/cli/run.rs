@@ -48,6 +48,17 @@ pub fn check_config(path: Option<PathBuf>) -> ExitCode {
         config.users_file.display(),
         users.disabled_count()
     );
+    for u in users.iter() {
+        for n in &u.networks {
+            println!("  network    {n} -> {}", u.name);
+            if !n.is_private() {
+                println!(
+                    "  warning    network {n} of user {} holds public addresses: every host there sends as {} without AUTH",
+                    u.name, u.name
+                );
+            }
+        }
+    }
     let describe = |s: &postern::config::Smarthost| {
         format!(
             "{}:{} (tls: {}, {})",

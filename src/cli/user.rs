@@ -29,7 +29,9 @@ fn rewrite_from_parsed(text: &str, change: impl FnOnce(&mut serde_yaml::Value)) 
     serde_yaml::to_string(&v).ok()
 }
 
-pub fn add(name: &str, senders: &[String], path: Option<PathBuf>) -> ExitCode {
+/// Adds a user with a password read like `hash-password`, or, given networks, a
+/// device user without one.
+pub fn add(name: &str, senders: &[String], networks: &[String], path: Option<PathBuf>) -> ExitCode {
     let (config, users) = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -44,19 +46,22 @@ pub fn add(name: &str, senders: &[String], path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let password = match read_password() {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let hash = match postern::auth::hash_password(password.expose()) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("postern: hashing failed: {e}");
-            return ExitCode::from(2);
+    for n in networks {
+        if let Err(e) = config::Cidr::parse(n) {
+            eprintln!("postern: --network {e}");
+            return ExitCode::from(1);
         }
+    }
+    let hash = if networks.is_empty() {
+        match new_password_hash() {
+            Ok(h) => Some(h),
+            Err(code) => return code,
+        }
+    } else {
+        None
     };
     let text = std::fs::read_to_string(&config.users_file).unwrap_or_default();
-    let block = config::edit::user_block(name, &hash, senders);
+    let block = config::edit::user_block(name, hash.as_deref(), senders, networks);
     let new = config::edit::append_user(&text, &block).or_else(|| {
         rewrite_from_parsed(&text, |v| {
             let entry: serde_yaml::Value =
@@ -79,6 +84,15 @@ pub fn add(name: &str, senders: &[String], path: Option<PathBuf>) -> ExitCode {
     }
     println!("added {name} to {}", config.users_file.display());
     tell_server_to_reload(&config)
+}
+
+/// Reads a password and hashes it.
+fn new_password_hash() -> Result<String, ExitCode> {
+    let password = read_password()?;
+    postern::auth::hash_password(password.expose()).map_err(|e| {
+        eprintln!("postern: hashing failed: {e}");
+        ExitCode::from(2)
+    })
 }
 
 pub fn disable(name: &str, path: Option<PathBuf>) -> ExitCode {
@@ -139,7 +153,18 @@ pub fn list(path: Option<PathBuf>) -> ExitCode {
             "active"
         };
         let senders: Vec<String> = u.senders.iter().map(|s| s.to_string()).collect();
-        println!("{:<24} {:<10} {}", u.name, state, senders.join(", "));
+        let networks = if u.networks.is_empty() {
+            String::new()
+        } else {
+            let nets: Vec<String> = u.networks.iter().map(|n| n.to_string()).collect();
+            format!("  networks: {}", nets.join(", "))
+        };
+        println!(
+            "{:<24} {:<10} {}{networks}",
+            u.name,
+            state,
+            senders.join(", ")
+        );
     }
     ExitCode::SUCCESS
 }

@@ -27,15 +27,27 @@ fn yaml_string(s: &str) -> String {
         .unwrap_or_else(|_| format!("{s:?}"))
 }
 
-/// The block for a new user, indented as an item of the top-level `users:` list.
-pub fn user_block(name: &str, hash: &str, senders: &[String]) -> String {
-    let senders: Vec<String> = senders.iter().map(|s| yaml_string(s)).collect();
-    format!(
-        "  - name: {}\n    password: {}\n    senders: [{}]\n",
-        yaml_string(name),
-        yaml_string(hash),
-        senders.join(", ")
-    )
+/// The block for a new user, indented as an item of the top-level `users:` list:
+/// a password hash, or networks (a device user), or both.
+pub fn user_block(
+    name: &str,
+    hash: Option<&str>,
+    senders: &[String],
+    networks: &[String],
+) -> String {
+    let list = |items: &[String]| {
+        let quoted: Vec<String> = items.iter().map(|s| yaml_string(s)).collect();
+        quoted.join(", ")
+    };
+    let mut block = format!("  - name: {}\n", yaml_string(name));
+    if let Some(hash) = hash {
+        block.push_str(&format!("    password: {}\n", yaml_string(hash)));
+    }
+    if !networks.is_empty() {
+        block.push_str(&format!("    networks: [{}]\n", list(networks)));
+    }
+    block.push_str(&format!("    senders: [{}]\n", list(senders)));
+    block
 }
 
 /// Whether `users:` is a block list that runs to the end of the file, so a new item
@@ -55,7 +67,21 @@ fn users_list_is_last(text: &str) -> bool {
     in_users
 }
 
-/// The text with a new user appended; `None` if the file's shape needs a rewrite.
+/// How far the items of the `users:` list are indented: two spaces as
+/// [`user_block`] writes them, or none as a YAML serializer does (a file once
+/// rewritten); `None` when the list has no item yet.
+fn item_indent(text: &str) -> Option<usize> {
+    let mut lines = text.lines().skip_while(|l| l.trim_end() != "users:");
+    lines.next()?;
+    lines
+        .map(|l| l.trim_end())
+        .find(|l| !l.is_empty() && !l.trim_start().starts_with('#'))
+        .filter(|l| l.trim_start().starts_with("- "))
+        .map(|l| l.len() - l.trim_start().len())
+}
+
+/// The text with a new user appended, indented like the items already there;
+/// `None` if the file's shape needs a rewrite.
 pub fn append_user(text: &str, block: &str) -> Option<String> {
     if !users_list_is_last(text) {
         return None;
@@ -64,7 +90,12 @@ pub fn append_user(text: &str, block: &str) -> Option<String> {
     if !out.ends_with('\n') {
         out.push('\n');
     }
-    out.push_str(block);
+    let indent = " ".repeat(item_indent(text).unwrap_or(2));
+    for line in block.lines() {
+        out.push_str(&indent);
+        out.push_str(line.strip_prefix("  ").unwrap_or(line));
+        out.push('\n');
+    }
     Some(out)
 }
 
@@ -186,8 +217,9 @@ mod tests {
     fn append_keeps_comments() {
         let block = user_block(
             "new",
-            "$argon2id$z",
+            Some("$argon2id$z"),
             &["@new.example".into(), "a@b.example".into()],
+            &[],
         );
         let out = append_user(FILE, &block).unwrap();
         assert!(out.starts_with(FILE));
@@ -197,6 +229,49 @@ mod tests {
         // Not possible when another key follows the list, or with an inline list.
         assert_eq!(append_user("users:\n  - name: a\nother: 1\n", &block), None);
         assert_eq!(append_user("users: []\n", &block), None);
+    }
+
+    /// A file that was once rewritten has its items unindented; an item appended
+    /// with two spaces would not parse.
+    #[test]
+    fn append_follows_the_indent_of_the_items() {
+        let block = user_block("b", Some("$argon2id$z"), &["@b.example".into()], &[]);
+        let flat = "users:\n- name: a\n  password: $argon2id$x\n  senders:\n  - '@a.example'\n";
+        let out = append_user(flat, &block).unwrap();
+        assert!(
+            out.ends_with("\n- name: b\n  password: $argon2id$z\n  senders: ['@b.example']\n"),
+            "{out}"
+        );
+        let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(v["users"][1]["senders"][0].as_str(), Some("@b.example"));
+        let deep = "users:\n    # ours\n    - name: a\n      password: $argon2id$x\n";
+        let out = append_user(deep, &block).unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(v["users"][1]["name"].as_str(), Some("b"), "{out}");
+        // An empty list: the usual two spaces.
+        let out = append_user("users:\n", &block).unwrap();
+        assert!(out.starts_with("users:\n  - name: b\n"), "{out}");
+    }
+
+    #[test]
+    fn a_device_block_has_networks_and_no_password() {
+        let block = user_block(
+            "scanner",
+            None,
+            &["scanner@office.example".into()],
+            &["192.168.10.0/24".into(), "2001:db8:10::/64".into()],
+        );
+        assert_eq!(
+            block,
+            "  - name: scanner\n    networks: [192.168.10.0/24, 2001:db8:10::/64]\n    senders: [scanner@office.example]\n"
+        );
+        let out = append_user(FILE, &block).unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(
+            v["users"][2]["networks"][1].as_str(),
+            Some("2001:db8:10::/64")
+        );
+        assert!(v["users"][2]["password"].is_null());
     }
 
     #[test]

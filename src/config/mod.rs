@@ -12,7 +12,8 @@
 //!   `abuse`, `log`, `metrics`;
 //! - the value types they parse: `units` (durations, sizes), `senders` (sender rules),
 //!   `cidr` (networks), `phc` (password hashes);
-//! - `users`: the users file; `edit`: editing it; `perms`: file permission audits.
+//! - `users`: the users file, with `networks` (devices identified by their address);
+//!   `edit`: editing it; `perms`: file permission audits.
 
 mod abuse;
 mod cidr;
@@ -26,6 +27,7 @@ mod listeners;
 mod load;
 mod log;
 mod metrics;
+mod networks;
 mod oauth2;
 pub mod perms;
 mod phc;
@@ -45,6 +47,7 @@ pub use limits::{Limits, RateLimits, RawRateLimits};
 pub use listeners::{Listener, TlsFiles, TlsMode};
 pub use log::{Log, LogFormat};
 pub use metrics::Metrics;
+pub use networks::NetworkIndex;
 pub use oauth2::OAuth2;
 pub use phc::{MAX_M_COST, check_phc};
 pub use problems::{Problem, Problems};

@@ -204,7 +204,10 @@ fn example_files_stay_in_sync_with_the_parser() {
         &mut problems,
     );
     assert!(problems.is_empty(), "{problems}");
-    assert_eq!(users.unwrap().len(), 2);
+    let users = users.unwrap();
+    assert_eq!(users.len(), 3);
+    let device = users.by_address("192.168.10.20".parse().unwrap());
+    assert_eq!(device.map(|u| u.name.as_str()), Some("scanner-3rd-floor"));
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! The users file: who may authenticate, with which password, as which senders.
+//! The users file: who may authenticate, with which password or from which
+//! networks, as which senders.
 
-use super::{Problems, RateLimits, RawRateLimits, SenderRule};
+use super::networks::{self, NetworkIndex};
+use super::{Cidr, Problems, RateLimits, RawRateLimits, SenderRule};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,7 +19,10 @@ struct RawUsersFile {
 #[serde(deny_unknown_fields)]
 struct RawUser {
     name: String,
-    password: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    networks: Vec<String>,
     #[serde(default)]
     senders: Vec<String>,
     #[serde(default)]
@@ -33,8 +38,11 @@ struct RawUser {
 pub struct User {
     /// The AUTH username, matched exactly.
     pub name: String,
-    /// The argon2 PHC string.
-    pub password_hash: String,
+    /// The argon2 PHC string; `None` for a user known only by its `networks`, who
+    /// cannot log in with AUTH.
+    pub password_hash: Option<String>,
+    /// Clients from these networks are this user without AUTH (printers, scanners).
+    pub networks: Vec<Cidr>,
     pub senders: Vec<SenderRule>,
     /// Per-user overrides of the config's `rate_limits`, key by key.
     pub rate_limits: RateLimits,
@@ -46,11 +54,18 @@ pub struct User {
 #[derive(Debug, Default)]
 pub struct Users {
     by_name: HashMap<String, Arc<User>>,
+    networks: NetworkIndex,
 }
 
 impl Users {
     pub fn get(&self, name: &str) -> Option<&Arc<User>> {
         self.by_name.get(name)
+    }
+
+    /// The user a client at `ip` is, by the most specific of the users' `networks`
+    /// that contains it; `None` when it is in no user's network.
+    pub fn by_address(&self, ip: std::net::IpAddr) -> Option<&Arc<User>> {
+        self.networks.lookup(ip)
     }
 
     pub fn len(&self) -> usize {
@@ -72,13 +87,14 @@ impl Users {
         v.into_iter()
     }
 
-    /// Builds a user set from users (for tests and the demo).
+    /// Builds a user set from users (for tests and the demo); a network listed
+    /// twice keeps its first user.
     pub fn from_list(list: Vec<User>) -> Users {
+        let list: Vec<(usize, Arc<User>)> = list.into_iter().map(Arc::new).enumerate().collect();
+        let networks = networks::index(&list, Path::new(""), &mut Problems::default());
         Users {
-            by_name: list
-                .into_iter()
-                .map(|u| (u.name.clone(), Arc::new(u)))
-                .collect(),
+            by_name: list.into_iter().map(|(_, u)| (u.name.clone(), u)).collect(),
+            networks,
         }
     }
 }
@@ -112,48 +128,75 @@ pub fn parse_users(
     };
     let before = problems.len();
     let mut by_name = HashMap::new();
+    let mut in_order = Vec::new();
     for (i, u) in raw.users.into_iter().enumerate() {
-        let key = format!("users[{i}]");
-        if u.name.is_empty() || u.name.chars().any(|c| c.is_control() || c == ' ') {
+        let user = Arc::new(parse_user(u, i, path, defaults, problems));
+        if by_name.insert(user.name.clone(), user.clone()).is_some() {
             problems.add(
                 path,
-                &format!("{key}.name"),
-                "must be non-empty, without spaces or control characters",
+                &format!("users[{i}].name"),
+                format!("user {:?} is listed twice", user.name),
             );
         }
-        if let Err(e) = super::check_phc(&u.password) {
-            problems.add(
-                path,
-                &format!("{key}.password"),
-                format!("{e} (make one with `postern hash-password`)"),
-            );
-        }
-        let mut senders = Vec::new();
-        for (j, s) in u.senders.iter().enumerate() {
-            match SenderRule::parse(s) {
-                Ok(r) => senders.push(r),
-                Err(e) => problems.add(path, &format!("{key}.senders[{j}]"), e),
-            }
-        }
-        let rate_limits = match &u.rate_limits {
-            Some(r) => r.over(defaults),
-            None => defaults.clone(),
-        };
-        let user = User {
-            name: u.name.clone(),
-            password_hash: u.password,
-            senders,
-            rate_limits,
-            disabled: u.disabled,
-            allow_any_header_from: u.allow_any_header_from,
-        };
-        if by_name.insert(u.name.clone(), Arc::new(user)).is_some() {
-            problems.add(
-                path,
-                &format!("{key}.name"),
-                format!("user {:?} is listed twice", u.name),
-            );
+        in_order.push((i, user));
+    }
+    let networks = networks::index(&in_order, path, problems);
+    (problems.len() == before).then_some(Users { by_name, networks })
+}
+
+/// Validates one entry (`users[i]`), recording its problems.
+fn parse_user(
+    u: RawUser,
+    i: usize,
+    path: &Path,
+    defaults: &RateLimits,
+    problems: &mut Problems,
+) -> User {
+    let key = format!("users[{i}]");
+    if u.name.is_empty() || u.name.chars().any(|c| c.is_control() || c == ' ') {
+        problems.add(
+            path,
+            &format!("{key}.name"),
+            "must be non-empty, without spaces or control characters",
+        );
+    }
+    if let Some(Err(e)) = u.password.as_deref().map(super::check_phc) {
+        problems.add(
+            path,
+            &format!("{key}.password"),
+            format!("{e} (make one with `postern hash-password`)"),
+        );
+    }
+    if u.password.is_none() && u.networks.is_empty() {
+        problems.add(
+            path,
+            &key,
+            format!(
+                "user {:?} has neither a password nor networks, so it could never send: \
+                 give it a password (from `postern hash-password`) or networks",
+                u.name
+            ),
+        );
+    }
+    let networks = networks::parse(&u.networks, path, &format!("{key}.networks"), problems);
+    let mut senders = Vec::new();
+    for (j, s) in u.senders.iter().enumerate() {
+        match SenderRule::parse(s) {
+            Ok(r) => senders.push(r),
+            Err(e) => problems.add(path, &format!("{key}.senders[{j}]"), e),
         }
     }
-    (problems.len() == before).then_some(Users { by_name })
+    let rate_limits = match &u.rate_limits {
+        Some(r) => r.over(defaults),
+        None => defaults.clone(),
+    };
+    User {
+        name: u.name,
+        password_hash: u.password,
+        networks,
+        senders,
+        rate_limits,
+        disabled: u.disabled,
+        allow_any_header_from: u.allow_any_header_from,
+    }
 }

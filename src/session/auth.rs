@@ -41,7 +41,9 @@ impl Session {
                 Reply::new(530, Esc(5, 7, 0), "Must issue a STARTTLS command first"),
             );
         }
-        if self.user.is_some() {
+        // A client known by its network may still log in as a user of its own
+        // (a PC with a password in the printers' LAN); after a login, no other.
+        if self.user.is_some() && !self.by_network {
             return self.refuse(io, Reply::new(503, Esc(5, 5, 1), "Already authenticated"));
         }
         if self.txn.is_some() {
@@ -94,6 +96,33 @@ impl Session {
         self.check_credentials(io, creds).await
     }
 
+    /// Makes a client whose address is in a user's `networks` that user, as if it
+    /// had logged in (the most specific network wins). A disabled or suspended
+    /// user's device is not identified: its MAIL gets `530 5.7.0` like any client
+    /// that did not log in. The brake's count of a user's addresses is for
+    /// passwords that may have leaked, so it is not asked here.
+    pub(super) fn identify_by_network(&mut self) {
+        let users = self.ctx.auth.users();
+        let Some(user) = users.by_address(self.peer.ip()) else {
+            return;
+        };
+        if user.disabled {
+            auth_metric("disabled");
+            warn!(user = %user.name, "client in the networks of a disabled user: not identified");
+            return;
+        }
+        if let Some(s) = self.ctx.brake.suspended(&user.name) {
+            auth_metric("suspended");
+            warn!(user = %user.name, reason = %s.reason, "client in the networks of a suspended user: not identified");
+            return;
+        }
+        self.span.record("user", user.name.as_str());
+        auth_metric("network");
+        info!(user = %user.name, "identified by network");
+        self.user = Some(user.clone());
+        self.by_network = true;
+    }
+
     /// Applies the failure penalties and the brake around the password check.
     async fn check_credentials<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
@@ -120,8 +149,13 @@ impl Session {
             .succeeded(ip, &user.name, Instant::now());
         self.span.record("user", user.name.as_str());
         auth_metric("success");
-        info!(user = %user.name, "authenticated");
+        if self.by_network {
+            info!(user = %user.name, "authenticated, in place of the identity by network");
+        } else {
+            info!(user = %user.name, "authenticated");
+        }
         self.user = Some(user);
+        self.by_network = false;
         self.ok(
             io,
             Reply::new(235, Esc(2, 7, 0), "Authentication successful"),

@@ -491,7 +491,9 @@ impl Session {
     /// The `Received:` header for this message.
     fn trace_header(&self, queue_id: &str) -> String {
         let txn = self.txn.as_ref().expect("transaction is open");
-        let with = match (self.esmtp, self.tls.is_some(), self.user.is_some()) {
+        // "A" is for SMTP AUTH (RFC 3848): a client known by its network did not.
+        let logged_in = self.user.is_some() && !self.by_network;
+        let with = match (self.esmtp, self.tls.is_some(), logged_in) {
             (false, _, _) => "SMTP",
             (true, true, true) => "ESMTPSA",
             (true, true, false) => "ESMTPS",

@@ -41,7 +41,9 @@ impl Session {
         if self.listener.tls == TlsMode::Starttls && self.tls.is_none() {
             lines.push("STARTTLS".to_string());
         }
-        if self.auth_allowed() && self.user.is_none() {
+        // Offered to a client known by its network too: one that was configured
+        // with a password logs in as usual instead of failing for want of AUTH.
+        if self.auth_allowed() && (self.user.is_none() || self.by_network) {
             lines.push("AUTH PLAIN LOGIN".to_string());
         }
         lines.push("HELP".to_string());

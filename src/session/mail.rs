@@ -105,8 +105,9 @@ impl Session {
                 return Ok(u.clone());
             }
         };
-        warn!(user = %name, state = why, "login withdrawn: the user was {why} after AUTH");
+        warn!(user = %name, state = why, by_network = self.by_network, "login withdrawn: the user was {why} after AUTH or identification by network");
         self.user = None;
+        self.by_network = false;
         Err(Reply::new(530, Esc(5, 7, 0), "Authentication required"))
     }
 

@@ -73,6 +73,8 @@ pub struct Session {
     helo: Option<String>,
     esmtp: bool,
     user: Option<Arc<User>>,
+    /// `user` is who the client's address says (the users' `networks`), not a login.
+    by_network: bool,
     txn: Option<Transaction>,
     errors: u32,
     /// Failed AUTH attempts in this session.
@@ -99,6 +101,7 @@ impl Session {
             helo: None,
             esmtp: false,
             user: None,
+            by_network: false,
             txn: None,
             errors: 0,
             auth_failures: 0,
@@ -288,7 +291,10 @@ impl Session {
         self.reset_transaction();
         self.helo = None;
         self.esmtp = false;
-        self.user = None;
+        // What the client said goes; who its address says it is stays.
+        if !self.by_network {
+            self.user = None;
+        }
         self.tls = Some(description);
     }
 
@@ -318,6 +324,7 @@ pub async fn serve_connection(
     let span = session.span.clone();
     async move {
         debug!(listener = %listener.address, tls = %listener.tls, "connection accepted");
+        session.identify_by_network();
         let greeting = Reply::plain(220, format!("{} ESMTP Postern", ctx.config.hostname));
         match listener.tls {
             TlsMode::Implicit => {
