@@ -211,6 +211,23 @@ fn example_files_stay_in_sync_with_the_parser() {
 }
 
 #[test]
+fn the_microsoft_365_example_loads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let text = std::fs::read_to_string(root.join("m365.example.yaml")).unwrap();
+    let mut problems = Problems::default();
+    let config = Config::from_yaml(&text, Path::new("m365.example.yaml"), &root, &mut problems);
+    // Only the files of a real server are missing.
+    for p in &problems.0 {
+        assert!(
+            (p.key == "tls" || p.key.ends_with("client_secret_file"))
+                && p.why.contains("No such file"),
+            "unexpected problem in the example config: {p}"
+        );
+    }
+    assert!(config.is_none(), "the secret file is missing here");
+}
+
+#[test]
 fn smarthost_lists_and_routes() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.secret"), "pa").unwrap();
