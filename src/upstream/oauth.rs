@@ -21,6 +21,9 @@ use tracing::{info, warn};
 /// is shorter).
 pub const MARGIN: Duration = Duration::from_secs(300);
 
+/// The longest a token request may take: deliveries may be waiting on it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why no token could be had. Always transient for the mail waiting on it.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -152,6 +155,7 @@ impl TokenSource {
         let answer = self
             .http
             .post(&c.token_url)
+            .timeout(REQUEST_TIMEOUT)
             .form(&form)
             .send()
             .await
