@@ -12,6 +12,10 @@ mod ehlo;
 mod gate;
 pub mod io;
 mod mail;
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;
 
 use crate::config::{Listener, TlsMode, User};
 use crate::context::Context;
