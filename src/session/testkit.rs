@@ -67,7 +67,7 @@ pub(super) fn parse_test_users(config: &Config, yaml: &str) -> Users {
 pub(super) struct Kit {
     pub ctx: Arc<Context>,
     pub listener: Listener,
-    _shutdown: watch::Sender<bool>,
+    shutdown: watch::Sender<bool>,
     _spool: tempfile::TempDir,
 }
 
@@ -113,7 +113,7 @@ impl Kit {
         Kit {
             ctx: Arc::new(ctx),
             listener,
-            _shutdown: tx,
+            shutdown: tx,
             _spool: spool,
         }
     }
@@ -131,6 +131,11 @@ impl Kit {
         };
         client.expect_reply("220").await;
         client
+    }
+
+    /// Starts draining, as the server does on SIGTERM.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
     }
 
     /// Messages accepted into the spool so far.

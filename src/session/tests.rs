@@ -310,3 +310,68 @@ async fn too_many_errors_close_the_session() {
     c.expect_reply("421 4.7.0").await;
     assert!(c.closed().await);
 }
+
+#[tokio::test]
+async fn a_cancelled_or_unknown_auth_leaves_the_session_usable() {
+    let kit = Kit::new(TlsMode::None);
+    let mut c = kit.connect().await;
+    c.cmd("EHLO client.test", "250").await;
+    c.cmd("AUTH CRAM-MD5", "504 5.5.4").await;
+    c.cmd("AUTH LOGIN", "334").await;
+    c.cmd("*", "501 5.0.0").await;
+    c.cmd("AUTH PLAIN", "334").await;
+    c.cmd("*", "501 5.0.0").await;
+    c.cmd("MAIL FROM:<alice@site1.example>", "530 5.7.0").await;
+    let plain = sasl::encode_plain("alice", PASSWORD);
+    c.cmd(&format!("AUTH PLAIN {plain}"), "235 2.7.0").await;
+    c.cmd("MAIL FROM:<alice@site1.example>", "250").await;
+}
+
+#[tokio::test]
+async fn a_refused_sender_opens_no_transaction() {
+    let kit = Kit::new(TlsMode::None);
+    let mut c = kit.connect().await;
+    c.login("alice").await;
+    c.cmd("MAIL FROM:<ceo@bank.example>", "550 5.7.1").await;
+    c.cmd("RCPT TO:<bob@example.org>", "503 5.5.1").await;
+    c.cmd("DATA", "503 5.5.1").await;
+    let ended = c.finish().await;
+    assert!(ended.session.txn.is_none());
+}
+
+#[tokio::test]
+async fn the_null_sender_is_taken_and_the_header_from_still_checked() {
+    let kit = Kit::new(TlsMode::None);
+    let mut c = kit.connect().await;
+    c.login("alice").await;
+    c.cmd("MAIL FROM:<>", "250 2.1.0").await;
+    c.cmd("RCPT TO:<bob@example.org>", "250").await;
+    let forged = BODY.replace("alice@site1.example", "ceo@bank.example");
+    c.message(&forged, "550 5.7.1").await;
+    assert_eq!(kit.spooled(), 0);
+    // The refused message ended its transaction.
+    c.cmd("RCPT TO:<bob@example.org>", "503 5.5.1").await;
+    c.cmd("MAIL FROM:<>", "250 2.1.0").await;
+    c.cmd("RCPT TO:<bob@example.org>", "250").await;
+    c.message(BODY, "250").await;
+    assert_eq!(kit.spooled(), 1);
+}
+
+#[tokio::test]
+async fn shutdown_closes_an_idle_session_and_lets_a_transaction_finish() {
+    let kit = Kit::new(TlsMode::None);
+    let mut c = kit.connect().await;
+    c.login("alice").await;
+    c.cmd("MAIL FROM:<alice@site1.example>", "250").await;
+    kit.shut_down();
+    c.cmd("RCPT TO:<bob@example.org>", "250").await;
+    c.message(BODY, "250").await;
+    // Between transactions the session is idle: it says why it closes.
+    c.expect_reply("421 4.3.2").await;
+    assert!(c.closed().await);
+    assert_eq!(kit.spooled(), 1);
+
+    let mut idle = kit.connect().await;
+    idle.expect_reply("421 4.3.2").await;
+    assert!(idle.closed().await);
+}
