@@ -3,13 +3,14 @@
 //! spool, so no smarthost is ever contacted) and a client that sends command lines
 //! and reads whole replies.
 //!
-//! STARTTLS is simulated: the driver flushes the 220, drops whatever the client
-//! pipelined after it (as `serve_connection` does) and calls
-//! [`Session::tls_started`] without a handshake, so ordering rules around TLS can be
-//! tested without certificates. What TLS itself does is the integration tests' job.
+//! The driver is `serve_connection` without the TLS handshake: the same
+//! `until_starttls` (which flushes the 220 and drops whatever the client pipelined
+//! after STARTTLS), then [`Session::tls_started`] over the same stream, so ordering
+//! rules around TLS are tested without certificates. TLS itself is the integration
+//! tests' job.
 
 use super::io::SmtpStream;
-use super::{Flow, Session};
+use super::{Flow, Session, until_starttls};
 use crate::auth::{Authenticator, hash_password};
 use crate::config::{Config, Listener, Problems, TlsMode, Users, parse_users};
 use crate::context::Context;
@@ -149,30 +150,18 @@ impl Kit {
 pub(super) struct Ended {
     pub session: Session,
     pub flow: Flow,
-    /// Bytes the client pipelined after each STARTTLS, thrown away.
-    pub discarded: Vec<usize>,
 }
 
-/// Runs `session` as `serve_connection` does, with STARTTLS simulated.
+/// Runs `session` as `serve_connection` does, with the TLS handshake left out.
 async fn drive(mut session: Session, stream: DuplexStream, write_timeout: Duration) -> Ended {
     let hostname = session.ctx.config.hostname.clone();
     let mut io = SmtpStream::new(stream, write_timeout);
     io.reply(&Reply::plain(220, format!("{hostname} ESMTP Postern")));
-    let mut discarded = Vec::new();
     loop {
-        let flow = session.run(&mut io).await;
-        if flow != Flow::StartTls {
-            session.reset_transaction();
-            let _ = io.flush().await;
-            return Ended {
-                session,
-                flow,
-                discarded,
-            };
-        }
-        let _ = io.flush().await;
-        let (stream, dropped) = io.into_inner();
-        discarded.push(dropped);
+        let stream = match until_starttls(&mut session, io).await {
+            Ok(stream) => stream,
+            Err(flow) => return Ended { session, flow },
+        };
         session.tls_started("TLSv1.3 (simulated)".into());
         io = SmtpStream::new(stream, write_timeout);
     }

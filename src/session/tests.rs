@@ -163,11 +163,8 @@ async fn commands_pipelined_after_starttls_are_not_answered() {
     // The next reply answers the next command, not the injected ones.
     c.cmd("MAIL FROM:<alice@site1.example>", "503 5.5.1").await;
     let ended = c.finish().await;
-    assert_eq!(
-        ended.discarded,
-        vec!["EHLO injected.test\r\nNOOP\r\n".len()]
-    );
     assert!(ended.session.helo.is_none());
+    assert_eq!(ended.session.junk, 0, "the injected NOOP did not run");
 }
 
 #[tokio::test]
