@@ -372,3 +372,30 @@ async fn shutdown_closes_an_idle_session_and_lets_a_transaction_finish() {
     idle.expect_reply("421 4.3.2").await;
     assert!(idle.closed().await);
 }
+
+#[tokio::test]
+async fn a_transaction_ended_without_a_message_gives_its_quota_back() {
+    let users = users_yaml(&[("alice", &["\"@site1.example\""], false)]);
+    let kit = Kit::with(
+        TlsMode::None,
+        "rate_limits:\n  messages_per_hour: 1\n",
+        &users,
+    );
+    let mut c = kit.connect().await;
+    c.login("alice").await;
+    // RSET, EHLO and a refused message each end a transaction that sent nothing.
+    c.cmd("MAIL FROM:<alice@site1.example>", "250").await;
+    c.cmd("RSET", "250").await;
+    c.cmd("MAIL FROM:<alice@site1.example>", "250").await;
+    c.cmd("EHLO client.test", "250").await;
+    c.cmd("MAIL FROM:<alice@site1.example>", "250").await;
+    c.cmd("RCPT TO:<bob@example.org>", "250").await;
+    let forged = BODY.replace("alice@site1.example", "ceo@bank.example");
+    c.message(&forged, "550 5.7.1").await;
+    c.cmd("MAIL FROM:<alice@site1.example>", "250").await;
+    c.cmd("RCPT TO:<bob@example.org>", "250").await;
+    c.message(BODY, "250").await;
+    // The one message sent used the hour's quota.
+    c.cmd("MAIL FROM:<alice@site1.example>", "450 4.7.1").await;
+    assert_eq!(kit.spooled(), 1);
+}
