@@ -109,9 +109,10 @@ async fn starttls_forgets_the_greeting() {
     assert!(!ended.session.esmtp);
 }
 
-/// Nothing that reaches the TLS stream may come from before it: a session over
-/// `tls: none` with insecure AUTH is the only way to hold a login and a transaction
-/// when `tls_started` runs, so the state is set up directly.
+/// Nothing from before TLS survives it (RFC 3207 section 4.2). Over the wire a
+/// client cannot hold a login before STARTTLS (AUTH waits for TLS, and a `tls: none`
+/// listener with insecure AUTH offers no STARTTLS), so a logged-in session with an
+/// open transaction is built here and `tls_started` called on it directly.
 #[tokio::test]
 async fn tls_started_drops_the_login_and_the_transaction() {
     let kit = Kit::new(TlsMode::None);
