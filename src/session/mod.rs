@@ -12,6 +12,10 @@ mod ehlo;
 mod gate;
 pub mod io;
 mod mail;
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;
 
 use crate::config::{Listener, TlsMode, User};
 use crate::context::Context;
@@ -340,18 +344,9 @@ pub async fn serve_connection(
             TlsMode::Starttls | TlsMode::None => {
                 let mut io = SmtpStream::new(tcp, ctx.config.timeouts.write);
                 io.reply(&greeting);
-                let flow = session.run(&mut io).await;
-                if flow != Flow::StartTls {
-                    finish(&mut session, &mut io, flow).await;
+                let Ok(tcp) = until_starttls(&mut session, io).await else {
                     return;
-                }
-                if io.flush().await.is_err() {
-                    return;
-                }
-                let (tcp, discarded) = io.into_inner();
-                if discarded > 0 {
-                    warn!(bytes = discarded, "discarded data pipelined after STARTTLS");
-                }
+                };
                 let Some(tls) = handshake(&ctx, tcp).await else {
                     return;
                 };
@@ -364,6 +359,27 @@ pub async fn serve_connection(
     }
     .instrument(span)
     .await
+}
+
+/// Runs the session over a plain stream until it ends (with how) or says 220 to
+/// STARTTLS: then the 220 is flushed and the stream handed back for the handshake,
+/// without whatever the client pipelined after STARTTLS (commands sent in the clear
+/// must not run inside the TLS session, RFC 3207 section 4.2).
+async fn until_starttls<S: AsyncRead + AsyncWrite + Unpin>(
+    session: &mut Session,
+    mut io: SmtpStream<S>,
+) -> Result<S, Flow> {
+    let flow = session.run(&mut io).await;
+    if flow != Flow::StartTls {
+        finish(session, &mut io, flow).await;
+        return Err(flow);
+    }
+    io.flush().await.map_err(|_| Flow::Close)?;
+    let (stream, discarded) = io.into_inner();
+    if discarded > 0 {
+        warn!(bytes = discarded, "discarded data pipelined after STARTTLS");
+    }
+    Ok(stream)
 }
 
 /// Flushes the last replies and releases the transaction's smarthost connection.
