@@ -121,6 +121,7 @@ fn queue_list_escapes_senders_recipients_and_errors() {
         eight_bit: false,
         size: 4,
         warned: false,
+        route_by: None,
     };
     spool.store(&env, b"hi\r\n").unwrap();
     let out = Command::new(postern_bin())

@@ -150,3 +150,44 @@ async fn passthrough_smtputf8_goes_only_to_a_smarthost_that_offers_it() {
     assert_eq!((r.code, r.esc), (553, Some(Esc(5, 6, 7))), "{r:?}");
     assert!(plain.messages().is_empty());
 }
+
+/// A read receipt or auto-reply (null sender) in queue mode takes the route of its
+/// header `From:`: the domain's own smarthost, which accepts that domain's mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_sender_mail_takes_the_route_of_its_header_from() {
+    let routed_port = free_port();
+    let h = Harness::start(Setup {
+        users: users(),
+        queue: true,
+        files: vec![("client-a.secret", "client-a-password\n".into())],
+        smarthost_yaml: Some(format!(
+            "smarthost:\n  address: \"localhost:{{SINK}}\"\n  tls: starttls\n  ca_file: ca.pem\n  username: {}\n  password_file: smarthost.secret\nroutes:\n  - match: \"@client-a.example\"\n    smarthost:\n      address: \"localhost:{routed_port}\"\n      tls: starttls\n      ca_file: ca.pem\n      username: client-a\n      password_file: client-a.secret\n",
+            common::RELAY_USER
+        )),
+        ..Setup::default()
+    })
+    .await;
+    let routed = h
+        .sink_at(routed_port, "client-a", "client-a-password")
+        .await;
+    let mut c = h.session("alice", "alice-password").await;
+    for (from, subject) in [
+        ("news@client-a.example", "receipt"),
+        ("me@alice.example", "reply"),
+    ] {
+        let r = c
+            .send_mail(
+                "",
+                &["x@example.org"],
+                &format!("From: {from}\r\nSubject: {subject}\r\n\r\nx\r\n"),
+            )
+            .await;
+        assert_eq!(r.code, 250, "{r:?}");
+    }
+    let r = routed.wait_for(1, W).await;
+    let d = h.sink.wait_for(1, W).await;
+    assert_eq!((r.len(), d.len()), (1, 1));
+    assert_eq!(r[0].from, "");
+    assert!(String::from_utf8_lossy(&r[0].content).contains("Subject: receipt"));
+    assert!(String::from_utf8_lossy(&d[0].content).contains("Subject: reply"));
+}

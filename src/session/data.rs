@@ -8,9 +8,10 @@
 //! is dropped without the end-of-data marker, so the smarthost discards the partial
 //! message, or the spool file is deleted: nothing Postern refused is ever delivered.
 
-use super::gate::{Fixups, HeaderGate, Refusal};
+use super::gate::{Fixups, HeaderGate, RecipientCheck, Refusal};
 use super::mail::{failed_reply, relay_reply, upstream_lost};
 use super::{Flow, Session, Transaction};
+use crate::context::Mode;
 use crate::proto::data::{DataError, DataReceiver, Feed};
 use crate::proto::printable::Printable;
 use crate::proto::received::{Trace, received_header};
@@ -175,12 +176,17 @@ impl Session {
             txn.from.is_empty(),
             self.fixups(queue_id),
         );
-        if self.ctx.relay.through_graph(&txn.from) {
-            // Graph delivers to whom the header names.
-            gate.only_recipients(txn.rcpts.clone())
-        } else {
-            gate
-        }
+        // A null-sender message in the queue takes its header From's route (known
+        // only once the header is read); in passthrough the route was picked at MAIL.
+        let route_key = match self.ctx.mode {
+            Mode::Queue(_) if txn.from.is_empty() => None,
+            _ => Some(txn.from.clone()),
+        };
+        gate.check_recipients(RecipientCheck {
+            rcpts: txn.rcpts.clone(),
+            relays: self.ctx.relay.clone(),
+            route_key,
+        })
     }
 
     /// Streams the message from the client through the receiver and the header
@@ -290,7 +296,9 @@ impl Session {
                     self.message_metric("rejected", "storage");
                     return self.refuse(io, insufficient_storage());
                 }
-                self.finish_spool(io, txn, writer, received.size).await
+                let route_by = gate.header_from.clone().filter(|_| txn.from.is_empty());
+                self.finish_spool(io, txn, writer, received.size, route_by)
+                    .await
             }
         }
     }
@@ -407,9 +415,11 @@ impl Session {
         txn: Transaction,
         writer: MessageWriter,
         size: usize,
+        route_by: Option<String>,
     ) -> Flow {
         let queue = self.ctx.queue().expect("queue mode").clone();
-        if let Some(max) = self.ctx.relay.max_message_size(&txn.from)
+        let route_key = route_by.as_deref().unwrap_or(&txn.from);
+        if let Some(max) = self.ctx.relay.max_message_size(route_key)
             && writer.written > max
         {
             // Refused now rather than bounced later: the route cannot take it.
@@ -443,6 +453,7 @@ impl Session {
             eight_bit: txn.eight_bit,
             size: writer.written,
             warned: false,
+            route_by,
         };
         if let Err(e) = queue.accept(writer, &env).await {
             error!(error = %Printable(&e), sender = %Printable(&txn.from), "cannot make the message durable; refused");

@@ -7,9 +7,13 @@
 
 use crate::policy::header_from::{HeaderFromError, MAX_HEADER_SECTION, check_header_senders};
 use crate::policy::senders::SenderRule;
+use crate::proto::address::Mailbox;
 use crate::proto::header::{Additions, FieldScanner, HeaderDefect, SectionEnd, submission_fixups};
+use crate::proto::mailbox_list::parse_address_list;
+use crate::upstream::Relays;
 use crate::upstream::graph::{Unsendable, named_recipients};
 use std::fmt;
+use std::sync::Arc;
 
 /// Why the gate refused the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,8 +62,20 @@ pub struct HeaderGate {
     pub refused: Option<Refusal>,
     /// `Bcc:` fields removed.
     pub bcc_removed: usize,
-    /// When set, the header may name only these recipients (a Graph route).
-    envelope: Option<Vec<String>>,
+    /// The route's view of the header's recipients (see [`RecipientCheck`]).
+    recipients: Option<RecipientCheck>,
+    /// For a null envelope sender: the header `From:` address (its first mailbox).
+    pub header_from: Option<String>,
+}
+
+/// A route through Microsoft Graph delivers to whom the header names: then the
+/// header may name only the envelope's recipients.
+pub struct RecipientCheck {
+    pub rcpts: Vec<String>,
+    pub relays: Arc<Relays>,
+    /// The address whose route the message takes; `None`: the header `From:` (a
+    /// null-sender message in queue mode).
+    pub route_key: Option<String>,
 }
 
 impl HeaderGate {
@@ -79,14 +95,14 @@ impl HeaderGate {
             ready: received.as_bytes().to_vec(),
             refused: None,
             bcc_removed: 0,
-            envelope: None,
+            recipients: None,
+            header_from: None,
         }
     }
 
-    /// Refuses a header naming anyone but `rcpts` (for a route through Graph, which
-    /// delivers to the header's recipients).
-    pub fn only_recipients(mut self, rcpts: Vec<String>) -> HeaderGate {
-        self.envelope = Some(rcpts);
+    /// Checks the header's recipients against the route (see [`RecipientCheck`]).
+    pub fn check_recipients(mut self, check: RecipientCheck) -> HeaderGate {
+        self.recipients = Some(check);
         self
     }
 
@@ -128,14 +144,21 @@ impl HeaderGate {
             SectionEnd::Body(at) => (at, &b"\r\n"[..]),
         };
         let parsed = self.scan.fields(&self.head);
-        if self.require_from && !parsed.iter().any(|f| f.is("From")) {
-            return Err(Refusal::Sender(HeaderFromError::Missing));
+        if self.require_from {
+            let from = parsed.iter().find(|f| f.is("From"));
+            let from = from.ok_or(Refusal::Sender(HeaderFromError::Missing))?;
+            self.header_from = parse_address_list(from.value)
+                .ok()
+                .and_then(|list| list.first().map(Mailbox::wire));
         }
         if let Some(rules) = &self.rules {
             check_header_senders(&parsed, rules).map_err(Refusal::Sender)?;
         }
-        if let Some(rcpts) = &self.envelope {
-            named_recipients(&parsed, rcpts).map_err(Refusal::Recipients)?;
+        if let Some(c) = &self.recipients {
+            let key = c.route_key.as_deref().or(self.header_from.as_deref());
+            if c.relays.through_graph(key.unwrap_or_default()) {
+                named_recipients(&parsed, &c.rcpts).map_err(Refusal::Recipients)?;
+            }
         }
         let (section, removed) = submission_fixups(&parsed, &self.additions());
         self.bcc_removed = removed;

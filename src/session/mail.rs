@@ -204,6 +204,7 @@ impl Session {
             size: from.size as u64,
             eight_bit,
             smtputf8: utf8,
+            route_by: None,
         };
         match upstream::Transaction::open(&self.ctx.relay, &sender).await {
             Ok(t) => Ok(Some(t)),

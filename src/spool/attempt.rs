@@ -94,6 +94,7 @@ async fn attempt(queue: &Queue, env: &Envelope) -> Outcome {
         size: env.size,
         eight_bit: env.eight_bit,
         smtputf8: env.smtputf8,
+        route_by: env.route_by.clone(),
     };
     let delivered = upstream::deliver(&queue.relays, &sender, pending, &content).await;
     outcome.absorb(delivered);

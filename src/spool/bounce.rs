@@ -72,6 +72,8 @@ pub fn build(
         eight_bit: true,
         size: bytes.len() as u64,
         warned: false,
+        // A DSN comes from us (MAILER-DAEMON): the default route.
+        route_by: None,
     };
     (env, bytes)
 }
@@ -179,6 +181,7 @@ mod tests {
             eight_bit: false,
             size: 10,
             warned: false,
+            route_by: None,
         };
         let msg = b"Subject: hello\r\nFrom: alice@site.example\r\n\r\nbody text\r\n";
         let (env, bytes) = build(

@@ -60,6 +60,9 @@ pub struct Envelope {
     /// A delayed-delivery warning was sent.
     #[serde(default)]
     pub warned: bool,
+    /// For a null sender: the header `From:` address, whose route the message takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_by: Option<String>,
 }
 
 impl Envelope {
@@ -83,6 +86,7 @@ impl Envelope {
             eight_bit: false,
             size: 5,
             warned: false,
+            route_by: None,
         }
     }
 
@@ -148,6 +152,16 @@ pub fn body_of(bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_route_of_a_null_sender_message_is_kept_and_absent_otherwise() {
+        let mut e = Envelope::sample("A");
+        assert!(!encode(&e).unwrap().contains("route_by"));
+        e.from = String::new();
+        e.route_by = Some("news@client-a.example".into());
+        let text = encode(&e).unwrap();
+        assert_eq!(decode(text.as_bytes()).unwrap(), e);
+    }
 
     /// The sample with a second, failed recipient and a last error: every field set.
     fn full() -> Envelope {

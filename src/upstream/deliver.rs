@@ -47,7 +47,7 @@ pub async fn deliver(
     rcpts: Vec<String>,
     content: &Content,
 ) -> Outcome {
-    let route = relays.route(&sender.address).to_vec();
+    let route = relays.route(sender.route_key()).to_vec();
     let mut pending = rcpts;
     let mut total = Outcome::default();
     for (n, &pool) in route.iter().enumerate() {

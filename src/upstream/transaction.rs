@@ -33,9 +33,17 @@ pub struct Sender {
     pub eight_bit: bool,
     /// The message needs SMTPUTF8.
     pub smtputf8: bool,
+    /// The address whose route the message takes when it is not `address`: the
+    /// header `From:` of a null-sender message (a read receipt, an auto-reply).
+    pub route_by: Option<String>,
 }
 
 impl Sender {
+    /// The address that picks the route.
+    pub fn route_key(&self) -> &str {
+        self.route_by.as_deref().unwrap_or(&self.address)
+    }
+
     /// The MAIL command for a smarthost offering `caps`.
     pub fn mail_line(&self, caps: &Caps) -> String {
         let mut line = format!("MAIL FROM:<{}>", self.address);
@@ -85,7 +93,7 @@ impl Transaction {
     /// Opens a transaction on the sender's route: each smarthost in turn until one
     /// does not fail transiently (or lack SMTPUTF8). The last failure otherwise.
     pub async fn open(relays: &Arc<Relays>, sender: &Sender) -> Result<Transaction, Failed> {
-        let route = relays.route(&sender.address).to_vec();
+        let route = relays.route(sender.route_key()).to_vec();
         let mut last = Failed::Lost(UpstreamError::Closed);
         for (n, &index) in route.iter().enumerate() {
             match Transaction::open_on(relays, index, sender).await {
