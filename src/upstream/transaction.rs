@@ -234,10 +234,15 @@ impl Buffered {
                 return Ok(why.reply());
             }
         };
-        match graph.send(&prepared).await {
+        let result = match graph.send(&prepared).await {
             Ok(reply) | Err(Failed::Refused(reply)) => Ok(reply),
             Err(f) => Err(f),
-        }
+        };
+        let class = result
+            .as_ref()
+            .map_or("error", |r| crate::metrics::code_class(r.code));
+        metrics::counter!("postern_upstream_replies_total", "code" => class).increment(1);
+        result
     }
 }
 
