@@ -64,10 +64,22 @@ pub struct TokenSource {
     config: OAuth2,
     /// Whose token this is, for logs: the entry's name.
     name: String,
-    /// The token in use; the lock is held across a fetch, so that concurrent
-    /// deliveries wait for one request instead of each making their own.
-    current: Mutex<Option<Token>>,
+    /// The token in use, or why the last fetch failed and when; the lock is held
+    /// across a fetch, so that concurrent deliveries wait for one request instead of
+    /// each making their own.
+    current: Mutex<State>,
 }
+
+#[derive(Default)]
+struct State {
+    token: Option<Token>,
+    /// A failed fetch is not repeated for [`FAILURE_HOLD`]: deliveries meanwhile
+    /// fail at once instead of each waiting on a dead endpoint.
+    failed: Option<(Instant, String)>,
+}
+
+/// How long a failed token fetch answers for the next ones.
+const FAILURE_HOLD: Duration = Duration::from_secs(10);
 
 impl TokenSource {
     pub fn new(http: reqwest::Client, config: OAuth2, name: String) -> TokenSource {
@@ -75,38 +87,58 @@ impl TokenSource {
             http,
             config,
             name,
-            current: Mutex::new(None),
+            current: Mutex::new(State::default()),
         }
     }
 
     /// A token valid for a while yet: the cached one, or a fresh one.
     pub async fn token(&self) -> Result<Arc<Secret>, TokenError> {
-        let mut current = self.current.lock().await;
-        if let Some(t) = current.as_ref().filter(|t| t.renew_at > Instant::now()) {
+        let mut state = self.current.lock().await;
+        let now = Instant::now();
+        if let Some(t) = state.token.as_ref().filter(|t| t.renew_at > now) {
             return Ok(t.value.clone());
         }
-        let fresh = self.fetch().await?;
-        let value = fresh.value.clone();
-        *current = Some(fresh);
-        Ok(value)
+        if let Some((at, why)) = &state.failed
+            && now.duration_since(*at) < FAILURE_HOLD
+        {
+            return Err(TokenError::Unreachable(format!(
+                "{why} (held for {} s)",
+                FAILURE_HOLD.as_secs()
+            )));
+        }
+        match self.fetch().await {
+            Ok(fresh) => {
+                let value = fresh.value.clone();
+                *state = State {
+                    token: Some(fresh),
+                    failed: None,
+                };
+                Ok(value)
+            }
+            Err(e) => {
+                state.failed = Some((Instant::now(), e.to_string()));
+                Err(e)
+            }
+        }
     }
 
     /// The smarthost refused `token`: forget it, unless another delivery has
     /// already replaced it.
     pub async fn refused(&self, token: &Arc<Secret>) {
-        let mut current = self.current.lock().await;
-        if current
+        let mut state = self.current.lock().await;
+        if state
+            .token
             .as_ref()
             .is_some_and(|t| Arc::ptr_eq(&t.value, token))
         {
             warn!(smarthost = %self.name, "the smarthost refused the access token; fetching a new one");
-            *current = None;
+            state.token = None;
         }
     }
 
     /// When the current token should be replaced, if there is one.
     async fn renew_at(&self) -> Option<Instant> {
-        self.current.lock().await.as_ref().map(|t| t.renew_at)
+        self.current.lock().await.token.as_ref().map(|t| t.renew_at)
     }
 
     /// Keeps a fresh token at hand until `shutdown`, so that no message waits for
