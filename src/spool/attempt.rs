@@ -9,9 +9,9 @@ use super::envelope::{Envelope, body_of};
 use super::queue::Queue;
 use super::store::unix_now;
 use crate::proto::printable::Printable;
-use crate::upstream::{self, Content, Failure, Outcome, Sender};
+use crate::upstream::{self, Content, Failure, Outcome, Sender, pacing};
 use std::sync::Arc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// One delivery attempt; returns when to try again, or `None` when the message is
 /// done (delivered, bounced or deleted).
@@ -20,6 +20,12 @@ pub(super) async fn deliver(queue: &Arc<Queue>, id: &str) -> Option<u64> {
         Ok(env) => env,
         Err(next) => return next,
     };
+    if let Err(paced) = pacing::first_turn(&queue.relays, &env.from, id).await {
+        // Not an attempt: nothing is counted or written, and the message comes
+        // back when its reserved slot is due.
+        debug!("smarthost paced (max_messages_per_minute); waiting for its turn");
+        return Some(unix_second_at(paced.until));
+    }
     let stored = env.clone();
     env.attempts = queue.attempts_of(&env);
     let started = std::time::Instant::now();
@@ -98,6 +104,17 @@ async fn attempt(queue: &Queue, env: &Envelope) -> Outcome {
     let delivered = upstream::deliver(&queue.relays, &sender, pending, &content).await;
     outcome.absorb(delivered);
     outcome
+}
+
+/// The first whole Unix second at or after `at` (the queue schedules in seconds;
+/// coming back early would only be told to wait again).
+fn unix_second_at(at: std::time::Instant) -> u64 {
+    let wait = at.saturating_duration_since(std::time::Instant::now());
+    let then = std::time::SystemTime::now() + wait;
+    let since = then
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    since.as_secs() + u64::from(since.subsec_nanos() > 0)
 }
 
 /// Messages up to this size are read whole for delivery; larger ones are streamed

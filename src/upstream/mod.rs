@@ -11,6 +11,7 @@
 pub mod client;
 pub mod deliver;
 pub mod outcome;
+pub mod pacing;
 pub mod pool;
 pub mod relays;
 pub mod transaction;

@@ -7,6 +7,7 @@
 //! messages, or that saw any error are closed instead.
 
 use super::client::{Upstream, UpstreamError, UpstreamSettings};
+use super::pacing::Pacer;
 use crate::lock::MutexExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +20,8 @@ pub struct Pool {
     max_idle: usize,
     idle_timeout: Duration,
     max_messages: u32,
+    /// `max_messages_per_minute` for this smarthost, if set.
+    pacer: Option<Pacer>,
 }
 
 /// A connection taken from the pool, and whether it was reused (a reused one may
@@ -43,7 +46,19 @@ impl Pool {
             max_idle,
             idle_timeout,
             max_messages,
+            pacer: None,
         }
+    }
+
+    /// Paces this smarthost to at most `per_minute` messages in any 60 seconds.
+    pub fn paced(mut self, per_minute: Option<u32>) -> Pool {
+        self.pacer = per_minute.map(Pacer::new);
+        self
+    }
+
+    /// This smarthost's pacing, if it has one.
+    pub fn pacer(&self) -> Option<&Pacer> {
+        self.pacer.as_ref()
     }
 
     /// An idle connection if a fresh one is pooled, else a new connection.

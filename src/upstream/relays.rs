@@ -28,13 +28,16 @@ impl Relays {
                 let tls = client_config(s.ca_file.as_deref())?;
                 let settings = UpstreamSettings::new(s, &config.timeouts, &config.hostname, tls);
                 let index = pools.len();
-                pools.push(Pool::new(
-                    index,
-                    settings,
-                    s.pool_size,
-                    s.idle_timeout,
-                    s.max_messages_per_connection,
-                ));
+                pools.push(
+                    Pool::new(
+                        index,
+                        settings,
+                        s.pool_size,
+                        s.idle_timeout,
+                        s.max_messages_per_connection,
+                    )
+                    .paced(s.max_messages_per_minute),
+                );
                 route.push(index);
             }
             Ok(route)
