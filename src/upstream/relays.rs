@@ -9,7 +9,7 @@ use super::client::{Upstream, UpstreamError, UpstreamSettings};
 use super::pool::{Pool, Taken};
 use crate::config::{Config, Smarthost};
 use crate::policy::senders::SenderRule;
-use crate::tls::{TlsError, client_config};
+use crate::tls::{TlsError, client_config_with_identity};
 use std::time::Duration;
 
 pub struct Relays {
@@ -25,7 +25,8 @@ impl Relays {
         let mut add = |hosts: &[Smarthost]| -> Result<Vec<usize>, TlsError> {
             let mut route = Vec::new();
             for s in hosts {
-                let tls = client_config(s.ca_file.as_deref())?;
+                let identity = s.client_certificate.as_deref().zip(s.client_key.as_deref());
+                let tls = client_config_with_identity(s.ca_file.as_deref(), identity)?;
                 let settings = UpstreamSettings::new(s, &config.timeouts, &config.hostname, tls);
                 let index = pools.len();
                 pools.push(
