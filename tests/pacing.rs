@@ -153,3 +153,59 @@ async fn passthrough_waits_briefly_for_its_turn_then_answers_451() {
     // "unavailable" would say it was tried).
     assert_eq!(h.sink.messages().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_failover_smarthost_defers_instead_of_exceeding_its_rate() {
+    // The first smarthost is down; the second, paced to one a minute, takes the
+    // first message and has no slot for the second for a minute.
+    for queue in [false, true] {
+        let down = free_port();
+        let h = Harness::start(Setup {
+            queue,
+            smarthost_yaml: Some(format!(
+                "smarthost:\n  - address: \"localhost:{down}\"\n    {{RELAY}}\n  - address: \"localhost:{{SINK}}\"\n    {{RELAY}}\n    max_messages_per_minute: 1\n"
+            )),
+            ..Setup::default()
+        })
+        .await;
+        let mut c = h.session("alice", "alice-password").await;
+        let first = c
+            .send_mail(
+                "a@alice.example",
+                &["b@example.org"],
+                "X-Seq: 1\r\n\r\nx\r\n",
+            )
+            .await;
+        assert_eq!(first.code, 250, "queue={queue}: {first:?}");
+        assert_eq!(h.sink.wait_for(1, W).await.len(), 1, "queue={queue}");
+        let second = c
+            .send_mail(
+                "a@alice.example",
+                &["b@example.org"],
+                "X-Seq: 2\r\n\r\nx\r\n",
+            )
+            .await;
+        if queue {
+            // Kept, with the reason; an ordinary deferral (the first smarthost failed).
+            assert_eq!(second.code, 250, "{second:?}");
+            assert!(
+                h.wait_log("failover smarthost's sending rate reached", W)
+                    .await
+            );
+            let deadline = std::time::Instant::now() + W;
+            let mut list = queue_list(&h);
+            while !list.contains("last error:") && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                list = queue_list(&h);
+            }
+            assert!(
+                list.contains("451 4.7.0 smarthost sending rate reached"),
+                "{list}"
+            );
+        } else {
+            assert_eq!(second.code, 451, "{second:?}");
+            assert_eq!(second.esc.map(|e| e.to_string()).as_deref(), Some("4.7.0"));
+        }
+        assert_eq!(h.sink.messages().len(), 1, "queue={queue}: over the rate");
+    }
+}
