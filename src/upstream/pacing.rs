@@ -6,8 +6,9 @@
 //! `60 s / N`, so no 60-second window holds more than N (a burst of N would admit
 //! up to 2N - 1 in the first minute). With a burst of one GCRA's state is a single
 //! instant, the earliest next admission (`tat`), so it is written out here rather
-//! than taken from `governor`, whose default features bring five crates and which
-//! has no notion of the second part:
+//! than taken from `governor` (which, even without default features, would add
+//! itself, `nonzero_ext`, `spinning_top` and `web-time`, states no rust-version,
+//! and has no notion of the second part):
 //!
 //! Turns. A queued message that is not admitted gets a *reservation*: the next
 //! free slot after every slot already reserved, kept under its queue id. The queue
@@ -37,7 +38,8 @@ pub const QUEUE_WAIT: Duration = Duration::from_secs(2);
 /// answered [`paced_reply`] otherwise (clients wait minutes for a MAIL reply).
 pub const PASSTHROUGH_WAIT: Duration = Duration::from_secs(10);
 
-/// An unclaimed reservation this far in the past is dropped.
+/// An unclaimed reservation this far in the past is dropped (looked for every
+/// quarter of this).
 pub const FORGET_AFTER: Duration = Duration::from_secs(120);
 
 /// Whether a message may go now.
@@ -59,6 +61,9 @@ pub struct Gcra {
     held: HashMap<String, Instant>,
     /// The first slot after every reservation.
     horizon: Option<Instant>,
+    /// When to look for stale reservations next (a look is a pass over all of
+    /// them: not on every turn, or a burst of n would cost n squared).
+    next_prune: Option<Instant>,
 }
 
 impl Gcra {
@@ -69,6 +74,7 @@ impl Gcra {
             tat: None,
             held: HashMap::new(),
             horizon: None,
+            next_prune: None,
         }
     }
 
@@ -121,6 +127,10 @@ impl Gcra {
     }
 
     fn forget_stale(&mut self, now: Instant) {
+        if self.next_prune.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next_prune = Some(now + FORGET_AFTER / 4);
         let before = self.held.len();
         self.held
             .retain(|_, slot| now.saturating_duration_since(*slot) < FORGET_AFTER);
