@@ -28,6 +28,21 @@ fn queue_list(h: &Harness) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The Prometheus page.
+async fn get_metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    let read = s.read_to_string(&mut out);
+    tokio::time::timeout(W, read).await.unwrap().unwrap();
+    out
+}
+
 /// The gaps between consecutive arrivals at the sink.
 fn gaps(h: &Harness) -> Vec<Duration> {
     let mut at: Vec<_> = h.sink.messages().iter().map(|m| m.received_at).collect();
@@ -129,8 +144,10 @@ async fn passthrough_waits_briefly_for_its_turn_then_answers_451() {
     drop(h);
 
     // One a minute: the next slot is too far off to wait for at MAIL.
+    let metrics = free_port();
     let h = Harness::start(Setup {
         smarthost_yaml: Some(paced_route(1, free_port())),
+        extra: format!("metrics:\n  address: \"127.0.0.1:{metrics}\"\n"),
         ..Setup::default()
     })
     .await;
@@ -149,6 +166,11 @@ async fn passthrough_waits_briefly_for_its_turn_then_answers_451() {
     );
     assert!(r.text.contains("sending rate"), "{r:?}");
     assert!(h.wait_log("sending rate reached", W).await);
+    let m = get_metrics(metrics).await;
+    assert!(
+        m.contains("postern_paced_total{result=\"refused\"} 1"),
+        "{m}"
+    );
     // Not failed over to the second smarthost (which is down anyway: a 451 4.4.1
     // "unavailable" would say it was tried).
     assert_eq!(h.sink.messages().len(), 1);

@@ -169,6 +169,9 @@ impl Pacer {
     pub async fn turn(&self, key: &str, short: Duration) -> Result<(), NotReady> {
         loop {
             let turn = self.gcra.locked().turn(key, now());
+            if turn != Turn::Now {
+                metrics::counter!("postern_paced_total", "result" => "delayed").increment(1);
+            }
             match turn {
                 Turn::Now => return Ok(()),
                 Turn::At(t) if t <= now() + short => tokio::time::sleep_until(t.into()).await,
@@ -189,6 +192,7 @@ impl Pacer {
             let gcra = self.gcra.locked();
             let until = gcra.next_free(now());
             if until > now() + max_wait {
+                metrics::counter!("postern_paced_total", "result" => "refused").increment(1);
                 return Err(NotReady { until });
             }
         }
