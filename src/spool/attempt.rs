@@ -24,7 +24,7 @@ pub(super) async fn deliver(queue: &Arc<Queue>, id: &str) -> Option<u64> {
         // Not an attempt: nothing is counted or written, and the message comes
         // back when its reserved slot is due.
         debug!("smarthost paced (max_messages_per_minute); waiting for its turn");
-        return Some(unix_second_at(paced.until));
+        return Some(unix_second_of(paced.until));
     }
     let stored = env.clone();
     env.attempts = queue.attempts_of(&env);
@@ -106,15 +106,16 @@ async fn attempt(queue: &Queue, env: &Envelope) -> Outcome {
     outcome
 }
 
-/// The first whole Unix second at or after `at` (the queue schedules in seconds;
-/// coming back early would only be told to wait again).
-fn unix_second_at(at: std::time::Instant) -> u64 {
+/// The Unix second in which `at` falls. The queue schedules in whole seconds: the
+/// message comes back up to a second early and waits the rest in its task (see
+/// [`pacing::QUEUE_WAIT`]), so that it keeps its slot to the millisecond rather
+/// than to the next whole second.
+fn unix_second_of(at: std::time::Instant) -> u64 {
     let wait = at.saturating_duration_since(std::time::Instant::now());
     let then = std::time::SystemTime::now() + wait;
-    let since = then
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    since.as_secs() + u64::from(since.subsec_nanos() > 0)
+    then.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Messages up to this size are read whole for delivery; larger ones are streamed
