@@ -23,6 +23,7 @@
 //! | `postern_spool_removal_seconds` | summary of the time from the smarthost's 250 to the message's durable removal from the spool (unlink and directory fsync: the window in which a power loss duplicates it) |
 //! | `postern_spool_unlink_seconds` | summary of the time from the smarthost's 250 to the unlink (the window in which a kill -9 duplicates it) |
 //! | `postern_deliveries_total` | `result` (`delivered`, `deferred`, `failed`) |
+//! | `postern_paced_total` | `result`: `delayed` (a message's turn under a smarthost's `max_messages_per_minute` was not yet due: it waited, or went back to the queue; counted each time), `refused` (no turn soon: passthrough answered 451 4.7.0, or a failover smarthost deferred a queued message) |
 //! | `postern_queue_messages`, `postern_queue_oldest_seconds` | gauges |
 //! | `postern_user_messages_total` | `user` (only with `metrics.per_user: true`) |
 

@@ -14,7 +14,12 @@
 //! | recipient `hangup` | connection closed at RCPT |
 //! | recipient `deferonce` | `450 4.2.1` the first time, accepted after |
 //!
-//! and a message with a header line `X-Sink-Reply: 554` (or `451`) gets that reply
+//! A sink whose `server_tls` was built with a client CA
+//! ([`crate::tls::server_config`]) refuses a client without a certificate from
+//! that CA (rustls' `WebPkiClientVerifier`), and records the fingerprint of the one
+//! presented with each message, like a Microsoft 365 certificate connector.
+//!
+//! A message with a header line `X-Sink-Reply: 554` (or `451`) gets that reply
 //! after DATA; one with `X-Sink-Stall: <seconds>` (at most 60) gets its reply that
 //! much later, like a smarthost stalling a transaction.
 
@@ -66,6 +71,9 @@ pub struct ReceivedMessage {
     pub content: Vec<u8>,
     pub authenticated_as: Option<String>,
     pub tls: bool,
+    /// The SHA-256 fingerprint of the TLS client certificate the client presented
+    /// (a sink whose `server_tls` demands one, see [`crate::tls::server_config`]).
+    pub client_cert_sha256: Option<String>,
     /// When the sink stored it (just before answering 250).
     pub received_at: std::time::Instant,
 }
@@ -161,6 +169,7 @@ struct Conn {
     config: Arc<SinkConfig>,
     state: Arc<SinkState>,
     tls: bool,
+    client_cert: Option<String>,
     user: Option<String>,
     from: Option<String>,
     rcpts: Vec<String>,
@@ -174,6 +183,7 @@ async fn serve(tcp: TcpStream, config: Arc<SinkConfig>, state: Arc<SinkState>) {
         config: config.clone(),
         state,
         tls: false,
+        client_cert: None,
         user: None,
         from: None,
         rcpts: vec![],
@@ -188,7 +198,7 @@ async fn serve(tcp: TcpStream, config: Arc<SinkConfig>, state: Arc<SinkState>) {
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
-            conn.tls = true;
+            conn.tls_up(tls.get_ref().1);
             let mut io = SmtpStream::new(tls, T);
             io.reply(&greeting);
             conn.run(&mut io).await;
@@ -204,7 +214,7 @@ async fn serve(tcp: TcpStream, config: Arc<SinkConfig>, state: Arc<SinkState>) {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                conn.tls = true;
+                conn.tls_up(tls.get_ref().1);
                 let mut io = SmtpStream::new(tls, T);
                 conn.run(&mut io).await;
                 let _ = io.flush().await;
@@ -214,6 +224,13 @@ async fn serve(tcp: TcpStream, config: Arc<SinkConfig>, state: Arc<SinkState>) {
 }
 
 impl Conn {
+    /// TLS is up: notes the client certificate, if one was presented.
+    fn tls_up(&mut self, tls: &rustls::ServerConnection) {
+        self.tls = true;
+        let first = tls.peer_certificates().and_then(|c| c.first());
+        self.client_cert = first.map(|c| crate::tls::fingerprint(c));
+    }
+
     /// Returns true when the client asked for STARTTLS.
     async fn run<S: AsyncRead + AsyncWrite + Unpin>(&mut self, io: &mut SmtpStream<S>) -> bool {
         loop {
@@ -452,6 +469,7 @@ impl Conn {
             content,
             authenticated_as: self.user.clone(),
             tls: self.tls,
+            client_cert_sha256: self.client_cert.clone(),
             received_at: std::time::Instant::now(),
         };
         let n = {

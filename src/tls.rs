@@ -8,6 +8,7 @@ use crate::config::TlsFiles;
 use crate::lock::RwLockExt;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -52,18 +53,49 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 
 /// Builds the server config from the certificate chain and key files.
 pub fn load_server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config(files, None)
+}
+
+/// The server config, demanding a client certificate issued by `client_ca` when
+/// given (the stand-in smarthost of a certificate connector, in tests).
+pub fn server_config(
+    files: &TlsFiles,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs(&files.certificate)?;
     let key = PrivateKeyDer::from_pem_file(&files.private_key).map_err(|e| TlsError::Key {
         path: files.private_key.clone(),
         why: e.to_string(),
     })?;
-    let config = ServerConfig::builder_with_provider(provider())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
-        .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in load_certs(path)? {
+                roots.add(cert).map_err(|e| TlsError::Certificates {
+                    path: path.to_path_buf(),
+                    why: e.to_string(),
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| TlsError::Rustls(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Mismatch(e.to_string()))?;
     Ok(Arc::new(config))
+}
+
+/// The SHA-256 fingerprint of a certificate, lowercase hex (for logs and tests).
+pub fn fingerprint(cert: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Reads the extra trust roots of `smarthost.ca_file`.
@@ -73,6 +105,49 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
 
 /// Builds the client config for the smarthost: system roots plus `ca_file`.
 pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    client_config_with_identity(ca_file, None)
+}
+
+/// The client config for a smarthost entry: system roots plus `ca_file`, and the
+/// TLS client certificate it presents when `identity` (certificate and key
+/// files) is given, for a connector that trusts a certificate.
+pub fn client_config_with_identity(
+    ca_file: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_root_certificates(client_roots(ca_file)?);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let certified = load_client_identity(cert, key)?;
+            builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                certified,
+            )))
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// Reads a TLS client certificate chain and its private key, and checks that the
+/// key belongs to the certificate.
+pub fn load_client_identity(
+    cert: &Path,
+    key: &Path,
+) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    let certs = load_certs(cert)?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    rustls::sign::CertifiedKey::from_der(certs, key_der, &provider())
+        .map_err(|e| TlsError::Mismatch(e.to_string()))
+}
+
+/// The system's trust roots plus `ca_file`.
+fn client_roots(ca_file: Option<&Path>) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for e in &native.errors {
@@ -90,12 +165,7 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErr
     if roots.is_empty() {
         tracing::warn!("no trust roots: install ca-certificates or set smarthost.ca_file");
     }
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(VERSIONS)
-        .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(roots)
 }
 
 /// The server config in force, swapped whole on reload so that handshakes in

@@ -251,6 +251,17 @@ fn client_certificate(
     let cert = s.client_certificate.clone().map(|p| cx.resolve(p));
     let pkey = s.client_key.clone().map(|p| cx.resolve(p));
     match (&cert, &pkey) {
+        (Some(c), Some(k)) => {
+            if let Err((which, why)) = file_checks::client_identity(c, k) {
+                cx.add(&format!("{key}.{which}"), why);
+            }
+            if s.tls == TlsMode::None {
+                cx.add(
+                    &format!("{key}.client_certificate"),
+                    "needs tls: starttls or implicit",
+                );
+            }
+        }
         (Some(_), None) => cx.add(
             &format!("{key}.client_key"),
             format!("needed with {key}.client_certificate"),

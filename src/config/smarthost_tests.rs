@@ -166,3 +166,70 @@ fn no_secret_appears_in_a_problem() {
     let problems = parse_in(dir.path(), yaml).unwrap_err();
     assert!(!problems.contains("s3cret"), "{problems}");
 }
+
+/// `check-config` loads a client certificate and key as the server will, and names
+/// the key at fault: unreadable, not PEM, or a key of another certificate.
+#[test]
+fn client_certificate_problems_name_their_key() {
+    let dir = dir_with_secrets();
+    let ca = crate::tls::TestCa::new("connector CA").unwrap();
+    let (mine, other) = (ca.issue(&["printer"]).unwrap(), ca.issue(&["x"]).unwrap());
+    for (name, text) in [
+        ("c.pem", mine.cert_pem.as_str()),
+        ("k.pem", mine.key_pem.as_str()),
+        ("other-k.pem", other.key_pem.as_str()),
+        ("junk.pem", "not pem\n"),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let entry = |cert: &str, key: &str| {
+        format!("  address: h:587\n  client_certificate: {cert}\n  client_key: {key}\n")
+    };
+    let good = parse_in(
+        dir.path(),
+        &format!("smarthost:\n{}", entry("c.pem", "k.pem")),
+    )
+    .unwrap();
+    assert_eq!(
+        good.smarthosts[0].client_key.as_deref(),
+        Some(dir.path().join("k.pem").as_path())
+    );
+    let cases = [
+        (
+            format!("smarthost:\n{}", entry("gone.pem", "k.pem")),
+            "smarthost.client_certificate: cannot read certificates from",
+        ),
+        (
+            format!("smarthost:\n{}", entry("junk.pem", "k.pem")),
+            "smarthost.client_certificate:",
+        ),
+        (
+            format!("smarthost:\n{}", entry("c.pem", "junk.pem")),
+            "smarthost.client_key: cannot read a private key",
+        ),
+        (
+            format!("smarthost:\n{}", entry("c.pem", "gone.pem")),
+            "smarthost.client_key: cannot read a private key",
+        ),
+        (
+            format!("smarthost:\n{}", entry("c.pem", "other-k.pem")),
+            "smarthost.client_key: does not belong to client_certificate",
+        ),
+        (
+            "smarthost:\n  - address: a:587\n  - address: h:587\n    client_certificate: c.pem\n    client_key: other-k.pem\n".to_string(),
+            "smarthost[1].client_key: does not belong",
+        ),
+        (
+            format!("smarthost:\n{}  tls: none\n", entry("c.pem", "k.pem")),
+            "smarthost.client_certificate: needs tls",
+        ),
+    ];
+    for (yaml, needle) in cases {
+        let problems = parse_in(dir.path(), &yaml).unwrap_err();
+        assert!(
+            problems.contains(needle),
+            "{needle:?} not in:\n{problems}\nfor:\n{yaml}"
+        );
+        assert!(!problems.contains("PRIVATE KEY"), "{problems}");
+    }
+}

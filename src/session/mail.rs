@@ -211,7 +211,7 @@ impl Session {
             Err(f) => {
                 match &f {
                     Failed::Refused(_) | Failed::NoSmtpUtf8 => {
-                        info!(sender = %Printable(&from.address), reply = %Printable(&f), "smarthost refused the sender")
+                        info!(sender = %Printable(&from.address), reply = %Printable(&f), "no transaction at the smarthost for this sender")
                     }
                     _ => warn!(error = %Printable(&f), "smarthost unavailable at MAIL"),
                 }

@@ -9,9 +9,9 @@ use super::envelope::{Envelope, body_of};
 use super::queue::Queue;
 use super::store::unix_now;
 use crate::proto::printable::Printable;
-use crate::upstream::{self, Content, Failure, Outcome, Sender};
+use crate::upstream::{self, Content, Failure, Outcome, Sender, pacing};
 use std::sync::Arc;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// One delivery attempt; returns when to try again, or `None` when the message is
 /// done (delivered, bounced or deleted).
@@ -20,6 +20,18 @@ pub(super) async fn deliver(queue: &Arc<Queue>, id: &str) -> Option<u64> {
         Ok(env) => env,
         Err(next) => return next,
     };
+    if let Err(paced) = pacing::first_turn(
+        &queue.relays,
+        env.route_by.as_deref().unwrap_or(&env.from),
+        id,
+    )
+    .await
+    {
+        // Not an attempt: nothing is counted or written, and the message comes
+        // back when its reserved slot is due.
+        debug!("smarthost paced (max_messages_per_minute); waiting for its turn");
+        return Some(unix_second_of(paced.until));
+    }
     let stored = env.clone();
     env.attempts = queue.attempts_of(&env);
     let started = std::time::Instant::now();
@@ -99,6 +111,18 @@ async fn attempt(queue: &Queue, env: &Envelope) -> Outcome {
     let delivered = upstream::deliver(&queue.relays, &sender, pending, &content).await;
     outcome.absorb(delivered);
     outcome
+}
+
+/// The Unix second in which `at` falls. The queue schedules in whole seconds: the
+/// message comes back up to a second early and waits the rest in its task (see
+/// [`pacing::QUEUE_WAIT`]), so that it keeps its slot to the millisecond rather
+/// than to the next whole second.
+fn unix_second_of(at: std::time::Instant) -> u64 {
+    let wait = at.saturating_duration_since(std::time::Instant::now());
+    let then = std::time::SystemTime::now() + wait;
+    then.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Messages up to this size are read whole for delivery; larger ones are streamed

@@ -288,7 +288,7 @@ pub async fn run(queue: Arc<Queue>, mut shutdown: watch::Receiver<bool>) {
         } else {
             next.unwrap_or(now + 60).max(now + 1)
         };
-        let wait = Duration::from_secs(wait_until.saturating_sub(now).min(60));
+        let wait = until_second(wait_until).min(Duration::from_secs(60));
         tokio::select! {
             _ = queue.wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
@@ -299,6 +299,15 @@ pub async fn run(queue: Arc<Queue>, mut shutdown: watch::Receiver<bool>) {
         queued = queue.len(),
         "queue stopped; undelivered messages stay spooled"
     );
+}
+
+/// How long until Unix second `t` begins: the scheduler wakes at the second a
+/// message is due rather than up to a second later (paced messages are due at
+/// the second their slot comes).
+fn until_second(t: u64) -> Duration {
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(t);
+    at.duration_since(std::time::SystemTime::now())
+        .unwrap_or_default()
 }
 
 /// Runs one delivery attempt in a task of its own, holding a delivery slot. After

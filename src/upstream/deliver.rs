@@ -4,6 +4,7 @@
 //! exactly one smarthost.
 
 use super::outcome::{Failed, Outcome};
+use super::pacing;
 use super::relays::Relays;
 use super::transaction::{Sender, Transaction};
 use crate::proto::printable::Printable;
@@ -40,7 +41,8 @@ impl Content {
     }
 }
 
-/// Delivers `content` from `sender` to `rcpts` along the sender's route.
+/// Delivers `content` from `sender` to `rcpts` along the sender's route. The
+/// caller has taken the first smarthost's turn ([`super::pacing::first_turn`]).
 pub async fn deliver(
     relays: &Arc<Relays>,
     sender: &Sender,
@@ -52,6 +54,15 @@ pub async fn deliver(
     let mut total = Outcome::default();
     for (n, &pool) in route.iter().enumerate() {
         let last = n + 1 == route.len();
+        if n > 0
+            && pacing::turn_at(relays, pool, pacing::QUEUE_WAIT)
+                .await
+                .is_err()
+        {
+            warn!(smarthost = %relays.name(pool), "failover smarthost's sending rate reached; deferring");
+            total.settle(&pending, &Failed::Refused(pacing::paced_reply()));
+            break;
+        }
         let mut out = attempt_on(relays, pool, sender, &pending, content).await;
         if out.no_smtputf8 && last {
             // No smarthost on the route can take it: it fails, as passthrough refuses it.

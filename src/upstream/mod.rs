@@ -1,6 +1,7 @@
 //! The smarthost side: an SMTP client ([`client`]) and a pool of reusable
 //! authenticated connections ([`pool`]), one per smarthost, grouped into routes
-//! with failover ([`relays`]).
+//! with failover ([`relays`]), each paced to its `max_messages_per_minute`
+//! ([`pacing`]).
 //!
 //! Both delivery modes go through one path: a [`Transaction`] (MAIL, RCPT, DATA,
 //! end of data, with route failover and the MAIL line built in one place), and
@@ -13,6 +14,7 @@ pub mod deliver;
 pub mod graph;
 pub mod oauth;
 pub mod outcome;
+pub mod pacing;
 pub mod pool;
 pub mod relays;
 pub mod transaction;

@@ -9,10 +9,11 @@
 use super::client::{Upstream, UpstreamError, UpstreamSettings};
 use super::graph::Graph;
 use super::oauth::TokenSource;
+use super::pacing::Pacer;
 use super::pool::{Pool, Taken};
 use crate::config::{Config, Smarthost, Timeouts, Transport};
 use crate::policy::senders::SenderRule;
-use crate::tls::{TlsError, client_config};
+use crate::tls::{TlsError, client_config, client_config_with_identity};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ pub enum Endpoint {
 
 pub struct Relays {
     endpoints: Vec<Endpoint>,
+    /// Each entry's `max_messages_per_minute`, if set.
+    pacers: Vec<Option<Pacer>>,
     /// Every entry's token source, kept fresh in the background by the server.
     tokens: Vec<Arc<TokenSource>>,
     default_route: Vec<usize>,
@@ -44,6 +47,7 @@ impl Relays {
     pub fn new(config: &Config) -> Result<Relays, SetupError> {
         let mut relays = Relays {
             endpoints: Vec::new(),
+            pacers: Vec::new(),
             tokens: Vec::new(),
             default_route: Vec::new(),
             routes: Vec::new(),
@@ -61,6 +65,8 @@ impl Relays {
         let mut route = Vec::new();
         for s in hosts {
             let index = self.endpoints.len();
+            // HTTPS (token endpoint, Graph) trusts the same roots; the client
+            // certificate is for the SMTP connector only.
             let tls = client_config(s.ca_file.as_deref())?;
             let name = entry_name(s);
             let tokens = match &s.oauth2 {
@@ -82,6 +88,8 @@ impl Relays {
                     )
                 }
                 (_, tokens) => {
+                    let identity = s.client_certificate.as_deref().zip(s.client_key.as_deref());
+                    let tls = client_config_with_identity(s.ca_file.as_deref(), identity)?;
                     let settings =
                         UpstreamSettings::new(s, &config.timeouts, &config.hostname, tls, tokens);
                     Endpoint::Smtp(Pool::new(
@@ -94,6 +102,7 @@ impl Relays {
                 }
             };
             self.endpoints.push(endpoint);
+            self.pacers.push(s.max_messages_per_minute.map(Pacer::new));
             route.push(index);
         }
         Ok(route)
@@ -110,6 +119,11 @@ impl Relays {
 
     pub fn endpoint(&self, index: usize) -> &Endpoint {
         &self.endpoints[index]
+    }
+
+    /// Entry `index`'s pacing, if it has one.
+    pub fn pacer(&self, index: usize) -> Option<&Pacer> {
+        self.pacers[index].as_ref()
     }
 
     /// Entry `index`'s name, for logs.

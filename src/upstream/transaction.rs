@@ -12,6 +12,7 @@
 use super::client::{Caps, Upstream, UpstreamError};
 use super::graph::{self, Graph, Unsendable};
 use super::outcome::Failed;
+use super::pacing;
 use super::relays::{Endpoint, Relays};
 use crate::proto::printable::Printable;
 use crate::proto::reply::Reply;
@@ -96,6 +97,13 @@ impl Transaction {
         let route = relays.route(sender.route_key()).to_vec();
         let mut last = Failed::Lost(UpstreamError::Closed);
         for (n, &index) in route.iter().enumerate() {
+            // Pacing is not failure: a paced smarthost is waited for briefly, never
+            // skipped for the next one.
+            if let Err(p) = pacing::turn_at(relays, index, pacing::PASSTHROUGH_WAIT).await {
+                let wait_s = p.until.saturating_duration_since(std::time::Instant::now());
+                warn!(smarthost = %relays.name(index), next_slot_s = wait_s.as_secs(), "smarthost sending rate reached (max_messages_per_minute); answering 451");
+                return Err(Failed::Refused(pacing::paced_reply()));
+            }
             match Transaction::open_on(relays, index, sender).await {
                 Ok(t) => return Ok(t),
                 Err(f) if n + 1 < route.len() && !f.is_permanent() => {

@@ -370,6 +370,18 @@ impl Harness {
             .unwrap()
     }
 
+    /// Starts a stand-in smarthost on `port` (standard credentials) that demands a
+    /// TLS client certificate issued by the CA in `client_ca`, as a Microsoft 365
+    /// certificate connector does.
+    pub async fn sink_requiring_client_cert(&self, port: u16, client_ca: &Path) -> Sink {
+        let mut config = sink_config(&self.sink_files);
+        let tls = postern::tls::server_config(&self.sink_files, Some(client_ca)).unwrap();
+        config.server_tls = Some(tls);
+        Sink::start(SocketAddr::new("127.0.0.1".parse().unwrap(), port), config)
+            .await
+            .unwrap()
+    }
+
     /// Starts a stand-in smarthost on the configured smarthost port (for a test that
     /// began with the smarthost down).
     pub async fn start_smarthost(&self) -> Sink {
