@@ -207,3 +207,39 @@ async fn token_endpoint_down_queue_keeps_the_message_and_delivers_later() {
     assert_eq!(msgs[0].authenticated_as.as_deref(), Some(MAILBOX));
     common::assert_no_secrets(&h.logs(), &p.issued());
 }
+
+/// The token endpoint is down when the token is due for renewal: deliveries go on
+/// with the current token, which is still valid, instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_endpoint_down_at_renewal_keeps_the_valid_token_in_use() {
+    let (h, p) = start(
+        false,
+        Grant::ClientCredentials,
+        6,
+        "  max_messages_per_connection: 1\n",
+        |_| {},
+    )
+    .await;
+    assert!(p.wait(W, |p| p.token_requests() == 1).await);
+    p.set_mode(TokenMode::Unavailable);
+    // The renewal at half-life (3 s) fails; the token is good until 6 s.
+    assert!(p.wait(W, |p| p.token_requests() >= 2).await);
+    let r = send(&h, "still valid").await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert_eq!(h.sink.wait_for(1, W).await.len(), 1);
+    assert_eq!(p.issued().len(), 1);
+    assert_eq!(p.expired_presented(), 0);
+    common::assert_no_secrets(&h.logs(), &p.issued());
+}
+
+/// An endpoint granting tokens that expire at once is not asked in a tight loop by
+/// the background refresher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_lifetime_token_is_not_fetched_in_a_loop() {
+    let (h, p) = start(false, Grant::ClientCredentials, 0, "", |_| {}).await;
+    assert!(p.wait(W, |p| p.token_requests() >= 1).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let n = p.token_requests();
+    assert!(n <= 6, "{n} token requests in 3 s");
+    common::assert_no_secrets(&h.logs(), &p.issued());
+}
