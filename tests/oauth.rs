@@ -243,3 +243,39 @@ async fn a_zero_lifetime_token_is_not_fetched_in_a_loop() {
     assert!(n <= 6, "{n} token requests in 3 s");
     common::assert_no_secrets(&h.logs(), &p.issued());
 }
+
+/// At `trace`, where the HTTP and TLS libraries log too, neither the client
+/// secret nor a token reaches the log: over SMTP and Graph, with a token refused
+/// and replaced, and with the endpoint refusing the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_log_even_at_trace() {
+    for graph in [false, true] {
+        let ca = TestCa::new("Postern test CA").unwrap();
+        let p = Provider::start(&ca, Grant::ClientCredentials, 3600).await;
+        let (yaml, files) = if graph {
+            p.graph_smarthost()
+        } else {
+            let (yaml, files) = p.smtp_smarthost();
+            (yaml + "  max_messages_per_connection: 1\n", files)
+        };
+        let h = Harness::start(Setup {
+            ca: Some(ca),
+            sink_xoauth2: Some(p.token_check()),
+            smarthost_yaml: Some(yaml),
+            files,
+            log_level: Some("trace"),
+            ..Setup::default()
+        })
+        .await;
+        assert!(p.wait(W, |p| p.token_requests() == 1).await);
+        p.invalidate_all();
+        assert_eq!(send(&h, "one").await.code, 250, "graph={graph}");
+        p.invalidate_all();
+        p.set_mode(TokenMode::Refuse);
+        assert_eq!(send(&h, "two").await.code, 451, "graph={graph}");
+        assert_eq!(p.issued().len(), 2, "graph={graph}");
+        assert!(h.wait_log("invalid_client", W).await, "graph={graph}");
+        assert!(h.logs().len() > 50, "trace logs");
+        common::assert_no_secrets(&h.logs(), &p.issued());
+    }
+}

@@ -76,6 +76,8 @@ pub struct Setup {
     pub ca: Option<TestCa>,
     /// The stand-in smarthost also offers AUTH XOAUTH2, checked by this.
     pub sink_xoauth2: Option<TokenCheck>,
+    /// `log.level` instead of `debug`.
+    pub log_level: Option<&'static str>,
 }
 
 impl Default for Setup {
@@ -106,6 +108,7 @@ impl Default for Setup {
             before_launch: None,
             ca: None,
             sink_xoauth2: None,
+            log_level: None,
         }
     }
 }
@@ -251,11 +254,12 @@ impl Harness {
              users:\n  file: users.yaml\n\
              {smarthost}\
              delivery:\n  mode: {mode}\n  spool_directory: spool\n  retry_schedule: [1s, 2s]\n{delivery_extra}\
-             log:\n  level: debug\n",
+             log:\n  level: {log_level}\n",
             server_files.certificate.display(),
             server_files.private_key.display(),
             mode = if setup.queue { "queue" } else { "passthrough" },
             delivery_extra = setup.delivery_extra,
+            log_level = setup.log_level.unwrap_or("debug"),
             smarthost = match &setup.smarthost_yaml {
                 Some(y) => y
                     .replace("{SINK}", &sink.addr.port().to_string())
