@@ -366,7 +366,8 @@ impl Session {
         metrics::histogram!("postern_upstream_duration_seconds")
             .record(waited.elapsed().as_secs_f64());
         let reply = match result {
-            Ok(reply) => reply,
+            // Graph throttling: the client is told to come back later.
+            Ok(reply) | Err(Failed::Later(reply, _)) => reply,
             Err(f) => {
                 // The smarthost may or may not have taken the message; a retry by the
                 // client is the lesser evil (a possible duplicate, never a loss).

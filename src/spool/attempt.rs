@@ -39,7 +39,7 @@ pub(super) async fn deliver(queue: &Arc<Queue>, id: &str) -> Option<u64> {
     }
     count_attempt(&outcome, started);
     if outcome.throttled {
-        queue.slow_down();
+        queue.slow_down(outcome.retry_after);
     }
     if !outcome.delivered.is_empty() {
         queue.delivered_something();

@@ -201,14 +201,20 @@ fn transient(why: String) -> Failed {
 fn verdict(status: u16, body: &str, retry_after: Option<Duration>) -> Failed {
     let code = graph_error(body);
     match status {
-        429 => Failed::Refused(Reply::new(
-            451,
-            Esc(4, 7, 0),
-            format!(
-                "Graph is throttling (429 {code}); retry after {} s",
-                retry_after.map_or(0, |d| d.as_secs())
-            ),
-        )),
+        429 => {
+            let reply = Reply::new(
+                451,
+                Esc(4, 7, 0),
+                format!(
+                    "Graph is throttling (429 {code}); retry after {} s",
+                    retry_after.map_or(0, |d| d.as_secs())
+                ),
+            );
+            match retry_after {
+                Some(wait) => Failed::Later(reply, wait),
+                None => Failed::Refused(reply),
+            }
+        }
         401 => transient(format!("Graph refused the access token (401 {code})")),
         500..=599 => transient(format!("Graph failed ({status} {code})")),
         _ => {
@@ -349,7 +355,9 @@ mod tests {
             (500, false, Esc(4, 4, 1)),
             (503, false, Esc(4, 4, 1)),
         ] {
-            let Failed::Refused(r) = verdict(status, body, Some(Duration::from_secs(60))) else {
+            let (Failed::Refused(r) | Failed::Later(r, _)) =
+                verdict(status, body, Some(Duration::from_secs(60)))
+            else {
                 panic!("{status}: expected a reply");
             };
             assert_eq!(
@@ -365,6 +373,11 @@ mod tests {
         assert!(r.text.contains("ErrorInvalidRecipients"), "{r}");
         // Whatever Graph says is reduced to printable ASCII.
         assert_eq!(graph_error(r#"{"error":{"code":"a\r\nb c"}}"#), "abc");
+        // A 429's Retry-After goes with it, for the queue's pause.
+        assert!(matches!(
+            verdict(429, body, Some(Duration::from_secs(60))),
+            Failed::Later(_, d) if d == Duration::from_secs(60)
+        ));
         // 429's reason says "throttl", which slows the queue down.
         let Failed::Refused(r) = verdict(429, "", None) else {
             panic!()
