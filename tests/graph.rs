@@ -275,3 +275,21 @@ async fn the_queue_honours_a_long_retry_after() {
     assert_eq!(p.graph_requests(), 2);
     assert!(p.sent().is_empty());
 }
+
+/// A 503 with `Retry-After`: the queue does not try again before it, although its
+/// schedule (1 s) would; a flush delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_waits_out_a_503_retry_after() {
+    let (h, p) = start(true, |p| p.script(&[GraphAnswer::UnavailableFor(60)])).await;
+    let r = send(&h, &["b@example.org"], "To: b@example.org\r\n\r\nx\r\n").await;
+    assert_eq!(r.code, 250, "{r:?}");
+    assert!(p.wait(W, |p| p.graph_requests() == 1).await);
+    // The schedule's 1 s and 2 s retries would have come by now.
+    assert!(
+        !p.wait(Duration::from_secs(4), |p| p.graph_requests() > 1)
+            .await
+    );
+    let (ok, out) = common::cli(&h, &["queue", "flush"]);
+    assert!(ok, "{out}");
+    assert!(p.wait(W, |p| p.sent().len() == 1).await);
+}

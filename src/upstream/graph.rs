@@ -197,26 +197,34 @@ fn transient(why: String) -> Failed {
     Failed::Refused(Reply::new(451, Esc(4, 4, 1), why))
 }
 
+/// A temporary refusal, with Graph's `Retry-After` when it sent one.
+fn temporary(reply: Reply, retry_after: Option<Duration>) -> Failed {
+    match retry_after {
+        Some(wait) => Failed::Later(reply, wait),
+        None => Failed::Refused(reply),
+    }
+}
+
 /// What a final status other than `202` means for the message. Pure.
 fn verdict(status: u16, body: &str, retry_after: Option<Duration>) -> Failed {
     let code = graph_error(body);
     match status {
-        429 => {
-            let reply = Reply::new(
+        429 => temporary(
+            Reply::new(
                 451,
                 Esc(4, 7, 0),
                 format!(
                     "Graph is throttling (429 {code}); retry after {} s",
                     retry_after.map_or(0, |d| d.as_secs())
                 ),
-            );
-            match retry_after {
-                Some(wait) => Failed::Later(reply, wait),
-                None => Failed::Refused(reply),
-            }
-        }
+            ),
+            retry_after,
+        ),
         401 => transient(format!("Graph refused the access token (401 {code})")),
-        500..=599 => transient(format!("Graph failed ({status} {code})")),
+        500..=599 => temporary(
+            Reply::new(451, Esc(4, 4, 1), format!("Graph failed ({status} {code})")),
+            retry_after,
+        ),
         _ => {
             let esc = match status {
                 403 => Esc(5, 7, 1),
@@ -373,11 +381,14 @@ mod tests {
         assert!(r.text.contains("ErrorInvalidRecipients"), "{r}");
         // Whatever Graph says is reduced to printable ASCII.
         assert_eq!(graph_error(r#"{"error":{"code":"a\r\nb c"}}"#), "abc");
-        // A 429's Retry-After goes with it, for the queue's pause.
-        assert!(matches!(
-            verdict(429, body, Some(Duration::from_secs(60))),
-            Failed::Later(_, d) if d == Duration::from_secs(60)
-        ));
+        // A 429's or 5xx's Retry-After goes with it, for the queue.
+        for status in [429, 500, 503] {
+            assert!(matches!(
+                verdict(status, body, Some(Duration::from_secs(60))),
+                Failed::Later(_, d) if d == Duration::from_secs(60)
+            ));
+            assert!(matches!(verdict(status, body, None), Failed::Refused(_)));
+        }
         // 429's reason says "throttl", which slows the queue down.
         let Failed::Refused(r) = verdict(429, "", None) else {
             panic!()

@@ -41,6 +41,8 @@ pub enum GraphAnswer {
     /// `429` with `Retry-After` of that many seconds.
     Throttle(u64),
     Unavailable,
+    /// `503` with `Retry-After` of that many seconds.
+    UnavailableFor(u64),
     /// `400 ErrorInvalidRecipients`.
     BadRequest,
 }
@@ -416,6 +418,14 @@ async fn send_mail(state: &State, user: String, req: Request<Incoming>) -> Answe
             "application/json",
             r#"{"error":{"code":"ServiceUnavailable","message":"try later"}}"#,
         ),
+        Some(GraphAnswer::UnavailableFor(secs)) => Response::builder()
+            .status(503)
+            .header("retry-after", secs.to_string())
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(
+                br#"{"error":{"code":"ServiceUnavailable","message":"try later"}}"#,
+            )))
+            .unwrap(),
         Some(GraphAnswer::BadRequest) => reply(
             400,
             "application/json",
