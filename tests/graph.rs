@@ -293,3 +293,24 @@ async fn the_queue_waits_out_a_503_retry_after() {
     assert!(ok, "{out}");
     assert!(p.wait(W, |p| p.sent().len() == 1).await);
 }
+
+/// Graph documents 202, but any 2xx means it took the message (answered 250, never
+/// bounced); a redirect, which Postern does not follow, is temporary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_2xx_is_delivered_and_a_redirect_is_temporary() {
+    let (h, p) = start(false, |p| {
+        p.script(&[
+            GraphAnswer::Status(200),
+            GraphAnswer::Status(301),
+            GraphAnswer::Status(307),
+        ])
+    })
+    .await;
+    let r = send(&h, &["b@example.org"], "To: b@example.org\r\n\r\nx\r\n").await;
+    assert_eq!(r.code, 250, "200: {r:?}");
+    for status in [301, 307] {
+        let r = send(&h, &["b@example.org"], "To: b@example.org\r\n\r\nx\r\n").await;
+        assert_eq!(r.code, 451, "{status}: {r:?}");
+    }
+    assert_eq!(p.graph_requests(), 3);
+}

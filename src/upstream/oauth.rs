@@ -228,7 +228,9 @@ fn read_answer(status: u16, body: &[u8], now: Instant) -> Result<Token, TokenErr
     // `expires_in` is a number, or a string holding one at some endpoints; an hour
     // when it is missing.
     let lifetime = match &answer.expires_in {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
         Some(serde_json::Value::String(s)) => s.parse().ok(),
         _ => Some(3600),
     }
@@ -275,6 +277,8 @@ mod tests {
         assert_eq!(t.usable_until - now, Duration::from_secs(3599 - 30));
         // A string lifetime (some endpoints), and a short one renewed at half-life.
         let t = read_answer(200, br#"{"access_token":"a","expires_in":"60"}"#, now).unwrap();
+        assert_eq!(t.renew_at - now, Duration::from_secs(30));
+        let t = read_answer(200, br#"{"access_token":"a","expires_in":60.0}"#, now).unwrap();
         assert_eq!(t.renew_at - now, Duration::from_secs(30));
         assert_eq!(t.usable_until - now, Duration::from_secs(54));
         let refused = read_answer(

@@ -45,6 +45,8 @@ pub enum GraphAnswer {
     UnavailableFor(u64),
     /// `400 ErrorInvalidRecipients`.
     BadRequest,
+    /// A bare status (`200`, `301` with a Location, ...), the message not kept.
+    Status(u16),
 }
 
 /// What the token endpoint wants to see.
@@ -425,6 +427,11 @@ async fn send_mail(state: &State, user: String, req: Request<Incoming>) -> Answe
             .body(Full::new(Bytes::from_static(
                 br#"{"error":{"code":"ServiceUnavailable","message":"try later"}}"#,
             )))
+            .unwrap(),
+        Some(GraphAnswer::Status(status)) => Response::builder()
+            .status(status)
+            .header("location", "https://localhost/elsewhere")
+            .body(Full::new(Bytes::new()))
             .unwrap(),
         Some(GraphAnswer::BadRequest) => reply(
             400,
