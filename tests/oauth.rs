@@ -279,3 +279,31 @@ async fn no_secret_reaches_the_log_even_at_trace() {
         common::assert_no_secrets(&h.logs(), &p.issued());
     }
 }
+
+/// No token at hand (the endpoint was down at start) and four deliveries at once:
+/// one request to the endpoint, the others wait for its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_without_a_token_make_one_request() {
+    let (h, p) = start(false, Grant::ClientCredentials, 3600, "", |p| {
+        p.set_mode(TokenMode::Unavailable)
+    })
+    .await;
+    assert!(p.wait(W, |p| p.token_requests() == 1).await);
+    p.set_mode(TokenMode::Up);
+    let h = std::sync::Arc::new(h);
+    let mut sends = Vec::new();
+    for n in 0..4 {
+        let h = h.clone();
+        sends.push(tokio::spawn(
+            async move { send(&h, &format!("c{n}")).await },
+        ));
+    }
+    for s in sends {
+        let r = s.await.unwrap();
+        assert_eq!(r.code, 250, "{r:?}");
+    }
+    assert_eq!(h.sink.wait_for(4, W).await.len(), 4);
+    assert_eq!(p.issued().len(), 1, "one token for all four");
+    assert_eq!(p.token_requests(), 2, "the failed one and one more");
+    common::assert_no_secrets(&h.logs(), &p.issued());
+}
