@@ -307,3 +307,30 @@ async fn concurrent_deliveries_without_a_token_make_one_request() {
     assert_eq!(p.token_requests(), 2, "the failed one and one more");
     common::assert_no_secrets(&h.logs(), &p.issued());
 }
+
+/// A token endpoint that accepts the connection and never answers holds a
+/// message no longer than an SMTP command would (`upstream_command`), not the
+/// end-of-data timeout: the client gets its 451 before it gives up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_token_endpoint_is_given_up_after_the_command_timeout() {
+    let ca = TestCa::new("Postern test CA").unwrap();
+    let p = Provider::start(&ca, Grant::ClientCredentials, 3600).await;
+    p.set_mode(TokenMode::Stall);
+    let (yaml, files) = p.smtp_smarthost();
+    let h = Harness::start(Setup {
+        ca: Some(ca),
+        sink_xoauth2: Some(p.token_check()),
+        smarthost_yaml: Some(yaml),
+        files,
+        extra: "timeouts:\n  upstream_command: 2s\n  upstream_data_done: 120s\n".into(),
+        ..Setup::default()
+    })
+    .await;
+    let mut c = h.session("alice", "alice-password").await;
+    c.send_raw(b"MAIL FROM:<a@alice.example>\r\n").await;
+    let r = tokio::time::timeout(W, c.read_reply())
+        .await
+        .expect("no reply within 20 s");
+    assert_eq!(r.code, 451, "{r:?}");
+    assert!(h.sink.messages().is_empty());
+}

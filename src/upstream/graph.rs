@@ -394,7 +394,10 @@ mod tests {
         // Whatever Graph says is reduced to printable ASCII.
         assert_eq!(graph_error(r#"{"error":{"code":"a\r\nb c"}}"#), "abc");
         assert_eq!(graph_error("<html>"), "no error code");
-        assert_eq!(graph_error(r#"{"error":{"code":" \r\n"}}"#), "no error code");
+        assert_eq!(
+            graph_error(r#"{"error":{"code":" \r\n"}}"#),
+            "no error code"
+        );
         // A 429's or 5xx's Retry-After goes with it, for the queue.
         for status in [429, 500, 503] {
             assert!(matches!(

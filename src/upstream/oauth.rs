@@ -78,16 +78,25 @@ pub struct TokenSource {
     /// Held across a fetch, so that concurrent deliveries wait for one request
     /// instead of each making their own.
     fetching: Mutex<()>,
+    /// How long one token request may take (the upstream command timeout: a
+    /// message may be waiting on it).
+    timeout: Duration,
 }
 
 impl TokenSource {
-    pub fn new(http: reqwest::Client, config: OAuth2, name: String) -> TokenSource {
+    pub fn new(
+        http: reqwest::Client,
+        config: OAuth2,
+        name: String,
+        timeout: Duration,
+    ) -> TokenSource {
         TokenSource {
             http,
             config,
             name,
             current: std::sync::Mutex::new(None),
             fetching: Mutex::new(()),
+            timeout,
         }
     }
 
@@ -193,6 +202,7 @@ impl TokenSource {
         let answer = self
             .http
             .post(&c.token_url)
+            .timeout(self.timeout)
             .form(&form)
             .send()
             .await

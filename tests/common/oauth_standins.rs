@@ -33,6 +33,8 @@ pub enum TokenMode {
     Refuse,
     /// The connection is dropped without an answer.
     Hangup,
+    /// No answer for two minutes.
+    Stall,
 }
 
 /// A scripted Graph answer, used once each, after the token and body checks.
@@ -315,6 +317,10 @@ async fn token(state: &State, req: Request<Incoming>) -> Result<Answer, std::io:
             ));
         }
         TokenMode::Hangup => return Err(std::io::Error::other("hang up")),
+        TokenMode::Stall => {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            return Err(std::io::Error::other("stalled"));
+        }
     }
     let form_ok = req
         .headers()
