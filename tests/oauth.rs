@@ -332,5 +332,8 @@ async fn a_stalled_token_endpoint_is_given_up_after_the_command_timeout() {
         .await
         .expect("no reply within 20 s");
     assert_eq!(r.code, 451, "{r:?}");
+    // The delivery waited for the background refresher's request and shared its
+    // failure instead of stalling on a second one.
+    assert_eq!(p.token_requests(), 1);
     assert!(h.sink.messages().is_empty());
 }

@@ -27,7 +27,7 @@ pub const MARGIN: Duration = Duration::from_secs(300);
 pub const USE_MARGIN: Duration = Duration::from_secs(30);
 
 /// Why no token could be had. Always transient for the mail waiting on it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
     #[error("token endpoint unreachable: {0}")]
     Unreachable(String),
@@ -78,6 +78,8 @@ pub struct TokenSource {
     /// Held across a fetch, so that concurrent deliveries wait for one request
     /// instead of each making their own.
     fetching: Mutex<()>,
+    /// How many requests failed, and the last failure.
+    last_failure: std::sync::Mutex<(u64, Option<TokenError>)>,
     /// How long one token request may take (the upstream command timeout: a
     /// message may be waiting on it).
     timeout: Duration,
@@ -96,6 +98,7 @@ impl TokenSource {
             name,
             current: std::sync::Mutex::new(None),
             fetching: Mutex::new(()),
+            last_failure: std::sync::Mutex::new((0, None)),
             timeout,
         }
     }
@@ -131,15 +134,34 @@ impl TokenSource {
     }
 
     /// Fetches a new token unless another task just did (single flight).
+    /// A task that waited for another's request shares its outcome, failure
+    /// included, instead of asking again.
     async fn renew(&self) -> Result<Arc<Secret>, TokenError> {
+        let seen = self.last_failure.locked().0;
         let _fetching = self.fetching.lock().await;
         if let Some(t) = self.current().filter(|t| t.renew_at > Instant::now()) {
             return Ok(t.value.clone());
         }
-        let fresh = self.fetch().await?;
-        let value = fresh.value.clone();
-        *self.current.locked() = Some(fresh);
-        Ok(value)
+        {
+            let failure = self.last_failure.locked();
+            if failure.0 != seen
+                && let Some(e) = &failure.1
+            {
+                return Err(e.clone());
+            }
+        }
+        match self.fetch().await {
+            Ok(fresh) => {
+                let value = fresh.value.clone();
+                *self.current.locked() = Some(fresh);
+                Ok(value)
+            }
+            Err(e) => {
+                let mut failure = self.last_failure.locked();
+                *failure = (failure.0 + 1, Some(e.clone()));
+                Err(e)
+            }
+        }
     }
 
     /// The smarthost refused `token`: forget it, unless another delivery has
