@@ -368,6 +368,12 @@ impl Session {
         let reply = match result {
             // Graph throttling: the client is told to come back later.
             Ok(reply) | Err(Failed::Later(reply, _)) => reply,
+            Err(f @ Failed::Unavailable(_)) => {
+                // Nothing was sent (Graph without an access token).
+                warn!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&f), "smarthost unavailable at the end of data; message not sent");
+                self.message_metric("rejected", "smarthost_unavailable");
+                return self.refuse(io, failed_reply(f));
+            }
             Err(f) => {
                 // The smarthost may or may not have taken the message; a retry by the
                 // client is the lesser evil (a possible duplicate, never a loss).
