@@ -205,6 +205,12 @@ async fn token_endpoint_down_queue_keeps_the_message_and_delivers_later() {
     let msgs = h.sink.wait_for(1, W).await;
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].authenticated_as.as_deref(), Some(MAILBOX));
+    // Nor in what the commands print.
+    let (_, list) = common::cli(&h, &["queue", "list"]);
+    let (ok, check) = common::cli(&h, &["check-config"]);
+    assert!(ok, "{check}");
+    let printed = vec![list, check, out];
+    common::assert_no_secrets(&printed, &p.issued());
     common::assert_no_secrets(&h.logs(), &p.issued());
 }
 
