@@ -5,7 +5,7 @@
 mod common;
 
 use common::oauth_standins::{Grant, GraphAnswer, MAILBOX, Provider, TokenMode};
-use common::{Harness, Setup};
+use common::{Harness, Setup, TestUser};
 use postern::proto::reply::{Esc, Reply};
 use postern::tls::TestCa;
 use std::time::Duration;
@@ -315,4 +315,74 @@ async fn another_2xx_is_delivered_and_a_redirect_is_temporary() {
         assert_eq!(r.code, 451, "{status}: {r:?}");
     }
     assert_eq!(p.graph_requests(), 3);
+}
+
+/// Graph on one sender's route only: its limits (header recipients, size) apply to
+/// that sender's mail, not to mail on the default SMTP route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_limits_apply_to_the_senders_routed_to_graph_only() {
+    let max = postern::upstream::graph::MAX_MESSAGE as usize;
+    let big = format!(
+        "To: b@example.org\r\n\r\n{}",
+        ("y".repeat(998) + "\r\n").repeat(max / 1000 + 10)
+    );
+    let outside = "To: b@example.org\r\nCc: boss@example.org\r\n\r\nx\r\n";
+    for queue in [false, true] {
+        let ca = TestCa::new("Postern test CA").unwrap();
+        let p = Provider::start(&ca, Grant::ClientCredentials, 3600).await;
+        let (oauth, files) = p.oauth2_yaml();
+        let oauth: String = oauth.lines().map(|l| format!("    {l}\n")).collect();
+        let yaml = format!(
+            "smarthost:\n  address: \"localhost:{{SINK}}\"\n  {{RELAY}}\nroutes:\n  - match: \"@client-a.example\"\n    smarthost:\n      transport: graph\n      graph_url: {}\n      ca_file: ca.pem\n      username: {MAILBOX}\n{oauth}",
+            p.graph_url()
+        )
+        .replace("{RELAY}", "tls: starttls\n  ca_file: ca.pem\n  username: relay-user\n  password_file: smarthost.secret");
+        let h = Harness::start(Setup {
+            ca: Some(ca),
+            users: vec![TestUser::new(
+                "alice",
+                "alice-password",
+                &["@alice.example", "@client-a.example"],
+            )],
+            smarthost_yaml: Some(yaml),
+            files,
+            queue,
+            ..Setup::default()
+        })
+        .await;
+        let mut c = h.session("alice", "alice-password").await;
+        let routed = "news@client-a.example";
+        let r = c.send_mail(routed, &["b@example.org"], outside).await;
+        assert_eq!(
+            (r.code, r.esc),
+            (554, Some(Esc(5, 7, 1))),
+            "queue={queue}: {r:?}"
+        );
+        let r = c.send_mail(routed, &["b@example.org"], &big).await;
+        assert_eq!(
+            (r.code, r.esc),
+            (552, Some(Esc(5, 3, 4))),
+            "queue={queue}: {r:?}"
+        );
+        let r = c
+            .send_mail(
+                routed,
+                &["b@example.org", "c@example.org"],
+                "To: b@example.org\r\n\r\nx\r\n",
+            )
+            .await;
+        assert_eq!(r.code, 250, "queue={queue}: {r:?}");
+        // The default route (SMTP) takes both.
+        let r = c
+            .send_mail("me@alice.example", &["b@example.org"], outside)
+            .await;
+        assert_eq!(r.code, 250, "queue={queue}: {r:?}");
+        let r = c
+            .send_mail("me@alice.example", &["b@example.org"], &big)
+            .await;
+        assert_eq!(r.code, 250, "queue={queue}: {r:?}");
+        assert!(p.wait(W, |p| p.sent().len() == 1).await);
+        assert!(text(&p.sent()[0].1).starts_with("Bcc: c@example.org\r\n"));
+        assert_eq!(h.sink.wait_for(2, W).await.len(), 2, "queue={queue}");
+    }
 }
