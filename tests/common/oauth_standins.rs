@@ -400,11 +400,8 @@ async fn send_mail(state: &State, user: String, req: Request<Incoming>) -> Answe
         .get("content-type")
         .is_some_and(|v| v == "text/plain");
     let body = req.into_body().collect().await.unwrap().to_bytes();
-    let mime = base64::engine::general_purpose::STANDARD.decode(&body);
-    let Ok(mime) = mime
-        .map_err(|_| ())
-        .and_then(|m| text_plain.then_some(m).ok_or(()))
-    else {
+    let mime = base64::engine::general_purpose::STANDARD.decode(&body).ok();
+    let Some(mime) = mime.filter(|_| text_plain) else {
         return reply(
             400,
             "application/json",
