@@ -62,6 +62,7 @@ pub async fn run(dir: &Path, ports: DemoPorts) -> anyhow::Result<()> {
             verbose: true,
             discard: false,
             smtputf8: true,
+            xoauth2: None,
         },
     )
     .await?;

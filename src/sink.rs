@@ -19,6 +19,11 @@
 //! that CA (rustls' `WebPkiClientVerifier`), and records the fingerprint of the one
 //! presented with each message, like a Microsoft 365 certificate connector.
 //!
+//! With `xoauth2` set it also offers `AUTH XOAUTH2` and asks the callback whether
+//! the bearer token is valid for the user, answering a bad one as Microsoft 365
+//! does: `334` with a base64 JSON error, then `535 5.7.3` after the client's empty
+//! line.
+//!
 //! A message with a header line `X-Sink-Reply: 554` (or `451`) gets that reply
 //! after DATA; one with `X-Sink-Stall: <seconds>` (at most 60) gets its reply that
 //! much later, like a smarthost stalling a transaction.
@@ -31,7 +36,7 @@ use crate::proto::reply::{Esc, Reply};
 use crate::proto::sasl;
 use crate::session::io::{ReadChunk, ReadLine, SmtpStream};
 use rustls::ServerConfig;
-use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, AUTH_XOAUTH2};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -58,7 +63,17 @@ pub struct SinkConfig {
     pub discard: bool,
     /// Offer SMTPUTF8 in EHLO (a smarthost without it, for tests, when false).
     pub smtputf8: bool,
+    /// Offer AUTH XOAUTH2: whether `(user, token)` may log in. `None`: not offered.
+    pub xoauth2: Option<TokenCheck>,
 }
+
+/// Whether an XOAUTH2 bearer token is valid for a user (the stand-in's view of the
+/// provider's tokens).
+pub type TokenCheck = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+/// The JSON Microsoft 365 sends (base64) in its `334` to a refused XOAUTH2 token.
+pub const XOAUTH2_REFUSAL: &str =
+    r#"{"status":"401","schemes":"bearer","scope":"https://outlook.office.com/SMTP.Send"}"#;
 
 /// One accepted message.
 #[derive(Debug, Clone)]
@@ -83,6 +98,7 @@ struct SinkState {
     messages: Mutex<Vec<ReceivedMessage>>,
     connections: AtomicUsize,
     auths: AtomicUsize,
+    auth_failures: AtomicUsize,
     accepted: AtomicUsize,
     arrived: Notify,
     deferred_once: Mutex<std::collections::HashSet<String>>,
@@ -138,6 +154,11 @@ impl Sink {
     /// Successful AUTH exchanges so far.
     pub fn auths(&self) -> usize {
         self.state.auths.load(Ordering::SeqCst)
+    }
+
+    /// Refused AUTH exchanges so far.
+    pub fn auth_failures(&self) -> usize {
+        self.state.auth_failures.load(Ordering::SeqCst)
     }
 
     /// Waits until at least `n` messages arrived, or `limit` passes; returns them all.
@@ -316,8 +337,17 @@ impl Conn {
         }
         if need_tls {
             caps.push("STARTTLS".into());
-        } else if self.config.credentials.is_some() {
-            caps.push("AUTH PLAIN LOGIN".into());
+        } else {
+            let mut auth = String::from("AUTH");
+            if self.config.credentials.is_some() {
+                auth.push_str(" PLAIN LOGIN");
+            }
+            if self.config.xoauth2.is_some() {
+                auth.push_str(" XOAUTH2");
+            }
+            if auth.len() > 4 {
+                caps.push(auth);
+            }
         }
         Reply::plain(250, caps.join("\n"))
     }
@@ -326,7 +356,9 @@ impl Conn {
     fn mail(&mut self, address: String, need_tls: bool) -> Reply {
         if need_tls {
             Reply::new(530, Esc(5, 7, 0), "Must issue a STARTTLS command first")
-        } else if self.config.credentials.is_some() && self.user.is_none() {
+        } else if (self.config.credentials.is_some() || self.config.xoauth2.is_some())
+            && self.user.is_none()
+        {
             Reply::new(530, Esc(5, 7, 0), "Authentication required")
         } else if address.starts_with("throttle454") {
             Reply::new(
@@ -370,6 +402,9 @@ impl Conn {
         mechanism: u64,
         initial: String,
     ) -> Option<Reply> {
+        if mechanism == AUTH_XOAUTH2 {
+            return self.xoauth2(io, initial).await;
+        }
         let Some((want_user, want_pass)) = self.config.credentials.clone() else {
             return Some(Reply::new(503, Esc(5, 5, 1), "AUTH not offered"));
         };
@@ -399,12 +434,49 @@ impl Conn {
             _ => return Some(Reply::new(504, Esc(5, 5, 4), "Unknown mechanism")),
         };
         match creds {
-            Some((u, p)) if u == want_user && p == want_pass => {
-                self.state.auths.fetch_add(1, Ordering::SeqCst);
-                self.user = Some(u);
-                Some(Reply::new(235, Esc(2, 7, 0), "Authenticated"))
+            Some((u, p)) if u == want_user && p == want_pass => Some(self.logged_in(u)),
+            _ => {
+                self.state.auth_failures.fetch_add(1, Ordering::SeqCst);
+                Some(Reply::new(535, Esc(5, 7, 8), "Bad credentials"))
             }
-            _ => Some(Reply::new(535, Esc(5, 7, 8), "Bad credentials")),
+        }
+    }
+
+    fn logged_in(&mut self, user: String) -> Reply {
+        self.state.auths.fetch_add(1, Ordering::SeqCst);
+        self.user = Some(user);
+        Reply::new(235, Esc(2, 7, 0), "Authenticated")
+    }
+
+    /// AUTH XOAUTH2 (`user=U ^A auth=Bearer T ^A ^A`); a token the check refuses is
+    /// answered as Microsoft 365 does.
+    async fn xoauth2<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut SmtpStream<S>,
+        initial: String,
+    ) -> Option<Reply> {
+        let Some(check) = self.config.xoauth2.clone() else {
+            return Some(Reply::new(504, Esc(5, 5, 4), "Unknown mechanism"));
+        };
+        let resp = if initial.is_empty() {
+            challenge(io, "").await?
+        } else {
+            initial
+        };
+        let decoded = sasl::decode_response(&resp).unwrap_or_default();
+        let text = String::from_utf8_lossy(&decoded);
+        let mut parts = text.split('\x01');
+        let user = parts.next().and_then(|p| p.strip_prefix("user="));
+        let token = parts.next().and_then(|p| p.strip_prefix("auth=Bearer "));
+        let well_formed = parts.next() == Some("") && parts.next() == Some("");
+        match (user, token) {
+            (Some(u), Some(t)) if well_formed && check(u, t) => Some(self.logged_in(u.to_string())),
+            _ => {
+                self.state.auth_failures.fetch_add(1, Ordering::SeqCst);
+                // The error, then 535 once the client sends its empty line.
+                challenge(io, &sasl::encode(XOAUTH2_REFUSAL)).await?;
+                Some(Reply::new(535, Esc(5, 7, 3), "Authentication unsuccessful"))
+            }
         }
     }
 

@@ -374,7 +374,14 @@ impl Session {
         metrics::histogram!("postern_upstream_duration_seconds")
             .record(waited.elapsed().as_secs_f64());
         let reply = match result {
-            Ok(reply) => reply,
+            // Graph throttling: the client is told to come back later.
+            Ok(reply) | Err(Failed::Later(reply, _)) => reply,
+            Err(f @ Failed::Unavailable(_)) => {
+                // Nothing was sent (Graph without an access token).
+                warn!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&f), "smarthost unavailable at the end of data; message not sent");
+                self.message_metric("rejected", "smarthost_unavailable");
+                return self.refuse(io, failed_reply(f));
+            }
             Err(f) => {
                 // The smarthost may or may not have taken the message; a retry by the
                 // client is the lesser evil (a possible duplicate, never a loss).

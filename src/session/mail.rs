@@ -20,7 +20,7 @@ use tracing::{info, warn};
 /// passed on, or a transient failure (never 5xx) when it could not be asked.
 pub(super) fn failed_reply(f: Failed) -> Reply {
     match f {
-        Failed::Refused(r) => relay_reply(r),
+        Failed::Refused(r) | Failed::Later(r, _) => relay_reply(r),
         Failed::NoSmtpUtf8 => Reply::new(
             553,
             Esc(5, 6, 7),

@@ -11,6 +11,7 @@ use super::store::unix_now;
 use crate::proto::printable::Printable;
 use crate::upstream::{self, Content, Failure, Outcome, Sender, pacing};
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
 /// One delivery attempt; returns when to try again, or `None` when the message is
@@ -51,12 +52,13 @@ pub(super) async fn deliver(queue: &Arc<Queue>, id: &str) -> Option<u64> {
     }
     count_attempt(&outcome, started);
     if outcome.throttled {
-        queue.slow_down();
+        queue.slow_down(outcome.retry_after);
     }
     if !outcome.delivered.is_empty() {
         queue.delivered_something();
     }
     let now = unix_now();
+    let asked = outcome.retry_after;
     let failures = record(
         &mut env,
         outcome,
@@ -78,7 +80,7 @@ pub(super) async fn deliver(queue: &Arc<Queue>, id: &str) -> Option<u64> {
     if all_delivered || queue.is_deleted(id) {
         return None;
     }
-    reschedule(queue, id, &stored, env, pending, now).await
+    reschedule(queue, id, &stored, env, pending, now, asked).await
 }
 
 /// One attempt for the pending recipients of `env` that may go upstream (see
@@ -196,6 +198,7 @@ async fn reschedule(
     mut env: Envelope,
     pending: usize,
     now: u64,
+    asked: Option<Duration>,
 ) -> Option<u64> {
     if pending == 0 {
         if let Err(e) = queue.remover.remove(id, None) {
@@ -203,7 +206,9 @@ async fn reschedule(
         }
         return None;
     }
-    let delay = queue.backoff(env.attempts);
+    // Not before the smarthost said (`Retry-After`), up to an hour.
+    let asked = asked.map_or(Duration::ZERO, |d| d.min(Duration::from_secs(3600)));
+    let delay = queue.backoff(env.attempts).max(asked);
     env.next_attempt = now + delay.as_secs().max(1);
     queue.remember_attempts(id, env.attempts);
     let next = env.next_attempt;

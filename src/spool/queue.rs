@@ -149,13 +149,15 @@ impl Queue {
         self.throttle.locked().0
     }
 
-    /// The smarthost said slow down: pause the whole queue, 30 s doubling to 10 min.
-    pub(super) fn slow_down(&self) {
+    /// The smarthost said slow down: pause the whole queue, 30 s doubling to 10 min,
+    /// and at least as long as it asked (`Retry-After`, up to 10 min).
+    pub(super) fn slow_down(&self, asked: Option<Duration>) {
         let mut t = self.throttle.locked();
-        t.1 = (t.1 * 2).clamp(30, 600);
-        t.0 = unix_now() + t.1;
+        let (step, pause) = throttle_pause(t.1, asked);
+        t.1 = step;
+        t.0 = unix_now() + pause;
         warn!(
-            pause_s = t.1,
+            pause_s = pause,
             "smarthost is throttling; pausing the whole queue"
         );
     }
@@ -252,6 +254,14 @@ impl Queue {
     }
 }
 
+/// The next slowdown step after `step` (30 s doubling to 10 min) and the pause in
+/// seconds: the step, or what the smarthost asked for if longer (at most 10 min).
+fn throttle_pause(step: u64, asked: Option<Duration>) -> (u64, u64) {
+    let step = (step * 2).clamp(30, 600);
+    let asked = asked.map_or(0, |d| d.as_secs().min(600));
+    (step, step.max(asked))
+}
+
 /// A cheap random number for jitter (not for anything secret).
 fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
@@ -336,4 +346,26 @@ fn start_delivery(queue: &Arc<Queue>, id: String, permit: OwnedSemaphorePermit) 
         drop(held);
     };
     tokio::spawn(task.instrument(span));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::throttle_pause;
+    use std::time::Duration;
+
+    #[test]
+    fn a_throttle_pauses_at_least_as_long_as_asked() {
+        let s = |n| Some(Duration::from_secs(n));
+        for (step, asked, want) in [
+            (0, None, (30, 30)),
+            (30, None, (60, 60)),
+            (600, None, (600, 600)),
+            (0, s(45), (30, 45)),
+            (0, s(10), (30, 30)),
+            (60, s(90), (120, 120)),
+            (0, s(86_400), (30, 600)),
+        ] {
+            assert_eq!(throttle_pause(step, asked), want, "{step} {asked:?}");
+        }
+    }
 }

@@ -172,8 +172,10 @@ impl Graph {
             let retry_after = retry_after(answer.headers());
             let text = answer.text().await.unwrap_or_default();
             match status {
-                202 => {
-                    info!(graph = %self.name, "Graph accepted the message");
+                // 202 as documented; any 2xx means Graph took it, and must not be
+                // bounced.
+                200..=299 => {
+                    info!(graph = %self.name, status, "Graph accepted the message");
                     return Ok(Reply::new(250, Esc(2, 0, 0), "Accepted by Microsoft Graph"));
                 }
                 401 if !token_refused => {
@@ -197,20 +199,37 @@ fn transient(why: String) -> Failed {
     Failed::Refused(Reply::new(451, Esc(4, 4, 1), why))
 }
 
+/// A temporary refusal, with Graph's `Retry-After` when it sent one.
+fn temporary(reply: Reply, retry_after: Option<Duration>) -> Failed {
+    match retry_after {
+        Some(wait) => Failed::Later(reply, wait),
+        None => Failed::Refused(reply),
+    }
+}
+
 /// What a final status other than `202` means for the message. Pure.
 fn verdict(status: u16, body: &str, retry_after: Option<Duration>) -> Failed {
     let code = graph_error(body);
     match status {
-        429 => Failed::Refused(Reply::new(
-            451,
-            Esc(4, 7, 0),
-            format!(
-                "Graph is throttling (429 {code}); retry after {} s",
-                retry_after.map_or(0, |d| d.as_secs())
+        429 => temporary(
+            Reply::new(
+                451,
+                Esc(4, 7, 0),
+                format!(
+                    "Graph is throttling (429 {code}); retry after {} s",
+                    retry_after.map_or(0, |d| d.as_secs())
+                ),
             ),
-        )),
+            retry_after,
+        ),
         401 => transient(format!("Graph refused the access token (401 {code})")),
-        500..=599 => transient(format!("Graph failed ({status} {code})")),
+        // A redirect (not followed) or an informational status: graph_url is
+        // wrong or something sits in between; not the message's fault.
+        100..=399 => transient(format!("Graph answered {status} {code}; check graph_url")),
+        500..=599 => temporary(
+            Reply::new(451, Esc(4, 4, 1), format!("Graph failed ({status} {code})")),
+            retry_after,
+        ),
         _ => {
             let esc = match status {
                 403 => Esc(5, 7, 1),
@@ -230,14 +249,19 @@ fn verdict(status: u16, body: &str, retry_after: Option<Duration>) -> Failed {
 /// Graph's error code (`{"error":{"code":"ErrorInvalidRecipients",...}}`), made safe
 /// for a log line and a bounce.
 fn graph_error(body: &str) -> String {
-    let code = serde_json::from_str::<serde_json::Value>(body)
+    let code: String = serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
-        .unwrap_or_else(|| "no error code".into());
-    code.chars()
+        .unwrap_or_default()
+        .chars()
         .filter(|c| c.is_ascii_graphic())
         .take(80)
-        .collect()
+        .collect();
+    if code.is_empty() {
+        "no error code".into()
+    } else {
+        code
+    }
 }
 
 /// `Retry-After` in seconds (Graph does not send dates).
@@ -346,10 +370,14 @@ mod tests {
             (413, true, Esc(5, 3, 4)),
             (429, false, Esc(4, 7, 0)),
             (401, false, Esc(4, 4, 1)),
+            (301, false, Esc(4, 4, 1)),
+            (307, false, Esc(4, 4, 1)),
             (500, false, Esc(4, 4, 1)),
             (503, false, Esc(4, 4, 1)),
         ] {
-            let Failed::Refused(r) = verdict(status, body, Some(Duration::from_secs(60))) else {
+            let (Failed::Refused(r) | Failed::Later(r, _)) =
+                verdict(status, body, Some(Duration::from_secs(60)))
+            else {
                 panic!("{status}: expected a reply");
             };
             assert_eq!(
@@ -365,6 +393,19 @@ mod tests {
         assert!(r.text.contains("ErrorInvalidRecipients"), "{r}");
         // Whatever Graph says is reduced to printable ASCII.
         assert_eq!(graph_error(r#"{"error":{"code":"a\r\nb c"}}"#), "abc");
+        assert_eq!(graph_error("<html>"), "no error code");
+        assert_eq!(
+            graph_error(r#"{"error":{"code":" \r\n"}}"#),
+            "no error code"
+        );
+        // A 429's or 5xx's Retry-After goes with it, for the queue.
+        for status in [429, 500, 503] {
+            assert!(matches!(
+                verdict(status, body, Some(Duration::from_secs(60))),
+                Failed::Later(_, d) if d == Duration::from_secs(60)
+            ));
+            assert!(matches!(verdict(status, body, None), Failed::Refused(_)));
+        }
         // 429's reason says "throttl", which slows the queue down.
         let Failed::Refused(r) = verdict(429, "", None) else {
             panic!()

@@ -9,6 +9,7 @@
 //! only the endpoint's error code and description.
 
 use crate::config::OAuth2;
+use crate::lock::MutexExt;
 use crate::proto::printable::Printable;
 use crate::secret::Secret;
 use serde::Deserialize;
@@ -21,11 +22,12 @@ use tracing::{info, warn};
 /// is shorter).
 pub const MARGIN: Duration = Duration::from_secs(300);
 
-/// The longest a token request may take: deliveries may be waiting on it.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A token whose renewal failed is used until this long before it expires (or
+/// the last tenth of its life, if that is shorter).
+pub const USE_MARGIN: Duration = Duration::from_secs(30);
 
 /// Why no token could be had. Always transient for the mail waiting on it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
     #[error("token endpoint unreachable: {0}")]
     Unreachable(String),
@@ -56,7 +58,14 @@ struct Token {
     value: Arc<Secret>,
     /// When it should be replaced.
     renew_at: Instant,
+    /// Until when it may still be used when no new one can be had: shortly
+    /// before it expires.
+    usable_until: Instant,
 }
+
+/// The shortest pause between two fetches by the background refresher, whatever
+/// lifetime the endpoint grants.
+const MIN_REFRESH: Duration = Duration::from_secs(1);
 
 /// The access token of one smarthost entry.
 pub struct TokenSource {
@@ -64,59 +73,92 @@ pub struct TokenSource {
     config: OAuth2,
     /// Whose token this is, for logs: the entry's name.
     name: String,
-    /// The token in use, or why the last fetch failed and when; the lock is held
-    /// across a fetch, so that concurrent deliveries wait for one request instead of
-    /// each making their own.
-    current: Mutex<State>,
+    /// The token in use.
+    current: std::sync::Mutex<Option<Token>>,
+    /// Held across a fetch, so that concurrent deliveries wait for one request
+    /// instead of each making their own.
+    fetching: Mutex<()>,
+    /// How many requests failed, and the last failure.
+    last_failure: std::sync::Mutex<(u64, Option<TokenError>)>,
+    /// How long one token request may take (the upstream command timeout: a
+    /// message may be waiting on it).
+    timeout: Duration,
 }
-
-#[derive(Default)]
-struct State {
-    token: Option<Token>,
-    /// A failed fetch is not repeated for [`FAILURE_HOLD`]: deliveries meanwhile
-    /// fail at once instead of each waiting on a dead endpoint.
-    failed: Option<(Instant, String)>,
-}
-
-/// How long a failed token fetch answers for the next ones.
-const FAILURE_HOLD: Duration = Duration::from_secs(10);
 
 impl TokenSource {
-    pub fn new(http: reqwest::Client, config: OAuth2, name: String) -> TokenSource {
+    pub fn new(
+        http: reqwest::Client,
+        config: OAuth2,
+        name: String,
+        timeout: Duration,
+    ) -> TokenSource {
         TokenSource {
             http,
             config,
             name,
-            current: Mutex::new(State::default()),
+            current: std::sync::Mutex::new(None),
+            fetching: Mutex::new(()),
+            last_failure: std::sync::Mutex::new((0, None)),
+            timeout,
         }
     }
 
-    /// A token valid for a while yet: the cached one, or a fresh one.
+    fn current(&self) -> Option<Token> {
+        self.current.locked().clone()
+    }
+
+    /// A token valid for a while yet: the current one, or a fresh one. A token due
+    /// for renewal but not expired is used while another task renews it, and when
+    /// the endpoint cannot give a new one: a message waits for the endpoint only
+    /// when there is no usable token.
     pub async fn token(&self) -> Result<Arc<Secret>, TokenError> {
-        let mut state = self.current.lock().await;
         let now = Instant::now();
-        if let Some(t) = state.token.as_ref().filter(|t| t.renew_at > now) {
+        let held = self.current();
+        if let Some(t) = held.as_ref().filter(|t| t.renew_at > now) {
             return Ok(t.value.clone());
         }
-        if let Some((at, why)) = &state.failed
-            && now.duration_since(*at) < FAILURE_HOLD
+        let usable = held.filter(|t| t.usable_until > now);
+        if let (Some(t), Err(_)) = (&usable, self.fetching.try_lock()) {
+            return Ok(t.value.clone());
+        }
+        match self.renew().await {
+            Ok(value) => Ok(value),
+            Err(e) => match self.current().filter(|t| t.usable_until > Instant::now()) {
+                Some(t) => {
+                    warn!(smarthost = %self.name, error = %Printable(&e), "cannot renew the access token; using the current one until it expires");
+                    Ok(t.value.clone())
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Fetches a new token unless another task just did (single flight).
+    /// A task that waited for another's request shares its outcome, failure
+    /// included, instead of asking again.
+    async fn renew(&self) -> Result<Arc<Secret>, TokenError> {
+        let seen = self.last_failure.locked().0;
+        let _fetching = self.fetching.lock().await;
+        if let Some(t) = self.current().filter(|t| t.renew_at > Instant::now()) {
+            return Ok(t.value.clone());
+        }
         {
-            return Err(TokenError::Unreachable(format!(
-                "{why} (held for {} s)",
-                FAILURE_HOLD.as_secs()
-            )));
+            let failure = self.last_failure.locked();
+            if failure.0 != seen
+                && let Some(e) = &failure.1
+            {
+                return Err(e.clone());
+            }
         }
         match self.fetch().await {
             Ok(fresh) => {
                 let value = fresh.value.clone();
-                *state = State {
-                    token: Some(fresh),
-                    failed: None,
-                };
+                *self.current.locked() = Some(fresh);
                 Ok(value)
             }
             Err(e) => {
-                state.failed = Some((Instant::now(), e.to_string()));
+                let mut failure = self.last_failure.locked();
+                *failure = (failure.0 + 1, Some(e.clone()));
                 Err(e)
             }
         }
@@ -125,34 +167,29 @@ impl TokenSource {
     /// The smarthost refused `token`: forget it, unless another delivery has
     /// already replaced it.
     pub async fn refused(&self, token: &Arc<Secret>) {
-        let mut state = self.current.lock().await;
-        if state
-            .token
+        let mut current = self.current.locked();
+        if current
             .as_ref()
             .is_some_and(|t| Arc::ptr_eq(&t.value, token))
         {
             warn!(smarthost = %self.name, "the smarthost refused the access token; fetching a new one");
-            state.token = None;
+            *current = None;
         }
-    }
-
-    /// When the current token should be replaced, if there is one.
-    async fn renew_at(&self) -> Option<Instant> {
-        self.current.lock().await.token.as_ref().map(|t| t.renew_at)
     }
 
     /// Keeps a fresh token at hand until `shutdown`, so that no message waits for
     /// the token endpoint in the common case. Failures are retried with backoff;
-    /// deliveries meanwhile fetch for themselves.
+    /// deliveries meanwhile use the current token while it lasts, or fetch for
+    /// themselves.
     pub async fn keep_fresh(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Duration::from_secs(5);
         loop {
-            let wait = match self.renew_at().await {
-                Some(at) if at > Instant::now() => at - Instant::now(),
-                _ => match self.token().await {
+            let wait = match self.current().map(|t| t.renew_at) {
+                Some(at) if at > Instant::now() => (at - Instant::now()).max(MIN_REFRESH),
+                _ => match self.renew().await {
                     Ok(_) => {
                         backoff = Duration::from_secs(5);
-                        continue;
+                        MIN_REFRESH
                     }
                     Err(e) => {
                         warn!(smarthost = %self.name, error = %Printable(&e), retry_s = backoff.as_secs(), "cannot get an access token");
@@ -187,7 +224,7 @@ impl TokenSource {
         let answer = self
             .http
             .post(&c.token_url)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(self.timeout)
             .form(&form)
             .send()
             .await
@@ -223,7 +260,9 @@ fn read_answer(status: u16, body: &[u8], now: Instant) -> Result<Token, TokenErr
     // `expires_in` is a number, or a string holding one at some endpoints; an hour
     // when it is missing.
     let lifetime = match &answer.expires_in {
-        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
         Some(serde_json::Value::String(s)) => s.parse().ok(),
         _ => Some(3600),
     }
@@ -233,6 +272,7 @@ fn read_answer(status: u16, body: &[u8], now: Instant) -> Result<Token, TokenErr
     Ok(Token {
         value: Arc::new(Secret::new(answer.access_token)),
         renew_at: now + lifetime - early,
+        usable_until: now + lifetime - USE_MARGIN.min(lifetime / 10),
     })
 }
 
@@ -264,9 +304,15 @@ mod tests {
         .unwrap();
         assert_eq!(t.value.expose(), "eyJ0");
         assert_eq!(t.renew_at - now, Duration::from_secs(3599 - 300));
+        // Used past its renewal only while the endpoint cannot give a new one, and
+        // not in its last 30 s.
+        assert_eq!(t.usable_until - now, Duration::from_secs(3599 - 30));
         // A string lifetime (some endpoints), and a short one renewed at half-life.
         let t = read_answer(200, br#"{"access_token":"a","expires_in":"60"}"#, now).unwrap();
         assert_eq!(t.renew_at - now, Duration::from_secs(30));
+        let t = read_answer(200, br#"{"access_token":"a","expires_in":60.0}"#, now).unwrap();
+        assert_eq!(t.renew_at - now, Duration::from_secs(30));
+        assert_eq!(t.usable_until - now, Duration::from_secs(54));
         let refused = read_answer(
             401,
             br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 1"}"#,

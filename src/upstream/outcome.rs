@@ -4,7 +4,7 @@
 use super::client::UpstreamError;
 use crate::proto::reply::Reply;
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// One recipient that failed for good, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub enum Failed {
     Lost(UpstreamError),
     /// The message needs SMTPUTF8 and no smarthost on the route offers it.
     NoSmtpUtf8,
+    /// A temporary refusal that says when to come back (Graph's `429` with a
+    /// `Retry-After` longer than Postern waits within an attempt).
+    Later(Reply, Duration),
 }
 
 /// Why a message needing SMTPUTF8 cannot go to a smarthost that lacks it.
@@ -40,14 +43,14 @@ impl Failed {
         match self {
             Failed::Refused(r) => r.is_permanent(),
             Failed::NoSmtpUtf8 => true,
-            Failed::Unavailable(_) | Failed::Lost(_) => false,
+            Failed::Unavailable(_) | Failed::Lost(_) | Failed::Later(..) => false,
         }
     }
 
     /// Whether the smarthost asked us to slow down.
     pub fn throttled(&self) -> bool {
         match self {
-            Failed::Refused(r) => !r.is_permanent() && is_throttle(r),
+            Failed::Refused(r) | Failed::Later(r, _) => !r.is_permanent() && is_throttle(r),
             Failed::Unavailable(UpstreamError::Refused { reply, .. })
             | Failed::Lost(UpstreamError::Refused { reply, .. }) => is_throttle(reply),
             _ => false,
@@ -57,7 +60,7 @@ impl Failed {
     /// What to record as the reason: the smarthost's reply or the error.
     pub fn reason(&self) -> String {
         match self {
-            Failed::Refused(r) => r.to_string(),
+            Failed::Refused(r) | Failed::Later(r, _) => r.to_string(),
             Failed::Unavailable(e) | Failed::Lost(e) => e.to_string(),
             Failed::NoSmtpUtf8 => NO_SMTPUTF8.into(),
         }
@@ -66,7 +69,7 @@ impl Failed {
     /// The enhanced status for a permanent failure.
     fn status(&self) -> String {
         match self {
-            Failed::Refused(r) => status_of(r),
+            Failed::Refused(r) | Failed::Later(r, _) => status_of(r),
             _ => "5.6.7".into(),
         }
     }
@@ -103,6 +106,8 @@ pub struct Outcome {
     pub accepted_at: Option<Instant>,
     /// The message needs SMTPUTF8 and this smarthost does not offer it.
     pub no_smtputf8: bool,
+    /// The longest wait the smarthost asked for (`Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
 impl Outcome {
@@ -129,6 +134,9 @@ impl Outcome {
     pub fn settle(&mut self, rcpts: &[String], why: &Failed) {
         self.throttled |= why.throttled();
         self.no_smtputf8 |= matches!(why, Failed::NoSmtpUtf8);
+        if let Failed::Later(_, wait) = why {
+            self.retry_after = self.retry_after.max(Some(*wait));
+        }
         if !why.is_permanent() || matches!(why, Failed::NoSmtpUtf8) {
             // Without SMTPUTF8 the next smarthost on the route may still take it.
             self.defer_rest(rcpts, why.reason());
@@ -160,6 +168,7 @@ impl Outcome {
         self.failed.extend(next.failed);
         self.deferred.extend(next.deferred);
         self.throttled = next.throttled;
+        self.retry_after = self.retry_after.max(next.retry_after);
         self.accepted_at = self.accepted_at.or(next.accepted_at);
     }
 }

@@ -72,7 +72,8 @@ impl Relays {
             let tokens = match &s.oauth2 {
                 Some(o) => {
                     let http = http_client(&tls, &config.timeouts, &name)?;
-                    let t = Arc::new(TokenSource::new(http, o.clone(), name.clone()));
+                    let wait = config.timeouts.upstream_command;
+                    let t = Arc::new(TokenSource::new(http, o.clone(), name.clone(), wait));
                     self.tokens.push(t.clone());
                     Some(t)
                 }

@@ -3,9 +3,10 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod oauth_standins;
 
 use postern::config::{TlsFiles, TlsMode};
-use postern::sink::{Sink, SinkConfig};
+use postern::sink::{Sink, SinkConfig, TokenCheck};
 use postern::tls::{TestCa, load_server_config};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -70,6 +71,13 @@ pub struct Setup {
     pub env: Vec<(&'static str, String)>,
     /// Runs on the config folder just before postern starts.
     pub before_launch: Option<fn(&Path)>,
+    /// The test CA to use (one a stand-in started before the harness already
+    /// trusts); a new one when `None`.
+    pub ca: Option<TestCa>,
+    /// The stand-in smarthost also offers AUTH XOAUTH2, checked by this.
+    pub sink_xoauth2: Option<TokenCheck>,
+    /// `log.level` instead of `debug`.
+    pub log_level: Option<&'static str>,
 }
 
 impl Default for Setup {
@@ -98,6 +106,9 @@ impl Default for Setup {
             wrapper: Vec::new(),
             env: Vec::new(),
             before_launch: None,
+            ca: None,
+            sink_xoauth2: None,
+            log_level: None,
         }
     }
 }
@@ -108,6 +119,7 @@ pub struct Harness {
     pub ca: TestCa,
     pub sink: Sink,
     sink_files: TlsFiles,
+    sink_xoauth2: Option<TokenCheck>,
     pub smarthost_port: u16,
     child: Option<Child>,
     logs: Arc<Mutex<Vec<String>>>,
@@ -126,7 +138,7 @@ impl Drop for Harness {
     }
 }
 
-fn sink_config(files: &TlsFiles) -> SinkConfig {
+fn sink_config(files: &TlsFiles, xoauth2: Option<TokenCheck>) -> SinkConfig {
     SinkConfig {
         hostname: "sink.test".into(),
         tls: TlsMode::Starttls,
@@ -136,6 +148,7 @@ fn sink_config(files: &TlsFiles) -> SinkConfig {
         verbose: false,
         discard: false,
         smtputf8: true,
+        xoauth2,
     }
 }
 
@@ -193,13 +206,18 @@ pub fn users_yaml(users: &[TestUser]) -> String {
 }
 
 impl Harness {
-    pub async fn start(setup: Setup) -> Harness {
+    pub async fn start(mut setup: Setup) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let ca = TestCa::new("Postern test CA").unwrap();
+        let ca = match setup.ca.take() {
+            Some(ca) => ca,
+            None => TestCa::new("Postern test CA").unwrap(),
+        };
         write(&dir.path().join("ca.pem"), &ca.cert_pem);
         let server_files = write_cert(&ca, dir.path(), "server");
         let sink_files = write_cert(&ca, dir.path(), "sink");
-        let sink = Sink::start("127.0.0.1:0".parse().unwrap(), sink_config(&sink_files))
+        let sink_xoauth2 = setup.sink_xoauth2.take();
+        let config = sink_config(&sink_files, sink_xoauth2.clone());
+        let sink = Sink::start("127.0.0.1:0".parse().unwrap(), config)
             .await
             .unwrap();
         let smarthost_port = if setup.smarthost_down {
@@ -236,11 +254,12 @@ impl Harness {
              users:\n  file: users.yaml\n\
              {smarthost}\
              delivery:\n  mode: {mode}\n  spool_directory: spool\n  retry_schedule: [1s, 2s]\n{delivery_extra}\
-             log:\n  level: debug\n",
+             log:\n  level: {log_level}\n",
             server_files.certificate.display(),
             server_files.private_key.display(),
             mode = if setup.queue { "queue" } else { "passthrough" },
             delivery_extra = setup.delivery_extra,
+            log_level = setup.log_level.unwrap_or("debug"),
             smarthost = match &setup.smarthost_yaml {
                 Some(y) => y
                     .replace("{SINK}", &sink.addr.port().to_string())
@@ -262,6 +281,7 @@ impl Harness {
             ca,
             sink,
             sink_files,
+            sink_xoauth2,
             smarthost_port,
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
@@ -353,7 +373,7 @@ impl Harness {
 
     /// Starts another stand-in smarthost on `port` with its own credentials.
     pub async fn sink_at(&self, port: u16, user: &str, password: &str) -> Sink {
-        let mut config = sink_config(&self.sink_files);
+        let mut config = sink_config(&self.sink_files, self.sink_xoauth2.clone());
         config.credentials = Some((user.into(), password.into()));
         Sink::start(SocketAddr::new("127.0.0.1".parse().unwrap(), port), config)
             .await
@@ -363,7 +383,7 @@ impl Harness {
     /// Starts a stand-in smarthost on `port` (standard credentials) that does not
     /// offer SMTPUTF8.
     pub async fn sink_without_smtputf8(&self, port: u16) -> Sink {
-        let mut config = sink_config(&self.sink_files);
+        let mut config = sink_config(&self.sink_files, self.sink_xoauth2.clone());
         config.smtputf8 = false;
         Sink::start(SocketAddr::new("127.0.0.1".parse().unwrap(), port), config)
             .await
@@ -374,7 +394,7 @@ impl Harness {
     /// TLS client certificate issued by the CA in `client_ca`, as a Microsoft 365
     /// certificate connector does.
     pub async fn sink_requiring_client_cert(&self, port: u16, client_ca: &Path) -> Sink {
-        let mut config = sink_config(&self.sink_files);
+        let mut config = sink_config(&self.sink_files, None);
         let tls = postern::tls::server_config(&self.sink_files, Some(client_ca)).unwrap();
         config.server_tls = Some(tls);
         Sink::start(SocketAddr::new("127.0.0.1".parse().unwrap(), port), config)
@@ -387,7 +407,7 @@ impl Harness {
     pub async fn start_smarthost(&self) -> Sink {
         Sink::start(
             SocketAddr::new("127.0.0.1".parse().unwrap(), self.smarthost_port),
-            sink_config(&self.sink_files),
+            sink_config(&self.sink_files, self.sink_xoauth2.clone()),
         )
         .await
         .unwrap()
@@ -478,4 +498,49 @@ pub fn have(tool: &str) -> bool {
         eprintln!("skipping: {tool} is not installed");
     }
     found
+}
+
+/// Runs `postern ARGS -c CONFIG`: whether it succeeded, and its output.
+pub fn cli(h: &Harness, args: &[&str]) -> (bool, String) {
+    let out = Command::new(postern_bin())
+        .args(args)
+        .arg("-c")
+        .arg(&h.config_path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Asserts that no log line holds the stand-ins' client secret or refresh token,
+/// nor any of `tokens`, plain, as a bearer header or in the base64 XOAUTH2 form.
+pub fn assert_no_secrets(logs: &[String], tokens: &[String]) {
+    use oauth_standins::{CLIENT_SECRET, MAILBOX, REFRESH_TOKEN};
+    use postern::proto::sasl::encode;
+    let mut needles = vec![
+        CLIENT_SECRET.to_string(),
+        REFRESH_TOKEN.to_string(),
+        encode(CLIENT_SECRET),
+        encode(REFRESH_TOKEN),
+        // A URL-encoded form body would show the secret this way.
+        CLIENT_SECRET.replace('~', "%7E"),
+    ];
+    for t in tokens {
+        needles.push(t.clone());
+        needles.push(encode(&format!(
+            "user={MAILBOX}\x01auth=Bearer {t}\x01\x01"
+        )));
+        // The token's base64 at each alignment, without the padding-dependent ends.
+        for skip in 0..3 {
+            let b = encode(&format!("{}{t}", &"xx"[..skip]));
+            needles.push(b[4..b.len() - 4].to_string());
+        }
+    }
+    for line in logs {
+        for n in &needles {
+            assert!(!line.contains(n.as_str()), "a secret in the log: {line}");
+        }
+    }
 }

@@ -51,6 +51,7 @@ pub async fn sink(
         verbose: false,
         discard: true,
         smtputf8: true,
+        xoauth2: None,
     };
     let sink = Sink::start(listen, config)
         .await
