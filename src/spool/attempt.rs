@@ -250,6 +250,9 @@ async fn notify_sender(queue: &Queue, env: &Envelope, report: Report, failures: 
         return;
     }
     let (hostname, env) = (queue.hostname.clone(), env.clone());
+    let mailbox = queue
+        .relays
+        .mailbox(env.route_by.as_deref().unwrap_or(&env.from));
     let spool = queue.spool().clone();
     let stored = tokio::task::spawn_blocking(move || {
         let file = std::fs::read(spool.message_path(&env.id)).unwrap_or_default();
@@ -260,6 +263,7 @@ async fn notify_sender(queue: &Queue, env: &Envelope, report: Report, failures: 
             report,
             &failures,
             bounce::original_headers(message),
+            mailbox.as_deref(),
         );
         spool.store(&dsn, &bytes).map(|()| (dsn, env.from))
     })

@@ -23,16 +23,23 @@ pub enum Report {
 }
 
 /// Builds the DSN message and its envelope (null sender, to the original sender).
+///
+/// `mailbox`: when the original's route sends as one mailbox (Microsoft 365 or
+/// Google with OAuth 2.0), which refuses any other `From:`, the DSN comes from that
+/// mailbox and takes the same route; otherwise from `MAILER-DAEMON@hostname` by the
+/// default route.
 pub fn build(
     hostname: &str,
     original: &Envelope,
     report: Report,
     failures: &[Failure],
     headers: &[u8],
+    mailbox: Option<&str>,
 ) -> (Envelope, Vec<u8>) {
     let id = new_id();
     let now = unix_now();
     let dsn = Dsn {
+        mailbox,
         hostname,
         original,
         report,
@@ -72,14 +79,21 @@ pub fn build(
         eight_bit: true,
         size: bytes.len() as u64,
         warned: false,
-        // A DSN comes from us (MAILER-DAEMON): the default route.
-        route_by: None,
+        // From MAILER-DAEMON: the default route; from the route's mailbox: its route.
+        route_by: mailbox.map(|_| {
+            original
+                .route_by
+                .clone()
+                .unwrap_or_else(|| original.from.clone())
+        }),
     };
     (env, bytes)
 }
 
 /// What one notification is about, and the values its parts share.
 struct Dsn<'a> {
+    /// The mailbox the route sends as, if it is bound to one.
+    mailbox: Option<&'a str>,
     hostname: &'a str,
     original: &'a Envelope,
     report: Report,
@@ -110,9 +124,12 @@ impl Dsn<'_> {
     fn header_section(&self, m: &mut String) {
         let (hostname, id, date, boundary) = (self.hostname, self.id, &self.date, &self.boundary);
         let (subject, _, _) = self.wording();
-        m.push_str(&format!(
-            "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"
-        ));
+        match self.mailbox {
+            Some(mailbox) => m.push_str(&format!("From: Mail Delivery System <{mailbox}>\r\n")),
+            None => m.push_str(&format!(
+                "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"
+            )),
+        }
         m.push_str(&format!("To: <{}>\r\n", self.original.from));
         m.push_str(&format!("Subject: {subject}\r\n"));
         m.push_str(&format!("Date: {date}\r\n"));
@@ -194,8 +211,13 @@ mod tests {
                 diagnostic: "550 5.1.1 No such user".into(),
             }],
             original_headers(msg),
+            None,
         );
         assert_eq!(env.from, "");
+        assert_eq!(
+            env.route_by, None,
+            "from MAILER-DAEMON, by the default route"
+        );
         assert_eq!(env.rcpts[0].address, "alice@site.example");
         let text = String::from_utf8(bytes).unwrap();
         for needle in [
@@ -222,5 +244,22 @@ mod tests {
             Some("Undelivered Mail Returned to Sender")
         );
         assert_eq!(parsed.parts.len(), 4, "multipart with three parts");
+        assert!(text.contains("From: Mail Delivery System <MAILER-DAEMON@relay.test>\r\n"));
+
+        // A route bound to one mailbox (Microsoft 365): the DSN comes from it, by it.
+        let (env, bytes) = build(
+            "relay.test",
+            &original,
+            Report::Failed,
+            &[],
+            b"",
+            Some("printer@contoso.example"),
+        );
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.contains("From: Mail Delivery System <printer@contoso.example>\r\n"),
+            "{text}"
+        );
+        assert_eq!(env.route_by.as_deref(), Some("alice@site.example"));
     }
 }

@@ -170,7 +170,8 @@ impl Graph {
             };
             let status = answer.status().as_u16();
             let retry_after = retry_after(answer.headers());
-            let text = answer.text().await.unwrap_or_default();
+            let body = super::http::body(answer).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&body);
             match status {
                 // 202 as documented; any 2xx means Graph took it, and must not be
                 // bounced.

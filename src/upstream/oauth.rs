@@ -230,8 +230,7 @@ impl TokenSource {
             .await
             .map_err(|e| TokenError::Unreachable(e.without_url().to_string()))?;
         let status = answer.status();
-        let body = answer
-            .bytes()
+        let body = super::http::body(answer)
             .await
             .map_err(|e| TokenError::Unreachable(e.without_url().to_string()))?;
         let token = read_answer(status.as_u16(), &body, started)?;

@@ -11,7 +11,7 @@ use super::graph::Graph;
 use super::oauth::TokenSource;
 use super::pacing::Pacer;
 use super::pool::{Pool, Taken};
-use crate::config::{Config, Smarthost, Timeouts, Transport};
+use crate::config::{Config, Smarthost, Transport};
 use crate::policy::senders::SenderRule;
 use crate::tls::{TlsError, client_config, client_config_with_identity};
 use std::sync::Arc;
@@ -27,6 +27,9 @@ pub struct Relays {
     endpoints: Vec<Endpoint>,
     /// Each entry's `max_messages_per_minute`, if set.
     pacers: Vec<Option<Pacer>>,
+    /// Each entry's mailbox, when it logs in with OAuth 2.0 as one (Microsoft 365,
+    /// Google): such a smarthost sends only as that mailbox.
+    mailboxes: Vec<Option<String>>,
     /// Every entry's token source, kept fresh in the background by the server.
     tokens: Vec<Arc<TokenSource>>,
     default_route: Vec<usize>,
@@ -48,6 +51,7 @@ impl Relays {
         let mut relays = Relays {
             endpoints: Vec::new(),
             pacers: Vec::new(),
+            mailboxes: Vec::new(),
             tokens: Vec::new(),
             default_route: Vec::new(),
             routes: Vec::new(),
@@ -71,7 +75,8 @@ impl Relays {
             let name = entry_name(s);
             let tokens = match &s.oauth2 {
                 Some(o) => {
-                    let http = http_client(&tls, &config.timeouts, &name)?;
+                    let http = super::http::client(&tls, &config.timeouts)
+                        .map_err(|e| SetupError::Http(name.clone(), e))?;
                     let wait = config.timeouts.upstream_command;
                     let t = Arc::new(TokenSource::new(http, o.clone(), name.clone(), wait));
                     self.tokens.push(t.clone());
@@ -81,7 +86,8 @@ impl Relays {
             };
             let endpoint = match (s.transport, tokens) {
                 (Transport::Graph, Some(tokens)) => {
-                    let http = http_client(&tls, &config.timeouts, &name)?;
+                    let http = super::http::client(&tls, &config.timeouts)
+                        .map_err(|e| SetupError::Http(name.clone(), e))?;
                     let user = s.username.as_deref().unwrap_or_default();
                     Endpoint::Graph(
                         Graph::new(http, &s.graph_url, user, tokens)
@@ -104,6 +110,8 @@ impl Relays {
             };
             self.endpoints.push(endpoint);
             self.pacers.push(s.max_messages_per_minute.map(Pacer::new));
+            self.mailboxes
+                .push(s.oauth2.as_ref().and(s.username.clone()));
             route.push(index);
         }
         Ok(route)
@@ -120,6 +128,13 @@ impl Relays {
 
     pub fn endpoint(&self, index: usize) -> &Endpoint {
         &self.endpoints[index]
+    }
+
+    /// The mailbox the first entry of `sender`'s route sends as, if it is bound
+    /// to one (OAuth 2.0): the `From:` its bounces must carry.
+    pub fn mailbox(&self, sender: &str) -> Option<String> {
+        let first = *self.route(sender).first()?;
+        self.mailboxes[first].clone()
     }
 
     /// Entry `index`'s pacing, if it has one.
@@ -223,24 +238,4 @@ fn entry_name(s: &Smarthost) -> String {
         Transport::Graph => format!("graph:{}", s.username.as_deref().unwrap_or("")),
         Transport::Smtp => format!("{}:{}", s.host, s.port),
     }
-}
-
-/// An HTTPS client trusting what the entry's SMTP connections trust (the system's
-/// roots and its `ca_file`), with the upstream timeouts.
-fn http_client(
-    tls: &Arc<rustls::ClientConfig>,
-    t: &Timeouts,
-    name: &str,
-) -> Result<reqwest::Client, SetupError> {
-    let mut tls = rustls::ClientConfig::clone(tls);
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .https_only(true)
-        .connect_timeout(t.upstream_connect)
-        .timeout(t.upstream_data_done)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("Postern/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| SetupError::Http(name.to_string(), e.to_string()))
 }
