@@ -1,0 +1,264 @@
+//! DKIM signing end to end: keys made by `postern dkim generate`, put in force by
+//! `postern reload`, and signatures checked by Debian's python3-dkim (a verifier
+//! nobody here wrote) on exactly the message the stand-in smarthost received, with
+//! the DNS answer taken from what `generate` printed.
+
+mod common;
+
+use common::client::{Client, stuff};
+use common::{Harness, Setup, crlf, have, postern_bin};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Verifies every DKIM-Signature of the message in argv[1] with the TXT records in
+/// argv[2] (`NAME VALUE` lines); prints `pass|fail ALGORITHM DOMAIN SELECTOR` each.
+const VERIFY_PY: &str = r#"
+import sys, dkim
+msg = open(sys.argv[1], 'rb').read()
+records = {}
+for line in open(sys.argv[2]):
+    name, value = line.rstrip('\n').split(' ', 1)
+    records[name.encode()] = value.encode()
+def dnsfunc(name, timeout=5):
+    return records.get(name.rstrip(b'.'))
+d = dkim.DKIM(msg)
+count = sum(1 for (k, _) in d.headers if k.lower() == b'dkim-signature')
+for i in range(count):
+    try:
+        ok = d.verify(idx=i, dnsfunc=dnsfunc)
+    except Exception as e:
+        print('error', repr(e), file=sys.stderr)
+        ok = False
+    tags = dict(d.signature_fields) if hasattr(d, 'signature_fields') else {}
+    print('pass' if ok else 'fail', tags.get(b'a', b'?').decode(), d.domain.decode(), d.selector.decode())
+"#;
+
+/// Debian's python3 (with python3-dkim), not a virtualenv's.
+fn python() -> Option<&'static str> {
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    if !have(python) {
+        return None;
+    }
+    let ok = Command::new(python)
+        .args(["-c", "import dkim, nacl"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "python3-dkim and python3-nacl must be installed in CI (.ci/run installs them)"
+    );
+    if !ok {
+        eprintln!("skipping: python3-dkim is not installed");
+    }
+    ok.then_some(python)
+}
+
+fn postern(args: &[&str], config: &Path) -> std::process::Output {
+    let out = Command::new(postern_bin())
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "postern {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `postern dkim generate` and returns the record it printed: (name, value
+/// with its quoted strings joined). Checks that no string is over 255 bytes.
+fn generate(h: &Harness, args: &[&str]) -> (String, String) {
+    let mut all = vec!["dkim", "generate"];
+    all.extend_from_slice(args);
+    let out = postern(&all, &h.config_path);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let line = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {stdout:?}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(line("type:"), "TXT");
+    let quoted = line("value:");
+    let strings: Vec<&str> = quoted.split('"').skip(1).step_by(2).collect();
+    assert!(
+        !strings.is_empty() && strings.iter().all(|s| s.len() <= 255),
+        "{quoted}"
+    );
+    (line("name:"), strings.concat())
+}
+
+/// Runs the verifier; one `pass|fail a= d= s=` line per signature.
+fn verify(
+    python: &str,
+    dir: &Path,
+    message: &[u8],
+    records: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let script = dir.join("verify.py");
+    std::fs::write(&script, VERIFY_PY).unwrap();
+    let msg = dir.join("received.eml");
+    std::fs::write(&msg, message).unwrap();
+    let dns = dir.join("dns.txt");
+    let lines: String = records.iter().map(|(n, v)| format!("{n} {v}\n")).collect();
+    std::fs::write(&dns, lines).unwrap();
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(&msg)
+        .arg(&dns)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut result: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    result.sort();
+    result
+}
+
+/// A message with what trips signers up: dot-stuffed lines (one that is just a
+/// dot), an 8-bit body, trailing whitespace, a whitespace-only last line and
+/// trailing empty lines; `filler` lines make it large.
+fn message(from: &str, filler: usize) -> String {
+    let mut body = format!(
+        "From: Alice <{from}>\nTo: bob@example.net\nSubject: quarterly report\n\
+         MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\
+         Content-Transfer-Encoding: 8bit\n\n\
+         Grüße aus Köln, ça va? 8-bit body\n.leading dot\n..two dots\n.\n\
+         trailing spaces   \n\ttab first\n"
+    );
+    for i in 0..filler {
+        body.push_str(&format!(
+            "filler line {i} to make the message large enough\n"
+        ));
+    }
+    body.push_str(" \n\n\n");
+    crlf(&body)
+}
+
+async fn send(c: &mut Client, from: &str, content: &str) {
+    c.expect(&format!("MAIL FROM:<{from}> BODY=8BITMIME"), 250)
+        .await;
+    c.expect("RCPT TO:<bob@example.net>", 250).await;
+    c.expect("DATA", 354).await;
+    c.send_raw(&stuff(content.as_bytes())).await;
+    c.send_raw(b".\r\n").await;
+    let r = c.read_reply().await;
+    assert_eq!(r.code, 250, "{r:?}");
+}
+
+/// The whole story in one mode: unsigned before any key, then RSA and Ed25519
+/// keys made and reloaded, signed mail that verifies (small and large), and mail
+/// from a domain without a key left unsigned.
+async fn signs_what_verifies(queue: bool) {
+    let Some(python) = python() else {
+        return;
+    };
+    let h = Harness::start(Setup {
+        queue,
+        ..Setup::default()
+    })
+    .await;
+    let dir = h.dir.path();
+    let mut c = h.session("alice", "alice-password").await;
+    send(
+        &mut c,
+        "alice@alice.example",
+        &message("alice@alice.example", 0),
+    )
+    .await;
+    let got = h.sink.wait_for(1, Duration::from_secs(20)).await;
+    assert!(!contains(&got[0].content, b"DKIM-Signature"), "no key yet");
+
+    let mut records = BTreeMap::new();
+    let (name, value) = generate(&h, &["alice.example", "--selector", "s1"]);
+    assert_eq!(name, "s1._domainkey.alice.example");
+    assert!(value.starts_with("v=DKIM1; k=rsa; p=MII"), "{value}");
+    records.insert(name, value);
+    let (name, value) = generate(
+        &h,
+        &[
+            "Alice.Example",
+            "--selector",
+            "e1",
+            "--algorithm",
+            "ed25519",
+        ],
+    );
+    assert_eq!(name, "e1._domainkey.alice.example");
+    assert!(value.starts_with("v=DKIM1; k=ed25519; p="), "{value}");
+    records.insert(name, value);
+    postern(&["reload"], &h.config_path);
+
+    let small = message("alice@alice.example", 0);
+    let large = message("alice@alice.example", 8000); // over 256 KiB: streamed from its file in queue mode
+    assert!(large.len() > 300 * 1024);
+    for (n, content) in [small, large].iter().enumerate() {
+        send(&mut c, "alice@alice.example", content).await;
+        let got = h.sink.wait_for(2 + n, Duration::from_secs(20)).await;
+        let received = &got[1 + n].content;
+        assert!(
+            received.starts_with(b"DKIM-Signature: "),
+            "signatures go first"
+        );
+        let verdicts = verify(python, dir, received, &records);
+        assert_eq!(
+            verdicts,
+            vec![
+                "pass ed25519-sha256 alice.example e1".to_string(),
+                "pass rsa-sha256 alice.example s1".to_string(),
+            ],
+            "message {n}"
+        );
+        // The verifier is not a rubber stamp: one changed body byte fails both.
+        let mut tampered = received.clone();
+        let at = tampered.windows(7).position(|w| w == b"leading").unwrap();
+        tampered[at] = b'L';
+        let verdicts = verify(python, dir, &tampered, &records);
+        assert!(
+            verdicts.iter().all(|v| v.starts_with("fail")),
+            "{verdicts:?}"
+        );
+    }
+
+    // A domain without a key: relayed as it was, unsigned.
+    send(
+        &mut c,
+        "boss@corp.example",
+        &message("boss@corp.example", 0),
+    )
+    .await;
+    let got = h.sink.wait_for(4, Duration::from_secs(20)).await;
+    assert!(!contains(&got[3].content, b"DKIM-Signature"));
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_signs_with_rsa_and_ed25519_and_python_dkim_verifies() {
+    signs_what_verifies(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_signs_with_rsa_and_ed25519_and_python_dkim_verifies() {
+    signs_what_verifies(true).await;
+}
