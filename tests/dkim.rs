@@ -8,6 +8,7 @@ mod common;
 use common::client::{Client, stuff};
 use common::{Harness, Setup, crlf, have, postern_bin};
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -206,6 +207,25 @@ async fn signs_what_verifies(queue: bool) {
     assert!(value.starts_with("v=DKIM1; k=ed25519; p="), "{value}");
     records.insert(name, value);
     postern(&["reload"], &h.config_path);
+    // `list` and `check-config` show the same keys and records.
+    let listed = String::from_utf8(postern(&["dkim", "list"], &h.config_path).stdout).unwrap();
+    for (name, value) in &records {
+        let line = listed
+            .lines()
+            .find(|l| l.contains(name.as_str()))
+            .expect(name);
+        let strings: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
+        assert_eq!(&strings.concat(), value, "{listed}");
+    }
+    let checked = String::from_utf8(postern(&["check-config"], &h.config_path).stdout).unwrap();
+    assert!(
+        checked.contains("dkim       alice.example e1 (ed25519)"),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("dkim       alice.example s1 (rsa)"),
+        "{checked}"
+    );
 
     let small = message("alice@alice.example", 0);
     let large = message("alice@alice.example", 8000); // over 256 KiB: streamed from its file in queue mode
@@ -247,6 +267,32 @@ async fn signs_what_verifies(queue: bool) {
     .await;
     let got = h.sink.wait_for(4, Duration::from_secs(20)).await;
     assert!(!contains(&got[3].content, b"DKIM-Signature"));
+
+    // A key everyone may read: the reload fails and says why, and the keys in
+    // force keep signing.
+    let key = dir.join("dkim/alice.example/s1.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(postern_bin())
+        .args(["reload", "-c"])
+        .arg(&h.config_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(why.contains("DKIM keys") && why.contains("s1.pem"), "{why}");
+    send(
+        &mut c,
+        "alice@alice.example",
+        &message("alice@alice.example", 0),
+    )
+    .await;
+    let got = h.sink.wait_for(5, Duration::from_secs(20)).await;
+    let verdicts = verify(python, dir, &got[4].content, &records);
+    assert_eq!(verdicts.len(), 2);
+    assert!(
+        verdicts.iter().all(|v| v.starts_with("pass")),
+        "{verdicts:?}"
+    );
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -261,4 +307,81 @@ async fn passthrough_signs_with_rsa_and_ed25519_and_python_dkim_verifies() {
 #[tokio::test(flavor = "multi_thread")]
 async fn queue_signs_with_rsa_and_ed25519_and_python_dkim_verifies() {
     signs_what_verifies(true).await;
+}
+
+fn is_root() -> bool {
+    nix_uid() == 0
+}
+
+fn nix_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+/// As the README installs it: the config folder readable, the spool nobody's, the
+/// server dropping to nobody.
+fn installed_for_nobody(dir: &Path) {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let spool = dir.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::os::unix::fs::chown(&spool, Some(65534), Some(65534)).unwrap();
+    for f in ["users.yaml", "server-cert.pem", "server-key.pem"] {
+        let p = dir.join(f);
+        std::os::unix::fs::chown(&p, Some(0), Some(65534)).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    }
+}
+
+/// `generate` run as root gives the new folders and key to `run_as`, so the
+/// server, which dropped root, reads them on reload and signs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_generated_as_root_is_read_by_the_unprivileged_server() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("not root; skipped");
+        return;
+    }
+    let Some(python) = python() else {
+        return;
+    };
+    let h = Harness::start(Setup {
+        extra: "run_as:\n  user: nobody\n  group: nogroup\n".into(),
+        before_launch: Some(installed_for_nobody),
+        ..Setup::default()
+    })
+    .await;
+    let dir = h.dir.path();
+    let (name, value) = generate(&h, &["alice.example", "--algorithm", "ed25519"]);
+    assert!(
+        name.starts_with("postern-2") && name.ends_with("-ed25519._domainkey.alice.example"),
+        "{name}"
+    );
+    let owner = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.uid(), m.gid(), m.mode() & 0o777)
+    };
+    let selector = name.split('.').next().unwrap();
+    let key = dir.join(format!("dkim/alice.example/{selector}.pem"));
+    assert_eq!(owner(&dir.join("dkim")), (65534, 65534, 0o700));
+    assert_eq!(
+        owner(&dir.join("dkim/alice.example")),
+        (65534, 65534, 0o700)
+    );
+    assert_eq!(owner(&key), (65534, 65534, 0o600));
+    postern(&["reload"], &h.config_path);
+    let mut c = h.session("alice", "alice-password").await;
+    send(
+        &mut c,
+        "alice@alice.example",
+        &message("alice@alice.example", 0),
+    )
+    .await;
+    let got = h.sink.wait_for(1, Duration::from_secs(20)).await;
+    let records = BTreeMap::from([(name, value)]);
+    let verdicts = verify(python, dir, &got[0].content, &records);
+    assert_eq!(verdicts.len(), 1);
+    assert!(
+        verdicts[0].starts_with("pass ed25519-sha256"),
+        "{verdicts:?}"
+    );
 }
