@@ -189,6 +189,18 @@ async fn signs_what_verifies(queue: bool) {
     assert!(!contains(&got[0].content, b"DKIM-Signature"), "no key yet");
 
     let mut records = BTreeMap::new();
+    let out = postern(
+        &["dkim", "generate", "alice.example", "--selector", "s1"],
+        &h.config_path,
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postern reload"));
+    let out = postern(&["dkim", "generate", "nobody.example"], &h.config_path);
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains("no user may send as @nobody.example"),
+        "{note}"
+    );
+    std::fs::remove_file(dir.join("dkim/alice.example/s1.pem")).unwrap();
     let (name, value) = generate(&h, &["alice.example", "--selector", "s1"]);
     assert_eq!(name, "s1._domainkey.alice.example");
     assert!(value.starts_with("v=DKIM1; k=rsa; p=MII"), "{value}");
@@ -206,6 +218,23 @@ async fn signs_what_verifies(queue: bool) {
     assert_eq!(name, "e1._domainkey.alice.example");
     assert!(value.starts_with("v=DKIM1; k=ed25519; p="), "{value}");
     records.insert(name, value);
+    // Refusals: a selector in use, a name that is no domain, a bad selector.
+    for args in [
+        &["alice.example", "--selector", "s1"][..],
+        &["alice..example"][..],
+        &["alice.example", "--selector", "bad/../x"][..],
+    ] {
+        let mut all = vec!["dkim", "generate"];
+        all.extend_from_slice(args);
+        let out = Command::new(postern_bin())
+            .args(&all)
+            .arg("-c")
+            .arg(&h.config_path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
     postern(&["reload"], &h.config_path);
     // `list` and `check-config` show the same keys and records.
     let listed = String::from_utf8(postern(&["dkim", "list"], &h.config_path).stdout).unwrap();

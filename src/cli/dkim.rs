@@ -22,7 +22,7 @@ pub fn generate(
     algorithm: DkimAlgorithm,
     config: Option<PathBuf>,
 ) -> ExitCode {
-    let (config, _) = match super::load(config) {
+    let (config, users) = match super::load(config) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -33,6 +33,11 @@ pub fn generate(
             domain.escape_default().to_string()
         );
         return ExitCode::from(1);
+    }
+    if !someone_sends_as(&users, &domain) {
+        eprintln!(
+            "postern: note: no user may send as @{domain} yet (postern user add NAME --sender @{domain}); the key is made all the same"
+        );
     }
     let key_type = match algorithm {
         DkimAlgorithm::Rsa => KeyType::Rsa,
@@ -74,6 +79,18 @@ pub fn generate(
     ExitCode::SUCCESS
 }
 
+/// Whether some user's `senders` name the domain or an address in it.
+fn someone_sends_as(users: &postern::config::Users, domain: &str) -> bool {
+    use postern::config::SenderRule;
+    users.iter().any(|u| {
+        u.allow_any_header_from
+            || u.senders.iter().any(|r| match r {
+                SenderRule::Domain(d) => d == domain,
+                SenderRule::Address(a) => a.rsplit_once('@').is_some_and(|(_, d)| d == domain),
+            })
+    })
+}
+
 /// The selector given (checked), or a dated default not yet in use.
 fn pick_selector(
     dir: &Path,
@@ -81,19 +98,23 @@ fn pick_selector(
     given: Option<String>,
     key_type: KeyType,
 ) -> Result<String, String> {
+    let taken = |s: &str| dir.join(domain).join(format!("{s}.pem")).exists();
     if let Some(s) = given {
         let s = s.to_ascii_lowercase();
-        return if is_selector(&s) {
-            Ok(s)
-        } else {
-            Err(format!(
+        if !is_selector(&s) {
+            return Err(format!(
                 "{:?} is not a selector (letters, digits, hyphens; dots between labels)",
                 s.escape_default().to_string()
-            ))
-        };
+            ));
+        }
+        if taken(&s) {
+            return Err(format!(
+                "{domain} already has a key with selector {s}: pick another selector, or move the old key away first"
+            ));
+        }
+        return Ok(s);
     }
     let base = default_selector(key_type == KeyType::Ed25519, std::time::SystemTime::now());
-    let taken = |s: &str| dir.join(domain).join(format!("{s}.pem")).exists();
     std::iter::once(base.clone())
         .chain(('b'..='z').map(|c| format!("{base}{c}")))
         .find(|s| !taken(s))
