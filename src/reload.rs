@@ -103,10 +103,12 @@ pub fn reload(ctx: &Context) -> Result<Reloaded, ReloadError> {
         }
     }
     let dkim_keys = match ctx.dkim.reload() {
-        Ok(n) => {
+        Ok(Some(n)) => {
             reloaded.push("DKIM keys");
             n
         }
+        // No keys folder: signing is off, nothing to name.
+        Ok(None) => 0,
         Err(e) => {
             failures.push(format!("DKIM keys: {e}"));
             ctx.dkim.current().len()

@@ -246,14 +246,14 @@ impl Keyring {
     }
 
     /// Re-reads the folder; on failure the keys in force stay. Returns how many
-    /// keys are in force now.
-    pub fn reload(&self) -> Result<usize, String> {
-        let Some(dir) = &self.dir else {
-            return Ok(0);
+    /// keys are in force now, `None` when there is no folder (signing is off).
+    pub fn reload(&self) -> Result<Option<usize>, String> {
+        let keys = match &self.dir {
+            Some(dir) => Keys::load(dir)?,
+            None => Keys::default(),
         };
-        let keys = Keys::load(dir)?;
         let n = keys.len();
         *self.keys.write_locked() = Arc::new(keys);
-        Ok(n)
+        Ok(self.dir.as_deref().filter(|d| d.is_dir()).map(|_| n))
     }
 }

@@ -198,7 +198,7 @@ fn a_bad_keys_folder_is_refused_and_a_reload_keeps_the_keys_in_force() {
     // Other files are ignored: a retired key, a note.
     std::fs::write(dir.path().join("site1.example/old.pem.retired"), "x").unwrap();
     std::fs::write(dir.path().join("site1.example/README"), "x").unwrap();
-    assert_eq!(ring.reload(), Ok(1));
+    assert_eq!(ring.reload(), Ok(Some(1)));
     // A key everyone may read.
     let file = dir.path().join("site1.example/ed.pem");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
