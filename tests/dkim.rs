@@ -414,3 +414,109 @@ async fn a_key_generated_as_root_is_read_by_the_unprivileged_server() {
         "{verdicts:?}"
     );
 }
+
+/// A DNS server for TXT records on a loopback UDP port, just enough for a
+/// resolver: the answer for a known name, NXDOMAIN for any other.
+fn txt_server(records: BTreeMap<String, String>) -> std::net::SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            let query = &buf[..n];
+            // The question: labels from byte 12 to a zero byte, then type and class.
+            let (mut at, mut labels) = (12, Vec::new());
+            while at < n && query[at] != 0 {
+                let len = query[at] as usize;
+                labels.push(String::from_utf8_lossy(&query[at + 1..at + 1 + len]).to_lowercase());
+                at += 1 + len;
+            }
+            let question_end = at + 5;
+            let value = records.get(&labels.join("."));
+            let mut reply = query[..2].to_vec();
+            reply.extend_from_slice(if value.is_some() {
+                &[0x81, 0x80]
+            } else {
+                &[0x81, 0x83]
+            });
+            reply.extend_from_slice(&[0, 1, 0, u8::from(value.is_some()), 0, 0, 0, 0]);
+            reply.extend_from_slice(&query[12..question_end]);
+            if let Some(value) = value {
+                let mut rdata = Vec::new();
+                for chunk in value.as_bytes().chunks(255) {
+                    rdata.push(chunk.len() as u8);
+                    rdata.extend_from_slice(chunk);
+                }
+                reply.extend_from_slice(&[0xc0, 0x0c, 0, 16, 0, 1, 0, 0, 0, 60]);
+                reply.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+                reply.extend_from_slice(&rdata);
+            }
+            let _ = socket.send_to(&reply, peer);
+        }
+    });
+    addr
+}
+
+/// `dkim list` asks DNS for each key's record: published and matching, another
+/// key published there, or nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn list_says_whether_dns_has_each_key() {
+    let h = Harness::start(Setup::default()).await;
+    let (s1, s1_value) = generate(&h, &["alice.example", "--selector", "s1"]);
+    let (e1, _) = generate(
+        &h,
+        &[
+            "alice.example",
+            "--selector",
+            "e1",
+            "--algorithm",
+            "ed25519",
+        ],
+    );
+    let (_, other) = generate(
+        &h,
+        &[
+            "alice.example",
+            "--selector",
+            "x1",
+            "--algorithm",
+            "ed25519",
+        ],
+    );
+    // e1's name carries x1's key; x1's name has nothing.
+    let dns = txt_server(BTreeMap::from([(s1, s1_value), (e1, other)]));
+    let out = Command::new(postern_bin())
+        .args(["dkim", "list", "-c"])
+        .arg(&h.config_path)
+        .env("POSTERN_RESOLVER", dns.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let verdict = |selector: &str| {
+        let mut lines = text.lines().skip_while(|l| {
+            *l != format!(
+                "alice.example {selector} {}",
+                if selector == "s1" { "rsa" } else { "ed25519" }
+            )
+        });
+        lines
+            .nth(2)
+            .unwrap_or_else(|| panic!("{selector} not listed in {text}"))
+            .to_string()
+    };
+    assert_eq!(
+        verdict("s1"),
+        "  DNS: published, matches this key",
+        "{text}"
+    );
+    assert!(
+        verdict("e1").starts_with("  DNS: DIFFERS from this key: DNS has k=ed25519, p="),
+        "{text}"
+    );
+    assert_eq!(
+        verdict("x1"),
+        "  DNS: NOT PUBLISHED: add the TXT record above",
+        "{text}"
+    );
+}

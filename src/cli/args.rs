@@ -130,7 +130,8 @@ pub enum DkimCmd {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
-    /// List the keys: domain, selector, algorithm, and the DNS record each needs.
+    /// List the keys: domain, selector, algorithm, the DNS record each needs, and
+    /// whether DNS has it (system resolver, or POSTERN_RESOLVER=IP:PORT).
     List {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,

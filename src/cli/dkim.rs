@@ -1,15 +1,19 @@
 //! `postern dkim generate|list`: a key per customer domain under
 //! `dkim.keys_directory`, and the DNS record that publishes it.
 //!
+//! `list` prints each key with its record and what DNS has at that name.
 //! `generate` prints the record on stdout (`name:`, `type:`, `value:` lines, the
 //! value cut into quoted strings of at most 255 bytes) and what to do next on
 //! stderr. Run as root with `run_as` set, the files it creates are given to that
 //! account, which reads them at start and on reload.
 
 use super::args::DkimAlgorithm;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use postern::config::{Config, RunAs};
 use postern::dkim::generate::{KeyType, NewKey, new_key, write_key};
 use postern::dkim::keys::{is_domain, is_selector};
+use postern::dkim::published::{self, Published};
 use postern::dkim::record::{default_selector, quoted_strings, record_name, record_value};
 use postern::dkim::{DomainKey, Keys};
 use std::io::Write;
@@ -194,11 +198,45 @@ pub fn list(config: Option<PathBuf>) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    let dns = postern::dkim::published::resolver();
+    let verdicts = super::runtime().block_on(check_all(&keys, dns));
     let mut out = std::io::stdout().lock();
-    for key in keys.all() {
-        let _ = writeln!(out, "{}", listing(key));
+    for (key, verdict) in keys.all().zip(verdicts) {
+        let _ = writeln!(out, "{}\n  DNS: {verdict}", listing(key));
     }
     ExitCode::SUCCESS
+}
+
+/// Each key's DNS verdict, in the order of `keys.all()`, looked up at once.
+async fn check_all(
+    keys: &Keys,
+    dns: Result<mail_auth::MessageAuthenticator, String>,
+) -> Vec<Published> {
+    let dns = match dns {
+        Ok(d) => std::sync::Arc::new(d),
+        Err(e) => return keys.all().map(|_| Published::Unknown(e.clone())).collect(),
+    };
+    let mut tasks = Vec::new();
+    for key in keys.all() {
+        let dns = dns.clone();
+        let name = record_name(&key.selector, &key.domain);
+        let algorithm = key.algorithm();
+        let public = key.public_key().map(|p| STANDARD.encode(p));
+        tasks.push(tokio::spawn(async move {
+            match public {
+                Ok(p) => published::check(&dns, &name, algorithm, &p).await,
+                Err(e) => Published::Unknown(e),
+            }
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(
+            t.await
+                .unwrap_or_else(|e| Published::Unknown(e.to_string())),
+        );
+    }
+    out
 }
 
 /// One key: domain, selector, algorithm, then its record's name and value.

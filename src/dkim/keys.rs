@@ -185,7 +185,9 @@ fn read_key(file: &Path, domain: &str, selector: &str) -> Result<DomainKey, Stri
     {
         return Err(f.message);
     }
-    let pem = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let pem = zeroize::Zeroizing::new(
+        std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?,
+    );
     DomainKey::from_pem(domain, selector, &pem).map_err(|e| format!("{}: {e}", file.display()))
 }
 

@@ -13,6 +13,7 @@
 
 pub mod generate;
 pub mod keys;
+pub mod published;
 pub mod record;
 pub mod sign;
 
