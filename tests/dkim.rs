@@ -285,6 +285,46 @@ async fn signs_what_verifies(queue: bool) {
             verdicts.iter().all(|v| v.starts_with("fail")),
             "{verdicts:?}"
         );
+        // A second Subject added on the way fails them too (oversigning), while
+        // a field Postern does not sign (a provider's own) changes nothing.
+        let at = received.windows(9).position(|w| w == b"Received:").unwrap();
+        let mut added = received.clone();
+        added.splice(
+            at..at,
+            b"Subject: urgent: wire the money\r\n".iter().copied(),
+        );
+        let verdicts = verify(python, dir, &added, &records);
+        assert!(
+            verdicts.iter().all(|v| v.starts_with("fail")),
+            "{verdicts:?}"
+        );
+        let mut added = received.clone();
+        added.splice(
+            at..at,
+            b"X-SES-Outgoing: 2026.12.02-54.240.1.1\r\n".iter().copied(),
+        );
+        let verdicts = verify(python, dir, &added, &records);
+        assert!(
+            verdicts.iter().all(|v| v.starts_with("pass")),
+            "{verdicts:?}"
+        );
+        // Amazon SES replaces Message-ID and Date: the signatures survive it.
+        let text = String::from_utf8_lossy(received).into_owned();
+        let replaced: String = (text.split_inclusive("\r\n"))
+            .map(|l| match l {
+                l if l.starts_with("Message-ID:") => {
+                    "Message-ID: <0100018c@email.amazonses.com>\r\n"
+                }
+                l if l.starts_with("Date:") => "Date: Thu, 3 Dec 2026 10:00:00 +0000\r\n",
+                l => l,
+            })
+            .collect();
+        assert_ne!(replaced, text);
+        let verdicts = verify(python, dir, replaced.as_bytes(), &records);
+        assert!(
+            verdicts.iter().all(|v| v.starts_with("pass")),
+            "{verdicts:?}"
+        );
     }
 
     // A domain without a key: relayed as it was, unsigned.

@@ -18,7 +18,7 @@ pub mod record;
 pub mod sign;
 
 pub use keys::{DomainKey, Keyring, Keys};
-pub use sign::{SIGNED_HEADERS, Signing};
+pub use sign::{OVERSIGNED, SIGNED_HEADERS, Signing};
 
 #[cfg(test)]
 mod tests;

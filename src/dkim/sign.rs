@@ -10,8 +10,8 @@
 //! The fields signed are those the smarthosts in the README leave alone, and only
 //! those present (a field signed while absent breaks the signature if a smarthost
 //! adds it later). `Date` and `Message-ID` are left out: Amazon SES replaces
-//! `Message-ID` and may rewrite `Date`. `From` is signed once more than it occurs,
-//! so a second `From:` added on the way breaks the signature instead of riding on it.
+//! `Message-ID` and may rewrite `Date`. The author fields are signed once more
+//! than they occur ([`OVERSIGNED`]).
 
 use super::keys::{DomainKey, Keys};
 use crate::config::normalize_domain;
@@ -39,6 +39,12 @@ pub const SIGNED_HEADERS: &[&str] = &[
     "Content-Type",
     "Content-Transfer-Encoding",
 ];
+
+/// Fields signed once more than they occur, when present: a second `Subject:` or
+/// `To:` added on the way (to replay a signed message with other words on top)
+/// breaks the signature instead of riding on it. Absent fields are not signed at
+/// all, so a smarthost that adds one does not break it.
+pub const OVERSIGNED: &[&str] = &["From", "Reply-To", "Subject", "To", "Cc"];
 
 /// How far into a message its header section is looked for (Postern refuses
 /// longer header sections at DATA anyway).
@@ -82,12 +88,10 @@ impl Signing {
         if chosen.is_empty() {
             return None;
         }
-        let mut headers: Vec<&'static str> = SIGNED_HEADERS
-            .iter()
-            .copied()
-            .filter(|h| parsed.iter().any(|f| f.is(h)))
-            .collect();
-        headers.push("From");
+        let present = |h: &&str| parsed.iter().any(|f| f.is(h));
+        let mut headers: Vec<&'static str> =
+            SIGNED_HEADERS.iter().copied().filter(present).collect();
+        headers.extend(OVERSIGNED.iter().copied().filter(present));
         Some(Signing {
             keys: chosen,
             headers,
