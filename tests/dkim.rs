@@ -362,6 +362,18 @@ async fn signs_what_verifies(queue: bool) {
         verdicts.iter().all(|v| v.starts_with("pass")),
         "{verdicts:?}"
     );
+    // A message that is all header (no blank line, no body) is signed as well.
+    let header_only =
+        crlf("From: alice@alice.example\nTo: bob@example.net\nSubject: header only\n");
+    send(&mut c, "alice@alice.example", &header_only).await;
+    let got = h.sink.wait_for(6, Duration::from_secs(20)).await;
+    assert!(got[5].content.starts_with(b"DKIM-Signature: "));
+    let verdicts = verify(python, dir, &got[5].content, &records);
+    assert_eq!(verdicts.len(), 2);
+    assert!(
+        verdicts.iter().all(|v| v.starts_with("pass")),
+        "{verdicts:?}"
+    );
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
