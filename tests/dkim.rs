@@ -166,8 +166,9 @@ async fn send(c: &mut Client, from: &str, content: &str) {
 }
 
 /// The whole story in one mode: unsigned before any key, then RSA and Ed25519
-/// keys made and reloaded, signed mail that verifies (small and large), and mail
-/// from a domain without a key left unsigned.
+/// keys made and reloaded, signed mail that verifies (small, large, header only),
+/// mail from a domain without a key left unsigned, and a failed reload that keeps
+/// the keys in force.
 async fn signs_what_verifies(queue: bool) {
     let Some(python) = python() else {
         return;
@@ -178,89 +179,18 @@ async fn signs_what_verifies(queue: bool) {
     })
     .await;
     let dir = h.dir.path();
+    let alice = "alice@alice.example";
     let mut c = h.session("alice", "alice-password").await;
-    send(
-        &mut c,
-        "alice@alice.example",
-        &message("alice@alice.example", 0),
-    )
-    .await;
+    send(&mut c, alice, &message(alice, 0)).await;
     let got = h.sink.wait_for(1, Duration::from_secs(20)).await;
     assert!(!contains(&got[0].content, b"DKIM-Signature"), "no key yet");
 
-    let mut records = BTreeMap::new();
-    let out = postern(
-        &["dkim", "generate", "alice.example", "--selector", "s1"],
-        &h.config_path,
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("postern reload"));
-    let out = postern(&["dkim", "generate", "nobody.example"], &h.config_path);
-    let note = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        note.contains("no user may send as @nobody.example"),
-        "{note}"
-    );
-    std::fs::remove_file(dir.join("dkim/alice.example/s1.pem")).unwrap();
-    let (name, value) = generate(&h, &["alice.example", "--selector", "s1"]);
-    assert_eq!(name, "s1._domainkey.alice.example");
-    assert!(value.starts_with("v=DKIM1; k=rsa; p=MII"), "{value}");
-    records.insert(name, value);
-    let (name, value) = generate(
-        &h,
-        &[
-            "Alice.Example",
-            "--selector",
-            "e1",
-            "--algorithm",
-            "ed25519",
-        ],
-    );
-    assert_eq!(name, "e1._domainkey.alice.example");
-    assert!(value.starts_with("v=DKIM1; k=ed25519; p="), "{value}");
-    records.insert(name, value);
-    // Refusals: a selector in use, a name that is no domain, a bad selector.
-    for args in [
-        &["alice.example", "--selector", "s1"][..],
-        &["alice..example"][..],
-        &["alice.example", "--selector", "bad/../x"][..],
-    ] {
-        let mut all = vec!["dkim", "generate"];
-        all.extend_from_slice(args);
-        let out = Command::new(postern_bin())
-            .args(&all)
-            .arg("-c")
-            .arg(&h.config_path)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(out.stdout.is_empty(), "{args:?}");
-    }
-    postern(&["reload"], &h.config_path);
-    // `list` and `check-config` show the same keys and records.
-    let listed = String::from_utf8(postern(&["dkim", "list"], &h.config_path).stdout).unwrap();
-    for (name, value) in &records {
-        let line = listed
-            .lines()
-            .find(|l| l.contains(name.as_str()))
-            .expect(name);
-        let strings: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
-        assert_eq!(&strings.concat(), value, "{listed}");
-    }
-    let checked = String::from_utf8(postern(&["check-config"], &h.config_path).stdout).unwrap();
-    assert!(
-        checked.contains("dkim       alice.example e1 (ed25519)"),
-        "{checked}"
-    );
-    assert!(
-        checked.contains("dkim       alice.example s1 (rsa)"),
-        "{checked}"
-    );
-
-    let small = message("alice@alice.example", 0);
-    let large = message("alice@alice.example", 8000); // over 256 KiB: streamed from its file in queue mode
+    let records = make_keys(&h);
+    let small = message(alice, 0);
+    let large = message(alice, 8000); // over 256 KiB: streamed from its file in queue mode
     assert!(large.len() > 300 * 1024);
     for (n, content) in [small, large].iter().enumerate() {
-        send(&mut c, "alice@alice.example", content).await;
+        send(&mut c, alice, content).await;
         let got = h.sink.wait_for(2 + n, Duration::from_secs(20)).await;
         let received = &got[1 + n].content;
         assert!(
@@ -268,63 +198,12 @@ async fn signs_what_verifies(queue: bool) {
             "signatures go first"
         );
         let verdicts = verify(python, dir, received, &records);
-        assert_eq!(
-            verdicts,
-            vec![
-                "pass ed25519-sha256 alice.example e1".to_string(),
-                "pass rsa-sha256 alice.example s1".to_string(),
-            ],
-            "message {n}"
-        );
-        // The verifier is not a rubber stamp: one changed body byte fails both.
-        let mut tampered = received.clone();
-        let at = tampered.windows(7).position(|w| w == b"leading").unwrap();
-        tampered[at] = b'L';
-        let verdicts = verify(python, dir, &tampered, &records);
-        assert!(
-            verdicts.iter().all(|v| v.starts_with("fail")),
-            "{verdicts:?}"
-        );
-        // A second Subject added on the way fails them too (oversigning), while
-        // a field Postern does not sign (a provider's own) changes nothing.
-        let at = received.windows(9).position(|w| w == b"Received:").unwrap();
-        let mut added = received.clone();
-        added.splice(
-            at..at,
-            b"Subject: urgent: wire the money\r\n".iter().copied(),
-        );
-        let verdicts = verify(python, dir, &added, &records);
-        assert!(
-            verdicts.iter().all(|v| v.starts_with("fail")),
-            "{verdicts:?}"
-        );
-        let mut added = received.clone();
-        added.splice(
-            at..at,
-            b"X-SES-Outgoing: 2026.12.02-54.240.1.1\r\n".iter().copied(),
-        );
-        let verdicts = verify(python, dir, &added, &records);
-        assert!(
-            verdicts.iter().all(|v| v.starts_with("pass")),
-            "{verdicts:?}"
-        );
-        // Amazon SES replaces Message-ID and Date: the signatures survive it.
-        let text = String::from_utf8_lossy(received).into_owned();
-        let replaced: String = (text.split_inclusive("\r\n"))
-            .map(|l| match l {
-                l if l.starts_with("Message-ID:") => {
-                    "Message-ID: <0100018c@email.amazonses.com>\r\n"
-                }
-                l if l.starts_with("Date:") => "Date: Thu, 3 Dec 2026 10:00:00 +0000\r\n",
-                l => l,
-            })
-            .collect();
-        assert_ne!(replaced, text);
-        let verdicts = verify(python, dir, replaced.as_bytes(), &records);
-        assert!(
-            verdicts.iter().all(|v| v.starts_with("pass")),
-            "{verdicts:?}"
-        );
+        let both = [
+            "pass ed25519-sha256 alice.example e1",
+            "pass rsa-sha256 alice.example s1",
+        ];
+        assert_eq!(verdicts, both, "message {n}");
+        what_breaks_the_signatures(python, dir, received, &records);
     }
 
     // A domain without a key: relayed as it was, unsigned.
@@ -349,31 +228,138 @@ async fn signs_what_verifies(queue: bool) {
     assert_eq!(out.status.code(), Some(2));
     let why = String::from_utf8_lossy(&out.stderr);
     assert!(why.contains("DKIM keys") && why.contains("s1.pem"), "{why}");
-    send(
-        &mut c,
-        "alice@alice.example",
-        &message("alice@alice.example", 0),
-    )
-    .await;
-    let got = h.sink.wait_for(5, Duration::from_secs(20)).await;
-    let verdicts = verify(python, dir, &got[4].content, &records);
-    assert_eq!(verdicts.len(), 2);
-    assert!(
-        verdicts.iter().all(|v| v.starts_with("pass")),
-        "{verdicts:?}"
-    );
+    send(&mut c, alice, &message(alice, 0)).await;
     // A message that is all header (no blank line, no body) is signed as well.
     let header_only =
         crlf("From: alice@alice.example\nTo: bob@example.net\nSubject: header only\n");
-    send(&mut c, "alice@alice.example", &header_only).await;
+    send(&mut c, alice, &header_only).await;
     let got = h.sink.wait_for(6, Duration::from_secs(20)).await;
-    assert!(got[5].content.starts_with(b"DKIM-Signature: "));
-    let verdicts = verify(python, dir, &got[5].content, &records);
-    assert_eq!(verdicts.len(), 2);
-    assert!(
-        verdicts.iter().all(|v| v.starts_with("pass")),
-        "{verdicts:?}"
+    for received in [&got[4].content, &got[5].content] {
+        assert!(received.starts_with(b"DKIM-Signature: "));
+        let verdicts = verify(python, dir, received, &records);
+        assert_eq!(verdicts.len(), 2);
+        assert!(
+            verdicts.iter().all(|v| v.starts_with("pass")),
+            "{verdicts:?}"
+        );
+    }
+}
+
+/// Makes an RSA key (s1) and an Ed25519 key (e1) for alice.example with `generate`
+/// (and sees it refuse what it must), reloads, checks that `list` and
+/// `check-config` show them; returns the records as DNS would serve them.
+fn make_keys(h: &Harness) -> BTreeMap<String, String> {
+    let out = postern(
+        &["dkim", "generate", "alice.example", "--selector", "s1"],
+        &h.config_path,
     );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postern reload"));
+    let out = postern(&["dkim", "generate", "nobody.example"], &h.config_path);
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains("no user may send as @nobody.example"),
+        "{note}"
+    );
+    std::fs::remove_file(h.dir.path().join("dkim/alice.example/s1.pem")).unwrap();
+    let mut records = BTreeMap::new();
+    let (name, value) = generate(h, &["alice.example", "--selector", "s1"]);
+    assert_eq!(name, "s1._domainkey.alice.example");
+    assert!(value.starts_with("v=DKIM1; k=rsa; p=MII"), "{value}");
+    records.insert(name, value);
+    let (name, value) = generate(
+        h,
+        &[
+            "Alice.Example",
+            "--selector",
+            "e1",
+            "--algorithm",
+            "ed25519",
+        ],
+    );
+    assert_eq!(name, "e1._domainkey.alice.example");
+    assert!(value.starts_with("v=DKIM1; k=ed25519; p="), "{value}");
+    records.insert(name, value);
+    // Refusals: a selector in use, a name that is no domain, a bad selector.
+    for args in [
+        &["alice.example", "--selector", "s1"][..],
+        &["alice..example"][..],
+        &["alice.example", "--selector", "bad/../x"][..],
+    ] {
+        let out = Command::new(postern_bin())
+            .args(["dkim", "generate"])
+            .args(args)
+            .arg("-c")
+            .arg(&h.config_path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    postern(&["reload"], &h.config_path);
+    let listed = String::from_utf8(postern(&["dkim", "list"], &h.config_path).stdout).unwrap();
+    for (name, value) in &records {
+        let line = listed
+            .lines()
+            .find(|l| l.contains(name.as_str()))
+            .expect(name);
+        let strings: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
+        assert_eq!(&strings.concat(), value, "{listed}");
+    }
+    let checked = String::from_utf8(postern(&["check-config"], &h.config_path).stdout).unwrap();
+    assert!(
+        checked.contains("dkim       alice.example e1 (ed25519)"),
+        "{checked}"
+    );
+    assert!(
+        checked.contains("dkim       alice.example s1 (rsa)"),
+        "{checked}"
+    );
+    records
+}
+
+/// The verifier is not a rubber stamp: a changed body byte or a second Subject
+/// fails every signature, while what providers do on the way (a header of their
+/// own, SES's new Message-ID and Date) fails none.
+fn what_breaks_the_signatures(
+    python: &str,
+    dir: &Path,
+    received: &[u8],
+    records: &BTreeMap<String, String>,
+) {
+    let all = |message: &[u8], verdict: &str| {
+        let verdicts = verify(python, dir, message, records);
+        assert!(
+            verdicts.len() == 2 && verdicts.iter().all(|v| v.starts_with(verdict)),
+            "{verdicts:?}"
+        );
+    };
+    let mut tampered = received.to_vec();
+    let at = tampered.windows(7).position(|w| w == b"leading").unwrap();
+    tampered[at] = b'L';
+    all(&tampered, "fail");
+    let at = received.windows(9).position(|w| w == b"Received:").unwrap();
+    let mut added = received.to_vec();
+    added.splice(
+        at..at,
+        b"Subject: urgent: wire the money\r\n".iter().copied(),
+    );
+    all(&added, "fail");
+    let mut added = received.to_vec();
+    added.splice(
+        at..at,
+        b"X-SES-Outgoing: 2026.12.02-54.240.1.1\r\n".iter().copied(),
+    );
+    all(&added, "pass");
+    let text = String::from_utf8_lossy(received).into_owned();
+    let replaced: String = (text.split_inclusive("\r\n"))
+        .map(|l| match l {
+            l if l.starts_with("Message-ID:") => "Message-ID: <0100018c@email.amazonses.com>\r\n",
+            l if l.starts_with("Date:") => "Date: Thu, 3 Dec 2026 10:00:00 +0000\r\n",
+            l => l,
+        })
+        .collect();
+    assert_ne!(replaced, text);
+    all(replaced.as_bytes(), "pass");
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
