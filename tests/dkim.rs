@@ -295,7 +295,9 @@ fn make_keys(h: &Harness) -> BTreeMap<String, String> {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
-    postern(&["reload"], &h.config_path);
+    let out = postern(&["reload"], &h.config_path);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(", 3 DKIM keys)"), "{said}");
     let listed = String::from_utf8(postern(&["dkim", "list"], &h.config_path).stdout).unwrap();
     for (name, value) in &records {
         let line = listed
