@@ -3,6 +3,7 @@
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::dkim::Keyring;
 use crate::policy::auth_failures::AuthFailures;
 use crate::policy::brake::Brake;
 use crate::policy::rates::{MemoryRates, RateStore};
@@ -37,6 +38,8 @@ pub struct Context {
     pub brake: Brake,
     /// How accepted mail leaves: while the client waits, or from the spool.
     pub mode: Mode,
+    /// The DKIM keys in force (the queue holds the same ring).
+    pub dkim: Arc<Keyring>,
     /// Becomes `true` when the server starts draining.
     pub shutdown: watch::Receiver<bool>,
     id_prefix: u64,
@@ -57,15 +60,24 @@ impl Context {
             .unwrap_or(0);
         let brake = Brake::new(config.abuse.brake.clone(), config.abuse.state_file.clone())?;
         let auth_failures = AuthFailures::new(config.abuse.auth_failures.clone());
+        let dkim = Arc::new(
+            Keyring::open(Some(&config.dkim.keys_directory))
+                .map_err(|e| format!("cannot read the DKIM keys: {e}"))?,
+        );
         let mode = match config.delivery.mode {
             crate::config::DeliveryMode::Queue => {
-                let queue = Queue::open(&config.delivery, &config.hostname, relay.clone())
-                    .map_err(|e| {
-                        format!(
-                            "cannot open the spool {}: {e}",
-                            config.delivery.spool_directory.display()
-                        )
-                    })?;
+                let queue = Queue::open(
+                    &config.delivery,
+                    &config.hostname,
+                    relay.clone(),
+                    dkim.clone(),
+                )
+                .map_err(|e| {
+                    format!(
+                        "cannot open the spool {}: {e}",
+                        config.delivery.spool_directory.display()
+                    )
+                })?;
                 Mode::Queue(Arc::new(queue))
             }
             crate::config::DeliveryMode::Passthrough => Mode::Passthrough,
@@ -79,6 +91,7 @@ impl Context {
             auth_failures,
             brake,
             mode,
+            dkim,
             shutdown,
             id_prefix: start & 0xff_ffff,
             next_id: AtomicU64::new(1),

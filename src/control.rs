@@ -24,7 +24,10 @@ pub fn handle(ctx: &Context, line: &str) -> String {
     if line == "reload" {
         info!("reload requested over the control socket");
         return match crate::reload::reload(ctx) {
-            Ok(r) => format!("ok reloaded ({} users, {} suspended)", r.users, r.suspended),
+            Ok(r) => format!(
+                "ok reloaded ({} users, {} suspended, {} DKIM keys)",
+                r.users, r.suspended, r.dkim_keys
+            ),
             Err(e) => format!("err {e}"),
         };
     }

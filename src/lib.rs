@@ -23,7 +23,8 @@
 //!   (it imports only [`secret`], plus the file-load checks in `config/file_checks.rs`).
 //! - [`context`]: what every session shares.
 //! - [`control`]: the local control socket behind `postern queue flush` and reload.
-//! - [`reload`]: re-reading the users file, suspensions and TLS files at run time.
+//! - [`reload`]: re-reading the users file, suspensions, TLS files and DKIM keys at run time.
+//! - [`dkim`]: DKIM keys per customer domain, and signing with them as mail leaves.
 //! - [`daemon`]: systemd notifications, socket activation, dropping root.
 //! - [`metrics`]: the Prometheus endpoint.
 //! - [`private_fs`]: files 0600 and folders 0700 whatever the umask.
@@ -37,6 +38,7 @@ pub mod context;
 pub mod control;
 pub mod daemon;
 pub mod demo;
+pub mod dkim;
 pub mod lock;
 pub mod metrics;
 pub mod policy;

@@ -4,7 +4,7 @@
 mod cli;
 
 use clap::Parser;
-use cli::args::{Cli, Cmd, QueueCmd, UserCmd};
+use cli::args::{Cli, Cmd, DkimCmd, QueueCmd, UserCmd};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -33,6 +33,13 @@ fn main() -> ExitCode {
         Cmd::Queue(QueueCmd::List { config }) => cli::queue::list(config),
         Cmd::Queue(QueueCmd::Flush { config }) => cli::queue::request(config, "flush".into()),
         Cmd::Queue(QueueCmd::Delete { id, config }) => cli::queue::delete(&id, config),
+        Cmd::Dkim(DkimCmd::Generate {
+            domain,
+            selector,
+            algorithm,
+            config,
+        }) => cli::dkim::generate(&domain, selector, algorithm, config),
+        Cmd::Dkim(DkimCmd::List { config }) => cli::dkim::list(config),
         Cmd::Demo {
             dir,
             submission,

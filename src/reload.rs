@@ -1,8 +1,8 @@
 //! Reload: what SIGHUP, the control socket (`postern user ...`) and the admin API
 //! all call to make the running server see changed files.
 //!
-//! Only what may change at run time is re-read: the users file, the suspension list
-//! and the TLS certificate and key. The config file itself and the secrets it names
+//! Only what may change at run time is re-read: the users file, the suspension list,
+//! the TLS certificate and key, and the DKIM keys. The config file itself and the secrets it names
 //! (the smarthost password) were read once at start, before `run_as` dropped root,
 //! and are kept: re-reading them as the unprivileged user would fail, and changing
 //! them needs a restart anyway. Each part is replaced only if its new file is valid;
@@ -24,6 +24,8 @@ pub struct Reloaded {
     pub suspended: usize,
     /// Whether a TLS certificate was re-read (there is none without TLS listeners).
     pub tls: bool,
+    /// DKIM keys now in force.
+    pub dkim_keys: usize,
 }
 
 /// Which parts could not be reloaded, and why; the others were reloaded.
@@ -33,7 +35,7 @@ pub struct ReloadError {
     /// read the users file: Permission denied (os error 13)`.
     pub failures: Vec<String>,
     /// The parts that were reloaded all the same (`users file`, `suspension list`,
-    /// `TLS certificate`).
+    /// `TLS certificate`, `DKIM keys`).
     pub reloaded: Vec<&'static str>,
 }
 
@@ -58,8 +60,9 @@ impl fmt::Display for ReloadError {
 
 impl std::error::Error for ReloadError {}
 
-/// Re-reads the users file, the suspension list and the TLS certificate and key;
-/// each part whose new file is invalid or unreadable keeps the old one in force.
+/// Re-reads the users file, the suspension list, the TLS certificate and key and
+/// the DKIM keys; each part whose new file is invalid or unreadable keeps the old
+/// one in force.
 pub fn reload(ctx: &Context) -> Result<Reloaded, ReloadError> {
     let mut failures = Vec::new();
     let mut reloaded = Vec::new();
@@ -99,13 +102,26 @@ pub fn reload(ctx: &Context) -> Result<Reloaded, ReloadError> {
             Err(e) => failures.push(format!("TLS certificate: {e}")),
         }
     }
+    let dkim_keys = match ctx.dkim.reload() {
+        Ok(Some(n)) => {
+            reloaded.push("DKIM keys");
+            n
+        }
+        // No keys folder: signing is off, nothing to name.
+        Ok(None) => 0,
+        Err(e) => {
+            failures.push(format!("DKIM keys: {e}"));
+            ctx.dkim.current().len()
+        }
+    };
     let users = ctx.auth.users().len();
     if failures.is_empty() {
-        info!(users, suspended, tls, "reload complete");
+        info!(users, suspended, tls, dkim_keys, "reload complete");
         Ok(Reloaded {
             users,
             suspended,
             tls,
+            dkim_keys,
         })
     } else {
         let err = ReloadError { failures, reloaded };

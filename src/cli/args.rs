@@ -3,7 +3,7 @@
 //! These names are a fixed external interface (docs: the interface page): add to
 //! them, never rename or remove one.
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -44,6 +44,9 @@ pub enum Cmd {
     /// Manage users.
     #[command(subcommand)]
     User(UserCmd),
+    /// DKIM keys per customer domain.
+    #[command(subcommand)]
+    Dkim(DkimCmd),
     /// Run a self-contained demo on loopback: self-signed TLS, a sample user and a
     /// stand-in smarthost.
     Demo {
@@ -111,4 +114,35 @@ pub enum UserCmd {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum DkimCmd {
+    /// Make a key under dkim.keys_directory and print the DNS TXT record to publish.
+    Generate {
+        /// The domain whose header From: the key signs for.
+        domain: String,
+        /// The record's selector (default: dated, such as postern-202612).
+        #[arg(long)]
+        selector: Option<String>,
+        #[arg(long, value_enum, default_value = "rsa")]
+        algorithm: DkimAlgorithm,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+    /// List the keys: domain, selector, algorithm, the DNS record each needs, and
+    /// whether DNS has it (system resolver, or POSTERN_RESOLVER=IP:PORT).
+    List {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Key types for `postern dkim generate --algorithm`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DkimAlgorithm {
+    /// RSA, 2048 bits: every verifier takes it.
+    Rsa,
+    /// Ed25519 (RFC 8463): short, but not every verifier takes it; pair it with RSA.
+    Ed25519,
 }

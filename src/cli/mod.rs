@@ -7,10 +7,12 @@
 //! - `user`: `user add|disable|enable|list` and their edits of the users file.
 //! - `queue`: `queue list|flush|delete`.
 //! - `reload`: `reload`, and telling the server to reload after an edit.
+//! - `dkim`: `dkim generate|list`.
 //!
 //! Exit codes (fixed): 0 ok, 1 bad config or usage, 2 runtime failure.
 
 pub mod args;
+pub mod dkim;
 pub mod password;
 pub mod queue;
 pub mod reload;

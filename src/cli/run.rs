@@ -26,6 +26,14 @@ pub fn check_config(path: Option<PathBuf>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // The server reads the keys at start and refuses to start on a bad one.
+    let dkim = match postern::dkim::Keys::load(&config.dkim.keys_directory) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("postern: cannot read the DKIM keys: {e}");
+            return ExitCode::from(1);
+        }
+    };
     println!("{}: OK", config.path.display());
     for w in config.permission_warnings(None) {
         println!("  warning    {w}");
@@ -80,6 +88,14 @@ pub fn check_config(path: Option<PathBuf>) -> ExitCode {
         }
     }
     println!("  delivery   {:?}", config.delivery.mode);
+    for k in dkim.all() {
+        println!(
+            "  dkim       {} {} ({})",
+            k.domain,
+            k.selector,
+            k.algorithm()
+        );
+    }
     match postern::policy::brake::read_state(&config.abuse.state_file) {
         Ok(s) if s.is_empty() => {}
         Ok(s) => {

@@ -4,8 +4,8 @@
 
 use super::ctx::Ctx;
 use super::{
-    Config, Problems, Users, abuse, delivery, general, limits, listeners, load_users, log, metrics,
-    perms, routes, smarthost, timeouts,
+    Config, Problems, Users, abuse, delivery, dkim, general, limits, listeners, load_users, log,
+    metrics, perms, routes, smarthost, timeouts,
 };
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,7 @@ const KNOWN_KEYS: &[&str] = &[
     "metrics",
     "trusted_proxies",
     "run_as",
+    "dkim",
 ];
 
 impl Config {
@@ -140,6 +141,7 @@ impl Config {
         let trusted_proxies = listeners::trusted_proxies(cx, &listeners);
         let run_as = general::run_as(cx);
         let abuse = abuse::abuse(cx, &delivery.spool_directory);
+        let dkim = dkim::dkim(cx);
         if cx.problems.len() != before {
             return None;
         }
@@ -161,6 +163,7 @@ impl Config {
             metrics,
             trusted_proxies,
             run_as,
+            dkim,
         })
     }
 }

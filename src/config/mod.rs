@@ -9,7 +9,7 @@
 //! - `general`: `hostname`, `users`, `received`, `run_as`;
 //! - `listeners`: `listeners`, `tls`, `trusted_proxies`;
 //! - `smarthost`, `routes`, `delivery`, `limits` (with `rate_limits`), `timeouts`,
-//!   `abuse`, `log`, `metrics`;
+//!   `abuse`, `log`, `metrics`, `dkim`;
 //! - the value types they parse: `units` (durations, sizes), `senders` (sender rules),
 //!   `cidr` (networks), `phc` (password hashes);
 //! - `users`: the users file, with `networks` (devices identified by their address);
@@ -19,6 +19,7 @@ mod abuse;
 mod cidr;
 mod ctx;
 mod delivery;
+mod dkim;
 pub mod edit;
 mod file_checks;
 mod general;
@@ -42,6 +43,7 @@ pub mod users;
 pub use abuse::{Abuse, AuthFailurePolicy, BrakePolicy};
 pub use cidr::Cidr;
 pub use delivery::{Delivery, DeliveryMode};
+pub use dkim::Dkim;
 pub use general::RunAs;
 pub use limits::{Limits, RateLimits, RawRateLimits};
 pub use listeners::{Listener, TlsFiles, TlsMode};
@@ -89,6 +91,8 @@ pub struct Config {
     pub trusted_proxies: Vec<Cidr>,
     /// The account to switch to after binding, when started as root.
     pub run_as: Option<RunAs>,
+    /// DKIM signing keys.
+    pub dkim: Dkim,
 }
 
 /// Picks the config path: `-c`, then `$POSTERN_CONFIG`, then the default.

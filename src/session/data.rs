@@ -9,6 +9,7 @@
 //! message, or the spool file is deleted: nothing Postern refused is ever delivered.
 
 use super::gate::{Fixups, HeaderGate, RecipientCheck, Refusal};
+use super::held::{Relay, Unsent};
 use super::mail::{failed_reply, relay_reply, upstream_lost};
 use super::{Flow, Session, Transaction};
 use crate::context::Mode;
@@ -28,8 +29,9 @@ use tracing::{error, info, warn};
 
 /// Where accepted content goes.
 enum Target {
-    /// Passthrough: to the smarthost's transaction.
-    Relay(upstream::Transaction),
+    /// Passthrough: to the smarthost's transaction (held back when it is to be
+    /// DKIM-signed).
+    Relay(Relay),
     /// Queue: to a spool file.
     Spool(MessageWriter),
 }
@@ -52,6 +54,15 @@ struct Received {
     size: usize,
     /// Writing to the target failed (already logged); the message cannot be finished.
     target_failed: bool,
+}
+
+/// A message that should be signed could not be: the client may try again.
+fn cannot_sign() -> Reply {
+    Reply::new(
+        451,
+        Esc(4, 3, 0),
+        "Local error: the message could not be signed; try again later",
+    )
 }
 
 fn insufficient_storage() -> Reply {
@@ -347,7 +358,10 @@ impl Session {
         match smarthost.data().await {
             Ok(()) => {
                 let id = format!("{}.{}", self.id, self.messages + 1);
-                Ok((Target::Relay(smarthost), id))
+                Ok((
+                    Target::Relay(Relay::new(smarthost, self.ctx.dkim.current())),
+                    id,
+                ))
             }
             Err(f) => {
                 info!(reply = %Printable(&f), "smarthost did not take DATA");
@@ -365,11 +379,24 @@ impl Session {
         &mut self,
         io: &mut SmtpStream<S>,
         txn: Transaction,
-        smarthost: upstream::Transaction,
+        smarthost: Relay,
         queue_id: &str,
         size: usize,
     ) -> Flow {
         let waited = std::time::Instant::now();
+        let smarthost = match smarthost.into_transaction().await {
+            Ok(t) => t,
+            Err(Unsent::Sign(e)) => {
+                error!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&e), "cannot DKIM-sign the message");
+                self.message_metric("rejected", "dkim");
+                return self.refuse(io, cannot_sign());
+            }
+            Err(Unsent::Upstream(f)) => {
+                warn!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&f), "cannot pass the message on");
+                self.message_metric("rejected", "smarthost_lost");
+                return self.refuse(io, upstream_lost());
+            }
+        };
         let result = smarthost.finish().await;
         metrics::histogram!("postern_upstream_duration_seconds")
             .record(waited.elapsed().as_secs_f64());

@@ -10,6 +10,7 @@ mod bounds;
 mod data;
 mod ehlo;
 mod gate;
+mod held;
 pub mod io;
 mod mail;
 #[cfg(test)]

@@ -103,6 +103,14 @@ async fn attempt(queue: &Queue, env: &Envelope) -> Outcome {
             return outcome;
         }
     };
+    let content = match crate::dkim::sign::sign_content(&queue.dkim.current(), content).await {
+        Ok(c) => c,
+        Err(e) => {
+            error!(error = %Printable(&e), "cannot DKIM-sign the message; the attempt will repeat");
+            outcome.defer_rest(&pending, format!("cannot DKIM-sign the message: {e}"));
+            return outcome;
+        }
+    };
     let sender = Sender {
         address: env.from.clone(),
         size: env.size,

@@ -24,6 +24,8 @@ pub struct Queue {
     pub(super) relays: Arc<Relays>,
     /// Our name, for the bounces we write.
     pub(super) hostname: String,
+    /// DKIM keys: each attempt signs the message with its `From:` domain's keys.
+    pub(super) dkim: Arc<crate::dkim::Keyring>,
     /// When each message is due, and when it was queued.
     due: Mutex<Schedule>,
     in_flight: Mutex<HashSet<String>>,
@@ -54,7 +56,12 @@ const STALLED_PER_SLOT: usize = 4;
 impl Queue {
     /// Opens the spool and loads what is queued (a restart resumes every message with
     /// its attempt count and next-attempt time).
-    pub fn open(policy: &Delivery, hostname: &str, relays: Arc<Relays>) -> std::io::Result<Queue> {
+    pub fn open(
+        policy: &Delivery,
+        hostname: &str,
+        relays: Arc<Relays>,
+        dkim: Arc<crate::dkim::Keyring>,
+    ) -> std::io::Result<Queue> {
         let spool = Spool::open(&policy.spool_directory)?;
         let envs = spool.load_all(true)?;
         let mut due = Schedule::default();
@@ -72,6 +79,7 @@ impl Queue {
             policy: policy.clone(),
             relays,
             hostname: hostname.to_string(),
+            dkim,
             due: Mutex::new(due),
             in_flight: Mutex::new(HashSet::new()),
             deleted: Mutex::new(HashSet::new()),

@@ -19,6 +19,9 @@ pub enum Content {
     Bytes(Vec<u8>),
     /// A file holding just the message, streamed.
     File(PathBuf),
+    /// Header fields Postern puts in front (the DKIM signatures), then a file as
+    /// in [`Content::File`].
+    HeaderAndFile(Vec<u8>, PathBuf),
 }
 
 impl Content {
@@ -27,6 +30,10 @@ impl Content {
         let file = match self {
             Content::Bytes(b) => return txn.write(b).await,
             Content::File(path) => path,
+            Content::HeaderAndFile(header, path) => {
+                txn.write(header).await?;
+                path
+            }
         };
         let unreadable = |e: std::io::Error| Failed::Lost(e.into());
         let mut file = tokio::fs::File::open(file).await.map_err(unreadable)?;
