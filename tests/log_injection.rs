@@ -122,6 +122,7 @@ fn queue_list_escapes_senders_recipients_and_errors() {
         size: 4,
         warned: false,
         route_by: None,
+        unsigned: false,
     };
     spool.store(&env, b"hi\r\n").unwrap();
     let out = Command::new(postern_bin())

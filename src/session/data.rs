@@ -37,13 +37,22 @@ enum Target {
 }
 
 impl Target {
-    /// Writes content (the relay dot-stuffs and batches it).
-    async fn write(&mut self, content: &[u8]) -> Result<(), String> {
+    /// Writes content (the relay dot-stuffs and batches it; it holds a message to
+    /// be signed, which only one whose `From:` the user may send as is).
+    async fn write(&mut self, content: &[u8], may_sign: bool) -> Result<(), String> {
         match self {
-            Target::Relay(t) => t.write(content).await.map_err(|e| e.to_string()),
+            Target::Relay(t) => t.write(content, may_sign).await.map_err(|e| e.to_string()),
             Target::Spool(w) => w.write(content).await.map_err(|e| e.to_string()),
         }
     }
+}
+
+/// What the header decided for a queued message: the address whose route it
+/// takes (a null sender's `From:`, when the user may send as it), and whether it
+/// must go unsigned (a `From:` the user may not send as).
+struct Route {
+    by: Option<String>,
+    unsigned: bool,
 }
 
 /// How the receive loop ended, once the client sent the end-of-data marker.
@@ -125,7 +134,7 @@ async fn pass_on(
     if gate.ready.is_empty() {
         return Ok(());
     }
-    let written = target.write(&gate.ready).await;
+    let written = target.write(&gate.ready, gate.from_allowed).await;
     gate.ready.clear();
     written
 }
@@ -181,12 +190,18 @@ impl Session {
             .filter(|u| !u.allow_any_header_from)
             .map(|u| u.senders.clone());
         let txn = self.txn.as_ref().expect("transaction is open");
+        let senders = self
+            .user
+            .as_ref()
+            .map(|u| u.senders.clone())
+            .unwrap_or_default();
         let gate = HeaderGate::new(
             &self.trace_header(queue_id),
             rules,
             txn.from.is_empty(),
             self.fixups(queue_id),
-        );
+        )
+        .senders(senders);
         // A null-sender message in the queue takes its header From's route (known
         // only once the header is read); in passthrough the route was picked at MAIL.
         let route_key = match self.ctx.mode {
@@ -299,6 +314,7 @@ impl Session {
                     self.message_metric("rejected", "smarthost_lost");
                     return self.refuse(io, upstream_lost());
                 }
+                let smarthost = (smarthost, gate.from_allowed);
                 self.finish_relay(io, txn, smarthost, queue_id, received.size)
                     .await
             }
@@ -307,8 +323,11 @@ impl Session {
                     self.message_metric("rejected", "storage");
                     return self.refuse(io, insufficient_storage());
                 }
-                let route_by = gate.header_from.clone().filter(|_| txn.from.is_empty());
-                self.finish_spool(io, txn, writer, received.size, route_by)
+                let route = Route {
+                    by: gate.header_from.clone().filter(|_| txn.from.is_empty()),
+                    unsigned: !gate.from_allowed,
+                };
+                self.finish_spool(io, txn, writer, received.size, route)
                     .await
             }
         }
@@ -379,12 +398,12 @@ impl Session {
         &mut self,
         io: &mut SmtpStream<S>,
         txn: Transaction,
-        smarthost: Relay,
+        (smarthost, may_sign): (Relay, bool),
         queue_id: &str,
         size: usize,
     ) -> Flow {
         let waited = std::time::Instant::now();
-        let smarthost = match smarthost.into_transaction().await {
+        let smarthost = match smarthost.into_transaction(may_sign).await {
             Ok(t) => t,
             Err(Unsent::Sign(e)) => {
                 error!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&e), "cannot DKIM-sign the message");
@@ -449,10 +468,10 @@ impl Session {
         txn: Transaction,
         writer: MessageWriter,
         size: usize,
-        route_by: Option<String>,
+        route: Route,
     ) -> Flow {
         let queue = self.ctx.queue().expect("queue mode").clone();
-        let route_key = route_by.as_deref().unwrap_or(&txn.from);
+        let route_key = route.by.as_deref().unwrap_or(&txn.from);
         if let Some(max) = self.ctx.relay.max_message_size(route_key)
             && writer.written > max
         {
@@ -487,7 +506,8 @@ impl Session {
             eight_bit: txn.eight_bit,
             size: writer.written,
             warned: false,
-            route_by,
+            route_by: route.by,
+            unsigned: route.unsigned,
         };
         if let Err(e) = queue.accept(writer, &env).await {
             error!(error = %Printable(&e), sender = %Printable(&txn.from), "cannot make the message durable; refused");

@@ -6,7 +6,7 @@
 //! the `Received:` header: what was checked is exactly what is relayed.
 
 use crate::policy::header_from::{HeaderFromError, MAX_HEADER_SECTION, check_header_senders};
-use crate::policy::senders::SenderRule;
+use crate::policy::senders::{SenderRule, sender_allowed};
 use crate::proto::address::Mailbox;
 use crate::proto::header::{Additions, FieldScanner, HeaderDefect, SectionEnd, submission_fixups};
 use crate::proto::mailbox_list::parse_address_list;
@@ -64,8 +64,14 @@ pub struct HeaderGate {
     pub bcc_removed: usize,
     /// The route's view of the header's recipients (see [`RecipientCheck`]).
     recipients: Option<RecipientCheck>,
-    /// For a null envelope sender: the header `From:` address (its first mailbox).
+    /// For a null envelope sender: the header `From:` address (its first mailbox),
+    /// when the user may send as it (only then may it pick the route).
     pub header_from: Option<String>,
+    /// Every rule of the user's `senders`, even for a user allowed any `From:`.
+    senders: Vec<SenderRule>,
+    /// Every `From:` mailbox is one the user may send as: only then is the message
+    /// DKIM-signed (a user allowed any `From:` gets no signature for others' domains).
+    pub from_allowed: bool,
 }
 
 /// A route through Microsoft Graph delivers to whom the header names: then the
@@ -97,7 +103,16 @@ impl HeaderGate {
             bcc_removed: 0,
             recipients: None,
             header_from: None,
+            senders: Vec::new(),
+            from_allowed: false,
         }
+    }
+
+    /// The user's `senders`, which decide whether the header `From:` may pick the
+    /// route (null sender) and be DKIM-signed.
+    pub fn senders(mut self, senders: Vec<SenderRule>) -> HeaderGate {
+        self.senders = senders;
+        self
     }
 
     /// Checks the header's recipients against the route (see [`RecipientCheck`]).
@@ -144,12 +159,20 @@ impl HeaderGate {
             SectionEnd::Body(at) => (at, &b"\r\n"[..]),
         };
         let parsed = self.scan.fields(&self.head);
-        if self.require_from {
-            let from = parsed.iter().find(|f| f.is("From"));
-            let from = from.ok_or(Refusal::Sender(HeaderFromError::Missing))?;
-            self.header_from = parse_address_list(from.value)
-                .ok()
-                .and_then(|list| list.first().map(Mailbox::wire));
+        if self.require_from && !parsed.iter().any(|f| f.is("From")) {
+            return Err(Refusal::Sender(HeaderFromError::Missing));
+        }
+        let from: Vec<String> = parsed
+            .iter()
+            .filter(|f| f.is("From"))
+            .map(|f| parse_address_list(f.value).map(|l| l.iter().map(Mailbox::wire).collect()))
+            .collect::<Result<Vec<Vec<String>>, _>>()
+            .map(|lists| lists.concat())
+            .unwrap_or_default();
+        self.from_allowed =
+            !from.is_empty() && from.iter().all(|a| sender_allowed(&self.senders, a));
+        if self.require_from && self.from_allowed {
+            self.header_from = from.first().cloned();
         }
         if let Some(rules) = &self.rules {
             check_header_senders(&parsed, rules).map_err(Refusal::Sender)?;
@@ -362,6 +385,40 @@ mod tests {
                     prop_assert_eq!(check_header_senders(&parsed, &rules), Ok(()));
                 }
             }
+        }
+    }
+
+    /// A user allowed any `From:` may use another's address in the header, but it
+    /// picks no route (null sender) and gets no DKIM signature.
+    #[test]
+    fn only_a_from_the_user_may_send_as_picks_the_route_or_is_signed() {
+        let senders = || vec![SenderRule::parse("@site1.example").unwrap()];
+        // (From lines, null sender, from_allowed, header_from)
+        let cases: [(&str, bool, bool, Option<&str>); 6] = [
+            (
+                "From: a@site1.example\r\n",
+                true,
+                true,
+                Some("a@site1.example"),
+            ),
+            ("From: ceo@bank.example\r\n", true, false, None),
+            (
+                "From: a@site1.example, ceo@bank.example\r\n",
+                true,
+                false,
+                None,
+            ),
+            ("From: a@site1.example\r\n", false, true, None),
+            ("From: ceo@bank.example\r\n", false, false, None),
+            ("Subject: no from\r\n", false, false, None),
+        ];
+        for (head, null, allowed, route) in cases {
+            let mut g = gate(None).senders(senders());
+            g.require_from = null;
+            run(&mut g, &[head, "\r\nx\r\n"]);
+            assert_eq!(g.refused, None, "{head}");
+            assert_eq!(g.from_allowed, allowed, "{head}");
+            assert_eq!(g.header_from.as_deref(), route, "{head}");
         }
     }
 }

@@ -44,7 +44,7 @@ impl Relay {
 
     /// Writes content through to the smarthost, or holds it while the header
     /// section is incomplete or when the message is to be signed.
-    pub(super) async fn write(&mut self, content: &[u8]) -> Result<(), Failed> {
+    pub(super) async fn write(&mut self, content: &[u8], may_sign: bool) -> Result<(), Failed> {
         if let Some((_, message)) = &mut self.held {
             message.extend_from_slice(content);
             return Ok(());
@@ -55,6 +55,10 @@ impl Relay {
         self.head.extend_from_slice(content);
         if header_end(&self.head).is_none() {
             return Ok(());
+        }
+        if !may_sign {
+            // A `From:` the user may not send as (allowed any): no signature.
+            self.keys = Some(Arc::new(Keys::default()));
         }
         self.decide().await
     }
@@ -75,8 +79,11 @@ impl Relay {
 
     /// The transaction, ready for its end of data: a held message is signed (off
     /// the runtime: hashing a large body takes a while) and written first.
-    pub(super) async fn into_transaction(mut self) -> Result<Transaction, Unsent> {
+    pub(super) async fn into_transaction(mut self, may_sign: bool) -> Result<Transaction, Unsent> {
         if self.keys.is_some() {
+            if !may_sign {
+                self.keys = Some(Arc::new(Keys::default()));
+            }
             self.decide().await.map_err(Unsent::Upstream)?;
         }
         let Relay { mut txn, held, .. } = self;

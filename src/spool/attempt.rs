@@ -103,7 +103,12 @@ async fn attempt(queue: &Queue, env: &Envelope) -> Outcome {
             return outcome;
         }
     };
-    let content = match crate::dkim::sign::sign_content(&queue.dkim.current(), content).await {
+    // A `From:` the user may not send as (allowed any) is never signed.
+    let keys = match env.unsigned {
+        true => Arc::new(crate::dkim::Keys::default()),
+        false => queue.dkim.current(),
+    };
+    let content = match crate::dkim::sign::sign_content(&keys, content).await {
         Ok(c) => c,
         Err(e) => {
             error!(error = %Printable(&e), "cannot DKIM-sign the message; the attempt will repeat");

@@ -86,6 +86,7 @@ pub fn build(
                 .clone()
                 .unwrap_or_else(|| original.from.clone())
         }),
+        unsigned: false,
     };
     (env, bytes)
 }
@@ -199,6 +200,7 @@ mod tests {
             size: 10,
             warned: false,
             route_by: None,
+            unsigned: false,
         };
         let msg = b"Subject: hello\r\nFrom: alice@site.example\r\n\r\nbody text\r\n";
         let (env, bytes) = build(

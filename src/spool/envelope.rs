@@ -63,6 +63,14 @@ pub struct Envelope {
     /// For a null sender: the header `From:` address, whose route the message takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub route_by: Option<String>,
+    /// Never DKIM-sign it: its `From:` is not one the user may send as (a user
+    /// allowed any `From:`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unsigned: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Envelope {
@@ -87,6 +95,7 @@ impl Envelope {
             size: 5,
             warned: false,
             route_by: None,
+            unsigned: false,
         }
     }
 

@@ -232,14 +232,15 @@ fn verdict(status: u16, body: &str, retry_after: Option<Duration>) -> Failed {
             retry_after,
         ),
         _ => {
-            let esc = match status {
-                403 => Esc(5, 7, 1),
-                404 => Esc(5, 1, 1),
-                413 => Esc(5, 3, 4),
-                _ => Esc(5, 0, 0),
+            // A 404 is the sending mailbox (the entry's `username`) not found, not
+            // a recipient: the system's fault, 5.7.0 rather than 5.1.1.
+            let (reply, esc) = match status {
+                403 | 404 => (554, Esc(5, 7, 0)),
+                413 => (552, Esc(5, 3, 4)),
+                _ => (554, Esc(5, 0, 0)),
             };
             Failed::Refused(Reply::new(
-                554,
+                reply,
                 esc,
                 format!("Graph refused the message ({status} {code})"),
             ))
@@ -366,8 +367,8 @@ mod tests {
         let body = r#"{"error":{"code":"ErrorInvalidRecipients","message":"x"}}"#;
         for (status, permanent, esc) in [
             (400, true, Esc(5, 0, 0)),
-            (403, true, Esc(5, 7, 1)),
-            (404, true, Esc(5, 1, 1)),
+            (403, true, Esc(5, 7, 0)),
+            (404, true, Esc(5, 7, 0)),
             (413, true, Esc(5, 3, 4)),
             (429, false, Esc(4, 7, 0)),
             (401, false, Esc(4, 4, 1)),

@@ -266,7 +266,9 @@ fn read_answer(status: u16, body: &[u8], now: Instant) -> Result<Token, TokenErr
         _ => Some(3600),
     }
     .ok_or_else(|| TokenError::Malformed("expires_in is not a number".into()))?;
-    let lifetime = Duration::from_secs(lifetime);
+    // A day at most: a hostile or broken endpoint's huge lifetime must not
+    // overflow the clock (and a token is renewed daily anyway).
+    let lifetime = Duration::from_secs(lifetime.min(86_400));
     let early = MARGIN.min(lifetime / 2);
     Ok(Token {
         value: Arc::new(Secret::new(answer.access_token)),
@@ -294,6 +296,14 @@ mod tests {
 
     #[test]
     fn answers_are_read_as_rfc_6749_says() {
+        // A huge lifetime from a broken endpoint is a day, not a panic.
+        for huge in [
+            &br#"{"access_token":"a","expires_in":18446744073709551615}"#[..],
+            br#"{"access_token":"a","expires_in":1e30}"#,
+        ] {
+            let t = read_answer(200, huge, Instant::now()).unwrap();
+            assert!(t.renew_at <= Instant::now() + Duration::from_secs(86_400));
+        }
         let now = Instant::now();
         let t = read_answer(
             200,
