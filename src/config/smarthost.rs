@@ -118,6 +118,18 @@ pub(super) fn smarthost_list(
             Err(e) => cx.add(&k, e.to_string()),
         }
     }
+    // Graph delivers to every recipient the header names, all or nothing: it can
+    // lead a failover list, but cannot take over the part of a message that an
+    // SMTP smarthost before it deferred (it would deliver the rest again).
+    let first_smtp = out.iter().position(|s| s.transport == Transport::Smtp);
+    if let Some(i) = first_smtp
+        && out[i..].iter().any(|s| s.transport == Transport::Graph)
+    {
+        cx.add(
+            key,
+            "a transport: graph entry must come before every SMTP entry of the list",
+        );
+    }
     (cx.problems.len() == before).then_some(out)
 }
 

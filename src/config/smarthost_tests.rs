@@ -149,6 +149,10 @@ fn broken_entries_name_their_key() {
             "smarthost:\n  address: h:25\n  tls: none\n  transport: carrier-pigeon\n".into(),
             "smarthost",
         ),
+        (
+            format!("smarthost:\n  - address: h:25\n    tls: none\n  - transport: graph\n    username: u\n  {}", oauth.replace("\n    ", "\n      ")),
+            "smarthost: a transport: graph entry must come before every SMTP entry",
+        ),
     ];
     for (yaml, needle) in cases {
         let problems = parse_in(dir.path(), &yaml).unwrap_err();

@@ -3,7 +3,7 @@
 
 use super::oauth::{TokenError, TokenSource, xoauth2};
 use crate::config::{Smarthost, Timeouts, TlsMode};
-use crate::proto::reply::{Reply, ReplyBuilder, ReplyError};
+use crate::proto::reply::{Esc, Reply, ReplyBuilder, ReplyError};
 use crate::proto::sasl;
 use crate::secret::Secret;
 use rustls::ClientConfig;
@@ -397,13 +397,18 @@ impl Upstream {
                 sasl::encode(xoauth2(user, &token).expose())
             ));
             let mut reply = exchange(&mut self.stream, line.expose(), t, "AUTH").await?;
+            // A refused token: 334 with the error, then 535 after our empty line
+            // (or 5.7.3 / 5.7.8 at once). Another 535 (say 5.7.139, SMTP AUTH off
+            // for the tenant) is not the token's fault: no new one is fetched.
+            let token_refused =
+                reply.code == 334 || matches!(reply.esc, Some(Esc(5, 7, 3)) | Some(Esc(5, 7, 8)));
             if reply.code == 334 {
                 reply = exchange(&mut self.stream, "", t, "AUTH").await?;
             }
             if reply.code == 235 {
                 return Ok(());
             }
-            if reply.is_permanent() && !retried {
+            if token_refused && reply.is_permanent() && !retried {
                 tokens.refused(&token).await;
                 retried = true;
                 continue;

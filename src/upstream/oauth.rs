@@ -157,6 +157,10 @@ impl TokenSource {
                 Ok(value)
             }
             Err(e) => {
+                // The detail (the endpoint's error code and description, which may
+                // name the tenant and the app) goes to the log only; what reaches
+                // `queue list` and delay notices is generic.
+                warn!(smarthost = %self.name, error = %Printable(&e), "token request failed");
                 let mut failure = self.last_failure.locked();
                 *failure = (failure.0 + 1, Some(e.clone()));
                 Err(e)

@@ -61,6 +61,10 @@ impl Failed {
     pub fn reason(&self) -> String {
         match self {
             Failed::Refused(r) | Failed::Later(r, _) => r.to_string(),
+            // The token endpoint's own words stay in the log (see `oauth`).
+            Failed::Unavailable(UpstreamError::Token(_)) => {
+                "no access token for the smarthost; see the server log".into()
+            }
             Failed::Unavailable(e) | Failed::Lost(e) => e.to_string(),
             Failed::NoSmtpUtf8 => NO_SMTPUTF8.into(),
         }
