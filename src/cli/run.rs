@@ -50,43 +50,8 @@ pub fn check_config(path: Option<PathBuf>) -> ExitCode {
             }
         );
     }
-    println!(
-        "  users      {} in {} ({} disabled)",
-        users.len(),
-        config.users_file.display(),
-        users.disabled_count()
-    );
-    for u in users.iter() {
-        for n in &u.networks {
-            println!("  network    {n} -> {}", u.name);
-            if !n.is_private() {
-                println!(
-                    "  warning    network {n} of user {} holds public addresses: every host there sends as {} without AUTH",
-                    u.name, u.name
-                );
-            }
-        }
-    }
-    let describe = |s: &postern::config::Smarthost| {
-        format!(
-            "{}:{} (tls: {}, {})",
-            s.host,
-            s.port,
-            s.tls,
-            match &s.username {
-                Some(u) => format!("AUTH as {u}"),
-                None => "no AUTH".into(),
-            }
-        )
-    };
-    for s in &config.smarthosts {
-        println!("  smarthost  {}", describe(s));
-    }
-    for r in &config.routes {
-        for s in &r.smarthosts {
-            println!("  route      {} -> {}", r.rule, describe(s));
-        }
-    }
+    print_users(&config, &users);
+    print_smarthosts(&config);
     println!("  delivery   {:?}", config.delivery.mode);
     for k in dkim.all() {
         println!(
@@ -106,6 +71,51 @@ pub fn check_config(path: Option<PathBuf>) -> ExitCode {
         Err(e) => println!("  suspended  cannot read: {e}"),
     }
     ExitCode::SUCCESS
+}
+
+/// The users line of `check-config`, and each device network with its user.
+fn print_users(config: &postern::config::Config, users: &postern::config::Users) {
+    println!(
+        "  users      {} in {} ({} disabled)",
+        users.len(),
+        config.users_file.display(),
+        users.disabled_count()
+    );
+    for u in users.iter() {
+        for n in &u.networks {
+            println!("  network    {n} -> {}", u.name);
+            if !n.is_private() {
+                println!(
+                    "  warning    network {n} of user {} holds public addresses: every host there sends as {} without AUTH",
+                    u.name, u.name
+                );
+            }
+        }
+    }
+}
+
+/// The smarthosts of `check-config`: the default list, then each route's.
+fn print_smarthosts(config: &postern::config::Config) {
+    use postern::config::{Smarthost, Transport};
+    let describe = |s: &Smarthost| {
+        let auth = match (&s.username, &s.oauth2) {
+            (Some(u), Some(_)) => format!("OAuth 2.0 as {u}"),
+            (Some(u), None) => format!("AUTH as {u}"),
+            _ => "no AUTH".into(),
+        };
+        match s.transport {
+            Transport::Graph => format!("Microsoft Graph {} ({auth})", s.graph_url),
+            Transport::Smtp => format!("{}:{} (tls: {}, {auth})", s.host, s.port, s.tls),
+        }
+    };
+    for s in &config.smarthosts {
+        println!("  smarthost  {}", describe(s));
+    }
+    for r in &config.routes {
+        for s in &r.smarthosts {
+            println!("  route      {} -> {}", r.rule, describe(s));
+        }
+    }
 }
 
 pub fn demo(

@@ -314,6 +314,13 @@ impl Session {
                     self.message_metric("rejected", "smarthost_lost");
                     return self.refuse(io, upstream_lost());
                 }
+                if let Some(max) = self.ctx.relay.max_message_size(&txn.from)
+                    && received.size as u64 > max
+                {
+                    warn!(sender = %Printable(&txn.from), size = received.size, max, "message too large for the sender's route");
+                    self.message_metric("rejected", "size");
+                    return self.refuse(io, Unsendable::TooLarge.reply());
+                }
                 let smarthost = (smarthost, gate.from_allowed);
                 self.finish_relay(io, txn, smarthost, queue_id, received.size)
                     .await

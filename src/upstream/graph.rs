@@ -27,6 +27,11 @@ use tracing::{info, warn};
 /// less room for the `Bcc:` Postern may add.
 pub const MAX_MESSAGE: u64 = 2_900_000;
 
+/// What Postern may add to an accepted message before it goes to Graph (DKIM
+/// signatures, the `Bcc:` header): room kept within Graph's limit, so that a message
+/// accepted at [`MAX_MESSAGE`] is never bounced for its size afterwards.
+pub const ADDED_ROOM: u64 = 64 * 1024;
+
 /// The longest `Retry-After` waited out within one attempt.
 const SHORT_RETRY: Duration = Duration::from_secs(30);
 
@@ -100,7 +105,7 @@ pub fn named_recipients(fields: &[Field], rcpts: &[String]) -> Result<HashSet<St
 /// The message as Graph must get it: every envelope recipient the header does not
 /// name added as `Bcc:`. Pure.
 pub fn prepare(message: &[u8], rcpts: &[String]) -> Result<Vec<u8>, Unsendable> {
-    if message.len() as u64 > MAX_MESSAGE {
+    if message.len() as u64 > MAX_MESSAGE + ADDED_ROOM {
         return Err(Unsendable::TooLarge);
     }
     let end = header_end(message).unwrap_or(message.len());
@@ -353,7 +358,7 @@ mod tests {
             let r = why.reply();
             assert!(r.is_permanent());
         }
-        let big = vec![b'x'; MAX_MESSAGE as usize + 1];
+        let big = vec![b'x'; (MAX_MESSAGE + ADDED_ROOM) as usize + 1];
         assert_eq!(
             prepare(&big, &rcpts(&["b@y.example"])),
             Err(Unsendable::TooLarge)

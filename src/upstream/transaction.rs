@@ -221,7 +221,7 @@ impl Buffered {
         if self.overflow {
             return;
         }
-        if (self.message.len() + content.len()) as u64 > graph::MAX_MESSAGE {
+        if (self.message.len() + content.len()) as u64 > graph::MAX_MESSAGE + graph::ADDED_ROOM {
             self.overflow = true;
             self.message = Vec::new();
             return;
