@@ -31,7 +31,7 @@ use tracing::{error, info, warn};
 enum Target {
     /// Passthrough: to the smarthost's transaction (held back when it is to be
     /// DKIM-signed).
-    Relay(Relay),
+    Relay(Box<Relay>),
     /// Queue: to a spool file.
     Spool(MessageWriter),
 }
@@ -321,7 +321,7 @@ impl Session {
                     self.message_metric("rejected", "size");
                     return self.refuse(io, Unsendable::TooLarge.reply());
                 }
-                let smarthost = (smarthost, gate.from_allowed);
+                let smarthost = (*smarthost, gate.from_allowed);
                 self.finish_relay(io, txn, smarthost, queue_id, received.size)
                     .await
             }
@@ -385,7 +385,7 @@ impl Session {
             Ok(()) => {
                 let id = format!("{}.{}", self.id, self.messages + 1);
                 Ok((
-                    Target::Relay(Relay::new(smarthost, self.ctx.dkim.current())),
+                    Target::Relay(Box::new(Relay::new(smarthost, self.ctx.dkim.current()))),
                     id,
                 ))
             }
@@ -416,6 +416,11 @@ impl Session {
                 error!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&e), "cannot DKIM-sign the message");
                 self.message_metric("rejected", "dkim");
                 return self.refuse(io, cannot_sign());
+            }
+            Err(Unsent::NoRoom) => {
+                warn!(queue_id = %queue_id, sender = %Printable(&txn.from), "no memory left for held messages; message refused for now");
+                self.message_metric("rejected", "storage");
+                return self.refuse(io, crate::upstream::holding::no_room());
             }
             Err(Unsent::Upstream(f)) => {
                 warn!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&f), "cannot pass the message on");

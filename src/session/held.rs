@@ -11,6 +11,7 @@
 use crate::dkim::sign::SignError;
 use crate::dkim::{Keys, Signing};
 use crate::proto::header::header_end;
+use crate::upstream::holding::Held;
 use crate::upstream::{Failed, Transaction};
 use std::sync::Arc;
 use tracing::debug;
@@ -24,12 +25,18 @@ pub(super) struct Relay {
     head: Vec<u8>,
     /// The message to sign, gathered until its end.
     held: Option<(Signing, Vec<u8>)>,
+    /// Its share of the memory budget for held messages.
+    budget: Held,
+    /// The budget could not spare room for it: dropped, refused at the end.
+    no_room: bool,
 }
 
 /// Why a held message did not reach the smarthost.
 pub(super) enum Unsent {
     Sign(SignError),
     Upstream(Failed),
+    /// No room left in the memory budget for held messages.
+    NoRoom,
 }
 
 impl Relay {
@@ -39,13 +46,25 @@ impl Relay {
             keys: (!keys.is_empty()).then_some(keys),
             head: Vec::new(),
             held: None,
+            budget: Held::default(),
+            no_room: false,
         }
     }
 
     /// Writes content through to the smarthost, or holds it while the header
     /// section is incomplete or when the message is to be signed.
     pub(super) async fn write(&mut self, content: &[u8], may_sign: bool) -> Result<(), Failed> {
+        if self.no_room {
+            return Ok(());
+        }
         if let Some((_, message)) = &mut self.held {
+            if !self.budget.grow(content.len()) {
+                // Dropped now, refused at the end: memory stays bounded.
+                self.no_room = true;
+                self.held = None;
+                self.budget.release();
+                return Ok(());
+            }
             message.extend_from_slice(content);
             return Ok(());
         }
@@ -69,6 +88,10 @@ impl Relay {
         let keys = self.keys.take().expect("undecided");
         let head = std::mem::take(&mut self.head);
         match Signing::for_message(&keys, &head) {
+            Some(_) if !self.budget.grow(head.len()) => {
+                self.no_room = true;
+                Ok(())
+            }
             Some(signing) => {
                 self.held = Some((signing, head));
                 Ok(())
@@ -86,7 +109,16 @@ impl Relay {
             }
             self.decide().await.map_err(Unsent::Upstream)?;
         }
-        let Relay { mut txn, held, .. } = self;
+        if self.no_room {
+            return Err(Unsent::NoRoom);
+        }
+        // The budget share lives until the message is written.
+        let Relay {
+            mut txn,
+            held,
+            budget: _budget,
+            ..
+        } = self;
         let Some((signing, message)) = held else {
             return Ok(txn);
         };

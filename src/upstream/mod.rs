@@ -12,6 +12,7 @@
 pub mod client;
 pub mod deliver;
 pub mod graph;
+pub mod holding;
 pub mod http;
 pub mod oauth;
 pub mod outcome;

@@ -11,6 +11,7 @@
 
 use super::client::{Caps, Upstream, UpstreamError};
 use super::graph::{self, Graph, Unsendable};
+use super::holding::{self, Held};
 use super::outcome::Failed;
 use super::pacing;
 use super::relays::{Endpoint, Relays};
@@ -88,6 +89,10 @@ struct Buffered {
     message: Vec<u8>,
     /// The message outgrew what Graph takes; the rest is not kept.
     overflow: bool,
+    /// Its share of the memory budget for held messages.
+    held: Held,
+    /// The budget could not spare room for it.
+    no_room: bool,
 }
 
 impl Transaction {
@@ -218,18 +223,26 @@ impl Transaction {
 
 impl Buffered {
     fn push(&mut self, content: &[u8]) {
-        if self.overflow {
+        if self.overflow || self.no_room {
             return;
         }
         if (self.message.len() + content.len()) as u64 > graph::MAX_MESSAGE + graph::ADDED_ROOM {
             self.overflow = true;
-            self.message = Vec::new();
+        } else if !self.held.grow(content.len()) {
+            self.no_room = true;
+        } else {
+            self.message.extend_from_slice(content);
             return;
         }
-        self.message.extend_from_slice(content);
+        self.message = Vec::new();
+        self.held.release();
     }
 
     async fn finish(self, graph: &Graph) -> Result<Reply, Failed> {
+        if self.no_room {
+            warn!(graph = %graph.name, "no memory left for held messages; message refused for now");
+            return Ok(holding::no_room());
+        }
         let prepared = if self.overflow {
             Err(Unsendable::TooLarge)
         } else {
