@@ -53,18 +53,8 @@ pub fn inherited_listeners() -> Vec<(SocketAddr, std::net::TcpListener)> {
     out
 }
 
-/// Switches to `run_as` when running as root; the ports are bound by then. Returns
-/// an error (the server must not start) if the account cannot be taken on.
-pub fn drop_privileges(run_as: Option<&RunAs>) -> Result<(), String> {
-    let root = Uid::effective().is_root();
-    let Some(run_as) = run_as else {
-        if root {
-            warn!(
-                "running as root: set run_as (user, group) in the config, or start Postern as an unprivileged user"
-            );
-        }
-        return Ok(());
-    };
+/// The account `run_as` names, and its group (`run_as.group`, else the user's own).
+pub fn run_as_account(run_as: &RunAs) -> Result<(User, Gid), String> {
     let user = User::from_name(&run_as.user)
         .map_err(|e| format!("cannot look up run_as.user {:?}: {e}", run_as.user))?
         .ok_or_else(|| format!("run_as.user {:?} does not exist", run_as.user))?;
@@ -77,6 +67,22 @@ pub fn drop_privileges(run_as: Option<&RunAs>) -> Result<(), String> {
         }
         None => user.gid,
     };
+    Ok((user, gid))
+}
+
+/// Switches to `run_as` when running as root; the ports are bound by then. Returns
+/// an error (the server must not start) if the account cannot be taken on.
+pub fn drop_privileges(run_as: Option<&RunAs>) -> Result<(), String> {
+    let root = Uid::effective().is_root();
+    let Some(run_as) = run_as else {
+        if root {
+            warn!(
+                "running as root: set run_as (user, group) in the config, or start Postern as an unprivileged user"
+            );
+        }
+        return Ok(());
+    };
+    let (user, gid) = run_as_account(run_as)?;
     if !root {
         if Uid::effective() != user.uid {
             warn!(

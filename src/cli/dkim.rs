@@ -151,19 +151,7 @@ fn give_to_service(config: &Config, created: &[PathBuf], key: &Path) -> Result<(
 }
 
 fn service_ids(run_as: &RunAs) -> Result<(u32, u32), String> {
-    use nix::unistd::{Group, User};
-    let user = User::from_name(&run_as.user)
-        .map_err(|e| format!("cannot look up run_as.user {:?}: {e}", run_as.user))?
-        .ok_or_else(|| format!("run_as.user {:?} does not exist", run_as.user))?;
-    let gid = match &run_as.group {
-        Some(name) => {
-            Group::from_name(name)
-                .map_err(|e| format!("cannot look up run_as.group {name:?}: {e}"))?
-                .ok_or_else(|| format!("run_as.group {name:?} does not exist"))?
-                .gid
-        }
-        None => user.gid,
-    };
+    let (user, gid) = postern::daemon::run_as_account(run_as)?;
     Ok((user.uid.as_raw(), gid.as_raw()))
 }
 

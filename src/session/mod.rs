@@ -9,6 +9,7 @@ mod auth;
 mod bounds;
 mod data;
 mod ehlo;
+mod finish;
 mod gate;
 mod held;
 pub mod io;
