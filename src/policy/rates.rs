@@ -148,6 +148,14 @@ impl UserCounts {
     }
 }
 
+/// What a user has used, counted (accepted) messages only, for the admin API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub messages_last_hour: u32,
+    pub recipients_last_hour: u32,
+    pub recipients_last_day: u32,
+}
+
 /// Where quota counts live.
 pub trait RateStore: Send + Sync {
     /// Reserves room for one more message, or says which limit is reached.
@@ -170,6 +178,8 @@ pub trait RateStore: Send + Sync {
     fn release(&self, user: &str, messages: u32, rcpts: u32);
     /// Drops users with nothing counted; returns how many remain.
     fn prune(&self, now: Instant) -> usize;
+    /// What `user` has used in the current windows (reservations not included).
+    fn usage(&self, user: &str, now: Instant) -> Usage;
 }
 
 /// The in-memory store: one process, counts lost on restart.
@@ -294,6 +304,19 @@ impl RateStore for MemoryRates {
         users.retain(|_, c| !c.idle(t));
         users.len()
     }
+
+    fn usage(&self, user: &str, now: Instant) -> Usage {
+        let t = self.since(now);
+        let mut users = self.users.locked();
+        match users.get_mut(user) {
+            Some(c) => Usage {
+                messages_last_hour: c.messages_hour.used(t),
+                recipients_last_hour: c.rcpts_hour.used(t),
+                recipients_last_day: c.rcpts_day.used(t),
+            },
+            None => Usage::default(),
+        }
+    }
 }
 
 /// One transaction's reservation; given back on drop unless committed, so a
@@ -394,6 +417,36 @@ mod tests {
         assert!(send(&store, &l, t0 + Duration::from_secs(59 * 60 + 59), 1).is_err());
         // Free again once the hour has passed.
         send(&store, &l, t0 + Duration::from_secs(3600), 1).unwrap();
+    }
+
+    #[test]
+    fn usage_counts_accepted_mail_only_and_forgets_it_with_the_window() {
+        let t0 = Instant::now();
+        let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
+        let l = limits(None, None, None);
+        send(&store, &l, t0, 3).unwrap();
+        send(&store, &l, t0 + Duration::from_secs(10), 2).unwrap();
+        // A reservation given back (an abandoned transaction) is not usage.
+        drop(Reservation::message(store.clone(), "u", &l, t0).unwrap());
+        let u = store.usage("u", t0 + Duration::from_secs(20));
+        assert_eq!(
+            (
+                u.messages_last_hour,
+                u.recipients_last_hour,
+                u.recipients_last_day
+            ),
+            (2, 5, 5)
+        );
+        let later = store.usage("u", t0 + Duration::from_secs(3700));
+        assert_eq!(
+            (
+                later.messages_last_hour,
+                later.recipients_last_hour,
+                later.recipients_last_day
+            ),
+            (0, 0, 5)
+        );
+        assert_eq!(store.usage("nobody", t0), Usage::default());
     }
 
     #[test]
