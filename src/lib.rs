@@ -25,6 +25,9 @@
 //! - [`control`]: the local control socket behind `postern queue flush` and reload.
 //! - [`reload`]: re-reading the users file, suspensions, TLS files and DKIM keys at run time.
 //! - [`dkim`]: DKIM keys per customer domain, and signing with them as mail leaves.
+//! - [`doctor`]: `postern doctor`, the deliverability checks of a sender domain's
+//!   DNS (SPF, DKIM, DMARC, MX) against the route its mail leaves through.
+//! - [`dns`]: the resolver and the lookups behind `dkim list` and `doctor`.
 //! - [`daemon`]: systemd notifications, socket activation, dropping root.
 //! - [`metrics`]: the Prometheus endpoint.
 //! - [`private_fs`]: files 0600 and folders 0700 whatever the umask.
@@ -39,6 +42,8 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod dkim;
+pub mod dns;
+pub mod doctor;
 pub mod lock;
 pub mod metrics;
 pub mod policy;
