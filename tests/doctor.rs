@@ -164,6 +164,25 @@ fn zone(good_key: &str) -> Vec<String> {
         Some(GOOD_DMARC),
         true,
     );
+    // Routed to Amazon SES: authorised by its include; Easy DKIM cannot be guessed.
+    domain(
+        "ses.test",
+        Some("v=spf1 include:amazonses.com -all"),
+        Some(GOOD_DMARC),
+        true,
+    );
+    // Routed to Microsoft 365: no include for it, and only selector1 published
+    // (a CNAME, whose target dnsmasq must know).
+    domain(
+        "m365.test",
+        Some("v=spf1 include:amazonses.com -all"),
+        Some(GOOD_DMARC),
+        true,
+    );
+    r.push("--txt-record=amazonses.com,v=spf1 ip4:199.255.192.0/22 -all".into());
+    let target = "selector1-m365-test._domainkey.contoso.onmicrosoft.com";
+    r.push(format!("--host-record={target},192.0.2.99"));
+    r.push(format!("--cname=selector1._domainkey.m365.test,{target}"));
     r.push(format!("--txt-record=s1._domainkey.good.test,{good_key}"));
     // wrongkey.test publishes good.test's key, not its own.
     r.push(format!(
@@ -188,6 +207,9 @@ fn setup() -> Option<Setup> {
          listeners:\n  - address: \"127.0.0.1:0\"\n    tls: none\n\
          users:\n  file: users.yaml\n\
          smarthost:\n  address: \"relay.hosting.test:587\"\n\
+         routes:\n\
+         \x20 - match: \"@ses.test\"\n    smarthost:\n      address: \"email-smtp.eu-west-1.amazonaws.com:587\"\n\
+         \x20 - match: \"@m365.test\"\n    smarthost:\n      address: \"smtp.office365.com:587\"\n\
          dkim:\n  keys_directory: dkim\n",
     );
     let hash = postern::auth::hash_password("a password").unwrap();
@@ -346,6 +368,47 @@ fn each_broken_zone_gets_its_verdict_and_exit_code() {
     assert_eq!(all["record"]["name"], "plusall.test");
     assert_eq!(all["record"]["type"], "TXT");
     assert_eq!(all["record"]["value"], "v=spf1 a:relay.hosting.test ~all");
+}
+
+#[test]
+fn providers_on_routes_are_checked_by_their_include_and_selectors() {
+    let Some(s) = setup() else { return };
+    let find = |report: &Value, id: &str| {
+        let c = checks(report).iter().find(|c| c["id"] == id);
+        c.unwrap_or_else(|| panic!("no {id} in {report}")).clone()
+    };
+    let (ses, code) = s.json("ses.test");
+    assert_eq!(code, 0, "{ses}");
+    let leg = &ses["domains"][0]["routes"][0];
+    assert_eq!(leg["source"], "routes[0]");
+    assert_eq!(leg["relays"][0]["provider"], "amazon-ses");
+    let spf = find(&ses, "spf.authorises");
+    assert_eq!(spf["status"], "ok", "{spf}");
+    assert_eq!(spf["subject"], "email-smtp.eu-west-1.amazonaws.com:587");
+    let dkim = find(&ses, "dkim");
+    assert_eq!(dkim["status"], "warn", "{dkim}");
+    assert!(
+        dkim["fix"].as_str().unwrap().contains("SES console"),
+        "{dkim}"
+    );
+
+    let (m365, code) = s.json("m365.test");
+    assert_eq!(code, 1, "{m365}");
+    assert_eq!(
+        m365["domains"][0]["routes"][0]["relays"][0]["provider"],
+        "microsoft-365"
+    );
+    let spf = find(&m365, "spf.authorises");
+    assert_eq!(spf["status"], "fail", "{spf}");
+    assert_eq!(
+        spf["record"]["value"],
+        "v=spf1 include:amazonses.com include:spf.protection.outlook.com -all"
+    );
+    let dkim = find(&m365, "dkim");
+    assert_eq!(dkim["status"], "fail", "{dkim}");
+    let found = dkim["found"].as_str().unwrap();
+    assert!(found.contains("selector2._domainkey.m365.test"), "{found}");
+    assert!(!found.contains("selector1._domainkey"), "{found}");
 }
 
 /// Reads the JSON on stdin with Python's own parser and checks the documented

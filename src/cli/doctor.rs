@@ -22,24 +22,10 @@ pub fn doctor(domains: Vec<String>, json: bool, config: Option<PathBuf>) -> Exit
         Ok(c) => c,
         Err(code) => return code,
     };
-    let domains = if domains.is_empty() {
-        doctor::sender_domains(&users)
-    } else {
-        domains.iter().map(|d| normalize_domain(d)).collect()
+    let domains = match pick_domains(domains, &users) {
+        Ok(d) => d,
+        Err(code) => return code,
     };
-    if domains.is_empty() {
-        eprintln!(
-            "postern: no user has senders yet; give the domains to check: postern doctor DOMAIN..."
-        );
-        return ExitCode::from(1);
-    }
-    if let Some(bad) = domains.iter().find(|d| !is_domain(d)) {
-        eprintln!(
-            "postern: {} is not a domain name in ASCII (give an internationalised domain as its xn-- form)",
-            Printable(bad)
-        );
-        return ExitCode::from(1);
-    }
     let keys = match Keys::load(&config.dkim.keys_directory) {
         Ok(k) => k,
         Err(e) => {
@@ -71,6 +57,42 @@ pub fn doctor(domains: Vec<String>, json: bool, config: Option<PathBuf>) -> Exit
         Status::Fail => ExitCode::from(1),
         _ => ExitCode::SUCCESS,
     }
+}
+
+/// The domains given (each must be an ASCII domain name), else every sender
+/// domain of the users (one in UTF-8 is skipped with a note: DNS knows it by its
+/// `xn--` form, which the doctor can be given).
+fn pick_domains(
+    given: Vec<String>,
+    users: &postern::config::Users,
+) -> Result<Vec<String>, ExitCode> {
+    let not_ascii = |d: &str| {
+        format!(
+            "{} is not a domain name in ASCII (give an internationalised domain as its xn-- form)",
+            Printable(d)
+        )
+    };
+    if !given.is_empty() {
+        let domains: Vec<String> = given.iter().map(|d| normalize_domain(d)).collect();
+        if let Some(bad) = domains.iter().find(|d| !is_domain(d)) {
+            eprintln!("postern: {}", not_ascii(bad));
+            return Err(ExitCode::from(1));
+        }
+        return Ok(domains);
+    }
+    let (domains, skipped): (Vec<String>, Vec<String>) = doctor::sender_domains(users)
+        .into_iter()
+        .partition(|d| is_domain(d));
+    for d in &skipped {
+        eprintln!("postern: skipped: {}", not_ascii(d));
+    }
+    if domains.is_empty() {
+        eprintln!(
+            "postern: no user has sender domains to check; give them: postern doctor DOMAIN..."
+        );
+        return Err(ExitCode::from(1));
+    }
+    Ok(domains)
 }
 
 /// Every domain's report, in the order given, [`PARALLEL`] at a time.

@@ -24,7 +24,7 @@ pub fn candidates(domain: &str) -> Vec<(String, String)> {
 }
 
 /// Whether a TXT record is a DMARC record.
-fn is_dmarc(record: &str) -> bool {
+pub fn is_dmarc(record: &str) -> bool {
     let r = record.trim_start();
     r.get(..8)
         .is_some_and(|v| v.eq_ignore_ascii_case("v=DMARC1"))

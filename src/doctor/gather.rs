@@ -183,7 +183,7 @@ async fn dmarc_facts(dns: &MessageAuthenticator, domain: &str) -> Vec<dmarc::Dma
     for (owner, name) in dmarc::candidates(domain) {
         let answer = dns::txt(dns, &name).await;
         let done = match &answer {
-            Answer::Found(r) => r.iter().any(|t| t.trim_start().starts_with("v=DMARC1")),
+            Answer::Found(r) => r.iter().any(|t| dmarc::is_dmarc(t)),
             Answer::Failed(_) => true,
             _ => false,
         };
