@@ -1,3 +1,4 @@
+use super::tree::MAX_DEPTH;
 use super::*;
 use crate::doctor::route::Provider;
 
