@@ -126,3 +126,23 @@ fn the_worst_status_wins() {
     assert!(Status::Unknown > Status::Ok);
     let _ = Published::Matches; // the DKIM comparison is dkim::published's
 }
+
+#[test]
+fn sender_domains_come_from_every_users_senders() {
+    use crate::config::{Problems, RateLimits, parse_users};
+    let yaml = "users:\n\
+        \x20 - name: a\n    networks: [\"192.0.2.0/24\"]\n    senders: [\"@B.example\", \"alerts@a.example\"]\n\
+        \x20 - name: b\n    networks: [\"198.51.100.0/24\"]\n    senders: [\"x@a.example\", \"@c.example\"]\n";
+    let mut problems = Problems::default();
+    let users = parse_users(
+        yaml,
+        std::path::Path::new("users.yaml"),
+        &RateLimits::default(),
+        &mut problems,
+    );
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        sender_domains(&users.unwrap()),
+        ["a.example", "b.example", "c.example"]
+    );
+}
