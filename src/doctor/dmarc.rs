@@ -59,20 +59,10 @@ pub fn judge(
     spf_aligned: Option<bool>,
 ) -> Vec<Check> {
     let name = format!("_dmarc.{domain}");
-    let mut found = None;
-    for (owner, answer) in facts {
-        match answer {
-            Answer::Failed(e) => return vec![Check::unknown("dmarc.record", e)],
-            Answer::Found(records) => {
-                let dmarc: Vec<&String> = records.iter().filter(|r| is_dmarc(r)).collect();
-                if !dmarc.is_empty() {
-                    found = Some((owner, dmarc));
-                    break;
-                }
-            }
-            Answer::NoRecord | Answer::NoDomain => {}
-        }
-    }
+    let found = match first_record(facts) {
+        Ok(found) => found,
+        Err(e) => return vec![Check::unknown("dmarc.record", e)],
+    };
     let Some((owner, records)) = found else {
         let suggestion = suggested_record(domain);
         return vec![
@@ -123,6 +113,24 @@ pub fn judge(
         rua_check(&at, &text, owner, &dmarc),
         alignment_check(domain, &dmarc, dkim_aligned, spf_aligned),
     ]
+}
+
+/// The first candidate with DMARC records: its owner and those records. An error
+/// when DNS failed before one was found.
+fn first_record(facts: &[DmarcAt]) -> Result<Option<(&String, Vec<&String>)>, &str> {
+    for (owner, answer) in facts {
+        match answer {
+            Answer::Failed(e) => return Err(e),
+            Answer::Found(records) => {
+                let dmarc: Vec<&String> = records.iter().filter(|r| is_dmarc(r)).collect();
+                if !dmarc.is_empty() {
+                    return Ok(Some((owner, dmarc)));
+                }
+            }
+            Answer::NoRecord | Answer::NoDomain => {}
+        }
+    }
+    Ok(None)
 }
 
 /// The policy that applies to `domain`: `sp` when inherited and set, else `p`.
