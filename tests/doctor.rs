@@ -111,6 +111,29 @@ impl Dns {
 const GOOD_DMARC: &str = "v=DMARC1; p=reject; rua=mailto:dmarc@example.test";
 const SPF_OK: &str = "v=spf1 a:relay.hosting.test -all";
 
+/// A DNS server on a loopback UDP port that answers SERVFAIL to everything (an
+/// upstream dnsmasq forwards one name to); the thread ends with the process.
+fn servfail_server() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            let q = &buf[..n];
+            // The question: labels from byte 12 to a zero byte, then type and class.
+            let mut end = 12;
+            while end < n && q[end] != 0 {
+                end += 1 + q[end] as usize;
+            }
+            let end = (end + 5).min(n);
+            let mut reply = vec![q[0], q[1], 0x81, 0x82, 0, 1, 0, 0, 0, 0, 0, 0];
+            reply.extend_from_slice(&q[12..end]);
+            let _ = socket.send_to(&reply, peer);
+        }
+    });
+    addr
+}
+
 /// The zones: one domain per case, each broken in one way.
 fn zone(good_key: &str) -> Vec<String> {
     let mut r = vec![
@@ -150,6 +173,7 @@ fn zone(good_key: &str) -> Vec<String> {
         false,
     );
     domain("nodmarc.test", Some(SPF_OK), None, true);
+    domain("servfail.test", Some(SPF_OK), None, true);
     domain(
         "pnone.test",
         Some(SPF_OK),
@@ -183,6 +207,13 @@ fn zone(good_key: &str) -> Vec<String> {
     let target = "selector1-m365-test._domainkey.contoso.onmicrosoft.com";
     r.push(format!("--host-record={target},192.0.2.99"));
     r.push(format!("--cname=selector1._domainkey.m365.test,{target}"));
+    // Its DMARC name is forwarded to a server that answers SERVFAIL.
+    let sf = servfail_server();
+    r.push(format!(
+        "--server=/_dmarc.servfail.test/{}#{}",
+        sf.ip(),
+        sf.port()
+    ));
     r.push(format!("--txt-record=s1._domainkey.good.test,{good_key}"));
     // wrongkey.test publishes good.test's key, not its own.
     r.push(format!(
@@ -409,6 +440,25 @@ fn providers_on_routes_are_checked_by_their_include_and_selectors() {
     let found = dkim["found"].as_str().unwrap();
     assert!(found.contains("selector2._domainkey.m365.test"), "{found}");
     assert!(!found.contains("selector1._domainkey"), "{found}");
+}
+
+/// A SERVFAIL is "could not check", never a failure: the other checks stand and
+/// the exit code is 0.
+#[test]
+fn a_servfail_is_could_not_check_not_fail() {
+    let Some(s) = setup() else { return };
+    let out = s.doctor(&["servfail.test"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let line = text.lines().find(|l| l.contains("dmarc.record")).unwrap();
+    assert!(line.trim_start().starts_with("unknown"), "{text}");
+    assert!(line.contains("could not check"), "{text}");
+    assert!(!text.contains(" fail "), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("ok      spf.record")),
+        "{text}"
+    );
 }
 
 /// Reads the JSON on stdin with Python's own parser and checks the documented
