@@ -259,8 +259,8 @@ async fn token_endpoint_down_defers_graph_delivery() {
     common::assert_no_secrets(&h.logs(), &p.issued());
 }
 
-/// A second 429 asking for longer than Postern waits within an attempt: the queue
-/// pauses at least that long (its own first pause is 30 s).
+/// A second 429 asking for longer than Postern waits within an attempt: the Graph
+/// entry is held at least that long (its own first pause is 30 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_honours_a_long_retry_after() {
     let (h, p) = start(true, |p| {
@@ -269,11 +269,11 @@ async fn the_queue_honours_a_long_retry_after() {
     .await;
     let r = send(&h, &["b@example.org"], "To: b@example.org\r\n\r\nx\r\n").await;
     assert_eq!(r.code, 250, "{r:?}");
-    assert!(h.wait_log("pausing the whole queue", W).await);
+    assert!(h.wait_log("holding its mail", W).await);
     let logs = h.logs();
     let pause = logs
         .iter()
-        .find(|l| l.contains("pausing the whole queue"))
+        .find(|l| l.contains("holding its mail"))
         .unwrap();
     assert!(pause.contains("pause_s=45"), "{pause}");
     assert_eq!(p.graph_requests(), 2);

@@ -11,11 +11,13 @@ use super::graph::Graph;
 use super::oauth::TokenSource;
 use super::pacing::Pacer;
 use super::pool::{Pool, Taken};
+use super::throttle::Hold;
 use crate::config::{Config, Smarthost, Transport};
 use crate::policy::senders::SenderRule;
 use crate::tls::{TlsError, client_config, client_config_with_identity};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::warn;
 
 /// Where one smarthost entry's mail goes.
 pub enum Endpoint {
@@ -27,6 +29,9 @@ pub struct Relays {
     endpoints: Vec<Endpoint>,
     /// Each entry's `max_messages_per_minute`, if set.
     pacers: Vec<Option<Pacer>>,
+    /// Each entry's hold while its smarthost asks to slow down; entries naming the
+    /// same smarthost share one.
+    holds: Vec<Arc<Hold>>,
     /// Each entry's mailbox, when it logs in with OAuth 2.0 as one (Microsoft 365,
     /// Google): such a smarthost sends only as that mailbox.
     mailboxes: Vec<Option<String>>,
@@ -51,6 +56,7 @@ impl Relays {
         let mut relays = Relays {
             endpoints: Vec::new(),
             pacers: Vec::new(),
+            holds: Vec::new(),
             mailboxes: Vec::new(),
             tokens: Vec::new(),
             default_route: Vec::new(),
@@ -110,6 +116,8 @@ impl Relays {
             };
             self.endpoints.push(endpoint);
             self.pacers.push(s.max_messages_per_minute.map(Pacer::new));
+            let hold = self.hold_named(&self.name(index));
+            self.holds.push(hold);
             self.mailboxes
                 .push(s.oauth2.as_ref().and(s.username.clone()));
             route.push(index);
@@ -140,6 +148,44 @@ impl Relays {
     /// Entry `index`'s pacing, if it has one.
     pub fn pacer(&self, index: usize) -> Option<&Pacer> {
         self.pacers[index].as_ref()
+    }
+
+    /// The hold of the smarthost called `name`: the one an earlier entry naming it
+    /// has, or a new one.
+    fn hold_named(&self, name: &str) -> Arc<Hold> {
+        (0..self.endpoints.len().min(self.holds.len()))
+            .find(|&i| self.name(i) == name)
+            .map(|i| self.holds[i].clone())
+            .unwrap_or_default()
+    }
+
+    /// Until when entry `index` is held (its smarthost asked to slow down), if it is.
+    pub fn held_until(&self, index: usize) -> Option<std::time::Instant> {
+        self.holds[index].until()
+    }
+
+    /// Entry `index` answered with `failed`: holds it if that was a throttle.
+    pub fn note_failure(&self, index: usize, failed: &super::Failed) {
+        if !failed.throttled() {
+            return;
+        }
+        let pause = self.holds[index].throttled(failed.retry_after());
+        warn!(
+            smarthost = %self.name(index),
+            pause_s = pause.as_secs(),
+            reason = %crate::proto::printable::Printable(&failed.reason()),
+            "smarthost is throttling; holding its mail, other smarthosts go on"
+        );
+    }
+
+    /// Entry `index` took a message: its next throttle starts at the first step.
+    pub fn note_success(&self, index: usize) {
+        self.holds[index].succeeded();
+    }
+
+    /// Ends every hold (`postern queue flush`).
+    pub fn clear_holds(&self) {
+        self.holds.iter().for_each(|h| h.clear());
     }
 
     /// Entry `index`'s name, for logs.
