@@ -221,7 +221,8 @@ impl Session {
             Ok(t) => Ok(Some(t)),
             Err(f) => {
                 match &f {
-                    Failed::Refused(_) | Failed::NoSmtpUtf8 => {
+                    // Later: a smarthost on hold after throttling (not contacted).
+                    Failed::Refused(_) | Failed::NoSmtpUtf8 | Failed::Later(..) => {
                         info!(sender = %Printable(&from.address), reply = %Printable(&f), "no transaction at the smarthost for this sender")
                     }
                     _ => warn!(error = %Printable(&f), "smarthost unavailable at MAIL"),

@@ -32,13 +32,20 @@ pub struct HoldState {
 
 impl HoldState {
     /// The smarthost throttled at `now`, asking for `asked` if it said: holds it for
-    /// the next step or what it asked, whichever is longer. Returns the pause.
+    /// the next step or what it asked, whichever is longer. Returns the pause. A
+    /// throttle reported while the hold runs (by transactions that began before
+    /// it) is not a new one: it may lengthen the hold to what it asks, but does not
+    /// double the step, or a burst of concurrent deliveries would jump to 10 min.
     pub fn throttled(&mut self, asked: Option<Duration>, now: Instant) -> Duration {
+        let asked = asked.unwrap_or_default().min(LONGEST);
+        if let Some(until) = self.until(now) {
+            let until = until.max(now + asked);
+            self.until = Some(until);
+            return until - now;
+        }
         self.step = (self.step * 2).clamp(FIRST, LONGEST);
-        let pause = self.step.max(asked.unwrap_or_default().min(LONGEST));
-        // A hold already running longer (asked by another delivery) stays.
-        let until = now + pause;
-        self.until = Some(self.until.map_or(until, |u| u.max(until)));
+        let pause = self.step.max(asked);
+        self.until = Some(now + pause);
         pause
     }
 
@@ -131,16 +138,29 @@ mod tests {
     }
 
     #[test]
-    fn a_success_restarts_the_doubling_and_a_longer_hold_stays() {
+    fn throttles_during_a_hold_do_not_double_it() {
         let t0 = Instant::now();
         let mut h = HoldState::default();
-        assert_eq!(h.throttled(Some(s(300)), t0), s(300));
-        // Another delivery throttled meanwhile without asking: 60 s, but the
-        // 300 s asked for earlier still holds.
-        assert_eq!(h.throttled(None, t0 + s(1)), s(60));
-        assert_eq!(h.until(t0 + s(100)), Some(t0 + s(300)));
+        assert_eq!(h.throttled(None, t0), s(30));
+        // Eight deliveries in flight all report it: still the first step.
+        for _ in 0..8 {
+            assert_eq!(h.throttled(None, t0 + s(1)), s(29));
+        }
+        // One asks for longer: the hold grows to it, the step stays.
+        assert_eq!(h.throttled(Some(s(50)), t0 + s(2)), s(50));
+        assert_eq!(h.until(t0 + s(40)), Some(t0 + s(52)));
+        // Throttled again after the hold: the next step.
+        assert_eq!(h.throttled(None, t0 + s(60)), s(60));
+    }
+
+    #[test]
+    fn a_success_restarts_the_doubling() {
+        let t0 = Instant::now();
+        let mut h = HoldState::default();
+        assert_eq!(h.throttled(None, t0), s(30));
+        assert_eq!(h.throttled(None, t0 + s(31)), s(60));
         h.succeeded();
-        assert_eq!(h.throttled(None, t0 + s(400)), s(30));
+        assert_eq!(h.throttled(None, t0 + s(100)), s(30));
     }
 
     #[test]
