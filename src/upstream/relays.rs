@@ -285,3 +285,53 @@ fn entry_name(s: &Smarthost) -> String {
         Transport::Smtp => format!("{}:{}", s.host, s.port),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Problems;
+    use crate::proto::reply::{Esc, Reply};
+    use crate::upstream::Failed;
+    use std::path::Path;
+
+    /// The default route and a route through the same smarthost, plus another.
+    fn relays() -> Relays {
+        let yaml = "hostname: relay.test\n\
+             listeners:\n  - address: \"127.0.0.1:2525\"\n    tls: none\n\
+             users:\n  file: users.yaml\n\
+             smarthost:\n  address: \"127.0.0.1:9\"\n  tls: none\n\
+             routes:\n  - match: \"@a.example\"\n    smarthost:\n      address: \"127.0.0.1:9\"\n      tls: none\n\
+             \x20 - match: \"@b.example\"\n    smarthost:\n      address: \"127.0.0.1:10\"\n      tls: none\n\
+             delivery:\n  mode: passthrough\n";
+        let mut problems = Problems::default();
+        let config = Config::from_yaml(
+            yaml,
+            Path::new("postern.yaml"),
+            Path::new("/"),
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        Relays::new(&config.unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn entries_naming_one_smarthost_share_its_hold() {
+        let r = relays();
+        let (default, a, b) = (
+            r.route("x@y")[0],
+            r.route("m@a.example")[0],
+            r.route("m@b.example")[0],
+        );
+        assert_ne!(default, a, "two entries");
+        let throttle = Failed::Refused(Reply::new(454, Esc(4, 7, 0), "Throttling failure"));
+        r.note_failure(a, &throttle);
+        assert!(r.held_until(a).is_some());
+        assert!(r.held_until(default).is_some(), "same host:port, same hold");
+        assert!(r.held_until(b).is_none(), "another smarthost goes on");
+        // A refusal that is not a throttle holds nothing.
+        r.note_failure(b, &Failed::Refused(Reply::new(451, Esc(4, 3, 0), "busy")));
+        assert!(r.held_until(b).is_none());
+        r.clear_holds();
+        assert!(r.held_until(default).is_none());
+    }
+}
