@@ -20,8 +20,8 @@ use crate::proto::received::{Trace, received_header};
 use crate::proto::reply::{Esc, Reply};
 use crate::session::io::{ReadChunk, SmtpStream};
 use crate::spool::store::MessageWriter;
+use crate::upstream;
 use crate::upstream::graph::Unsendable;
-use crate::upstream::{self, Failed};
 use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -345,13 +345,15 @@ impl Session {
         Some(self.refuse(io, reply))
     }
 
-    /// Opens where the message goes: sends DATA to the smarthost, or starts a spool
-    /// file. Returns the target and the id for the Received header.
+    /// Opens where the message goes: the smarthost's transaction (DATA sent now,
+    /// or once the header section is read when the message may be DKIM-signed,
+    /// see [`Relay::open`]), or a spool file. Returns the target and the id for the
+    /// Received header.
     async fn open_target(
         &mut self,
         upstream: Option<upstream::Transaction>,
     ) -> Result<(Target, String), Reply> {
-        let Some(mut smarthost) = upstream else {
+        let Some(smarthost) = upstream else {
             return match self.ctx.queue().expect("queue mode").spool().writer().await {
                 Ok(w) => {
                     let id = w.id().to_string();
@@ -364,23 +366,15 @@ impl Session {
                 }
             };
         };
-        match smarthost.data().await {
-            Ok(()) => {
-                let id = format!("{}.{}", self.id, self.messages + 1);
-                Ok((
-                    Target::Relay(Box::new(Relay::new(smarthost, self.ctx.dkim.current()))),
-                    id,
-                ))
-            }
-            Err(f) => {
-                info!(reply = %Printable(&f), "smarthost did not take DATA");
-                self.txn = None;
-                if matches!(f, Failed::Refused(_)) {
-                    smarthost.reset().await;
-                }
-                Err(failed_reply(f))
-            }
+        let id = format!("{}.{}", self.id, self.messages + 1);
+        let mut relay = Relay::new(smarthost, self.ctx.dkim.current());
+        if !relay.waits_for_header()
+            && let Err(f) = relay.open().await
+        {
+            self.txn = None;
+            return Err(failed_reply(f));
         }
+        Ok((Target::Relay(Box::new(relay)), id))
     }
 
     /// Counts a message's outcome, and per user when configured.

@@ -57,9 +57,15 @@ impl Session {
                 return self.refuse(io, crate::upstream::holding::no_room());
             }
             Err(Unsent::Upstream(f)) => {
+                // DATA refused or not paced in time (the smarthost's word or a 451),
+                // or the connection lost while the message was written.
                 warn!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&f), "cannot pass the message on");
-                self.message_metric("rejected", "smarthost_lost");
-                return self.refuse(io, upstream_lost());
+                let reason = match f {
+                    Failed::Refused(_) => "smarthost",
+                    _ => "smarthost_lost",
+                };
+                self.message_metric("rejected", reason);
+                return self.refuse(io, failed_reply(f));
             }
         };
         let result = smarthost.finish().await;

@@ -89,18 +89,29 @@ impl Session {
 
     /// The session's user as the users store and the brake see it now: a user
     /// disabled, removed or suspended since AUTH loses the login here, and a changed
-    /// one (new senders, new limits) applies from this transaction on.
+    /// one (new senders, new limits) applies from this transaction on. A device
+    /// known by its network is looked up by its address again, as a new connection
+    /// would be: a reload that took the network away (or gave it to another user)
+    /// ends the identity too.
     fn current_user(&mut self) -> Result<Arc<User>, Reply> {
         let name = self
             .user
             .as_ref()
             .map(|u| u.name.clone())
             .unwrap_or_default();
-        let why = match self.ctx.auth.users().get(&name) {
-            None => "removed",
-            Some(u) if u.disabled => "disabled",
-            Some(_) if self.ctx.brake.suspended(&name).is_some() => "suspended",
-            Some(u) => {
+        let users = self.ctx.auth.users();
+        let current = match self.by_network {
+            true => users
+                .by_address(self.peer.ip())
+                .filter(|u| u.name == name)
+                .ok_or("no longer in its networks"),
+            false => users.get(&name).ok_or("removed"),
+        };
+        let why = match current {
+            Err(why) => why,
+            Ok(u) if u.disabled => "disabled",
+            Ok(_) if self.ctx.brake.suspended(&name).is_some() => "suspended",
+            Ok(u) => {
                 self.user = Some(u.clone());
                 return Ok(u.clone());
             }
@@ -210,7 +221,8 @@ impl Session {
             Ok(t) => Ok(Some(t)),
             Err(f) => {
                 match &f {
-                    Failed::Refused(_) | Failed::NoSmtpUtf8 => {
+                    // Later: a smarthost on hold after throttling (not contacted).
+                    Failed::Refused(_) | Failed::NoSmtpUtf8 | Failed::Later(..) => {
                         info!(sender = %Printable(&from.address), reply = %Printable(&f), "no transaction at the smarthost for this sender")
                     }
                     _ => warn!(error = %Printable(&f), "smarthost unavailable at MAIL"),

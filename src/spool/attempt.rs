@@ -21,13 +21,14 @@ pub(super) async fn deliver(queue: &Arc<Queue>, id: &str) -> Option<u64> {
         Ok(env) => env,
         Err(next) => return next,
     };
-    if let Err(paced) = pacing::first_turn(
-        &queue.relays,
-        env.route_by.as_deref().unwrap_or(&env.from),
-        id,
-    )
-    .await
-    {
+    let route_key = env.route_by.as_deref().unwrap_or(&env.from);
+    if let Some(until) = throttle_hold(queue, route_key) {
+        // Not an attempt either: the count, the backoff and the envelope stay as
+        // they are (the queue lifetime runs on, and is checked at the next attempt).
+        debug!("every smarthost of the route is on hold after throttling; waiting");
+        return Some(unix_second_of(until).max(unix_now() + 1));
+    }
+    if let Err(paced) = pacing::first_turn(&queue.relays, route_key, id).await {
         // Not an attempt: nothing is counted or written, and the message comes
         // back when its reserved slot is due.
         debug!("smarthost paced (max_messages_per_minute); waiting for its turn");
@@ -51,12 +52,6 @@ pub(super) async fn deliver(queue: &Arc<Queue>, id: &str) -> Option<u64> {
         }
     }
     count_attempt(&outcome, started);
-    if outcome.throttled {
-        queue.slow_down(outcome.retry_after);
-    }
-    if !outcome.delivered.is_empty() {
-        queue.delivered_something();
-    }
     let now = unix_now();
     let asked = outcome.retry_after;
     let failures = record(
@@ -81,6 +76,16 @@ pub(super) async fn deliver(queue: &Arc<Queue>, id: &str) -> Option<u64> {
         return None;
     }
     reschedule(queue, id, &stored, env, pending, now, asked).await
+}
+
+/// When the first smarthost of the route for `route_key` may be tried again, if
+/// every smarthost of the route is held after throttling (see
+/// [`crate::upstream::throttle`]); with one free, the attempt goes ahead and the
+/// held ones are passed over like any that defers.
+fn throttle_hold(queue: &Queue, route_key: &str) -> Option<std::time::Instant> {
+    let route = queue.relays.route(route_key);
+    let holds: Option<Vec<_>> = route.iter().map(|&i| queue.relays.held_until(i)).collect();
+    holds?.into_iter().min()
 }
 
 /// One attempt for the pending recipients of `env` that may go upstream (see
