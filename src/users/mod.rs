@@ -101,3 +101,6 @@ pub trait UsersStore: Send + Sync {
     ) -> BoxFuture<'a, Result<Arc<User>, StoreError>>;
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 }
+
+#[cfg(test)]
+mod tests;
