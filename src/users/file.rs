@@ -118,9 +118,13 @@ impl UsersStore for FileStore {
             let (index, mut entry) = find(&text, &name)?;
             apply_change(&mut entry, &change, hash.as_deref());
             let entry = Value::Mapping(entry);
-            let new = edit::mapping_block(&entry)
-                .and_then(|block| edit::replace_entry(&text, &name, &block))
-                .map_or_else(|| inner.rewrite(&text, |list| list[index] = entry), Ok)?;
+            let edited = match change.only_disabled() {
+                Some(disabled) => edit::set_disabled(&text, &name, disabled),
+                None => edit::mapping_block(&entry)
+                    .and_then(|block| edit::replace_entry(&text, &name, &block)),
+            };
+            let new =
+                edited.map_or_else(|| inner.rewrite(&text, |list| list[index] = entry), Ok)?;
             inner
                 .commit(&new, index, Some(&name))?
                 .ok_or(StoreError::NotFound)
