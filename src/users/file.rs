@@ -33,6 +33,9 @@ struct Inner {
     in_force: InForce,
     /// Held while a change reads, edits and writes the file.
     writing: Mutex<()>,
+    /// The file's text digest and its users as last parsed: a read of an unchanged
+    /// file (most are) costs a read and a hash, not a parse of every user.
+    parsed: Mutex<Option<(u64, Arc<Users>)>>,
 }
 
 impl FileStore {
@@ -50,6 +53,7 @@ impl FileStore {
                 defaults,
                 in_force: Box::new(in_force),
                 writing: Mutex::new(()),
+                parsed: Mutex::new(None),
             }),
         }
     }
@@ -179,16 +183,29 @@ fn find(text: &str, name: &str) -> Result<(usize, serde_yaml::Mapping), StoreErr
 }
 
 impl Inner {
-    /// The file's text and its users, validated.
-    fn read(&self) -> Result<(String, Users), StoreError> {
+    /// The file's text and its users, validated (parsed again only when the text
+    /// changed).
+    fn read(&self) -> Result<(String, Arc<Users>), StoreError> {
         let text = std::fs::read_to_string(&self.path).map_err(|e| {
             StoreError::Unavailable(format!("cannot read {}: {e}", self.path.display()))
         })?;
+        let digest = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            text.hash(&mut h);
+            h.finish()
+        };
+        if let Some((d, users)) = &*self.parsed.locked()
+            && *d == digest
+        {
+            return Ok((text, users.clone()));
+        }
         let mut problems = Problems::default();
         let users = parse_users(&text, &self.path, &self.defaults, &mut problems);
-        let users = users.ok_or_else(|| {
+        let users = Arc::new(users.ok_or_else(|| {
             StoreError::Unavailable(format!("the users file is invalid: {problems}"))
-        })?;
+        })?);
+        *self.parsed.locked() = Some((digest, users.clone()));
         Ok((text, users))
     }
 
