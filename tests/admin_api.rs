@@ -172,6 +172,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/messages"),
     ("GET", "/api/v1/no-such-thing"),
     ("PUT", "/api/v1/users"),
+    ("GET", "/api"),
+    ("GET", "/api/"),
+    ("GET", "/api/v1/users/"),
 ];
 
 #[tokio::test]
