@@ -1,5 +1,6 @@
 //! What every session shares: the config, the credential store, the TLS config in
-//! force, the smarthost pool, and the shutdown signal.
+//! force, the smarthost pool, and the shutdown signal; and what the admin API and
+//! the control socket work on (the users store, the brake, the queue).
 
 use crate::auth::Authenticator;
 use crate::config::Config;
@@ -10,6 +11,7 @@ use crate::policy::rates::{MemoryRates, RateStore};
 use crate::spool::queue::Queue;
 use crate::tls::ServerTls;
 use crate::upstream::Relays;
+use crate::users::{FileStore, UsersStore};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -25,7 +27,11 @@ pub enum Mode {
 
 pub struct Context {
     pub config: Config,
-    pub auth: Authenticator,
+    /// The users in force and their verification (shared with the users store,
+    /// which replaces the users after each change).
+    pub auth: Arc<Authenticator>,
+    /// Where users are created, changed and removed (the admin API).
+    pub users: Arc<dyn UsersStore>,
     /// `None` when no listener uses TLS.
     pub tls: Option<ServerTls>,
     /// Every smarthost's connection pool, and the routes between them.
@@ -82,9 +88,17 @@ impl Context {
             }
             crate::config::DeliveryMode::Passthrough => Mode::Passthrough,
         };
+        let auth = Arc::new(auth);
+        let in_force = auth.clone();
+        let users = Arc::new(FileStore::new(
+            config.users_file.clone(),
+            config.rate_limits.clone(),
+            move |users| in_force.replace_users(users),
+        ));
         Ok(Context {
             config,
             auth,
+            users,
             tls,
             relay,
             rates: Arc::new(MemoryRates::new(Instant::now())),

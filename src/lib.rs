@@ -30,11 +30,15 @@
 //! - [`dns`]: the resolver and the lookups behind `dkim list` and `doctor`.
 //! - [`daemon`]: systemd notifications, socket activation, dropping root.
 //! - [`metrics`]: the Prometheus endpoint.
+//! - [`admin`]: the admin HTTP API (users, suspensions, queue) on its own listener.
+//! - [`users`]: the users store behind one trait (the users file), which the admin
+//!   API and `postern user ...` change users through.
 //! - [`private_fs`]: files 0600 and folders 0700 whatever the umask.
 //! - [`lock`]: taking a std lock whether or not a panic poisoned it.
 //! - [`sink`]: a stand-in smarthost for the demo, the tests and benchmarks.
 //! - [`demo`]: `postern demo`.
 //! - [`secret`]: strings that never reach a log.
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod context;
@@ -58,3 +62,4 @@ pub mod sink;
 pub mod spool;
 pub mod tls;
 pub mod upstream;
+pub mod users;

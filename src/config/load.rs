@@ -4,8 +4,8 @@
 
 use super::ctx::Ctx;
 use super::{
-    Config, Problems, Users, abuse, delivery, dkim, general, limits, listeners, load_users, log,
-    metrics, perms, routes, smarthost, timeouts,
+    Config, Problems, Users, abuse, admin, delivery, dkim, general, limits, listeners, load_users,
+    log, metrics, perms, routes, smarthost, timeouts,
 };
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,7 @@ const KNOWN_KEYS: &[&str] = &[
     "trusted_proxies",
     "run_as",
     "dkim",
+    "admin",
 ];
 
 impl Config {
@@ -74,6 +75,13 @@ impl Config {
             out.push((
                 "tls.private_key".into(),
                 t.private_key.clone(),
+                perms::Kind::Secret,
+            ));
+        }
+        if let Some(a) = &self.admin {
+            out.push((
+                "admin.token_file".into(),
+                a.token_file.clone(),
                 perms::Kind::Secret,
             ));
         }
@@ -142,6 +150,7 @@ impl Config {
         let run_as = general::run_as(cx);
         let abuse = abuse::abuse(cx, &delivery.spool_directory);
         let dkim = dkim::dkim(cx);
+        let admin = admin::admin(cx, tls.is_some());
         if cx.problems.len() != before {
             return None;
         }
@@ -164,6 +173,7 @@ impl Config {
             trusted_proxies,
             run_as,
             dkim,
+            admin,
         })
     }
 }

@@ -9,13 +9,14 @@
 //! - `general`: `hostname`, `users`, `received`, `run_as`;
 //! - `listeners`: `listeners`, `tls`, `trusted_proxies`;
 //! - `smarthost`, `routes`, `delivery`, `limits` (with `rate_limits`), `timeouts`,
-//!   `abuse`, `log`, `metrics`, `dkim`;
+//!   `abuse`, `log`, `metrics`, `dkim`, `admin`;
 //! - the value types they parse: `units` (durations, sizes), `senders` (sender rules),
 //!   `cidr` (networks), `phc` (password hashes);
 //! - `users`: the users file, with `networks` (devices identified by their address);
 //!   `edit`: editing it; `perms`: file permission audits.
 
 mod abuse;
+mod admin;
 mod cidr;
 mod ctx;
 mod delivery;
@@ -41,6 +42,7 @@ mod units;
 pub mod users;
 
 pub use abuse::{Abuse, AuthFailurePolicy, BrakePolicy};
+pub use admin::{Admin, MIN_TOKEN_LEN};
 pub use cidr::Cidr;
 pub use delivery::{Delivery, DeliveryMode};
 pub use dkim::Dkim;
@@ -93,6 +95,8 @@ pub struct Config {
     pub run_as: Option<RunAs>,
     /// DKIM signing keys.
     pub dkim: Dkim,
+    /// The admin API; `None`: off.
+    pub admin: Option<Admin>,
 }
 
 /// Picks the config path: `-c`, then `$POSTERN_CONFIG`, then the default.

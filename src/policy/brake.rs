@@ -126,17 +126,46 @@ impl Brake {
         self.suspended.locked().get(user).cloned()
     }
 
-    fn suspend(&self, user: &str, reason: String, wall: SystemTime) -> String {
+    /// Suspends `user` now (the admin API), and saves the state file: the
+    /// suspension holds at once, and across a restart once this returns `Ok`. An
+    /// error means it holds until restart only.
+    pub fn suspend(&self, user: &str, reason: &str) -> Result<(), String> {
+        self.record(user, reason.to_string(), SystemTime::now())
+    }
+
+    /// Lifts `user`'s suspension now (the admin API), saves the state file, and
+    /// forgets the activity that led to it; returns whether the user was suspended.
+    pub fn unsuspend(&self, user: &str) -> Result<bool, String> {
+        let was = {
+            let mut all = self.suspended.locked();
+            let was = all.remove(user).is_some();
+            if was {
+                write_state(&self.file, &all)
+                    .map_err(|e| format!("{}: {e}", self.file.display()))?;
+            }
+            was
+        };
+        self.activity.locked().remove(user);
+        Ok(was)
+    }
+
+    /// Records a suspension in memory and in the state file.
+    fn record(&self, user: &str, reason: String, wall: SystemTime) -> Result<(), String> {
         let mut all = self.suspended.locked();
         all.insert(
             user.to_string(),
             Suspension {
-                reason: reason.clone(),
+                reason,
                 since: epoch_secs(wall),
             },
         );
-        if let Err(e) = write_state(&self.file, &all) {
-            tracing::error!(file = %self.file.display(), error = %e, "cannot save the suspension; it holds until restart");
+        write_state(&self.file, &all).map_err(|e| format!("{}: {e}", self.file.display()))
+    }
+
+    /// An automatic suspension; a state file that cannot be written is logged.
+    fn brake(&self, user: &str, reason: String, wall: SystemTime) -> String {
+        if let Err(e) = self.record(user, reason.clone(), wall) {
+            tracing::error!(error = %e, "cannot save the suspension; it holds until restart");
         }
         reason
     }
@@ -153,7 +182,7 @@ impl Brake {
             a.ips.len() as u32
         };
         (count > max).then(|| {
-            self.suspend(
+            self.brake(
                 user,
                 format!("logged in from {count} addresses within an hour (max_ips_per_user_per_hour: {max})"),
                 wall,
@@ -176,7 +205,7 @@ impl Brake {
                 .count() as u32
         };
         (consecutive >= hours).then(|| {
-            self.suspend(
+            self.brake(
                 user,
                 format!("hit its rate limit in {hours} consecutive hours"),
                 wall,
@@ -247,6 +276,20 @@ mod tests {
         assert!(!lift(&dir.path().join("suspended.yaml"), "wp").unwrap());
         b2.reload().unwrap();
         assert!(b2.suspended("wp").is_none());
+    }
+
+    #[test]
+    fn an_operator_suspension_persists_and_is_lifted() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = brake(dir.path(), None, None);
+        b.suspend("wp", "ticket 42").unwrap();
+        assert_eq!(b.suspended("wp").unwrap().reason, "ticket 42");
+        let again = brake(dir.path(), None, None);
+        assert_eq!(again.suspended("wp").unwrap().reason, "ticket 42");
+        assert!(b.unsuspend("wp").unwrap());
+        assert!(!b.unsuspend("wp").unwrap());
+        assert!(b.suspended("wp").is_none());
+        assert!(brake(dir.path(), None, None).suspended("wp").is_none());
     }
 
     #[test]
