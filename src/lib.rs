@@ -32,6 +32,10 @@
 //! - [`sink`]: a stand-in smarthost for the demo, the tests and benchmarks.
 //! - [`demo`]: `postern demo`.
 //! - [`secret`]: strings that never reach a log.
+//! - [`events`]: what happened (a message accepted or refused, an attempt, a
+//!   suspension, a rate limit reached, a bounce), fanned out without ever blocking a
+//!   session to the delivery log ([`journal`]), the [`webhooks`] and the traffic
+//!   counters of the dashboard.
 pub mod auth;
 pub mod config;
 pub mod context;
@@ -39,6 +43,8 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod dkim;
+pub mod events;
+pub mod journal;
 pub mod lock;
 pub mod metrics;
 pub mod policy;
@@ -53,3 +59,4 @@ pub mod sink;
 pub mod spool;
 pub mod tls;
 pub mod upstream;
+pub mod webhooks;

@@ -4,8 +4,8 @@
 
 use super::ctx::Ctx;
 use super::{
-    Config, Problems, Users, abuse, delivery, dkim, general, limits, listeners, load_users, log,
-    metrics, perms, routes, smarthost, timeouts,
+    Config, Problems, Users, abuse, delivery, delivery_log, dkim, general, limits, listeners,
+    load_users, log, metrics, perms, routes, smarthost, timeouts, webhooks,
 };
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,9 @@ const KNOWN_KEYS: &[&str] = &[
     "trusted_proxies",
     "run_as",
     "dkim",
+    "delivery_log",
+    // Its `webhooks` list is parsed by `webhooks.rs`.
+    "admin",
 ];
 
 impl Config {
@@ -90,6 +93,13 @@ impl Config {
                 }
             }
         }
+        for w in &self.webhooks {
+            out.push((
+                "admin.webhooks.secret_file".into(),
+                w.secret_file.clone(),
+                perms::Kind::Secret,
+            ));
+        }
         out
     }
 
@@ -142,6 +152,8 @@ impl Config {
         let run_as = general::run_as(cx);
         let abuse = abuse::abuse(cx, &delivery.spool_directory);
         let dkim = dkim::dkim(cx);
+        let delivery_log = delivery_log::delivery_log(cx, &delivery.spool_directory);
+        let webhooks = webhooks::webhooks(cx);
         if cx.problems.len() != before {
             return None;
         }
@@ -164,6 +176,8 @@ impl Config {
             trusted_proxies,
             run_as,
             dkim,
+            delivery_log,
+            webhooks,
         })
     }
 }

@@ -9,7 +9,7 @@
 //! - `general`: `hostname`, `users`, `received`, `run_as`;
 //! - `listeners`: `listeners`, `tls`, `trusted_proxies`;
 //! - `smarthost`, `routes`, `delivery`, `limits` (with `rate_limits`), `timeouts`,
-//!   `abuse`, `log`, `metrics`, `dkim`;
+//!   `abuse`, `log`, `metrics`, `dkim`, `delivery_log`, `webhooks` (`admin.webhooks`);
 //! - the value types they parse: `units` (durations, sizes), `senders` (sender rules),
 //!   `cidr` (networks), `phc` (password hashes);
 //! - `users`: the users file, with `networks` (devices identified by their address);
@@ -19,6 +19,7 @@ mod abuse;
 mod cidr;
 mod ctx;
 mod delivery;
+mod delivery_log;
 mod dkim;
 pub mod edit;
 mod file_checks;
@@ -39,10 +40,12 @@ mod smarthost;
 mod timeouts;
 mod units;
 pub mod users;
+mod webhooks;
 
 pub use abuse::{Abuse, AuthFailurePolicy, BrakePolicy};
 pub use cidr::Cidr;
 pub use delivery::{Delivery, DeliveryMode};
+pub use delivery_log::DeliveryLogConfig;
 pub use dkim::Dkim;
 pub use general::RunAs;
 pub use limits::{Limits, RateLimits, RawRateLimits};
@@ -59,6 +62,7 @@ pub use smarthost::{DEFAULT_GRAPH_URL, Smarthost, Transport, split_host_port};
 pub use timeouts::Timeouts;
 pub use units::{HumanDuration, Size, parse_duration, parse_size};
 pub use users::{User, Users, load_users, parse_users};
+pub use webhooks::{WEBHOOK_EVENTS, Webhook};
 
 use std::path::PathBuf;
 
@@ -93,6 +97,10 @@ pub struct Config {
     pub run_as: Option<RunAs>,
     /// DKIM signing keys.
     pub dkim: Dkim,
+    /// The delivery log's folder and retention.
+    pub delivery_log: DeliveryLogConfig,
+    /// `admin.webhooks`: where events are POSTed.
+    pub webhooks: Vec<Webhook>,
 }
 
 /// Picks the config path: `-c`, then `$POSTERN_CONFIG`, then the default.
