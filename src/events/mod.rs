@@ -201,6 +201,8 @@ impl Events {
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // The hub's task may hold the last event it took off the channel.
+        tokio::time::sleep(Duration::from_millis(20)).await;
         if let Some(j) = self.journal.clone() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let _ = tokio::task::spawn_blocking(move || j.flush_blocking(left)).await;

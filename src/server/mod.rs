@@ -148,6 +148,8 @@ impl Server {
         crate::daemon::notify_stopping();
         let _ = shutdown_tx.send(true);
         drain(&ctx, &limits).await;
+        // The last transactions reach the delivery log before the process ends.
+        ctx.events.settle(Duration::from_secs(2)).await;
         if let Some(t) = queue_task {
             t.abort();
         }
