@@ -125,3 +125,36 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod config_tests {
+    use crate::config::delivery_log::tests::parse_in;
+
+    #[test]
+    fn webhooks_are_read_with_their_secrets_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hook.secret"), "s3cret\n").unwrap();
+        let c = parse_in(
+            dir.path(),
+            "admin:\n  webhooks:\n    - url: https://panel.example/h\n      secret_file: hook.secret\n      events: [message.bounced]\n    - url: http://127.0.0.1:9/h\n      secret_file: hook.secret\n",
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.len(), 2);
+        assert_eq!(c.webhooks[0].secret.expose(), "s3cret");
+        assert_eq!(c.webhooks[0].events, ["message.bounced"]);
+        assert_eq!(c.webhooks[1].events.len(), super::WEBHOOK_EVENTS.len());
+        assert!(!format!("{:?}", c.webhooks[0]).contains("s3cret"));
+        let e = parse_in(
+            dir.path(),
+            "admin:\n  webhooks:\n    - url: ftp://x\n      secret_file: missing.secret\n      events: [user.deleted]\n",
+        )
+        .unwrap_err();
+        for key in [
+            "admin.webhooks[0].url",
+            "admin.webhooks[0].events",
+            "admin.webhooks[0].secret_file",
+        ] {
+            assert!(e.iter().any(|p| p.contains(key)), "{key}: {e:?}");
+        }
+    }
+}

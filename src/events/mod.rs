@@ -144,18 +144,12 @@ impl Events {
         e: &crate::policy::rates::Exceeded,
         message_refused: bool,
     ) {
-        let now = Instant::now();
-        let first = {
-            let mut fired = self.limits_fired.locked();
-            let key = (user.to_string(), e.limit);
-            match fired.get(&key) {
-                Some(until) if *until > now => false,
-                _ => {
-                    fired.insert(key, now + e.retry_after.max(Duration::from_secs(1)));
-                    true
-                }
-            }
-        };
+        let first = first_in_window(
+            &mut self.limits_fired.locked(),
+            (user.to_string(), e.limit),
+            Instant::now(),
+            e.retry_after,
+        );
         self.emit(Event::RateLimited {
             user: user.to_string(),
             limit: e.limit,
@@ -215,6 +209,23 @@ impl Events {
     }
 }
 
+/// Whether a refusal at `now` is the first for `key` in its window, noting the
+/// window (until `retry_after` from now, when the limit has room again) if so.
+fn first_in_window(
+    fired: &mut HashMap<(String, &'static str), Instant>,
+    key: (String, &'static str),
+    now: Instant,
+    retry_after: Duration,
+) -> bool {
+    match fired.get(&key) {
+        Some(until) if *until > now => false,
+        _ => {
+            fired.insert(key, now + retry_after.max(Duration::from_secs(1)));
+            true
+        }
+    }
+}
+
 /// The hub's task: each event to the traffic counters, the webhooks and the log.
 async fn fan_out(
     mut rx: mpsc::Receiver<Event>,
@@ -244,4 +255,56 @@ async fn fan_out(
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_is_first_once_per_window() {
+        let mut fired = HashMap::new();
+        let t0 = Instant::now();
+        let key = || ("alice".to_string(), "messages_per_hour");
+        let window = Duration::from_secs(600);
+        assert!(first_in_window(&mut fired, key(), t0, window));
+        assert!(!first_in_window(
+            &mut fired,
+            key(),
+            t0 + Duration::from_secs(599),
+            window
+        ));
+        let other = ("alice".to_string(), "recipients_per_day");
+        assert!(
+            first_in_window(&mut fired, other, t0, window),
+            "another limit"
+        );
+        assert!(first_in_window(
+            &mut fired,
+            ("bob".into(), "messages_per_hour"),
+            t0,
+            window
+        ));
+        assert!(
+            first_in_window(&mut fired, key(), t0 + window, window),
+            "the next window"
+        );
+    }
+
+    #[tokio::test]
+    async fn emit_never_waits_and_drops_when_full() {
+        // A hub whose task is not running and whose channel holds one event.
+        let (tx, mut rx) = mpsc::channel(1);
+        let events = Events {
+            tx,
+            traffic: Arc::new(Traffic::default()),
+            journal: None,
+            limits_fired: Mutex::new(HashMap::new()),
+        };
+        for _ in 0..1000 {
+            events.unsuspended("alice", By::Operator);
+        }
+        assert!(matches!(rx.try_recv(), Ok(Event::Unsuspended { .. })));
+        assert!(rx.try_recv().is_err(), "the rest were dropped");
+    }
 }
