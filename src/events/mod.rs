@@ -105,17 +105,15 @@ impl Events {
     /// dispatcher and the hub's task. Must run inside the Tokio runtime.
     pub fn start(config: &Config) -> Result<Arc<Events>, String> {
         let c = &config.delivery_log;
-        let journal = if c.enabled {
-            let log = DeliveryLog::open(&c.directory, Retention::new(c.max_age, c.max_size))
-                .map_err(|e| {
-                    format!(
-                        "cannot open the delivery log {}: {e}",
-                        c.directory.display()
-                    )
-                })?;
-            Some(Journal::start(log).map_err(|e| format!("cannot start the delivery log: {e}"))?)
-        } else {
-            None
+        // Mail matters more than its log: a log that cannot be opened is reported
+        // and left off, and Postern serves without it.
+        let journal = match c.enabled.then(|| open_journal(c)) {
+            Some(Ok(j)) => Some(j),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "the delivery log is off");
+                None
+            }
+            None => None,
         };
         let webhooks = Dispatcher::new(&config.webhooks)?;
         let (tx, rx) = mpsc::channel(CAPACITY);
@@ -207,6 +205,13 @@ impl Events {
     pub fn prune(&self, now: Instant) {
         self.limits_fired.locked().retain(|_, until| *until > now);
     }
+}
+
+/// Opens the delivery log and starts its writer.
+fn open_journal(c: &crate::config::DeliveryLogConfig) -> Result<Journal, String> {
+    let log = DeliveryLog::open(&c.directory, Retention::new(c.max_age, c.max_size))
+        .map_err(|e| format!("cannot open {}: {e}", c.directory.display()))?;
+    Journal::start(log).map_err(|e| format!("cannot start its writer: {e}"))
 }
 
 /// Whether a refusal at `now` is the first for `key` in its window, noting the
