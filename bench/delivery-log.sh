@@ -7,7 +7,8 @@
 #
 # Builds Postern in release, starts a discarding stand-in smarthost (`postern-bench
 # sink`, STARTTLS and AUTH) and Postern relaying to it, all on 127.0.0.1 free ports,
-# and prints the end-to-end rate (until the sink has every accepted message) of each run.
+# and prints the end-to-end rate (until the sink has every accepted message) of each run
+# and the CPU time Postern used for it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -111,8 +112,11 @@ run() { # on|off
   end=$(date +%s.%N)
   local entries=0
   [ -d spool/delivery-log ] && entries=$(cat spool/delivery-log/*.jsonl 2>/dev/null | wc -l)
+  # Postern's own CPU time (user + system): less disturbed by other load than the rate.
+  local cpu
+  cpu=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$pid/stat")
   kill $pid; wait $pid 2>/dev/null || true
-  echo "$MODE log=$1 messages=$ok rate=$(echo "$ok $start $end" | awk '{printf "%.0f", $1/($3-$2)}')/s log_entries=$entries client=$json"
+  echo "$MODE log=$1 messages=$ok rate=$(echo "$ok $start $end" | awk '{printf "%.0f", $1/($3-$2)}')/s postern_cpu_s=$cpu log_entries=$entries client=$json"
 }
 for _ in $(seq 1 "$ROUNDS"); do
   run on

@@ -124,14 +124,8 @@ impl Session {
         {
             // Refused now rather than bounced later: the route cannot take it.
             warn!(sender = %Printable(&txn.from), size = writer.written, max, "message too large for the sender's route");
-            let at = (writer.id(), writer.written);
-            let flow = self.conclude(
-                io,
-                &txn,
-                at,
-                Verdict::refused("size", Unsendable::TooLarge.reply()),
-            );
-            return flow;
+            let v = Verdict::refused("size", Unsendable::TooLarge.reply());
+            return self.conclude(io, &txn, (writer.id(), writer.written), v);
         }
         let now = unix_now();
         let env = Envelope {
