@@ -5,6 +5,7 @@
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::dkim::Keyring;
+use crate::events::Events;
 use crate::policy::auth_failures::AuthFailures;
 use crate::policy::brake::Brake;
 use crate::policy::rates::{MemoryRates, RateStore};
@@ -48,6 +49,8 @@ pub struct Context {
     pub dkim: Arc<Keyring>,
     /// Becomes `true` when the server starts draining.
     pub shutdown: watch::Receiver<bool>,
+    /// Where what happened is reported: the delivery log, webhooks, traffic counters.
+    pub events: Arc<Events>,
     id_prefix: u64,
     next_id: AtomicU64,
 }
@@ -70,6 +73,7 @@ impl Context {
             Keyring::open(Some(&config.dkim.keys_directory))
                 .map_err(|e| format!("cannot read the DKIM keys: {e}"))?,
         );
+        let events = Events::start(&config)?;
         let mode = match config.delivery.mode {
             crate::config::DeliveryMode::Queue => {
                 let queue = Queue::open(
@@ -77,6 +81,7 @@ impl Context {
                     &config.hostname,
                     relay.clone(),
                     dkim.clone(),
+                    events.clone(),
                 )
                 .map_err(|e| {
                     format!(
@@ -107,6 +112,7 @@ impl Context {
             mode,
             dkim,
             shutdown,
+            events,
             id_prefix: start & 0xff_ffff,
             next_id: AtomicU64::new(1),
         })
@@ -127,6 +133,7 @@ impl Context {
         self.rates.prune(now);
         self.auth_failures.prune(now);
         self.brake.prune(now, SystemTime::now());
+        self.events.prune(now);
     }
 
     /// A new session id, unique within this process and unlikely to repeat across

@@ -38,6 +38,10 @@
 //! - [`sink`]: a stand-in smarthost for the demo, the tests and benchmarks.
 //! - [`demo`]: `postern demo`.
 //! - [`secret`]: strings that never reach a log.
+//! - [`events`]: what happened (a message accepted or refused, an attempt, a
+//!   suspension, a rate limit reached, a bounce), fanned out without ever blocking a
+//!   session to the delivery log ([`journal`]), the [`webhooks`] and the traffic
+//!   counters of the dashboard.
 pub mod admin;
 pub mod auth;
 pub mod config;
@@ -48,6 +52,8 @@ pub mod demo;
 pub mod dkim;
 pub mod dns;
 pub mod doctor;
+pub mod events;
+pub mod journal;
 pub mod lock;
 pub mod metrics;
 pub mod policy;
@@ -63,3 +69,4 @@ pub mod spool;
 pub mod tls;
 pub mod upstream;
 pub mod users;
+pub mod webhooks;

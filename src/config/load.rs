@@ -4,8 +4,8 @@
 
 use super::ctx::Ctx;
 use super::{
-    Config, Problems, Users, abuse, admin, delivery, dkim, general, limits, listeners, load_users,
-    log, metrics, perms, routes, smarthost, timeouts,
+    Config, Problems, Users, abuse, admin, delivery, delivery_log, dkim, general, limits,
+    listeners, load_users, log, metrics, perms, routes, smarthost, timeouts, webhooks,
 };
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,8 @@ const KNOWN_KEYS: &[&str] = &[
     "trusted_proxies",
     "run_as",
     "dkim",
+    "delivery_log",
+    // Its `webhooks` list is parsed by `webhooks.rs`.
     "admin",
 ];
 
@@ -98,6 +100,13 @@ impl Config {
                 }
             }
         }
+        for w in &self.webhooks {
+            out.push((
+                "admin.webhooks.secret_file".into(),
+                w.secret_file.clone(),
+                perms::Kind::Secret,
+            ));
+        }
         out
     }
 
@@ -151,6 +160,8 @@ impl Config {
         let abuse = abuse::abuse(cx, &delivery.spool_directory);
         let dkim = dkim::dkim(cx);
         let admin = admin::admin(cx, tls.is_some());
+        let delivery_log = delivery_log::delivery_log(cx, &delivery.spool_directory);
+        let webhooks = webhooks::webhooks(cx);
         if cx.problems.len() != before {
             return None;
         }
@@ -174,6 +185,8 @@ impl Config {
             run_as,
             dkim,
             admin,
+            delivery_log,
+            webhooks,
         })
     }
 }

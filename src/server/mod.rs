@@ -158,6 +158,8 @@ impl Server {
             // It drains on the same signal: requests in flight are answered.
             let _ = tokio::time::timeout(ctx.config.timeouts.shutdown_grace, t).await;
         }
+        // The last transactions reach the delivery log before the process ends.
+        ctx.events.settle(Duration::from_secs(2)).await;
         if let Some(t) = queue_task {
             t.abort();
         }

@@ -12,6 +12,7 @@ use super::finish::Route;
 use super::gate::{Fixups, HeaderGate, RecipientCheck, Refusal};
 use super::held::Relay;
 use super::mail::{failed_reply, upstream_lost};
+use super::record::Verdict;
 use super::{Flow, Session, Transaction};
 use crate::context::Mode;
 use crate::proto::data::{DataError, DataReceiver, Feed};
@@ -128,6 +129,7 @@ impl Session {
         io: &mut SmtpStream<S>,
     ) -> Flow {
         if let Some(reply) = self.data_refusal() {
+            self.record_without_recipients(&reply);
             return self.refuse(io, reply);
         }
         let upstream = self.txn.as_mut().and_then(|t| t.upstream.take());
@@ -282,7 +284,7 @@ impl Session {
         let txn = self.txn.take().expect("transaction is open");
         // From here on, returning without finishing drops `target`: the smarthost
         // connection closes without end of data, or the spool file is deleted.
-        if let Some(flow) = self.refuse_bad_message(io, &txn, &received, &gate) {
+        if let Some(flow) = self.refuse_bad_message(io, &txn, &received, &gate, queue_id) {
             return flow;
         }
         if gate.bcc_removed > 0 {
@@ -293,16 +295,17 @@ impl Session {
         }
         match target {
             Target::Relay(smarthost) => {
+                let at = (queue_id, received.size as u64);
                 if received.target_failed {
-                    self.message_metric("rejected", "smarthost_lost");
-                    return self.refuse(io, upstream_lost());
+                    let v = Verdict::refused("smarthost_lost", upstream_lost());
+                    return self.conclude(io, &txn, at, v);
                 }
                 if let Some(max) = self.ctx.relay.max_message_size(&txn.from)
                     && received.size as u64 > max
                 {
                     warn!(sender = %Printable(&txn.from), size = received.size, max, "message too large for the sender's route");
-                    self.message_metric("rejected", "size");
-                    return self.refuse(io, Unsendable::TooLarge.reply());
+                    let v = Verdict::refused("size", Unsendable::TooLarge.reply());
+                    return self.conclude(io, &txn, at, v);
                 }
                 let smarthost = (*smarthost, gate.from_allowed);
                 self.finish_relay(io, txn, smarthost, queue_id, received.size)
@@ -310,8 +313,9 @@ impl Session {
             }
             Target::Spool(writer) => {
                 if received.target_failed {
-                    self.message_metric("rejected", "storage");
-                    return self.refuse(io, insufficient_storage());
+                    let at = (queue_id, received.size as u64);
+                    let v = Verdict::refused("storage", insufficient_storage());
+                    return self.conclude(io, &txn, at, v);
                 }
                 let route = Route {
                     by: gate.header_from.clone().filter(|_| txn.from.is_empty()),
@@ -331,18 +335,18 @@ impl Session {
         txn: &Transaction,
         received: &Received,
         gate: &HeaderGate,
+        queue_id: &str,
     ) -> Option<Flow> {
+        let at = (queue_id, received.size as u64);
         if let Some(e) = received.error {
             warn!(sender = %Printable(&txn.from), rcpts = txn.rcpts.len(), error = %Printable(&e), "message refused");
             let (reason, reply) = content_refusal(e);
-            self.message_metric("rejected", reason);
-            return Some(self.refuse(io, reply));
+            return Some(self.conclude(io, txn, at, Verdict::refused(reason, reply)));
         }
         let e = gate.refused.as_ref()?;
         let (reason, what, reply) = header_refusal(e);
         warn!(sender = %Printable(&txn.from), rcpts = txn.rcpts.len(), error = %Printable(e), "message refused: {what}");
-        self.message_metric("rejected", reason);
-        Some(self.refuse(io, reply))
+        Some(self.conclude(io, txn, at, Verdict::refused(reason, reply)))
     }
 
     /// Opens where the message goes: the smarthost's transaction (DATA sent now,

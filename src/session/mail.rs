@@ -3,6 +3,7 @@
 use super::{Flow, Session, Transaction};
 use crate::config::User;
 use crate::context::Mode;
+use crate::events::By;
 use crate::policy::rates::{Exceeded, Reservation, human};
 use crate::policy::senders::sender_allowed;
 use crate::proto::command::{MailFrom, RcptTo};
@@ -68,8 +69,12 @@ impl Session {
             .unwrap_or_default();
         warn!(user = %user, limit = e.limit, max = e.max, retry_after = %human(e.retry_after), "rate limit reached");
         metrics::counter!("postern_rate_limit_hits_total", "limit" => e.limit).increment(1);
+        // No transaction yet: the refusal is at MAIL, of a whole message.
+        let at_mail = self.txn.is_none();
+        self.ctx.events.rate_limited(&user, e, at_mail);
         if let Some(reason) = self.ctx.brake.limited(&user, SystemTime::now()) {
             warn!(user = %user, reason = %reason, "user suspended by the abuse brake");
+            self.ctx.events.suspended(&user, &reason, By::Brake);
         }
         self.refuse(io, Reply::new(450, Esc(4, 7, 1), format!("Rate limit {e}")))
     }
@@ -155,6 +160,7 @@ impl Session {
         self.txn = Some(Transaction {
             from: from.address,
             rcpts: Vec::new(),
+            refused: Vec::new(),
             upstream,
             broken: false,
             quota,
@@ -238,6 +244,7 @@ impl Session {
         to: RcptTo<String>,
     ) -> Flow {
         if let Some(reply) = self.rcpt_precheck(&to.address) {
+            self.note_refused(&to.address, &reply);
             return self.refuse(io, reply);
         }
         let limits = self
@@ -247,7 +254,12 @@ impl Session {
             .unwrap_or_default();
         let txn = self.txn.as_mut().expect("checked by rcpt_precheck");
         if let Err(e) = txn.quota.recipient(&limits, Instant::now()) {
-            return self.rate_limited(io, &e);
+            let flow = self.rate_limited(io, &e);
+            self.note_refused(
+                &to.address,
+                &Reply::new(450, Esc(4, 7, 1), format!("Rate limit {e}")),
+            );
+            return flow;
         }
         if txn.upstream.is_none() {
             // Queue mode: accepted here, delivered later.
@@ -255,6 +267,16 @@ impl Session {
             return self.ok(io, Reply::new(250, Esc(2, 1, 5), "Recipient OK"));
         }
         self.upstream_rcpt(io, to.address).await
+    }
+
+    /// Keeps a refused recipient for the delivery log (up to `max_recipients`).
+    fn note_refused(&mut self, address: &str, reply: &Reply) {
+        let max = self.ctx.config.limits.max_recipients;
+        if let Some(txn) = self.txn.as_mut()
+            && txn.refused.len() < max
+        {
+            txn.refused.push((address.to_string(), reply.to_string()));
+        }
     }
 
     /// Why RCPT cannot be taken now, in the order the checks must run.
@@ -312,7 +334,9 @@ impl Session {
             Err(f @ Failed::Refused(_)) => {
                 txn.quota.drop_recipient();
                 info!(rcpt = %Printable(&address), reply = %Printable(&f), "smarthost refused the recipient");
-                self.refuse(io, failed_reply(f))
+                let reply = failed_reply(f);
+                self.note_refused(&address, &reply);
+                self.refuse(io, reply)
             }
             Err(f) => {
                 txn.quota.drop_recipient();

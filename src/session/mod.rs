@@ -14,6 +14,7 @@ mod gate;
 mod held;
 pub mod io;
 mod mail;
+mod record;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]
@@ -56,6 +57,9 @@ pub enum Flow {
 pub struct Transaction {
     pub from: String,
     pub rcpts: Vec<String>,
+    /// Recipients refused at RCPT (by Postern or the smarthost), with the reply,
+    /// for the delivery log; at most `max_recipients`.
+    pub refused: Vec<(String, String)>,
     /// The transaction at the smarthost (passthrough mode).
     pub upstream: Option<upstream::Transaction>,
     /// The smarthost connection failed mid-transaction: only RSET helps now.

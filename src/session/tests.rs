@@ -141,6 +141,7 @@ fn open_transaction(kit: &Kit) -> super::Transaction {
     )
     .expect("within the quota");
     super::Transaction {
+        refused: Vec::new(),
         from: "alice@site1.example".into(),
         rcpts: vec!["bob@example.org".into()],
         upstream: None,

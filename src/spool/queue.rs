@@ -27,6 +27,8 @@ pub struct Queue {
     pub(super) hostname: String,
     /// DKIM keys: each attempt signs the message with its `From:` domain's keys.
     pub(super) dkim: Arc<crate::dkim::Keyring>,
+    /// Where attempts and bounces are reported (the delivery log, webhooks).
+    pub(super) events: Arc<crate::events::Events>,
     /// When each message is due, and when it was queued.
     due: Mutex<Schedule>,
     in_flight: Mutex<HashSet<String>>,
@@ -59,6 +61,7 @@ impl Queue {
         hostname: &str,
         relays: Arc<Relays>,
         dkim: Arc<crate::dkim::Keyring>,
+        events: Arc<crate::events::Events>,
     ) -> std::io::Result<Queue> {
         let spool = Spool::open(&policy.spool_directory)?;
         let envs = spool.load_all(true)?;
@@ -78,6 +81,7 @@ impl Queue {
             relays,
             hostname: hostname.to_string(),
             dkim,
+            events,
             due: Mutex::new(due),
             in_flight: Mutex::new(HashSet::new()),
             deleted: Mutex::new(HashSet::new()),

@@ -120,6 +120,9 @@ pub struct Outcome {
     pub no_smtputf8: bool,
     /// The longest wait the smarthost asked for (`Retry-After`).
     pub retry_after: Option<Duration>,
+    /// The smarthost's reply to the message's DATA when it took it (for the
+    /// delivery log; the last one's, when two smarthosts of a route each took some).
+    pub delivered_reply: Option<String>,
 }
 
 impl Outcome {
@@ -180,6 +183,7 @@ impl Outcome {
         self.throttled = next.throttled;
         self.retry_after = self.retry_after.max(next.retry_after);
         self.accepted_at = self.accepted_at.or(next.accepted_at);
+        self.delivered_reply = next.delivered_reply.or(self.delivered_reply.take());
     }
 }
 
