@@ -577,6 +577,67 @@ async fn usage_shows_what_a_user_sent() {
 }
 
 #[tokio::test]
+async fn the_delivery_log_shows_each_users_messages_newest_first() {
+    if !have("curl") {
+        return;
+    }
+    let h = Harness::start(setup()).await;
+    let to = ["a@dest.example", "b@dest.example"];
+    assert_eq!(
+        send(&h, "alice", "alice-password", "me@alice.example", &to).await,
+        250
+    );
+    assert_eq!(
+        send(&h, "alice", "alice-password", "me@alice.example", &to[..1]).await,
+        250
+    );
+    // The log is written off the session's path: give it a moment.
+    let mut a = api(&h, "GET", "/api/v1/messages?user=alice", None).await;
+    for _ in 0..50 {
+        if a.body.as_array().is_some_and(|l| l.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        a = api(&h, "GET", "/api/v1/messages?user=alice", None).await;
+    }
+    assert_eq!(a.status, 200, "{}", a.raw);
+    let log = a.body.as_array().expect("a list");
+    assert_eq!(log.len(), 2, "{}", a.raw);
+    // Newest first: the one-recipient message.
+    assert_eq!(
+        log[0]["recipients"].as_array().unwrap().len(),
+        1,
+        "{}",
+        a.raw
+    );
+    assert_eq!(
+        log[1]["recipients"].as_array().unwrap().len(),
+        2,
+        "{}",
+        a.raw
+    );
+    for e in log {
+        assert_eq!(e["user"], "alice", "{}", a.raw);
+        assert_eq!(e["from"], "me@alice.example", "{}", a.raw);
+        assert_eq!(e["client_ip"], "127.0.0.1", "{}", a.raw);
+        assert!(e["size"].as_u64().unwrap() > 0, "{}", a.raw);
+        for field in ["id", "time", "status"] {
+            assert!(e[field].is_string(), "{field}: {}", a.raw);
+        }
+        for r in e["recipients"].as_array().unwrap() {
+            assert!(r["address"].as_str().unwrap().ends_with("@dest.example"));
+            assert!(r["status"].is_string(), "{}", a.raw);
+        }
+    }
+    let a = api(&h, "GET", "/api/v1/messages?user=alice&limit=1", None).await;
+    assert_eq!(a.body.as_array().unwrap().len(), 1, "{}", a.raw);
+    let a = api(&h, "GET", "/api/v1/messages?user=bob", None).await;
+    assert_eq!(a.body, json!([]), "{}", a.raw);
+    let a = api(&h, "GET", "/api/v1/messages?limit=0", None).await;
+    assert_eq!(a.status, 422, "{}", a.raw);
+}
+
+#[tokio::test]
 async fn the_queue_is_listed_flushed_and_deleted_in_queue_mode() {
     if !have("curl") {
         return;

@@ -9,11 +9,13 @@
 //!   brake; `queue`: `/api/v1/queue...`;
 //! - `error`: the JSON error answers and the JSON body reader.
 //!
-//! The delivery log (`GET /api/v1/messages`) and the dashboard (`GET /`) join the
-//! router here; webhooks are sent from elsewhere and need nothing from it.
+//! The delivery log is read in `messages.rs`; the dashboard (`GET /`) joins the
+//! router here; webhooks are sent from elsewhere ([`crate::webhooks`]), and the
+//! suspensions made here reach them through [`crate::events`].
 
 mod error;
 mod listener;
+mod messages;
 mod queue;
 mod users;
 
@@ -82,7 +84,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/queue", get(queue::list))
         .route("/v1/queue/flush", post(queue::flush))
         .route("/v1/queue/{id}", axum::routing::delete(queue::delete))
-        // GET /v1/messages (the delivery log) is added here with the log itself.
+        .route("/v1/messages", get(messages::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()

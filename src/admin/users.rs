@@ -245,6 +245,9 @@ pub async fn suspend(
     brake(&s, name, Some(reason.clone()))
         .await
         .map_err(unavailable)?;
+    s.ctx
+        .events
+        .suspended(&user.name, &reason, crate::events::By::Operator);
     info!(client = %peer.0, user = %Printable(&user.name), reason = %Printable(&reason), "admin API: user suspended");
     Ok(Json(s.view(&user)))
 }
@@ -259,6 +262,9 @@ pub async fn unsuspend(
     let user = s.ctx.users.get(&name).await?;
     let lifted = brake(&s, name, None).await.map_err(unavailable)?;
     if lifted {
+        s.ctx
+            .events
+            .unsuspended(&user.name, crate::events::By::Operator);
         info!(client = %peer.0, user = %Printable(&user.name), "admin API: suspension lifted");
     }
     Ok(Json(s.view(&user)))

@@ -3,8 +3,9 @@
 //!
 //! The token is a secret read from `token_file` at start, like the smarthost password
 //! (before `run_as` drops root); the file is audited like every secret (`load.rs`:
-//! world-readable stops the server). `webhooks` will join this section (a list of
-//! URLs, secrets and events); the admin API itself does not depend on it.
+//! world-readable stops the server). The section's `webhooks` list is read by
+//! `webhooks.rs`; webhooks work without the API, so a section with only `webhooks`
+//! leaves the API off.
 
 use super::ctx::Ctx;
 use super::oauth2::read_secret;
@@ -32,30 +33,42 @@ pub struct Admin {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
-    address: String,
-    token_file: PathBuf,
+    address: Option<String>,
+    token_file: Option<PathBuf>,
     #[serde(default)]
     tls: bool,
+    /// Parsed by `webhooks.rs`.
+    #[serde(default, rename = "webhooks")]
+    _webhooks: Option<serde_yaml::Value>,
 }
 
 /// `admin`, if given; `has_tls` says whether `tls.*` names a certificate.
 pub(super) fn admin(cx: &mut Ctx, has_tls: bool) -> Option<Admin> {
     let raw: RawAdmin = cx.section("admin")?;
+    let (address, token_file) = match (raw.address, raw.token_file) {
+        (Some(a), Some(t)) => (a, t),
+        // Only webhooks: no API.
+        (None, None) if !raw.tls => return None,
+        _ => {
+            cx.add(
+                "admin",
+                "the admin API needs both address and token_file (leave both out for webhooks only)",
+            );
+            return None;
+        }
+    };
     let before = cx.problems.len();
-    let address = match raw.address.parse::<SocketAddr>() {
+    let address = match address.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
             cx.add(
                 "admin.address",
-                format!(
-                    "{:?} is not an IP:port such as \"127.0.0.1:8025\"",
-                    raw.address
-                ),
+                format!("{address:?} is not an IP:port such as \"127.0.0.1:8025\""),
             );
             None
         }
     };
-    let token_file = cx.resolve(raw.token_file);
+    let token_file = cx.resolve(token_file);
     let token = read_secret(cx, "admin.token_file", &token_file);
     if let Some(t) = &token
         && !t.expose().is_empty()
