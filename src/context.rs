@@ -8,6 +8,7 @@ use crate::policy::auth_failures::AuthFailures;
 use crate::policy::brake::Brake;
 use crate::policy::rates::{MemoryRates, RateStore};
 use crate::spool::queue::Queue;
+use crate::state::Cluster;
 use crate::tls::ServerTls;
 use crate::upstream::Relays;
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct Context {
     pub mode: Mode,
     /// The DKIM keys in force (the queue holds the same ring).
     pub dkim: Arc<Keyring>,
+    /// Cluster mode: the state shared with the other instances (`cluster:`).
+    pub cluster: Option<Arc<Cluster>>,
     /// Becomes `true` when the server starts draining.
     pub shutdown: watch::Receiver<bool>,
     id_prefix: u64,
@@ -64,6 +67,14 @@ impl Context {
             Keyring::open(Some(&config.dkim.keys_directory))
                 .map_err(|e| format!("cannot read the DKIM keys: {e}"))?,
         );
+        let cluster = match &config.cluster {
+            Some(c) => Some(Arc::new(Cluster::new(c)?)),
+            None => None,
+        };
+        let rates: Arc<dyn RateStore> = match &cluster {
+            Some(c) => c.rates.clone(),
+            None => Arc::new(MemoryRates::new(Instant::now())),
+        };
         let mode = match config.delivery.mode {
             crate::config::DeliveryMode::Queue => {
                 let queue = Queue::open(
@@ -87,11 +98,12 @@ impl Context {
             auth,
             tls,
             relay,
-            rates: Arc::new(MemoryRates::new(Instant::now())),
+            rates,
             auth_failures,
             brake,
             mode,
             dkim,
+            cluster,
             shutdown,
             id_prefix: start & 0xff_ffff,
             next_id: AtomicU64::new(1),

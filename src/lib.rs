@@ -32,6 +32,8 @@
 //! - [`sink`]: a stand-in smarthost for the demo, the tests and benchmarks.
 //! - [`demo`]: `postern demo`.
 //! - [`secret`]: strings that never reach a log.
+//! - [`state`]: cluster mode: quotas, login failures, suspensions and pacing
+//!   shared through Redis, with memory as the fallback.
 pub mod auth;
 pub mod config;
 pub mod context;
@@ -51,5 +53,6 @@ pub mod server;
 pub mod session;
 pub mod sink;
 pub mod spool;
+pub mod state;
 pub mod tls;
 pub mod upstream;

@@ -4,8 +4,8 @@
 
 use super::ctx::Ctx;
 use super::{
-    Config, Problems, Users, abuse, delivery, dkim, general, limits, listeners, load_users, log,
-    metrics, perms, routes, smarthost, timeouts,
+    Config, Problems, Users, abuse, cluster, delivery, dkim, general, limits, listeners,
+    load_users, log, metrics, perms, routes, smarthost, timeouts,
 };
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,7 @@ const KNOWN_KEYS: &[&str] = &[
     "trusted_proxies",
     "run_as",
     "dkim",
+    "cluster",
 ];
 
 impl Config {
@@ -142,6 +143,7 @@ impl Config {
         let run_as = general::run_as(cx);
         let abuse = abuse::abuse(cx, &delivery.spool_directory);
         let dkim = dkim::dkim(cx);
+        let cluster = cluster::cluster(cx);
         if cx.problems.len() != before {
             return None;
         }
@@ -164,6 +166,7 @@ impl Config {
             trusted_proxies,
             run_as,
             dkim,
+            cluster,
         })
     }
 }

@@ -17,6 +17,7 @@
 
 mod abuse;
 mod cidr;
+mod cluster;
 mod ctx;
 mod delivery;
 mod dkim;
@@ -42,6 +43,7 @@ pub mod users;
 
 pub use abuse::{Abuse, AuthFailurePolicy, BrakePolicy};
 pub use cidr::Cidr;
+pub use cluster::Cluster;
 pub use delivery::{Delivery, DeliveryMode};
 pub use dkim::Dkim;
 pub use general::RunAs;
@@ -93,6 +95,8 @@ pub struct Config {
     pub run_as: Option<RunAs>,
     /// DKIM signing keys.
     pub dkim: Dkim,
+    /// Cluster mode: the Redis shared with the other instances, if any.
+    pub cluster: Option<Cluster>,
 }
 
 /// Picks the config path: `-c`, then `$POSTERN_CONFIG`, then the default.

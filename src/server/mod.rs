@@ -131,6 +131,9 @@ impl Server {
             .queue()
             .map(|q| tokio::spawn(crate::spool::queue::run(q.clone(), ctx.shutdown.clone())));
         let control_task = spawn_control(&ctx);
+        if let Some(cluster) = &ctx.cluster {
+            tasks.extend(cluster.start().await);
+        }
         info!("ready");
         crate::daemon::notify_ready();
         crate::daemon::notify_status("accepting mail");

@@ -102,7 +102,7 @@ impl Session {
         // Counted now that it is accepted; any other ending gives it back.
         metrics::counter!("postern_recipients_total", "result" => "accepted")
             .increment(txn.rcpts.len() as u64);
-        txn.quota.commit(std::time::Instant::now());
+        txn.quota.commit(std::time::Instant::now()).await;
         let text = format!("Message accepted for delivery: {}", reply.first_line());
         self.ok(io, Reply::new(250, Esc(2, 0, 0), text))
     }
@@ -163,7 +163,7 @@ impl Session {
         self.message_metric("accepted", "queued");
         metrics::counter!("postern_recipients_total", "result" => "accepted")
             .increment(txn.rcpts.len() as u64);
-        txn.quota.commit(std::time::Instant::now());
+        txn.quota.commit(std::time::Instant::now()).await;
         info!(
             queue_id = %env.id,
             sender = %Printable(&txn.from),

@@ -1,0 +1,62 @@
+//! Where shared state lives in cluster mode: Redis (or Valkey), behind the seams
+//! `policy` defines ([`crate::policy::rates::RateStore`] and friends), with this
+//! instance's memory as the fallback whenever Redis cannot be reached.
+//!
+//! - [`keys`]: key names (pure; hash tags for Redis Cluster, escaped names);
+//! - [`link`]: the connection, its timeouts, and up/down (log and metric);
+//! - [`rates`]: quotas (Lua scripts, leases on reservations).
+
+pub mod keys;
+pub mod link;
+pub mod rates;
+
+use crate::config::Cluster as ClusterConfig;
+use keys::Keys;
+use link::Link;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::task::JoinHandle;
+
+/// Everything cluster mode shares, built once from `cluster:`.
+pub struct Cluster {
+    pub link: Arc<Link>,
+    pub keys: Keys,
+    pub rates: Arc<rates::SharedRates>,
+}
+
+impl Cluster {
+    /// Builds the shared stores; nothing is connected yet (see [`Cluster::start`]).
+    pub fn new(config: &ClusterConfig) -> Result<Cluster, String> {
+        if config.redis.starts_with("rediss://") {
+            // The redis crate's rustls support is built with ring only; make sure
+            // the process-wide provider is ring before it looks for one.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let link = Link::new(&config.redis, config.display_url())?;
+        let keys = Keys::new(&config.key_prefix);
+        let rates = Arc::new(rates::SharedRates::new(
+            link.clone(),
+            keys.clone(),
+            Instant::now(),
+        ));
+        Ok(Cluster { link, keys, rates })
+    }
+
+    /// Connects (waiting up to a couple of seconds, so that the first sessions
+    /// already share), then keeps the link probed and the caches in step. Returns
+    /// the background tasks, aborted at shutdown.
+    pub async fn start(&self) -> Vec<JoinHandle<()>> {
+        for _ in 0..4 {
+            if self.link.probe().await {
+                break;
+            }
+        }
+        if !self.link.is_up() {
+            self.link.down("starting", "no answer");
+            tracing::warn!(
+                "cluster: Redis not reachable at start; serving with in-memory limits until it is"
+            );
+        }
+        vec![tokio::spawn(self.link.clone().keep_probing())]
+    }
+}

@@ -1,0 +1,91 @@
+//! Cluster mode: two Postern instances sharing one private redis-server.
+
+mod common;
+
+use common::redis::Redis;
+use common::{Harness, Setup, TestUser, have};
+use std::sync::Arc;
+use std::time::Duration;
+
+const W: Duration = Duration::from_secs(10);
+
+fn shop() -> TestUser {
+    TestUser {
+        extra: "    rate_limits: { messages_per_hour: 10 }\n",
+        ..TestUser::new("shop", "shop-password", &["@shop.example"])
+    }
+}
+
+/// An instance of the cluster on `redis`, with `users` and extra config.
+async fn instance(redis: &Redis, users: Vec<TestUser>, extra: &str) -> Harness {
+    Harness::start(Setup {
+        users,
+        extra: format!("{}{extra}", redis.cluster_yaml()),
+        ..Setup::default()
+    })
+    .await
+}
+
+/// Sends one message as `user` through `h`; the reply code at the end (or at the
+/// first refusal).
+async fn send(h: &Harness, user: &str, password: &str, from: &str) -> u16 {
+    let mut c = h.session(user, password).await;
+    c.send_mail(from, &["rcpt@example.org"], "Subject: hi\r\n\r\nx\r\n")
+        .await
+        .code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_is_exact_across_instances_and_survives_a_restart() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let a = Arc::new(instance(&redis, vec![shop()], "").await);
+    let b = Arc::new(instance(&redis, vec![shop()], "").await);
+    assert!(a.wait_log("cluster: Redis reachable", W).await);
+    // 20 transactions at once, half on each instance, against a limit of 10.
+    let barrier = Arc::new(tokio::sync::Barrier::new(20));
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let h = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = h.session("shop", "shop-password").await;
+            barrier.wait().await;
+            let r = c
+                .send_mail(
+                    "orders@shop.example",
+                    &["rcpt@example.org"],
+                    &format!("Subject: {i}\r\n\r\nx\r\n"),
+                )
+                .await;
+            r.code
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    let accepted = codes.iter().filter(|&&c| c == 250).count();
+    let limited = codes.iter().filter(|&&c| c == 450).count();
+    assert_eq!((accepted, limited), (10, 10), "{codes:?}");
+    let delivered = a.sink.messages().len() + b.sink.messages().len();
+    assert_eq!(delivered, 10);
+    // The counts live in Redis: a restarted instance still refuses.
+    let mut a = Arc::try_unwrap(a).ok().expect("no other owner");
+    a.terminate();
+    a.launch().await;
+    assert!(a.wait_log("cluster: Redis reachable", W).await);
+    assert_eq!(
+        send(&a, "shop", "shop-password", "x@shop.example").await,
+        450
+    );
+    // Every reservation was committed or given back; ten messages are counted.
+    assert_eq!(
+        redis.cli(&["HGET", "test:{u:shop}:q:res", "#m"]).trim(),
+        "0"
+    );
+    assert_eq!(redis.cli(&["HGET", "test:{u:shop}:q:mh", "#"]).trim(), "10");
+    assert!(!a.logs().iter().any(|l| l.contains("Redis unreachable")));
+}
