@@ -36,7 +36,7 @@ pub struct Context {
     /// Failed-login penalties per address and username.
     pub auth_failures: AuthFailures,
     /// Automatic suspension of accounts that look compromised.
-    pub brake: Brake,
+    pub brake: Arc<Brake>,
     /// How accepted mail leaves: while the client waits, or from the spool.
     pub mode: Mode,
     /// The DKIM keys in force (the queue holds the same ring).
@@ -61,7 +61,10 @@ impl Context {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let brake = Brake::new(config.abuse.brake.clone(), config.abuse.state_file.clone())?;
+        let brake = Arc::new(Brake::new(
+            config.abuse.brake.clone(),
+            config.abuse.state_file.clone(),
+        )?);
         let auth_failures = AuthFailures::new(config.abuse.auth_failures.clone());
         let dkim = Arc::new(
             Keyring::open(Some(&config.dkim.keys_directory))

@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::client::Client;
 use common::redis::Redis;
 use common::{Harness, Setup, TestUser, have};
 use std::sync::Arc;
@@ -88,4 +89,66 @@ async fn a_quota_is_exact_across_instances_and_survives_a_restart() {
     );
     assert_eq!(redis.cli(&["HGET", "test:{u:shop}:q:mh", "#"]).trim(), "10");
     assert!(!a.logs().iter().any(|l| l.contains("Redis unreachable")));
+}
+
+/// Opens a session on `h`'s implicit-TLS port from `source` and logs in; the
+/// client and the AUTH reply code.
+async fn login_from(h: &Harness, source: &str, user: &str, password: &str) -> (Client, u16) {
+    let mut c = Client::connect_tls_from(h.implicit, source.parse().unwrap(), &h.ca_pem()).await;
+    c.expect("EHLO client.test", 250).await;
+    let code = c.auth_plain(user, password).await.code;
+    (c, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspension_on_one_instance_stops_the_other_within_two_seconds() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let brake = "abuse:\n  max_ips_per_user_per_hour: 1\n";
+    let user = || TestUser::new("wp", "wp-password", &["@wp.example"]);
+    let a = instance(&redis, vec![user()], brake).await;
+    let b = instance(&redis, vec![user()], brake).await;
+    assert!(b.wait_log("cluster: Redis reachable", W).await);
+    // A session open on B before anything happens.
+    let (mut open, code) = login_from(&b, "127.0.0.1", "wp", "wp-password").await;
+    assert_eq!(code, 235);
+    open.expect("MAIL FROM:<x@wp.example>", 250).await;
+    open.expect("RSET", 250).await;
+    // Two addresses within the hour on A: the brake suspends the user there.
+    let (_c, code) = login_from(&a, "127.0.0.1", "wp", "wp-password").await;
+    assert_eq!(code, 235);
+    let (_c, code) = login_from(&a, "127.0.0.2", "wp", "wp-password").await;
+    assert_eq!(code, 535);
+    let suspended_at = std::time::Instant::now();
+    // B's open session loses its login at its next MAIL, within two seconds.
+    loop {
+        let r = open.cmd("MAIL FROM:<x@wp.example>").await;
+        if r.code == 530 {
+            break;
+        }
+        assert_eq!(r.code, 250, "{r:?}");
+        open.expect("RSET", 250).await;
+        assert!(
+            suspended_at.elapsed() < Duration::from_secs(2),
+            "still open on B after two seconds"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_c, code) = login_from(&b, "127.0.0.1", "wp", "wp-password").await;
+    assert_eq!(code, 535, "a new login on B is refused too");
+    assert!(b.wait_log("user is suspended", W).await);
+    // `postern user enable` on A lifts it everywhere.
+    let (ok, out) = common::cli(&a, &["user", "enable", "wp"]);
+    assert!(ok, "{out}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_c, code) = login_from(&b, "127.0.0.1", "wp", "wp-password").await;
+        if code == 235 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still suspended on B");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -132,7 +132,7 @@ impl Server {
             .map(|q| tokio::spawn(crate::spool::queue::run(q.clone(), ctx.shutdown.clone())));
         let control_task = spawn_control(&ctx);
         if let Some(cluster) = &ctx.cluster {
-            tasks.extend(cluster.start().await);
+            tasks.extend(cluster.start(ctx.brake.clone()).await);
         }
         info!("ready");
         crate::daemon::notify_ready();

@@ -4,13 +4,16 @@
 //!
 //! - [`keys`]: key names (pure; hash tags for Redis Cluster, escaped names);
 //! - [`link`]: the connection, its timeouts, and up/down (log and metric);
-//! - [`rates`]: quotas (Lua scripts, leases on reservations).
+//! - [`rates`]: quotas (Lua scripts, leases on reservations);
+//! - [`suspensions`]: the suspension list (a hash, pub/sub, the brake as cache).
 
 pub mod keys;
 pub mod link;
 pub mod rates;
+pub mod suspensions;
 
 use crate::config::Cluster as ClusterConfig;
+use crate::policy::brake::Brake;
 use keys::Keys;
 use link::Link;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ pub struct Cluster {
     pub link: Arc<Link>,
     pub keys: Keys,
     pub rates: Arc<rates::SharedRates>,
+    pub suspensions: Arc<suspensions::SharedBrake>,
 }
 
 impl Cluster {
@@ -39,13 +43,19 @@ impl Cluster {
             keys.clone(),
             Instant::now(),
         ));
-        Ok(Cluster { link, keys, rates })
+        let suspensions = Arc::new(suspensions::SharedBrake::new(link.clone(), keys.clone()));
+        Ok(Cluster {
+            link,
+            keys,
+            rates,
+            suspensions,
+        })
     }
 
     /// Connects (waiting up to a couple of seconds, so that the first sessions
     /// already share), then keeps the link probed and the caches in step. Returns
     /// the background tasks, aborted at shutdown.
-    pub async fn start(&self) -> Vec<JoinHandle<()>> {
+    pub async fn start(&self, brake: Arc<Brake>) -> Vec<JoinHandle<()>> {
         for _ in 0..4 {
             if self.link.probe().await {
                 break;
@@ -57,6 +67,10 @@ impl Cluster {
                 "cluster: Redis not reachable at start; serving with in-memory limits until it is"
             );
         }
-        vec![tokio::spawn(self.link.clone().keep_probing())]
+        brake.share(self.suspensions.clone());
+        vec![
+            tokio::spawn(self.link.clone().keep_probing()),
+            tokio::spawn(self.suspensions.clone().run(brake)),
+        ]
     }
 }
