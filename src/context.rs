@@ -74,6 +74,9 @@ impl Context {
             Some(c) => Some(Arc::new(Cluster::new(c)?)),
             None => None,
         };
+        if let Some(c) = &cluster {
+            auth_failures.share(c.failures.clone());
+        }
         let rates: Arc<dyn RateStore> = match &cluster {
             Some(c) => c.rates.clone(),
             None => Arc::new(MemoryRates::new(Instant::now())),

@@ -152,3 +152,42 @@ async fn a_suspension_on_one_instance_stops_the_other_within_two_seconds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_failures_spread_over_both_instances_reach_the_block() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let abuse = "abuse:\n  auth_tarpit_after: 100\n  auth_block_ip_after: 4\n";
+    let user = || TestUser::new("wp", "wp-password", &["@wp.example"]);
+    let a = instance(&redis, vec![user()], abuse).await;
+    let b = instance(&redis, vec![user()], abuse).await;
+    assert!(b.wait_log("cluster: Redis reachable", W).await);
+    // The same stale password on both counts once.
+    for h in [&a, &b, &a] {
+        let (_c, code) = login_from(h, "127.0.0.1", "wp", "stale").await;
+        assert_eq!(code, 535);
+    }
+    // Three more distinct guesses, alternating: two on each instance would never
+    // block in memory; together they reach four.
+    for (i, h) in [&b, &a].into_iter().enumerate() {
+        let (_c, code) = login_from(h, "127.0.0.1", "wp", &format!("guess{i}")).await;
+        assert_eq!(code, 535);
+    }
+    let (mut c, code) = login_from(&b, "127.0.0.1", "wp", "guess-last").await;
+    assert_eq!(code, 535);
+    let r = c.read_reply().await;
+    assert_eq!(r.code, 421, "the fourth distinct failure blocks: {r:?}");
+    for h in [&a, &b] {
+        let (_c, code) = login_from(h, "127.0.0.1", "wp", "wp-password").await;
+        assert_eq!(
+            code, 421,
+            "blocked on both instances, even with the password"
+        );
+    }
+    // Another address is not blocked.
+    let (_c, code) = login_from(&a, "127.0.0.2", "wp", "wp-password").await;
+    assert_eq!(code, 235);
+    assert!(a.wait_log("address blocked", W).await);
+}

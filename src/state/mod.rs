@@ -5,8 +5,10 @@
 //! - [`keys`]: key names (pure; hash tags for Redis Cluster, escaped names);
 //! - [`link`]: the connection, its timeouts, and up/down (log and metric);
 //! - [`rates`]: quotas (Lua scripts, leases on reservations);
+//! - [`failures`]: login failures (the same records as in memory, a shared key);
 //! - [`suspensions`]: the suspension list (a hash, pub/sub, the brake as cache).
 
+pub mod failures;
 pub mod keys;
 pub mod link;
 pub mod rates;
@@ -26,6 +28,7 @@ pub struct Cluster {
     pub keys: Keys,
     pub rates: Arc<rates::SharedRates>,
     pub suspensions: Arc<suspensions::SharedBrake>,
+    pub failures: Arc<failures::SharedAuthFailures>,
 }
 
 impl Cluster {
@@ -44,11 +47,16 @@ impl Cluster {
             Instant::now(),
         ));
         let suspensions = Arc::new(suspensions::SharedBrake::new(link.clone(), keys.clone()));
+        let failures = Arc::new(failures::SharedAuthFailures::new(
+            link.clone(),
+            keys.clone(),
+        ));
         Ok(Cluster {
             link,
             keys,
             rates,
             suspensions,
+            failures,
         })
     }
 
