@@ -76,6 +76,7 @@ impl Context {
         };
         if let Some(c) = &cluster {
             auth_failures.share(c.failures.clone());
+            relay.share_pacing(c.pacing.clone());
         }
         let rates: Arc<dyn RateStore> = match &cluster {
             Some(c) => c.rates.clone(),

@@ -191,3 +191,55 @@ async fn login_failures_spread_over_both_instances_reach_the_block() {
     assert_eq!(code, 235);
     assert!(a.wait_log("address blocked", W).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_is_shared_by_every_instance_that_sends_through_one_entry() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let paced = "max_messages_per_minute: 60";
+    let user = || TestUser::new("wp", "wp-password", &["@wp.example"]);
+    let a = Harness::start(Setup {
+        users: vec![user()],
+        extra: redis.cluster_yaml(),
+        smarthost_yaml: Some(format!(
+            "smarthost:\n  address: \"localhost:{{SINK}}\"\n  tls: starttls\n  ca_file: ca.pem\n  username: {}\n  password_file: smarthost.secret\n  {paced}\n",
+            common::RELAY_USER,
+        )),
+        ..Setup::default()
+    })
+    .await;
+    // B sends through A's stand-in smarthost: the same entry, the same pace.
+    let b = Harness::start(Setup {
+        users: vec![user()],
+        extra: redis.cluster_yaml(),
+        files: vec![("a-ca.pem", a.ca_pem())],
+        smarthost_yaml: Some(format!(
+            "smarthost:\n  address: \"localhost:{}\"\n  tls: starttls\n  ca_file: a-ca.pem\n  username: {}\n  password_file: smarthost.secret\n  {paced}\n",
+            a.sink.addr.port(),
+            common::RELAY_USER,
+        )),
+        ..Setup::default()
+    })
+    .await;
+    assert!(b.wait_log("cluster: Redis reachable", W).await);
+    for h in [&a, &b, &a, &b] {
+        assert_eq!(send(h, "wp", "wp-password", "x@wp.example").await, 250);
+    }
+    let mut at: Vec<_> = a.sink.messages().iter().map(|m| m.received_at).collect();
+    assert_eq!(at.len(), 4);
+    at.sort();
+    for w in at.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(
+            gap >= Duration::from_millis(900),
+            "{gap:?} between two messages at 60 a minute"
+        );
+    }
+    let key = redis.cli(&["KEYS", "test:{p:*"]);
+    assert!(
+        key.contains(&format!("localhost%3A{}", a.sink.addr.port())),
+        "{key}"
+    );
+}

@@ -6,11 +6,13 @@
 //! - [`link`]: the connection, its timeouts, and up/down (log and metric);
 //! - [`rates`]: quotas (Lua scripts, leases on reservations);
 //! - [`failures`]: login failures (the same records as in memory, a shared key);
+//! - [`pacing`]: `max_messages_per_minute` (GCRA, burst one, one key per entry);
 //! - [`suspensions`]: the suspension list (a hash, pub/sub, the brake as cache).
 
 pub mod failures;
 pub mod keys;
 pub mod link;
+pub mod pacing;
 pub mod rates;
 pub mod suspensions;
 
@@ -29,6 +31,7 @@ pub struct Cluster {
     pub rates: Arc<rates::SharedRates>,
     pub suspensions: Arc<suspensions::SharedBrake>,
     pub failures: Arc<failures::SharedAuthFailures>,
+    pub pacing: Arc<pacing::SharedPace>,
 }
 
 impl Cluster {
@@ -51,12 +54,14 @@ impl Cluster {
             link.clone(),
             keys.clone(),
         ));
+        let pacing = Arc::new(pacing::SharedPace::new(link.clone(), keys.clone()));
         Ok(Cluster {
             link,
             keys,
             rates,
             suspensions,
             failures,
+            pacing,
         })
     }
 
