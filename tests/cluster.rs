@@ -243,3 +243,89 @@ async fn pacing_is_shared_by_every_instance_that_sends_through_one_entry() {
         "{key}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_mail_flows_and_sharing_resumes_when_it_returns() {
+    if !have("redis-server") {
+        return;
+    }
+    let mut redis = Redis::start();
+    let user = || TestUser {
+        extra: "    rate_limits: { messages_per_hour: 2 }\n",
+        ..TestUser::new("wp", "wp-password", &["@wp.example"])
+    };
+    let metrics_port = common::free_port();
+    let a = instance(
+        &redis,
+        vec![user()],
+        &format!("metrics:\n  address: \"127.0.0.1:{metrics_port}\"\n"),
+    )
+    .await;
+    let b = instance(&redis, vec![user()], "").await;
+    assert!(b.wait_log("cluster: Redis reachable", W).await);
+    assert!(
+        metric(metrics_port)
+            .await
+            .contains("postern_cluster_redis_up 1")
+    );
+    redis.kill();
+    // Redis gone: the mail goes on, answered from memory, promptly and never 5xx.
+    let started = std::time::Instant::now();
+    assert_eq!(send(&a, "wp", "wp-password", "x@wp.example").await, 250);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(a.wait_log("cluster: Redis unreachable", W).await);
+    assert!(
+        metric(metrics_port)
+            .await
+            .contains("postern_cluster_redis_up 0")
+    );
+    // Redis back (empty: it kept nothing): both instances share again.
+    redis.launch();
+    assert!(a.wait_log("cluster: Redis reachable; quotas", W).await);
+    for h in [&a, &b] {
+        let deadline = std::time::Instant::now() + W;
+        while h
+            .logs()
+            .iter()
+            .filter(|l| l.contains("cluster: Redis reachable"))
+            .count()
+            < 2
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not back to shared state"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(send(&a, "wp", "wp-password", "x@wp.example").await, 250);
+    assert_eq!(send(&b, "wp", "wp-password", "x@wp.example").await, 250);
+    // B has sent one message itself; only the shared count refuses the next.
+    assert_eq!(send(&b, "wp", "wp-password", "x@wp.example").await, 450);
+    assert!(
+        metric(metrics_port)
+            .await
+            .contains("postern_cluster_redis_up 1")
+    );
+}
+
+/// The Prometheus page of an instance.
+async fn metric(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(W, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
