@@ -329,3 +329,135 @@ async fn metric(port: u16) -> String {
         .unwrap();
     out
 }
+
+/// A private HAProxy in front of `backends` (implicit-TLS address, metrics port):
+/// TCP mode, PROXY v2 to Postern, health checks on `/healthz` (not SMTP sessions).
+struct Haproxy {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    fn start(backends: &[(std::net::SocketAddr, u16)]) -> Haproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let mut cfg = format!(
+            "global\n  maxconn 200\n\
+             defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
+             frontend submissions\n  bind 127.0.0.1:{port}\n  default_backend postern\n\
+             backend postern\n  balance roundrobin\n  option httpchk GET /healthz\n"
+        );
+        for (i, (smtp, metrics)) in backends.iter().enumerate() {
+            cfg.push_str(&format!(
+                "  server p{i} {smtp} send-proxy-v2 check port {metrics} inter 500ms\n"
+            ));
+        }
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let child = std::process::Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy runs");
+        Haproxy {
+            port,
+            child,
+            _dir: dir,
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self.port).into()
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Logs in through HAProxy from `source`; the AUTH reply code, or the code of the
+/// reply that closed the session.
+async fn login_via(lb: &Haproxy, ca: &str, source: &str, password: &str) -> u16 {
+    let mut c = Client::connect_tls_from(lb.addr(), source.parse().unwrap(), ca).await;
+    assert_eq!(c.greeting.code, 220, "{:?}", c.greeting);
+    c.expect("EHLO client.test", 250).await;
+    c.auth_plain("wp", password).await.code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_haproxy_per_address_limits_see_the_client() {
+    if !have("redis-server") || !have("haproxy") {
+        return;
+    }
+    let redis = Redis::start();
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let metrics = common::free_port();
+        let h = Harness::start(Setup {
+            users: vec![TestUser::new("wp", "wp-password", &["@wp.example"])],
+            extra: format!(
+                "{}metrics:\n  address: \"127.0.0.1:{metrics}\"\nabuse:\n  auth_tarpit_after: 100\n  auth_block_ip_after: 3\n",
+                redis.cluster_yaml()
+            ),
+            proxy_from: Some("127.0.0.1/32"),
+            ..Setup::default()
+        })
+        .await;
+        assert!(h.wait_log("cluster: Redis reachable", W).await);
+        instances.push((h, metrics));
+    }
+    let lb = Haproxy::start(
+        &instances
+            .iter()
+            .map(|(h, m)| (h.implicit, *m))
+            .collect::<Vec<_>>(),
+    );
+    // Each instance has its own test CA; the client trusts both.
+    let pem = format!("{}{}", instances[0].0.ca_pem(), instances[1].0.ca_pem());
+    // HAProxy up and both servers healthy (checks every 500 ms on /healthz).
+    let deadline = std::time::Instant::now() + W;
+    while tokio::net::TcpStream::connect(lb.addr()).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "HAProxy did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..2 {
+        assert_eq!(login_via(&lb, &pem, "127.0.0.3", "wp-password").await, 235);
+    }
+    // Three wrong passwords from 127.0.0.2, spread by HAProxy over both instances.
+    for i in 0..3 {
+        assert_eq!(
+            login_via(&lb, &pem, "127.0.0.2", &format!("guess{i}")).await,
+            535
+        );
+    }
+    // 127.0.0.2 is blocked on whichever instance it reaches...
+    for _ in 0..2 {
+        assert_eq!(login_via(&lb, &pem, "127.0.0.2", "wp-password").await, 421);
+    }
+    // ...and 127.0.0.3, the same HAProxy in between, is not.
+    for _ in 0..2 {
+        assert_eq!(login_via(&lb, &pem, "127.0.0.3", "wp-password").await, 235);
+    }
+    let logs: Vec<String> = instances.iter().flat_map(|(h, _)| h.logs()).collect();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("127.0.0.2") && l.contains("authentication failed"))
+    );
+    // Both instances served some of it (round robin).
+    for (h, _) in &instances {
+        assert!(h.logs().iter().any(|l| l.contains("authentication failed")
+            || l.contains("address blocked")
+            || l.contains("AUTH refused")));
+    }
+}
