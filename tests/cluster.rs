@@ -12,7 +12,7 @@ const W: Duration = Duration::from_secs(10);
 
 fn shop() -> TestUser {
     TestUser {
-        extra: "    rate_limits: { messages_per_hour: 10 }\n",
+        extra: "    rate_limits: { messages_per_hour: 10, recipients_per_hour: 100 }\n",
         ..TestUser::new("shop", "shop-password", &["@shop.example"])
     }
 }
@@ -25,6 +25,16 @@ async fn instance(redis: &Redis, users: Vec<TestUser>, extra: &str) -> Harness {
         ..Setup::default()
     })
     .await
+}
+
+/// How many times Redis ran `cmd`, from `INFO commandstats`.
+fn calls(stats: &str, cmd: &str) -> u32 {
+    let line = stats
+        .lines()
+        .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")));
+    line.and_then(|l| l.split("calls=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .map_or(0, |v| v.parse().unwrap())
 }
 
 /// Sends one message as `user` through `h`; the reply code at the end (or at the
@@ -42,8 +52,12 @@ async fn a_quota_is_exact_across_instances_and_survives_a_restart() {
         return;
     }
     let redis = Redis::start();
-    let a = Arc::new(instance(&redis, vec![shop()], "").await);
-    let b = Arc::new(instance(&redis, vec![shop()], "").await);
+    let meter = || TestUser {
+        extra: "    rate_limits: { messages_per_hour: 10, recipients_per_day: 100 }\n",
+        ..TestUser::new("meter", "meter-password", &["m@shop.example"])
+    };
+    let a = Arc::new(instance(&redis, vec![shop(), meter()], "").await);
+    let b = Arc::new(instance(&redis, vec![shop(), meter()], "").await);
     assert!(a.wait_log("cluster: Redis reachable", W).await);
     // 20 transactions at once, half on each instance, against a limit of 10.
     let barrier = Arc::new(tokio::sync::Barrier::new(20));
@@ -73,6 +87,18 @@ async fn a_quota_is_exact_across_instances_and_survives_a_restart() {
     assert_eq!((accepted, limited), (10, 10), "{codes:?}");
     let delivered = a.sink.messages().len() + b.sink.messages().len();
     assert_eq!(delivered, 10);
+    assert_eq!(redis.cli(&["HGET", "test:{u:shop}:q:rh", "#"]).trim(), "10");
+    // The common path costs two round trips: MAIL reserves the message and one
+    // recipient ahead, the end of DATA commits; RCPT asks nothing.
+    let mut c = a.session("meter", "meter-password").await;
+    redis.cli(&["CONFIG", "RESETSTAT"]);
+    let r = c
+        .send_mail("m@shop.example", &["rcpt@example.org"], "x\r\n")
+        .await;
+    assert_eq!(r.code, 250);
+    let stats = redis.cli(&["INFO", "commandstats"]);
+    assert_eq!(calls(&stats, "evalsha"), 2, "{stats}");
+    assert_eq!(calls(&stats, "eval"), 0, "{stats}");
     // The counts live in Redis: a restarted instance still refuses.
     let mut a = Arc::try_unwrap(a).ok().expect("no other owner");
     a.terminate();
