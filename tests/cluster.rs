@@ -487,3 +487,35 @@ async fn behind_haproxy_per_address_limits_see_the_client() {
             || l.contains("AUTH refused")));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_uses_tls_with_ring() {
+    if !have("redis-server") {
+        return;
+    }
+    let ca = postern::tls::TestCa::new("redis CA").unwrap();
+    let redis = Redis::start_tls(&ca);
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), &ca.cert_pem).unwrap();
+    let user = TestUser {
+        extra: "    rate_limits: { messages_per_hour: 1 }\n",
+        ..TestUser::new("wp", "wp-password", &["@wp.example"])
+    };
+    // The system's trust roots, here only the test CA (rustls-native-certs reads
+    // SSL_CERT_FILE).
+    let h = Harness::start(Setup {
+        users: vec![user],
+        extra: format!("cluster:\n  redis: rediss://localhost:{}/0\n", redis.port),
+        env: vec![("SSL_CERT_FILE", ca_file.path().display().to_string())],
+        ..Setup::default()
+    })
+    .await;
+    assert!(
+        h.wait_log("cluster: Redis reachable", W).await,
+        "{}",
+        h.logs().join("\n")
+    );
+    assert_eq!(send(&h, "wp", "wp-password", "x@wp.example").await, 250);
+    assert_eq!(send(&h, "wp", "wp-password", "x@wp.example").await, 450);
+    assert!(!h.logs().iter().any(|l| l.contains("Redis unreachable")));
+}

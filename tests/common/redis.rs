@@ -8,6 +8,8 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// TLS only (`--port 0 --tls-port PORT`), with this certificate and key.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Redis {
@@ -17,6 +19,22 @@ impl Redis {
             port: super::free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            tls: None,
+        };
+        r.launch();
+        r
+    }
+
+    /// Starts redis-server speaking TLS only, with a certificate for localhost
+    /// issued by `ca`.
+    pub fn start_tls(ca: &postern::tls::TestCa) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let files = super::write_cert(ca, dir.path(), "redis");
+        let mut r = Redis {
+            port: super::free_port(),
+            dir,
+            child: None,
+            tls: Some((files.certificate, files.private_key)),
         };
         r.launch();
         r
@@ -37,8 +55,19 @@ impl Redis {
 
     /// Starts the server (again, on the same port).
     pub fn launch(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some((cert, key)) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -49,7 +78,12 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.cli(&["PING"]).trim() == "PONG" {
+            if self.tls.is_some() {
+                // redis-cli may lack TLS: wait for the port to open.
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+            } else if self.cli(&["PING"]).trim() == "PONG" {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
