@@ -519,3 +519,43 @@ async fn rediss_uses_tls_with_ring() {
     assert_eq!(send(&h, "wp", "wp-password", "x@wp.example").await, 450);
     assert!(!h.logs().iter().any(|l| l.contains("Redis unreachable")));
 }
+
+/// A state file from before cluster mode: `wp` suspended.
+fn suspended_before(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir.join("spool")).unwrap();
+    common::write(
+        &dir.join("spool/suspended.yaml"),
+        "suspended:\n  wp:\n    reason: suspended before cluster mode\n    since: 1\n",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_cluster_mode_on_shares_the_suspensions_already_there() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    let user = || TestUser::new("wp", "wp-password", &["@wp.example"]);
+    let a = Harness::start(Setup {
+        users: vec![user()],
+        extra: redis.cluster_yaml(),
+        before_launch: Some(suspended_before),
+        ..Setup::default()
+    })
+    .await;
+    assert!(a.wait_log("cluster: Redis reachable", W).await);
+    let b = instance(&redis, vec![user()], "").await;
+    let deadline = std::time::Instant::now() + W;
+    while !redis
+        .cli(&["HGET", "test:suspensions", "wp"])
+        .contains("before cluster")
+    {
+        assert!(std::time::Instant::now() < deadline, "not shared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_c, code) = login_from(&b, "127.0.0.1", "wp", "wp-password").await;
+    assert_eq!(code, 535, "suspended on B too");
+    let (_c, code) = login_from(&a, "127.0.0.1", "wp", "wp-password").await;
+    assert_eq!(code, 535, "still suspended on A");
+}

@@ -120,6 +120,11 @@ impl Brake {
         let _ = self.shared.set(shared);
     }
 
+    /// The suspensions in force here.
+    pub fn all(&self) -> BTreeMap<String, Suspension> {
+        self.suspended.locked().clone()
+    }
+
     /// Replaces the list with the cluster's (every instance's suspensions), and
     /// mirrors it to the state file when it changed.
     pub fn apply_shared(&self, shared: BTreeMap<String, Suspension>) {

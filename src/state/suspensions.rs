@@ -110,7 +110,10 @@ impl SharedBrake {
     pub async fn run(self: Arc<Self>, brake: Arc<Brake>) {
         // Redis is the truth once reachable: the state file's list (what this
         // instance knew when it stopped) is replaced by the cluster's, so a user
-        // lifted elsewhere meanwhile is not suspended again by a restart.
+        // lifted elsewhere meanwhile is not suspended again by a restart. Only the
+        // first instance ever to reach this Redis seeds it with its list, so that
+        // turning cluster mode on lifts nobody.
+        let mut seeded = false;
         let mut up = self.link.watch();
         let mut tick = tokio::time::interval(RESYNC_EVERY);
         let mut pubsub: Option<redis::aio::PubSub> = None;
@@ -130,8 +133,36 @@ impl SharedBrake {
                 _ = up.changed() => {}
                 _ = tick.tick() => {}
             }
+            if !seeded {
+                seeded = self.seed(&brake).await;
+            }
             self.sync(&brake).await;
         }
+    }
+
+    /// Shares this instance's suspensions if no instance has seeded this Redis
+    /// yet; whether Redis answered.
+    async fn seed(&self, brake: &Brake) -> bool {
+        let marker = format!("{}:seeded", self.keys.suspensions());
+        let first: Option<bool> = self
+            .link
+            .run("seeding suspensions", |mut c| async move {
+                redis::cmd("SET")
+                    .arg(&marker)
+                    .arg(1)
+                    .arg("NX")
+                    .query_async::<Option<String>>(&mut c)
+                    .await
+                    .map(|r| r.is_some())
+            })
+            .await;
+        if first == Some(true) {
+            let mut pending = self.pending.locked();
+            for (user, s) in brake.all() {
+                pending.entry(user).or_insert(Some(s));
+            }
+        }
+        first.is_some()
     }
 
     async fn subscribe(&self) -> Option<redis::aio::PubSub> {
