@@ -1,9 +1,11 @@
 //! What every session shares: the config, the credential store, the TLS config in
-//! force, the smarthost pool, and the shutdown signal.
+//! force, the smarthost pool, and the shutdown signal; and what the admin API and
+//! the control socket work on (the users store, the brake, the queue).
 
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::dkim::Keyring;
+use crate::events::Events;
 use crate::policy::auth_failures::AuthFailures;
 use crate::policy::brake::Brake;
 use crate::policy::rates::{MemoryRates, RateStore};
@@ -11,6 +13,7 @@ use crate::spool::queue::Queue;
 use crate::state::Cluster;
 use crate::tls::ServerTls;
 use crate::upstream::Relays;
+use crate::users::{FileStore, UsersStore};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -26,7 +29,11 @@ pub enum Mode {
 
 pub struct Context {
     pub config: Config,
-    pub auth: Authenticator,
+    /// The users in force and their verification (shared with the users store,
+    /// which replaces the users after each change).
+    pub auth: Arc<Authenticator>,
+    /// Where users are created, changed and removed (the admin API).
+    pub users: Arc<dyn UsersStore>,
     /// `None` when no listener uses TLS.
     pub tls: Option<ServerTls>,
     /// Every smarthost's connection pool, and the routes between them.
@@ -45,6 +52,8 @@ pub struct Context {
     pub cluster: Option<Arc<Cluster>>,
     /// Becomes `true` when the server starts draining.
     pub shutdown: watch::Receiver<bool>,
+    /// Where what happened is reported: the delivery log, webhooks, traffic counters.
+    pub events: Arc<Events>,
     id_prefix: u64,
     next_id: AtomicU64,
 }
@@ -82,6 +91,7 @@ impl Context {
             Some(c) => c.rates.clone(),
             None => Arc::new(MemoryRates::new(Instant::now())),
         };
+        let events = Events::start(&config)?;
         let mode = match config.delivery.mode {
             crate::config::DeliveryMode::Queue => {
                 let queue = Queue::open(
@@ -89,6 +99,7 @@ impl Context {
                     &config.hostname,
                     relay.clone(),
                     dkim.clone(),
+                    events.clone(),
                 )
                 .map_err(|e| {
                     format!(
@@ -100,9 +111,17 @@ impl Context {
             }
             crate::config::DeliveryMode::Passthrough => Mode::Passthrough,
         };
+        let auth = Arc::new(auth);
+        let in_force = auth.clone();
+        let users = Arc::new(FileStore::new(
+            config.users_file.clone(),
+            config.rate_limits.clone(),
+            move |users| in_force.replace_users(users),
+        ));
         Ok(Context {
             config,
             auth,
+            users,
             tls,
             relay,
             rates,
@@ -112,6 +131,7 @@ impl Context {
             dkim,
             cluster,
             shutdown,
+            events,
             id_prefix: start & 0xff_ffff,
             next_id: AtomicU64::new(1),
         })
@@ -132,6 +152,7 @@ impl Context {
         self.rates.prune(now);
         self.auth_failures.prune(now);
         self.brake.prune(now, SystemTime::now());
+        self.events.prune(now);
     }
 
     /// A new session id, unique within this process and unlikely to repeat across

@@ -25,8 +25,14 @@
 //! - [`control`]: the local control socket behind `postern queue flush` and reload.
 //! - [`reload`]: re-reading the users file, suspensions, TLS files and DKIM keys at run time.
 //! - [`dkim`]: DKIM keys per customer domain, and signing with them as mail leaves.
+//! - [`doctor`]: `postern doctor`, the deliverability checks of a sender domain's
+//!   DNS (SPF, DKIM, DMARC, MX) against the route its mail leaves through.
+//! - [`dns`]: the resolver and the lookups behind `dkim list` and `doctor`.
 //! - [`daemon`]: systemd notifications, socket activation, dropping root.
 //! - [`metrics`]: the Prometheus endpoint.
+//! - [`admin`]: the admin HTTP API (users, suspensions, queue) on its own listener.
+//! - [`users`]: the users store behind one trait (the users file), which the admin
+//!   API and `postern user ...` change users through.
 //! - [`private_fs`]: files 0600 and folders 0700 whatever the umask.
 //! - [`lock`]: taking a std lock whether or not a panic poisoned it.
 //! - [`sink`]: a stand-in smarthost for the demo, the tests and benchmarks.
@@ -34,6 +40,11 @@
 //! - [`secret`]: strings that never reach a log.
 //! - [`state`]: cluster mode: quotas, login failures, suspensions and pacing
 //!   shared through Redis, with memory as the fallback.
+//! - [`events`]: what happened (a message accepted or refused, an attempt, a
+//!   suspension, a rate limit reached, a bounce), fanned out without ever blocking a
+//!   session to the delivery log ([`journal`]), the [`webhooks`] and the traffic
+//!   counters of the dashboard.
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod context;
@@ -41,6 +52,10 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod dkim;
+pub mod dns;
+pub mod doctor;
+pub mod events;
+pub mod journal;
 pub mod lock;
 pub mod metrics;
 pub mod policy;
@@ -56,3 +71,5 @@ pub mod spool;
 pub mod state;
 pub mod tls;
 pub mod upstream;
+pub mod users;
+pub mod webhooks;

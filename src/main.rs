@@ -40,6 +40,11 @@ fn main() -> ExitCode {
             config,
         }) => cli::dkim::generate(&domain, selector, algorithm, config),
         Cmd::Dkim(DkimCmd::List { config }) => cli::dkim::list(config),
+        Cmd::Doctor {
+            domains,
+            json,
+            config,
+        } => cli::doctor::doctor(domains, json, config),
         Cmd::Demo {
             dir,
             submission,

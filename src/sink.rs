@@ -100,6 +100,8 @@ struct SinkState {
     auths: AtomicUsize,
     auth_failures: AtomicUsize,
     accepted: AtomicUsize,
+    /// DATA commands answered 354.
+    data_commands: AtomicUsize,
     arrived: Notify,
     deferred_once: Mutex<std::collections::HashSet<String>>,
 }
@@ -149,6 +151,11 @@ impl Sink {
     /// Messages accepted so far (kept or discarded).
     pub fn accepted(&self) -> usize {
         self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    /// DATA commands answered `354` so far (a transaction that reached the message).
+    pub fn data_commands(&self) -> usize {
+        self.state.data_commands.load(Ordering::SeqCst)
     }
 
     /// Successful AUTH exchanges so far.
@@ -300,6 +307,7 @@ impl Conn {
                     if self.from.is_none() || self.rcpts.is_empty() {
                         Reply::new(503, Esc(5, 5, 1), "MAIL and RCPT first")
                     } else {
+                        self.state.data_commands.fetch_add(1, Ordering::SeqCst);
                         io.reply(&Reply::plain(354, "Go ahead"));
                         match self.data(io).await {
                             Some(r) => r,

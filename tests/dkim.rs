@@ -560,3 +560,64 @@ async fn list_says_whether_dns_has_each_key() {
         "{text}"
     );
 }
+
+/// Passthrough with a key in force: DATA goes to the smarthost only when the
+/// message is handed over. A message to sign is gathered first (no smarthost
+/// connection sits in DATA while the client uploads), and one refused while it is
+/// gathered never opened DATA there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_opens_data_upstream_only_to_hand_the_message_over() {
+    let h = Harness::start(Setup::default()).await;
+    generate(
+        &h,
+        &[
+            "alice.example",
+            "--selector",
+            "e1",
+            "--algorithm",
+            "ed25519",
+        ],
+    );
+    let out = postern(&["reload"], &h.config_path);
+    assert!(out.status.success(), "{out:?}");
+    let alice = "alice@alice.example";
+    let mut c = h.session("alice", "alice-password").await;
+    c.expect(&format!("MAIL FROM:<{alice}> BODY=8BITMIME"), 250)
+        .await;
+    c.expect("RCPT TO:<bob@example.net>", 250).await;
+    c.expect("DATA", 354).await;
+    let content = message(alice, 50);
+    let (first, rest) = content.split_at(content.len() / 2);
+    c.send_raw(&stuff(first.as_bytes())).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.sink.data_commands(), 0, "DATA upstream while uploading");
+    c.send_raw(&stuff(rest.as_bytes())).await;
+    c.send_raw(b".\r\n").await;
+    let r = c.read_reply().await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let got = h.sink.wait_for(1, Duration::from_secs(20)).await;
+    assert!(got[0].content.starts_with(b"DKIM-Signature: "));
+    assert_eq!(h.sink.data_commands(), 1);
+
+    // Refused at its end (a bare LF) or at its header (a From: not alice's):
+    // DATA never reached the smarthost, and the session goes on.
+    let bare_lf = format!("{}bare\nline\r\n", message(alice, 0));
+    let forged = message("ceo@elsewhere.example", 0);
+    for (content, code) in [(bare_lf, 554), (forged, 550)] {
+        c.expect(&format!("MAIL FROM:<{alice}> BODY=8BITMIME"), 250)
+            .await;
+        c.expect("RCPT TO:<bob@example.net>", 250).await;
+        c.expect("DATA", 354).await;
+        c.send_raw(&stuff(content.as_bytes())).await;
+        c.send_raw(b".\r\n").await;
+        let r = c.read_reply().await;
+        assert_eq!(r.code, code, "{r:?}");
+    }
+    assert_eq!(
+        h.sink.data_commands(),
+        1,
+        "DATA opened for a refused message"
+    );
+    send(&mut c, alice, &message(alice, 0)).await;
+    assert_eq!(h.sink.wait_for(2, Duration::from_secs(20)).await.len(), 2);
+}

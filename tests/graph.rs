@@ -259,8 +259,8 @@ async fn token_endpoint_down_defers_graph_delivery() {
     common::assert_no_secrets(&h.logs(), &p.issued());
 }
 
-/// A second 429 asking for longer than Postern waits within an attempt: the queue
-/// pauses at least that long (its own first pause is 30 s).
+/// A second 429 asking for longer than Postern waits within an attempt: the Graph
+/// entry is held at least that long (its own first pause is 30 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_honours_a_long_retry_after() {
     let (h, p) = start(true, |p| {
@@ -269,11 +269,11 @@ async fn the_queue_honours_a_long_retry_after() {
     .await;
     let r = send(&h, &["b@example.org"], "To: b@example.org\r\n\r\nx\r\n").await;
     assert_eq!(r.code, 250, "{r:?}");
-    assert!(h.wait_log("pausing the whole queue", W).await);
+    assert!(h.wait_log("holding its mail", W).await);
     let logs = h.logs();
     let pause = logs
         .iter()
-        .find(|l| l.contains("pausing the whole queue"))
+        .find(|l| l.contains("holding its mail"))
         .unwrap();
     assert!(pause.contains("pause_s=45"), "{pause}");
     assert_eq!(p.graph_requests(), 2);
@@ -319,6 +319,78 @@ async fn another_2xx_is_delivered_and_a_redirect_is_temporary() {
     assert_eq!(p.graph_requests(), 3);
 }
 
+/// Mail from `@client-a.example` goes to Graph, the rest to the SMTP stand-in.
+async fn start_routed(queue: bool, before: impl FnOnce(&Provider)) -> (Harness, Provider) {
+    let ca = TestCa::new("Postern test CA").unwrap();
+    let p = Provider::start(&ca, Grant::ClientCredentials, 3600).await;
+    before(&p);
+    let (oauth, files) = p.oauth2_yaml();
+    let oauth: String = oauth.lines().map(|l| format!("    {l}\n")).collect();
+    let yaml = format!(
+        "smarthost:\n  address: \"localhost:{{SINK}}\"\n  {{RELAY}}\nroutes:\n  - match: \"@client-a.example\"\n    smarthost:\n      transport: graph\n      graph_url: {}\n      ca_file: ca.pem\n      username: {MAILBOX}\n{oauth}",
+        p.graph_url()
+    )
+    .replace("{RELAY}", "tls: starttls\n  ca_file: ca.pem\n  username: relay-user\n  password_file: smarthost.secret");
+    let h = Harness::start(Setup {
+        ca: Some(ca),
+        users: vec![TestUser::new(
+            "alice",
+            "alice-password",
+            &["@alice.example", "@client-a.example"],
+        )],
+        smarthost_yaml: Some(yaml),
+        files,
+        queue,
+        ..Setup::default()
+    })
+    .await;
+    (h, p)
+}
+
+/// A Graph mailbox that answers 429 with a long `Retry-After` is held on its own:
+/// the SMTP route's mail goes on at once, while mail for the mailbox waits for the
+/// hold without Graph being asked (queue: no attempt counted; passthrough: 451 at
+/// MAIL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_graph_mailbox_holds_only_its_route() {
+    for queue in [false, true] {
+        let (h, p) = start_routed(queue, |p| p.script(&[GraphAnswer::Throttle(120)])).await;
+        let mut c = h.session("alice", "alice-password").await;
+        let body = "To: b@example.org\r\n\r\nx\r\n";
+        let r = c
+            .send_mail("news@client-a.example", &["b@example.org"], body)
+            .await;
+        let expect = if queue { 250 } else { 451 };
+        assert_eq!(r.code, expect, "queue={queue}: {r:?}");
+        assert!(h.wait_log("holding its mail", W).await, "queue={queue}");
+        let r = c
+            .send_mail("me@alice.example", &["b@example.org"], body)
+            .await;
+        assert_eq!(r.code, 250, "queue={queue}: {r:?}");
+        assert_eq!(h.sink.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+        let r = c
+            .send_mail("news@client-a.example", &["b@example.org"], body)
+            .await;
+        if queue {
+            assert_eq!(r.code, 250, "{r:?}");
+            let id = r.text.rsplit(' ').next().unwrap().to_string();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (_, list) = common::cli(&h, &["queue", "list"]);
+            let line = list.lines().find(|l| l.starts_with(&id)).unwrap();
+            assert!(line.contains(" 0  b@example.org"), "counted: {list}");
+        } else {
+            assert_eq!((r.code, r.esc), (451, Some(Esc(4, 7, 0))), "{r:?}");
+            assert!(r.text.contains("on hold"), "{r:?}");
+        }
+        assert_eq!(
+            p.graph_requests(),
+            1,
+            "queue={queue}: Graph asked during the hold"
+        );
+        assert!(p.sent().is_empty());
+    }
+}
+
 /// Graph on one sender's route only: its limits (header recipients, size) apply to
 /// that sender's mail, not to mail on the default SMTP route.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,28 +402,7 @@ async fn graph_limits_apply_to_the_senders_routed_to_graph_only() {
     );
     let outside = "To: b@example.org\r\nCc: boss@example.org\r\n\r\nx\r\n";
     for queue in [false, true] {
-        let ca = TestCa::new("Postern test CA").unwrap();
-        let p = Provider::start(&ca, Grant::ClientCredentials, 3600).await;
-        let (oauth, files) = p.oauth2_yaml();
-        let oauth: String = oauth.lines().map(|l| format!("    {l}\n")).collect();
-        let yaml = format!(
-            "smarthost:\n  address: \"localhost:{{SINK}}\"\n  {{RELAY}}\nroutes:\n  - match: \"@client-a.example\"\n    smarthost:\n      transport: graph\n      graph_url: {}\n      ca_file: ca.pem\n      username: {MAILBOX}\n{oauth}",
-            p.graph_url()
-        )
-        .replace("{RELAY}", "tls: starttls\n  ca_file: ca.pem\n  username: relay-user\n  password_file: smarthost.secret");
-        let h = Harness::start(Setup {
-            ca: Some(ca),
-            users: vec![TestUser::new(
-                "alice",
-                "alice-password",
-                &["@alice.example", "@client-a.example"],
-            )],
-            smarthost_yaml: Some(yaml),
-            files,
-            queue,
-            ..Setup::default()
-        })
-        .await;
+        let (h, p) = start_routed(queue, |_| {}).await;
         let mut c = h.session("alice", "alice-password").await;
         let routed = "news@client-a.example";
         let r = c.send_mail(routed, &["b@example.org"], outside).await;

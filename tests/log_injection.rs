@@ -105,6 +105,7 @@ fn queue_list_escapes_senders_recipients_and_errors() {
     // What a client and a smarthost could have put into an envelope.
     let spool = Spool::open(&spool_dir).unwrap();
     let env = Envelope {
+        client_ip: None,
         id: postern::spool::store::new_id(),
         from: "\"ceo\u{1b}]0;pwned\u{7}\"@alice.example".into(),
         rcpts: vec![Recipient {

@@ -307,6 +307,40 @@ async fn the_proxy_header_address_identifies_the_device() {
     assert_eq!(r.code, 250, "{r:?}");
 }
 
+/// A PROXY header that names no client (v2 `LOCAL`, a balancer's health check,
+/// with or without addresses; v1 `UNKNOWN`) leaves the balancer's own address,
+/// which must not identify anyone even inside a device network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_header_without_a_client_identifies_nobody() {
+    let h = Harness::start(Setup {
+        users: device_users(),
+        proxy_from: Some("127.0.0.0/8"),
+        ..Setup::default()
+    })
+    .await;
+    let signature = b"\r\n\r\n\0\r\nQUIT\n";
+    let mut local_bare = signature.to_vec();
+    local_bare.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+    // LOCAL carrying a device's address: ignored all the same.
+    let mut local_with_addresses = signature.to_vec();
+    local_with_addresses.extend_from_slice(&[0x20, 0x11, 0x00, 0x0c]);
+    local_with_addresses.extend_from_slice(&[192, 168, 10, 7, 127, 0, 0, 1]);
+    local_with_addresses.extend_from_slice(&[0x9c, 0x40, 0x02, 0x4b]);
+    let unknown = b"PROXY UNKNOWN\r\n".to_vec();
+    for header in [local_bare, local_with_addresses, unknown] {
+        // The balancer sits in printers' network.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.2.3.4:0".parse().unwrap()).unwrap();
+        let mut tcp = socket.connect(h.starttls).await.unwrap();
+        tcp.write_all(&header).await.unwrap();
+        let mut c = Client::over(tcp).await;
+        c.expect("EHLO balancer", 250).await;
+        let r = c.cmd("MAIL FROM:<printer@office.example>").await;
+        assert!(status(&r).starts_with("530 5.7.0"), "{header:?}: {r:?}");
+    }
+    assert!(h.sink.messages().is_empty());
+}
+
 /// Queue mode takes a device's message like a login's, and the metrics count the
 /// identification and the user's message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -305,32 +305,70 @@ async fn five_hundred_messages_over_twenty_connections_none_lost_none_twice() {
     assert_eq!(msgs.len(), 500);
 }
 
+/// A smarthost that throttles (`454` at MAIL) is held on its own: mail for another
+/// route's smarthost goes on at once, mail for the held one waits without an
+/// attempt being counted, and a flush ends the hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_pauses_the_whole_queue() {
-    let h = Harness::start(queued()).await;
+async fn a_throttled_smarthost_holds_only_its_own_mail() {
+    let routed_port = common::free_port();
+    let h = Harness::start(Setup {
+        users: vec![common::TestUser::new(
+            "alice",
+            "alice-password",
+            &["@alice.example", "@client-a.example"],
+        )],
+        files: vec![("client-a.secret", "client-a-password\n".into())],
+        smarthost_yaml: Some(format!(
+            "smarthost:\n  - address: \"localhost:{{SINK}}\"\n    {{RELAY}}\nroutes:\n  - match: \"@client-a.example\"\n    smarthost:\n      address: \"localhost:{routed_port}\"\n      tls: starttls\n      ca_file: ca.pem\n      username: client-a\n      password_file: client-a.secret\n"
+        )),
+        ..queued()
+    })
+    .await;
+    let routed = h
+        .sink_at(routed_port, "client-a", "client-a-password")
+        .await;
     let mut c = h.session("alice", "alice-password").await;
     let throttled = queued_id(
-        &c.send_mail("throttle454@alice.example", &["b@example.org"], "x\r\n")
+        &c.send_mail("throttle454@client-a.example", &["b@example.org"], "x\r\n")
             .await,
     );
-    assert!(h.wait_log("pausing the whole queue", W).await);
-    // Another message waits: the smarthost asked everyone to slow down.
+    assert!(h.wait_log("holding its mail", W).await);
+    // The default route's smarthost did not throttle: its mail goes now, not after
+    // the 30 s hold.
     queued_id(
         &c.send_mail(
             "a@alice.example",
+            &["b@example.org"],
+            "Subject: goes\r\n\r\nx\r\n",
+        )
+        .await,
+    );
+    assert_eq!(h.sink.wait_for(1, Duration::from_secs(10)).await.len(), 1);
+    // Mail for the held smarthost waits, and waiting is not an attempt.
+    let waits = queued_id(
+        &c.send_mail(
+            "news@client-a.example",
             &["b@example.org"],
             "Subject: waits\r\n\r\nx\r\n",
         )
         .await,
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(h.sink.messages().is_empty(), "delivered during the pause");
+    assert!(routed.messages().is_empty(), "delivered during the hold");
+    let (ok, list) = cli(&h, &["queue", "list"]);
+    assert!(ok, "{list}");
+    let line = list.lines().find(|l| l.starts_with(&waits)).unwrap();
+    assert!(
+        line.contains(" 0  b@example.org"),
+        "no attempt counted: {list}"
+    );
+    assert!(!list.contains("on hold"), "no error recorded: {list}");
     // The operator removes the offending message and flushes: the rest goes out.
     let (ok, out) = cli(&h, &["queue", "delete", &throttled]);
     assert!(ok, "{out}");
     let (ok, out) = cli(&h, &["queue", "flush"]);
     assert!(ok, "{out}");
-    assert_eq!(h.sink.wait_for(1, W).await.len(), 1);
+    assert_eq!(routed.wait_for(1, W).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,17 @@ pub enum Cmd {
     /// DKIM keys per customer domain.
     #[command(subcommand)]
     Dkim(DkimCmd),
+    /// Check each sender domain's DNS (SPF, DKIM, DMARC, MX) against the smarthost
+    /// its mail leaves through, and say what to fix; exit 1 if a check failed.
+    Doctor {
+        /// Domains to check (default: every domain in the users' senders).
+        domains: Vec<String>,
+        /// Print JSON (for a panel) instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
     /// Run a self-contained demo on loopback: self-signed TLS, a sample user and a
     /// stand-in smarthost.
     Demo {

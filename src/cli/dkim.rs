@@ -186,7 +186,7 @@ pub fn list(config: Option<PathBuf>) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let dns = postern::dkim::published::resolver();
+    let dns = postern::dns::resolver();
     let verdicts = super::runtime().block_on(check_all(&keys, dns));
     let mut out = std::io::stdout().lock();
     for (key, verdict) in keys.all().zip(verdicts) {

@@ -8,11 +8,13 @@
 //! - `queue`: `queue list|flush|delete`.
 //! - `reload`: `reload`, and telling the server to reload after an edit.
 //! - `dkim`: `dkim generate|list`.
+//! - `doctor`: `doctor`, the deliverability checks.
 //!
 //! Exit codes (fixed): 0 ok, 1 bad config or usage, 2 runtime failure.
 
 pub mod args;
 pub mod dkim;
+pub mod doctor;
 pub mod password;
 pub mod queue;
 pub mod reload;

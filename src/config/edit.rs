@@ -1,8 +1,10 @@
-//! Safe edits of the users file for `postern user add` and `user disable`.
+//! Safe edits of the users file for `postern user ...` and the admin API (through
+//! the users store, `crate::users`).
 //!
 //! The file is edited as text, so that the operator's comments and layout survive:
 //! a new user is appended to the `users:` list, `disable` sets or inserts a
-//! `disabled: true` line in that user's entry. The result is validated as a whole
+//! `disabled: true` line in that user's entry, a changed user's entry is replaced
+//! where it stands, a deleted one removed. The result is validated as a whole
 //! before it replaces the file atomically (temporary file, fsync, rename; owner,
 //! group and mode kept: [`write_atomically`]). When the
 //! list is not the last thing in the file (or is written inline as `users: []`), the
@@ -48,6 +50,20 @@ pub fn user_block(
     }
     block.push_str(&format!("    senders: [{}]\n", list(senders)));
     block
+}
+
+/// The block for an entry given as a YAML mapping (the users store's edits),
+/// in the same shape as [`user_block`]: `  - KEY: ...`, then the other lines
+/// indented four spaces.
+pub fn mapping_block(entry: &serde_yaml::Value) -> Option<String> {
+    let yaml = serde_yaml::to_string(entry).ok()?;
+    let mut block = String::new();
+    for (i, line) in yaml.lines().enumerate() {
+        block.push_str(if i == 0 { "  - " } else { "    " });
+        block.push_str(line);
+        block.push('\n');
+    }
+    Some(block)
 }
 
 /// Whether `users:` is a block list that runs to the end of the file, so a new item
@@ -99,11 +115,11 @@ pub fn append_user(text: &str, block: &str) -> Option<String> {
     Some(out)
 }
 
-/// The text with `disabled: true` set for `name` (`disabled: false`: the line
-/// removed); `None` if the entry cannot be found as `- name: NAME` (the caller then
-/// rewrites the file).
-pub fn set_disabled(text: &str, name: &str, disabled: bool) -> Option<String> {
-    let lines: Vec<&str> = text.lines().collect();
+/// Where `name`'s entry is in the users file: the index of its `- name: NAME`
+/// line, the index just past its last line (trailing blank lines left out), and
+/// the indentation of its dash. `None` when the entry is not written that way (the
+/// caller then rewrites the file from its parsed form).
+fn entry_span(lines: &[&str], name: &str) -> Option<(usize, usize, usize)> {
     let quoted = [name.to_string(), format!("\"{name}\""), format!("'{name}'")];
     let start = lines.iter().position(|l| {
         let t = l.trim_start();
@@ -115,7 +131,6 @@ pub fn set_disabled(text: &str, name: &str, disabled: bool) -> Option<String> {
             .unwrap_or(false)
     })?;
     let dash = lines[start].len() - lines[start].trim_start().len();
-    let field_indent = dash + 2;
     let mut end = start + 1;
     while end < lines.len() {
         let l = lines[end];
@@ -125,8 +140,27 @@ pub fn set_disabled(text: &str, name: &str, disabled: bool) -> Option<String> {
         }
         end += 1;
     }
+    while end > start + 1 && lines[end - 1].trim().is_empty() {
+        end -= 1;
+    }
+    Some((start, end, dash))
+}
+
+/// Joins lines back into a file that ends with a line end.
+fn join(lines: &[String]) -> String {
+    let mut s = lines.join("\n");
+    s.push('\n');
+    s
+}
+
+/// The text with `disabled: true` set for `name` (`disabled: false`: the line
+/// removed); `None` if the entry cannot be found as `- name: NAME` (the caller then
+/// rewrites the file).
+pub fn set_disabled(text: &str, name: &str, disabled: bool) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (start, end, dash) = entry_span(&lines, name)?;
     let mut out: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
-    let pad = " ".repeat(field_indent);
+    let pad = " ".repeat(dash + 2);
     match (
         (start + 1..end).find(|&i| lines[i].trim_start().starts_with("disabled:")),
         disabled,
@@ -138,9 +172,35 @@ pub fn set_disabled(text: &str, name: &str, disabled: bool) -> Option<String> {
         }
         (None, false) => {}
     }
-    let mut s = out.join("\n");
-    s.push('\n');
-    Some(s)
+    Some(join(&out))
+}
+
+/// The text with `name`'s entry replaced by `block` (an item as [`user_block`]
+/// writes it: `  - name: ...` then fields indented four spaces), re-indented to
+/// the entry's own indentation. Comments outside the entry are kept; those inside it
+/// are lost. `None` if the entry cannot be found as `- name: NAME`.
+pub fn replace_entry(text: &str, name: &str, block: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (start, end, dash) = entry_span(&lines, name)?;
+    let pad = " ".repeat(dash);
+    let mut out: Vec<String> = lines[..start].iter().map(|s| s.to_string()).collect();
+    out.extend(
+        block
+            .lines()
+            .map(|l| format!("{pad}{}", l.strip_prefix("  ").unwrap_or(l))),
+    );
+    out.extend(lines[end..].iter().map(|s| s.to_string()));
+    Some(join(&out))
+}
+
+/// The text without `name`'s entry; `None` if it cannot be found as `- name: NAME`.
+pub fn remove_entry(text: &str, name: &str) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (start, end, _) = entry_span(&lines, name)?;
+    let out: Vec<String> = (lines[..start].iter().chain(&lines[end..]))
+        .map(|s| s.to_string())
+        .collect();
+    Some(join(&out))
 }
 
 /// Mode of a file that [`write_atomically`] creates (one that did not exist).
@@ -302,6 +362,47 @@ mod tests {
     password: \"$argon2id$y\"\n    senders"
         ));
         assert_eq!(set_disabled(FILE, "blog", false).unwrap(), FILE);
+    }
+
+    #[test]
+    fn an_entry_is_replaced_where_it_stands_with_comments_around_kept() {
+        let entry: serde_yaml::Value = serde_yaml::from_str(
+            "name: blog\npassword: $argon2id$new\nsenders:\n- '@blog.example'\nallow_any_header_from: true\n",
+        )
+        .unwrap();
+        let block = mapping_block(&entry).unwrap();
+        let out = replace_entry(FILE, "blog", &block).unwrap();
+        assert_eq!(
+            out,
+            "# Our users\nusers:\n  # the blog\n  - name: blog\n    password: $argon2id$new\n    senders:\n    - '@blog.example'\n    allow_any_header_from: true\n  - name: shop # the shop\n    password: \"$argon2id$y\"\n    disabled: false\n    senders: [\"@shop.example\"]\n"
+        );
+        let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(v["users"][0]["senders"][0].as_str(), Some("@blog.example"));
+        assert_eq!(v["users"][1]["name"].as_str(), Some("shop"));
+        // The last entry, and a file whose items are not indented.
+        let out = replace_entry(FILE, "shop", &block.replace("blog", "shop")).unwrap();
+        assert!(out.ends_with("  - name: shop\n    password: $argon2id$new\n    senders:\n    - '@shop.example'\n    allow_any_header_from: true\n"), "{out}");
+        let flat =
+            "users:\n- name: a\n  password: $argon2id$x\n- name: b\n  password: $argon2id$y\n";
+        let out = replace_entry(flat, "a", &block.replace("blog", "a")).unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(v["users"][0]["password"].as_str(), Some("$argon2id$new"));
+        assert_eq!(v["users"][1]["name"].as_str(), Some("b"));
+        assert_eq!(replace_entry(FILE, "nobody", &block), None);
+    }
+
+    #[test]
+    fn an_entry_is_removed_and_the_rest_kept() {
+        let out = remove_entry(FILE, "blog").unwrap();
+        assert_eq!(
+            out,
+            "# Our users\nusers:\n  # the blog\n  - name: shop # the shop\n    password: \"$argon2id$y\"\n    disabled: false\n    senders: [\"@shop.example\"]\n"
+        );
+        let out = remove_entry(FILE, "shop").unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(v["users"].as_sequence().unwrap().len(), 1);
+        assert!(out.contains("# Our users"));
+        assert_eq!(remove_entry(FILE, "sho"), None);
     }
 
     fn owner_and_mode(path: &Path) -> (u32, u32, u32) {

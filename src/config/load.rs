@@ -4,8 +4,8 @@
 
 use super::ctx::Ctx;
 use super::{
-    Config, Problems, Users, abuse, cluster, delivery, dkim, general, limits, listeners,
-    load_users, log, metrics, perms, routes, smarthost, timeouts,
+    Config, Problems, Users, abuse, admin, cluster, delivery, delivery_log, dkim, general, limits,
+    listeners, load_users, log, metrics, perms, routes, smarthost, timeouts, webhooks,
 };
 use std::path::{Path, PathBuf};
 
@@ -28,6 +28,9 @@ const KNOWN_KEYS: &[&str] = &[
     "run_as",
     "dkim",
     "cluster",
+    "delivery_log",
+    // Its `webhooks` list is parsed by `webhooks.rs`.
+    "admin",
 ];
 
 impl Config {
@@ -78,6 +81,13 @@ impl Config {
                 perms::Kind::Secret,
             ));
         }
+        if let Some(a) = &self.admin {
+            out.push((
+                "admin.token_file".into(),
+                a.token_file.clone(),
+                perms::Kind::Secret,
+            ));
+        }
         let routed = self.routes.iter().flat_map(|r| r.smarthosts.iter());
         for s in self.smarthosts.iter().chain(routed) {
             let label = |k: &'static str| move |p: &PathBuf| (format!("smarthost.{k}"), p.clone());
@@ -90,6 +100,13 @@ impl Config {
                     out.push((key, p, perms::Kind::Secret));
                 }
             }
+        }
+        for w in &self.webhooks {
+            out.push((
+                "admin.webhooks.secret_file".into(),
+                w.secret_file.clone(),
+                perms::Kind::Secret,
+            ));
         }
         out
     }
@@ -144,6 +161,9 @@ impl Config {
         let abuse = abuse::abuse(cx, &delivery.spool_directory);
         let dkim = dkim::dkim(cx);
         let cluster = cluster::cluster(cx);
+        let admin = admin::admin(cx, tls.is_some());
+        let delivery_log = delivery_log::delivery_log(cx, &delivery.spool_directory);
+        let webhooks = webhooks::webhooks(cx);
         if cx.problems.len() != before {
             return None;
         }
@@ -167,6 +187,9 @@ impl Config {
             run_as,
             dkim,
             cluster,
+            admin,
+            delivery_log,
+            webhooks,
         })
     }
 }

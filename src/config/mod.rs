@@ -9,17 +9,20 @@
 //! - `general`: `hostname`, `users`, `received`, `run_as`;
 //! - `listeners`: `listeners`, `tls`, `trusted_proxies`;
 //! - `smarthost`, `routes`, `delivery`, `limits` (with `rate_limits`), `timeouts`,
-//!   `abuse`, `log`, `metrics`, `dkim`;
+//!   `abuse`, `log`, `metrics`, `dkim`, `admin`, `delivery_log`, `webhooks`
+//!   (`admin.webhooks`);
 //! - the value types they parse: `units` (durations, sizes), `senders` (sender rules),
 //!   `cidr` (networks), `phc` (password hashes);
 //! - `users`: the users file, with `networks` (devices identified by their address);
 //!   `edit`: editing it; `perms`: file permission audits.
 
 mod abuse;
+mod admin;
 mod cidr;
 mod cluster;
 mod ctx;
 mod delivery;
+mod delivery_log;
 mod dkim;
 pub mod edit;
 mod file_checks;
@@ -40,11 +43,14 @@ mod smarthost;
 mod timeouts;
 mod units;
 pub mod users;
+mod webhooks;
 
 pub use abuse::{Abuse, AuthFailurePolicy, BrakePolicy};
+pub use admin::{Admin, MIN_TOKEN_LEN};
 pub use cidr::Cidr;
 pub use cluster::Cluster;
 pub use delivery::{Delivery, DeliveryMode};
+pub use delivery_log::DeliveryLogConfig;
 pub use dkim::Dkim;
 pub use general::RunAs;
 pub use limits::{Limits, RateLimits, RawRateLimits};
@@ -61,6 +67,7 @@ pub use smarthost::{DEFAULT_GRAPH_URL, Smarthost, Transport, split_host_port};
 pub use timeouts::Timeouts;
 pub use units::{HumanDuration, Size, parse_duration, parse_size};
 pub use users::{User, Users, load_users, parse_users};
+pub use webhooks::{WEBHOOK_EVENTS, Webhook};
 
 use std::path::PathBuf;
 
@@ -97,6 +104,12 @@ pub struct Config {
     pub dkim: Dkim,
     /// Cluster mode: the Redis shared with the other instances, if any.
     pub cluster: Option<Cluster>,
+    /// The admin API; `None`: off.
+    pub admin: Option<Admin>,
+    /// The delivery log's folder and retention.
+    pub delivery_log: DeliveryLogConfig,
+    /// `admin.webhooks`: where events are POSTed.
+    pub webhooks: Vec<Webhook>,
 }
 
 /// Picks the config path: `-c`, then `$POSTERN_CONFIG`, then the default.

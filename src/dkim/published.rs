@@ -1,14 +1,9 @@
-//! Whether a key's DNS record is published and matches, for `postern dkim list`.
-//!
-//! DNS goes to the system resolver, or to `POSTERN_RESOLVER=IP:PORT` when set
-//! (tests, split-horizon setups), through hickory (as mail-auth uses it).
+//! Whether a key's DNS record is published and matches, for `postern dkim list`
+//! and `postern doctor`. The lookup itself is [`crate::dns`]'s.
 
+use crate::dns::Answer;
 use mail_auth::MessageAuthenticator;
-use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-use mail_auth::hickory_resolver::proto::rr::RData;
 use std::fmt;
-use std::net::SocketAddr;
-use std::time::Duration;
 
 /// What DNS says about one key's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,31 +29,6 @@ impl fmt::Display for Published {
     }
 }
 
-/// The resolver: `POSTERN_RESOLVER=IP:PORT` when set, else the system's.
-pub fn resolver() -> Result<MessageAuthenticator, String> {
-    let mut opts = ResolverOpts::default();
-    opts.timeout = Duration::from_secs(3);
-    opts.attempts = 1;
-    let config = match std::env::var("POSTERN_RESOLVER") {
-        Ok(addr) => {
-            let addr: SocketAddr = addr
-                .parse()
-                .map_err(|_| format!("POSTERN_RESOLVER={addr:?} is not IP:PORT"))?;
-            let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-            for c in &mut server.connections {
-                c.port = addr.port();
-            }
-            ResolverConfig::from_name_servers(vec![server])
-        }
-        Err(_) => {
-            let (config, _) = mail_auth::hickory_resolver::system_conf::read_system_conf()
-                .map_err(|e| format!("cannot read the system resolver: {e}"))?;
-            config
-        }
-    };
-    MessageAuthenticator::new(config, opts).map_err(|e| e.to_string())
-}
-
 /// Looks up `name`'s TXT records and compares the DKIM one with `algorithm`
 /// (`rsa`, `ed25519`) and `public_key` (the `p=` value, base64).
 pub async fn check(
@@ -67,18 +37,17 @@ pub async fn check(
     algorithm: &str,
     public_key: &str,
 ) -> Published {
-    let lookup = match dns.resolver().txt_lookup(format!("{name}.")).await {
-        Ok(l) => l,
-        Err(e) if e.is_no_records_found() => return Published::Missing,
-        Err(e) => return Published::Unknown(e.to_string()),
-    };
-    let records: Vec<String> = (lookup.answers().iter())
-        .filter_map(|r| match &r.data {
-            RData::TXT(txt) => Some(String::from_utf8_lossy(&txt.txt_data.concat()).into_owned()),
-            _ => None,
-        })
-        .collect();
-    compare(&records, algorithm, public_key)
+    verdict(&crate::dns::txt(dns, name).await, algorithm, public_key)
+}
+
+/// The verdict on what DNS answered at a key's name (pure, for tests and for
+/// `postern doctor`, which does its own lookups).
+pub fn verdict(answer: &Answer<Vec<String>>, algorithm: &str, public_key: &str) -> Published {
+    match answer {
+        Answer::Found(records) => compare(records, algorithm, public_key),
+        Answer::NoRecord | Answer::NoDomain => Published::Missing,
+        Answer::Failed(e) => Published::Unknown(e.clone()),
+    }
 }
 
 /// The verdict on the TXT records found at a key's name (pure, for tests).

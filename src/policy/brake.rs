@@ -181,19 +181,53 @@ impl Brake {
         self.suspended.locked().get(user).cloned()
     }
 
-    fn suspend(&self, user: &str, reason: String, wall: SystemTime) -> String {
+    /// Suspends `user` now (the admin API), and saves the state file: the
+    /// suspension holds at once, and across a restart once this returns `Ok`. An
+    /// error means it holds until restart only.
+    pub fn suspend(&self, user: &str, reason: &str) -> Result<(), String> {
+        self.record(user, reason.to_string(), SystemTime::now())
+    }
+
+    /// Lifts `user`'s suspension now (the admin API), saves the state file, and
+    /// forgets the activity that led to it; returns whether the user was suspended.
+    pub fn unsuspend(&self, user: &str) -> Result<bool, String> {
+        let was = {
+            let mut all = self.suspended.locked();
+            let was = all.remove(user).is_some();
+            if was {
+                write_state(&self.file, &all)
+                    .map_err(|e| format!("{}: {e}", self.file.display()))?;
+            }
+            was
+        };
+        self.activity.locked().remove(user);
+        if let Some(shared) = self.shared.get() {
+            shared.lift(user);
+        }
+        Ok(was)
+    }
+
+    /// Records a suspension in memory and in the state file, and shares it.
+    fn record(&self, user: &str, reason: String, wall: SystemTime) -> Result<(), String> {
         let suspension = Suspension {
-            reason: reason.clone(),
+            reason,
             since: epoch_secs(wall),
         };
-        let mut all = self.suspended.locked();
-        all.insert(user.to_string(), suspension.clone());
-        if let Err(e) = write_state(&self.file, &all) {
-            tracing::error!(file = %self.file.display(), error = %e, "cannot save the suspension; it holds until restart");
-        }
-        drop(all);
+        let saved = {
+            let mut all = self.suspended.locked();
+            all.insert(user.to_string(), suspension.clone());
+            write_state(&self.file, &all).map_err(|e| format!("{}: {e}", self.file.display()))
+        };
         if let Some(shared) = self.shared.get() {
             shared.suspend(user, &suspension);
+        }
+        saved
+    }
+
+    /// An automatic suspension; a state file that cannot be written is logged.
+    fn brake(&self, user: &str, reason: String, wall: SystemTime) -> String {
+        if let Err(e) = self.record(user, reason.clone(), wall) {
+            tracing::error!(error = %e, "cannot save the suspension; it holds until restart");
         }
         reason
     }
@@ -210,7 +244,7 @@ impl Brake {
             a.ips.len() as u32
         };
         (count > max).then(|| {
-            self.suspend(
+            self.brake(
                 user,
                 format!("logged in from {count} addresses within an hour (max_ips_per_user_per_hour: {max})"),
                 wall,
@@ -233,7 +267,7 @@ impl Brake {
                 .count() as u32
         };
         (consecutive >= hours).then(|| {
-            self.suspend(
+            self.brake(
                 user,
                 format!("hit its rate limit in {hours} consecutive hours"),
                 wall,
@@ -304,6 +338,20 @@ mod tests {
         assert!(!lift(&dir.path().join("suspended.yaml"), "wp").unwrap());
         b2.reload().unwrap();
         assert!(b2.suspended("wp").is_none());
+    }
+
+    #[test]
+    fn an_operator_suspension_persists_and_is_lifted() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = brake(dir.path(), None, None);
+        b.suspend("wp", "ticket 42").unwrap();
+        assert_eq!(b.suspended("wp").unwrap().reason, "ticket 42");
+        let again = brake(dir.path(), None, None);
+        assert_eq!(again.suspended("wp").unwrap().reason, "ticket 42");
+        assert!(b.unsuspend("wp").unwrap());
+        assert!(!b.unsuspend("wp").unwrap());
+        assert!(b.suspended("wp").is_none());
+        assert!(brake(dir.path(), None, None).suspended("wp").is_none());
     }
 
     #[test]

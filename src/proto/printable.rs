@@ -19,27 +19,41 @@ pub struct Printable<T>(pub T);
 impl<T: Display> Display for Printable<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = self.0.to_string();
-        let quote = text.contains(['=', '"']);
-        if quote {
-            f.write_char('"')?;
-        }
-        for c in text.chars() {
-            match c {
-                '\\' => f.write_str("\\\\")?,
-                '"' if quote => f.write_str("\\\"")?,
-                c if hidden(c) => write!(f, "\\u{{{:x}}}", c as u32)?,
-                c => f.write_char(c)?,
-            }
-        }
-        if quote {
-            f.write_char('"')?;
-        }
-        Ok(())
+        escape(f, &text, text.contains(['=', '"']))
     }
 }
 
+/// Displays `T` with control and format characters (and backslashes) escaped as
+/// [`Printable`] does, but never quoted: for text that is not a `key=value` field,
+/// such as a DNS record in `postern doctor`'s report.
+pub struct Escaped<T>(pub T);
+
+impl<T: Display> Display for Escaped<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        escape(f, &self.0.to_string(), false)
+    }
+}
+
+fn escape(f: &mut fmt::Formatter<'_>, text: &str, quote: bool) -> fmt::Result {
+    if quote {
+        f.write_char('"')?;
+    }
+    for c in text.chars() {
+        match c {
+            '\\' => f.write_str("\\\\")?,
+            '"' if quote => f.write_str("\\\"")?,
+            c if hidden(c) => write!(f, "\\u{{{:x}}}", c as u32)?,
+            c => f.write_char(c)?,
+        }
+    }
+    if quote {
+        f.write_char('"')?;
+    }
+    Ok(())
+}
+
 /// Characters that control a terminal or change how the text around them reads.
-fn hidden(c: char) -> bool {
+pub fn hidden(c: char) -> bool {
     c.is_control()
         || matches!(c,
             '\u{200b}'..='\u{200f}'   // zero-width spaces and joiners, LRM, RLM
@@ -98,6 +112,15 @@ mod tests {
         let reply = crate::proto::reply::Reply::plain(550, "no\u{1b}[31m");
         assert_eq!(Printable(&reply).to_string(), "550 no\\u{1b}[31m");
         assert_eq!(Printable(String::from("x\ny")).to_string(), "x\\u{a}y");
+    }
+
+    #[test]
+    fn escaped_is_never_quoted() {
+        assert_eq!(
+            Escaped("v=spf1 \u{1b}[31m -all").to_string(),
+            "v=spf1 \\u{1b}[31m -all"
+        );
+        assert_eq!(Escaped("a\\b \"c\"").to_string(), "a\\\\b \"c\"");
     }
 
     /// Nothing that comes out ever holds a character a terminal would act on.

@@ -5,7 +5,7 @@
 use super::limits::{ConnectionLimits, Refusal};
 use crate::config::{Listener, TlsMode};
 use crate::context::Context;
-use crate::session::serve_connection;
+use crate::session::{Peer, serve_connection};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,9 +52,11 @@ pub(super) async fn accept_loop(
             tokio::spawn(async move {
                 let mut tcp = tcp;
                 match crate::proxy::read_header(&mut tcp, PROXY_HEADER_TIMEOUT).await {
-                    Ok(client) => {
-                        admit_and_serve(ctx, listener, &limits, tcp, client.unwrap_or(peer))
+                    Ok(Some(client)) => {
+                        admit_and_serve(ctx, listener, &limits, tcp, Peer::Client(client))
                     }
+                    // LOCAL (a health check) or no address: the balancer's own.
+                    Ok(None) => admit_and_serve(ctx, listener, &limits, tcp, Peer::Proxy(peer)),
                     Err(e) => {
                         warn!(peer = %peer, error = %crate::proto::printable::Printable(&e), "connection closed: no valid PROXY header");
                         metrics::counter!("postern_connections_refused_total", "limit" => "bad_proxy_header")
@@ -63,7 +65,13 @@ pub(super) async fn accept_loop(
                 }
             });
         } else {
-            admit_and_serve(ctx.clone(), listener.clone(), &limits, tcp, peer);
+            admit_and_serve(
+                ctx.clone(),
+                listener.clone(),
+                &limits,
+                tcp,
+                Peer::Client(peer),
+            );
         }
     }
 }
@@ -71,18 +79,19 @@ pub(super) async fn accept_loop(
 /// How long a load balancer has to send its PROXY header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Applies the connection caps to `peer` (the real client behind a proxy) and runs a
-/// session, or refuses.
+/// Applies the connection caps to `peer` (the real client behind a proxy, or the
+/// proxy itself when it named none) and runs a session, or refuses.
 fn admit_and_serve(
     ctx: Arc<Context>,
     listener: Listener,
     limits: &Arc<ConnectionLimits>,
     tcp: TcpStream,
-    peer: SocketAddr,
+    peer: Peer,
 ) {
     // A dual-stack `[::]` listener sees IPv4 clients as `::ffff:a.b.c.d`: one client,
     // one address in limits, logs and Received.
-    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    let whose = peer.canonical();
+    let peer = whose.address();
     match limits.admit(crate::policy::client_key(
         peer.ip(),
         ctx.config.limits.ipv6_prefix,
@@ -91,7 +100,7 @@ fn admit_and_serve(
             metrics::counter!("postern_connections_total", "tls" => listener.tls.to_string())
                 .increment(1);
             tokio::spawn(async move {
-                serve_connection(ctx, listener, tcp, peer).await;
+                serve_connection(ctx, listener, tcp, whose).await;
                 drop(admission);
             });
         }

@@ -1,7 +1,8 @@
 //! The server: [`Server::bind`] binds the listeners and drops root;
 //! [`Server::run`] accepts connections under the connection caps, runs a session per
-//! connection, reloads on SIGHUP ([`crate::reload`]) and drains when its shutdown
-//! future completes ([`serve`]: SIGTERM/SIGINT).
+//! connection, serves the admin API beside them ([`crate::admin`]), reloads on
+//! SIGHUP ([`crate::reload`]) and drains when its shutdown future completes
+//! ([`serve`]: SIGTERM/SIGINT).
 
 mod accept;
 mod limits;
@@ -56,6 +57,7 @@ pub struct Server {
     ctx: Arc<Context>,
     listeners: Vec<(TcpListener, Listener)>,
     metrics: Option<(TcpListener, crate::metrics::Handle)>,
+    admin: Option<TcpListener>,
     limits: Arc<ConnectionLimits>,
     shutdown_tx: watch::Sender<bool>,
 }
@@ -72,6 +74,7 @@ impl Server {
         let auth = Authenticator::new(users, cores, 64);
         let listeners = bind_listeners(&config.listeners).await?;
         let metrics = bind_metrics(&config).await?;
+        let admin = bind_admin(&config).await?;
         // Everything privileged (ports, the private key) is done: become run_as.
         crate::daemon::drop_privileges(config.run_as.as_ref()).map_err(ServeError::Setup)?;
         let gid = nix::unistd::getegid().as_raw();
@@ -89,6 +92,7 @@ impl Server {
             ctx: Arc::new(ctx),
             listeners,
             metrics,
+            admin,
             limits,
             shutdown_tx,
         })
@@ -108,6 +112,7 @@ impl Server {
             ctx,
             listeners,
             metrics,
+            admin,
             limits,
             shutdown_tx,
         } = self;
@@ -134,6 +139,7 @@ impl Server {
         if let Some(cluster) = &ctx.cluster {
             tasks.extend(cluster.start(ctx.brake.clone()).await);
         }
+        let admin_task = admin.map(|socket| tokio::spawn(crate::admin::serve(ctx.clone(), socket)));
         info!("ready");
         crate::daemon::notify_ready();
         crate::daemon::notify_status("accepting mail");
@@ -151,6 +157,12 @@ impl Server {
         crate::daemon::notify_stopping();
         let _ = shutdown_tx.send(true);
         drain(&ctx, &limits).await;
+        if let Some(t) = admin_task {
+            // It drains on the same signal: requests in flight are answered.
+            let _ = tokio::time::timeout(ctx.config.timeouts.shutdown_grace, t).await;
+        }
+        // The last transactions reach the delivery log before the process ends.
+        ctx.events.settle(Duration::from_secs(2)).await;
         if let Some(t) = queue_task {
             t.abort();
         }
@@ -228,6 +240,18 @@ async fn bind_metrics(
         .map_err(|source| ServeError::Bind { address, source })?;
     let handle = crate::metrics::install().map_err(ServeError::Setup)?;
     Ok(Some((socket, handle)))
+}
+
+/// Binds the admin API's listener, if `admin` is configured.
+async fn bind_admin(config: &Config) -> Result<Option<TcpListener>, ServeError> {
+    let Some(admin) = &config.admin else {
+        return Ok(None);
+    };
+    let address = admin.address;
+    TcpListener::bind(address)
+        .await
+        .map(Some)
+        .map_err(|source| ServeError::Bind { address, source })
 }
 
 /// Forgets expired limiter state, about twice per pooled-connection idle timeout.

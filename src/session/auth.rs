@@ -261,6 +261,8 @@ impl Session {
         {
             auth_metric("suspended");
             warn!(user = %user.name, reason = %reason, "user suspended by the abuse brake");
+            let by = crate::events::By::Brake;
+            self.ctx.events.suspended(&user.name, &reason, by);
         } else {
             return None;
         }

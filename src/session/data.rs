@@ -12,6 +12,7 @@ use super::finish::Route;
 use super::gate::{Fixups, HeaderGate, RecipientCheck, Refusal};
 use super::held::Relay;
 use super::mail::{failed_reply, upstream_lost};
+use super::record::Verdict;
 use super::{Flow, Session, Transaction};
 use crate::context::Mode;
 use crate::proto::data::{DataError, DataReceiver, Feed};
@@ -20,8 +21,8 @@ use crate::proto::received::{Trace, received_header};
 use crate::proto::reply::{Esc, Reply};
 use crate::session::io::{ReadChunk, SmtpStream};
 use crate::spool::store::MessageWriter;
+use crate::upstream;
 use crate::upstream::graph::Unsendable;
-use crate::upstream::{self, Failed};
 use std::time::SystemTime;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -128,6 +129,7 @@ impl Session {
         io: &mut SmtpStream<S>,
     ) -> Flow {
         if let Some(reply) = self.data_refusal() {
+            self.record_without_recipients(&reply);
             return self.refuse(io, reply);
         }
         let upstream = self.txn.as_mut().and_then(|t| t.upstream.take());
@@ -282,7 +284,7 @@ impl Session {
         let txn = self.txn.take().expect("transaction is open");
         // From here on, returning without finishing drops `target`: the smarthost
         // connection closes without end of data, or the spool file is deleted.
-        if let Some(flow) = self.refuse_bad_message(io, &txn, &received, &gate) {
+        if let Some(flow) = self.refuse_bad_message(io, &txn, &received, &gate, queue_id) {
             return flow;
         }
         if gate.bcc_removed > 0 {
@@ -293,16 +295,17 @@ impl Session {
         }
         match target {
             Target::Relay(smarthost) => {
+                let at = (queue_id, received.size as u64);
                 if received.target_failed {
-                    self.message_metric("rejected", "smarthost_lost");
-                    return self.refuse(io, upstream_lost());
+                    let v = Verdict::refused("smarthost_lost", upstream_lost());
+                    return self.conclude(io, &txn, at, v);
                 }
                 if let Some(max) = self.ctx.relay.max_message_size(&txn.from)
                     && received.size as u64 > max
                 {
                     warn!(sender = %Printable(&txn.from), size = received.size, max, "message too large for the sender's route");
-                    self.message_metric("rejected", "size");
-                    return self.refuse(io, Unsendable::TooLarge.reply());
+                    let v = Verdict::refused("size", Unsendable::TooLarge.reply());
+                    return self.conclude(io, &txn, at, v);
                 }
                 let smarthost = (*smarthost, gate.from_allowed);
                 self.finish_relay(io, txn, smarthost, queue_id, received.size)
@@ -310,8 +313,9 @@ impl Session {
             }
             Target::Spool(writer) => {
                 if received.target_failed {
-                    self.message_metric("rejected", "storage");
-                    return self.refuse(io, insufficient_storage());
+                    let at = (queue_id, received.size as u64);
+                    let v = Verdict::refused("storage", insufficient_storage());
+                    return self.conclude(io, &txn, at, v);
                 }
                 let route = Route {
                     by: gate.header_from.clone().filter(|_| txn.from.is_empty()),
@@ -331,27 +335,29 @@ impl Session {
         txn: &Transaction,
         received: &Received,
         gate: &HeaderGate,
+        queue_id: &str,
     ) -> Option<Flow> {
+        let at = (queue_id, received.size as u64);
         if let Some(e) = received.error {
             warn!(sender = %Printable(&txn.from), rcpts = txn.rcpts.len(), error = %Printable(&e), "message refused");
             let (reason, reply) = content_refusal(e);
-            self.message_metric("rejected", reason);
-            return Some(self.refuse(io, reply));
+            return Some(self.conclude(io, txn, at, Verdict::refused(reason, reply)));
         }
         let e = gate.refused.as_ref()?;
         let (reason, what, reply) = header_refusal(e);
         warn!(sender = %Printable(&txn.from), rcpts = txn.rcpts.len(), error = %Printable(e), "message refused: {what}");
-        self.message_metric("rejected", reason);
-        Some(self.refuse(io, reply))
+        Some(self.conclude(io, txn, at, Verdict::refused(reason, reply)))
     }
 
-    /// Opens where the message goes: sends DATA to the smarthost, or starts a spool
-    /// file. Returns the target and the id for the Received header.
+    /// Opens where the message goes: the smarthost's transaction (DATA sent now,
+    /// or once the header section is read when the message may be DKIM-signed,
+    /// see [`Relay::open`]), or a spool file. Returns the target and the id for the
+    /// Received header.
     async fn open_target(
         &mut self,
         upstream: Option<upstream::Transaction>,
     ) -> Result<(Target, String), Reply> {
-        let Some(mut smarthost) = upstream else {
+        let Some(smarthost) = upstream else {
             return match self.ctx.queue().expect("queue mode").spool().writer().await {
                 Ok(w) => {
                     let id = w.id().to_string();
@@ -364,23 +370,15 @@ impl Session {
                 }
             };
         };
-        match smarthost.data().await {
-            Ok(()) => {
-                let id = format!("{}.{}", self.id, self.messages + 1);
-                Ok((
-                    Target::Relay(Box::new(Relay::new(smarthost, self.ctx.dkim.current()))),
-                    id,
-                ))
-            }
-            Err(f) => {
-                info!(reply = %Printable(&f), "smarthost did not take DATA");
-                self.txn = None;
-                if matches!(f, Failed::Refused(_)) {
-                    smarthost.reset().await;
-                }
-                Err(failed_reply(f))
-            }
+        let id = format!("{}.{}", self.id, self.messages + 1);
+        let mut relay = Relay::new(smarthost, self.ctx.dkim.current());
+        if !relay.waits_for_header()
+            && let Err(f) = relay.open().await
+        {
+            self.txn = None;
+            return Err(failed_reply(f));
         }
+        Ok((Target::Relay(Box::new(relay)), id))
     }
 
     /// Counts a message's outcome, and per user when configured.

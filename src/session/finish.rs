@@ -5,6 +5,7 @@
 use super::data::insufficient_storage;
 use super::held::{Relay, Unsent};
 use super::mail::{failed_reply, relay_reply, upstream_lost};
+use super::record::Verdict;
 use super::{Flow, Session, Transaction};
 use crate::proto::printable::Printable;
 use crate::proto::reply::{Esc, Reply};
@@ -44,22 +45,28 @@ impl Session {
         size: usize,
     ) -> Flow {
         let waited = std::time::Instant::now();
+        let at = (queue_id, size as u64);
         let smarthost = match smarthost.into_transaction(may_sign).await {
             Ok(t) => t,
             Err(Unsent::Sign(e)) => {
                 error!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&e), "cannot DKIM-sign the message");
-                self.message_metric("rejected", "dkim");
-                return self.refuse(io, cannot_sign());
+                return self.conclude(io, &txn, at, Verdict::refused("dkim", cannot_sign()));
             }
             Err(Unsent::NoRoom) => {
                 warn!(queue_id = %queue_id, sender = %Printable(&txn.from), "no memory left for held messages; message refused for now");
-                self.message_metric("rejected", "storage");
-                return self.refuse(io, crate::upstream::holding::no_room());
+                let reply = crate::upstream::holding::no_room();
+                return self.conclude(io, &txn, at, Verdict::refused("storage", reply));
             }
             Err(Unsent::Upstream(f)) => {
+                // DATA refused or not paced in time (the smarthost's word or a 451),
+                // or the connection lost while the message was written.
                 warn!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&f), "cannot pass the message on");
-                self.message_metric("rejected", "smarthost_lost");
-                return self.refuse(io, upstream_lost());
+                let reason = match f {
+                    Failed::Refused(_) => "smarthost",
+                    _ => "smarthost_lost",
+                };
+                let v = Verdict::refused(reason, failed_reply(f));
+                return self.conclude(io, &txn, at, v);
             }
         };
         let result = smarthost.finish().await;
@@ -71,22 +78,18 @@ impl Session {
             Err(f @ Failed::Unavailable(_)) => {
                 // Nothing was sent (Graph without an access token).
                 warn!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&f), "smarthost unavailable at the end of data; message not sent");
-                self.message_metric("rejected", "smarthost_unavailable");
-                return self.refuse(io, failed_reply(f));
+                let v = Verdict::refused("smarthost_unavailable", failed_reply(f));
+                return self.conclude(io, &txn, at, v);
             }
             Err(f) => {
                 // The smarthost may or may not have taken the message; a retry by the
                 // client is the lesser evil (a possible duplicate, never a loss).
                 warn!(queue_id = %queue_id, sender = %Printable(&txn.from), error = %Printable(&f), "no reply from the smarthost after DATA");
-                self.message_metric("rejected", "smarthost_lost");
-                return self.refuse(io, upstream_lost());
+                let v = Verdict::refused("smarthost_lost", upstream_lost());
+                return self.conclude(io, &txn, at, v);
             }
         };
         let positive = reply.is_positive();
-        self.message_metric(
-            if positive { "accepted" } else { "rejected" },
-            if positive { "relayed" } else { "smarthost" },
-        );
         info!(
             queue_id = %queue_id,
             sender = %Printable(&txn.from),
@@ -97,14 +100,18 @@ impl Session {
             "{}", if positive { "message relayed" } else { "message refused by the smarthost" }
         );
         if !positive {
-            return self.refuse(io, relay_reply(reply));
+            let v = Verdict::refused("smarthost", relay_reply(reply.clone()))
+                .with_smarthost_reply(reply);
+            return self.conclude(io, &txn, at, v);
         }
         // Counted now that it is accepted; any other ending gives it back.
         metrics::counter!("postern_recipients_total", "result" => "accepted")
             .increment(txn.rcpts.len() as u64);
-        txn.quota.commit(std::time::Instant::now()).await;
         let text = format!("Message accepted for delivery: {}", reply.first_line());
-        self.ok(io, Reply::new(250, Esc(2, 0, 0), text))
+        let ok = Reply::new(250, Esc(2, 0, 0), text);
+        let flow = self.conclude(io, &txn, at, Verdict::accepted("relayed", ok, Some(reply)));
+        txn.quota.commit(std::time::Instant::now()).await;
+        flow
     }
 
     /// Queue: make the message durable, then answer 250.
@@ -123,8 +130,8 @@ impl Session {
         {
             // Refused now rather than bounced later: the route cannot take it.
             warn!(sender = %Printable(&txn.from), size = writer.written, max, "message too large for the sender's route");
-            self.message_metric("rejected", "size");
-            return self.refuse(io, Unsendable::TooLarge.reply());
+            let v = Verdict::refused("size", Unsendable::TooLarge.reply());
+            return self.conclude(io, &txn, (writer.id(), writer.written), v);
         }
         let now = unix_now();
         let env = Envelope {
@@ -154,16 +161,20 @@ impl Session {
             warned: false,
             route_by: route.by,
             unsigned: route.unsigned,
+            client_ip: Some(self.peer.ip().to_string()),
         };
+        let at = (env.id.as_str(), env.size);
         if let Err(e) = queue.accept(writer, &env).await {
             error!(error = %Printable(&e), sender = %Printable(&txn.from), "cannot make the message durable; refused");
-            self.message_metric("rejected", "storage");
-            return self.refuse(io, insufficient_storage());
+            return self.conclude(
+                io,
+                &txn,
+                at,
+                Verdict::refused("storage", insufficient_storage()),
+            );
         }
-        self.message_metric("accepted", "queued");
         metrics::counter!("postern_recipients_total", "result" => "accepted")
             .increment(txn.rcpts.len() as u64);
-        txn.quota.commit(std::time::Instant::now()).await;
         info!(
             queue_id = %env.id,
             sender = %Printable(&txn.from),
@@ -172,9 +183,9 @@ impl Session {
             duration_ms = txn.started.elapsed().as_millis() as u64,
             "message queued"
         );
-        self.ok(
-            io,
-            Reply::new(250, Esc(2, 0, 0), format!("Ok: queued as {}", env.id)),
-        )
+        let ok = Reply::new(250, Esc(2, 0, 0), format!("Ok: queued as {}", env.id));
+        let flow = self.conclude(io, &txn, at, Verdict::accepted("queued", ok, None));
+        txn.quota.commit(std::time::Instant::now()).await;
+        flow
     }
 }

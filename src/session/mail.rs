@@ -3,6 +3,7 @@
 use super::{Flow, Session, Transaction};
 use crate::config::User;
 use crate::context::Mode;
+use crate::events::By;
 use crate::policy::rates::{Exceeded, Reservation, human};
 use crate::policy::senders::sender_allowed;
 use crate::proto::command::{MailFrom, RcptTo};
@@ -68,8 +69,12 @@ impl Session {
             .unwrap_or_default();
         warn!(user = %user, limit = e.limit, max = e.max, retry_after = %human(e.retry_after), "rate limit reached");
         metrics::counter!("postern_rate_limit_hits_total", "limit" => e.limit).increment(1);
+        // No transaction yet: the refusal is at MAIL, of a whole message.
+        let at_mail = self.txn.is_none();
+        self.ctx.events.rate_limited(&user, e, at_mail);
         if let Some(reason) = self.ctx.brake.limited(&user, SystemTime::now()) {
             warn!(user = %user, reason = %reason, "user suspended by the abuse brake");
+            self.ctx.events.suspended(&user, &reason, By::Brake);
         }
         self.refuse(io, Reply::new(450, Esc(4, 7, 1), format!("Rate limit {e}")))
     }
@@ -89,18 +94,29 @@ impl Session {
 
     /// The session's user as the users store and the brake see it now: a user
     /// disabled, removed or suspended since AUTH loses the login here, and a changed
-    /// one (new senders, new limits) applies from this transaction on.
+    /// one (new senders, new limits) applies from this transaction on. A device
+    /// known by its network is looked up by its address again, as a new connection
+    /// would be: a reload that took the network away (or gave it to another user)
+    /// ends the identity too.
     fn current_user(&mut self) -> Result<Arc<User>, Reply> {
         let name = self
             .user
             .as_ref()
             .map(|u| u.name.clone())
             .unwrap_or_default();
-        let why = match self.ctx.auth.users().get(&name) {
-            None => "removed",
-            Some(u) if u.disabled => "disabled",
-            Some(_) if self.ctx.brake.suspended(&name).is_some() => "suspended",
-            Some(u) => {
+        let users = self.ctx.auth.users();
+        let current = match self.by_network {
+            true => users
+                .by_address(self.peer.ip())
+                .filter(|u| u.name == name)
+                .ok_or("no longer in its networks"),
+            false => users.get(&name).ok_or("removed"),
+        };
+        let why = match current {
+            Err(why) => why,
+            Ok(u) if u.disabled => "disabled",
+            Ok(_) if self.ctx.brake.suspended(&name).is_some() => "suspended",
+            Ok(u) => {
                 self.user = Some(u.clone());
                 return Ok(u.clone());
             }
@@ -146,6 +162,7 @@ impl Session {
         self.txn = Some(Transaction {
             from: from.address,
             rcpts: Vec::new(),
+            refused: Vec::new(),
             upstream,
             broken: false,
             quota,
@@ -212,7 +229,8 @@ impl Session {
             Ok(t) => Ok(Some(t)),
             Err(f) => {
                 match &f {
-                    Failed::Refused(_) | Failed::NoSmtpUtf8 => {
+                    // Later: a smarthost on hold after throttling (not contacted).
+                    Failed::Refused(_) | Failed::NoSmtpUtf8 | Failed::Later(..) => {
                         info!(sender = %Printable(&from.address), reply = %Printable(&f), "no transaction at the smarthost for this sender")
                     }
                     _ => warn!(error = %Printable(&f), "smarthost unavailable at MAIL"),
@@ -228,6 +246,7 @@ impl Session {
         to: RcptTo<String>,
     ) -> Flow {
         if let Some(reply) = self.rcpt_precheck(&to.address) {
+            self.note_refused(&to.address, &reply);
             return self.refuse(io, reply);
         }
         let limits = self
@@ -237,7 +256,12 @@ impl Session {
             .unwrap_or_default();
         let txn = self.txn.as_mut().expect("checked by rcpt_precheck");
         if let Err(e) = txn.quota.recipient(&limits, Instant::now()).await {
-            return self.rate_limited(io, &e);
+            let flow = self.rate_limited(io, &e);
+            self.note_refused(
+                &to.address,
+                &Reply::new(450, Esc(4, 7, 1), format!("Rate limit {e}")),
+            );
+            return flow;
         }
         if txn.upstream.is_none() {
             // Queue mode: accepted here, delivered later.
@@ -245,6 +269,16 @@ impl Session {
             return self.ok(io, Reply::new(250, Esc(2, 1, 5), "Recipient OK"));
         }
         self.upstream_rcpt(io, to.address).await
+    }
+
+    /// Keeps a refused recipient for the delivery log (up to `max_recipients`).
+    fn note_refused(&mut self, address: &str, reply: &Reply) {
+        let max = self.ctx.config.limits.max_recipients;
+        if let Some(txn) = self.txn.as_mut()
+            && txn.refused.len() < max
+        {
+            txn.refused.push((address.to_string(), reply.to_string()));
+        }
     }
 
     /// Why RCPT cannot be taken now, in the order the checks must run.
@@ -302,7 +336,9 @@ impl Session {
             Err(f @ Failed::Refused(_)) => {
                 txn.quota.drop_recipient();
                 info!(rcpt = %Printable(&address), reply = %Printable(&f), "smarthost refused the recipient");
-                self.refuse(io, failed_reply(f))
+                let reply = failed_reply(f);
+                self.note_refused(&address, &reply);
+                self.refuse(io, reply)
             }
             Err(f) => {
                 txn.quota.drop_recipient();

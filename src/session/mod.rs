@@ -14,6 +14,7 @@ mod gate;
 mod held;
 pub mod io;
 mod mail;
+mod record;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]
@@ -56,6 +57,9 @@ pub enum Flow {
 pub struct Transaction {
     pub from: String,
     pub rcpts: Vec<String>,
+    /// Recipients refused at RCPT (by Postern or the smarthost), with the reply,
+    /// for the delivery log; at most `max_recipients`.
+    pub refused: Vec<(String, String)>,
     /// The transaction at the smarthost (passthrough mode).
     pub upstream: Option<upstream::Transaction>,
     /// The smarthost connection failed mid-transaction: only RSET helps now.
@@ -318,19 +322,48 @@ impl Session {
     }
 }
 
+/// Who is at the other end of an accepted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// The client's own address (the connection's, or the one a PROXY header named).
+    Client(SocketAddr),
+    /// A load balancer's connection that names no client (PROXY v2 `LOCAL`, a
+    /// health check; v1 `UNKNOWN`): its own address stands in for limits and logs,
+    /// but nobody is identified by it, even inside a device network.
+    Proxy(SocketAddr),
+}
+
+impl Peer {
+    /// The address limits, logs and Received see.
+    pub fn address(self) -> SocketAddr {
+        match self {
+            Peer::Client(a) | Peer::Proxy(a) => a,
+        }
+    }
+
+    /// The same peer with an IPv4-mapped IPv6 address written as IPv4.
+    pub fn canonical(self) -> Peer {
+        let c = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        match self {
+            Peer::Client(a) => Peer::Client(c(a)),
+            Peer::Proxy(a) => Peer::Proxy(c(a)),
+        }
+    }
+}
+
 /// Runs one accepted connection to its end: TLS (implicit or after STARTTLS),
 /// greeting, commands.
-pub async fn serve_connection(
-    ctx: Arc<Context>,
-    listener: Listener,
-    tcp: TcpStream,
-    peer: SocketAddr,
-) {
-    let mut session = Session::new(ctx.clone(), listener.clone(), peer);
+pub async fn serve_connection(ctx: Arc<Context>, listener: Listener, tcp: TcpStream, peer: Peer) {
+    let mut session = Session::new(ctx.clone(), listener.clone(), peer.address());
     let span = session.span.clone();
     async move {
         debug!(listener = %listener.address, tls = %listener.tls, "connection accepted");
-        session.identify_by_network();
+        match peer {
+            Peer::Client(_) => session.identify_by_network(),
+            Peer::Proxy(_) => {
+                debug!("no client address (PROXY LOCAL or UNKNOWN): not identified by network")
+            }
+        }
         let greeting = Reply::plain(220, format!("{} ESMTP Postern", ctx.config.hostname));
         match listener.tls {
             TlsMode::Implicit => {

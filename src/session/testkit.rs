@@ -119,10 +119,13 @@ impl Kit {
         }
     }
 
-    /// A session from `192.0.2.10`, running; the greeting is already read.
+    /// A session from `192.0.2.10` (a device if that is in a user's `networks`),
+    /// running; the greeting is already read.
     pub async fn connect(&self) -> Client {
         let peer: SocketAddr = "192.0.2.10:40000".parse().expect("peer");
-        let session = Session::new(self.ctx.clone(), self.listener.clone(), peer);
+        let mut session = Session::new(self.ctx.clone(), self.listener.clone(), peer);
+        // As `serve_connection` does before its greeting.
+        session.identify_by_network();
         let (client, server) = tokio::io::duplex(64 * 1024);
         let write_timeout = self.ctx.config.timeouts.write;
         let task = tokio::spawn(drive(session, server, write_timeout));

@@ -142,6 +142,7 @@ async fn open_transaction(kit: &Kit) -> super::Transaction {
     .await
     .expect("within the quota");
     super::Transaction {
+        refused: Vec::new(),
         from: "alice@site1.example".into(),
         rcpts: vec!["bob@example.org".into()],
         upstream: None,
@@ -400,4 +401,46 @@ async fn a_transaction_ended_without_a_message_gives_its_quota_back() {
     // The one message sent used the hour's quota.
     c.cmd("MAIL FROM:<alice@site1.example>", "450 4.7.1").await;
     assert_eq!(kit.spooled(), 1);
+}
+
+/// The users file with `printer` owning `network` (the test peer is 192.0.2.10)
+/// and `alice` as in [`Kit::new`]; `printer` disabled when asked.
+fn device_users(network: &str, disabled: bool) -> String {
+    let mut yaml = users_yaml(&[("alice", &["\"@site1.example\""], false)]);
+    yaml += &format!(
+        "  - name: printer\n    networks: [\"{network}\"]\n    disabled: {disabled}\n    senders: [\"printer@site1.example\"]\n"
+    );
+    yaml
+}
+
+/// A device known by its network is looked up again at each MAIL, as a new
+/// connection would be: a reload that removes or disables its user, or takes its
+/// network away, withdraws the identity (530 at the next MAIL).
+#[tokio::test]
+async fn a_device_reloaded_out_of_its_network_is_refused_at_mail() {
+    let alice_only = users_yaml(&[("alice", &["\"@site1.example\""], false)]);
+    for (what, reloaded) in [
+        ("removed", alice_only),
+        ("disabled", device_users("192.0.2.0/24", true)),
+        ("network taken away", device_users("198.51.100.0/24", false)),
+    ] {
+        let kit = Kit::with(TlsMode::None, "", &device_users("192.0.2.0/24", false));
+        let mut c = kit.connect().await;
+        c.cmd("EHLO printer.lan", "250").await;
+        c.cmd("MAIL FROM:<printer@site1.example>", "250").await;
+        c.cmd("RCPT TO:<bob@example.org>", "250").await;
+        c.message(
+            "From: printer@site1.example\r\nTo: bob@example.org\r\n\r\nscan\r\n",
+            "250",
+        )
+        .await;
+        let users = parse_test_users(&kit.ctx.config, &reloaded);
+        kit.ctx.auth.replace_users(users);
+        let r = c.cmd("MAIL FROM:<printer@site1.example>", "530").await;
+        assert_eq!(super::testkit::status(&r), "530 5.7.0", "{what}");
+        let ended = c.finish().await;
+        assert!(ended.session.user.is_none(), "{what}");
+        assert!(!ended.session.by_network, "{what}");
+        assert_eq!(kit.spooled(), 1, "{what}");
+    }
 }

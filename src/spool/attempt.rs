@@ -8,6 +8,9 @@ use super::bounce::{self, Report};
 use super::envelope::{Envelope, body_of};
 use super::queue::Queue;
 use super::store::unix_now;
+use crate::events::Event;
+use crate::journal::entry::{attempt_status, format_time};
+use crate::journal::{Entry, Kind, Recipient};
 use crate::proto::printable::Printable;
 use crate::upstream::{self, Content, Failure, Outcome, Sender, pacing};
 use std::sync::Arc;
@@ -21,13 +24,14 @@ pub(super) async fn deliver(queue: &Arc<Queue>, id: &str) -> Option<u64> {
         Ok(env) => env,
         Err(next) => return next,
     };
-    if let Err(paced) = pacing::first_turn(
-        &queue.relays,
-        env.route_by.as_deref().unwrap_or(&env.from),
-        id,
-    )
-    .await
-    {
+    let route_key = env.route_by.as_deref().unwrap_or(&env.from);
+    if let Some(until) = throttle_hold(queue, route_key) {
+        // Not an attempt either: the count, the backoff and the envelope stay as
+        // they are (the queue lifetime runs on, and is checked at the next attempt).
+        debug!("every smarthost of the route is on hold after throttling; waiting");
+        return Some(unix_second_of(until).max(unix_now() + 1));
+    }
+    if let Err(paced) = pacing::first_turn(&queue.relays, route_key, id).await {
         // Not an attempt: nothing is counted or written, and the message comes
         // back when its reserved slot is due.
         debug!("smarthost paced (max_messages_per_minute); waiting for its turn");
@@ -51,14 +55,13 @@ pub(super) async fn deliver(queue: &Arc<Queue>, id: &str) -> Option<u64> {
         }
     }
     count_attempt(&outcome, started);
-    if outcome.throttled {
-        queue.slow_down(outcome.retry_after);
-    }
-    if !outcome.delivered.is_empty() {
-        queue.delivered_something();
-    }
     let now = unix_now();
     let asked = outcome.retry_after;
+    let settled = Settled {
+        delivered: outcome.delivered.clone(),
+        reply: outcome.delivered_reply.clone(),
+        deferred: outcome.deferred.clone(),
+    };
     let failures = record(
         &mut env,
         outcome,
@@ -75,12 +78,23 @@ pub(super) async fn deliver(queue: &Arc<Queue>, id: &str) -> Option<u64> {
         last_error = %Printable(env.last_error.as_deref().unwrap_or("")),
         "delivery attempt"
     );
+    log_attempt(queue, &env, settled, &failures);
     report_failures(queue, &env, failures).await;
     warn_if_late(queue, &mut env, now).await;
     if all_delivered || queue.is_deleted(id) {
         return None;
     }
     reschedule(queue, id, &stored, env, pending, now, asked).await
+}
+
+/// When the first smarthost of the route for `route_key` may be tried again, if
+/// every smarthost of the route is held after throttling (see
+/// [`crate::upstream::throttle`]); with one free, the attempt goes ahead and the
+/// held ones are passed over like any that defers.
+fn throttle_hold(queue: &Queue, route_key: &str) -> Option<std::time::Instant> {
+    let route = queue.relays.route(route_key);
+    let holds: Option<Vec<_>> = route.iter().map(|&i| queue.relays.held_until(i)).collect();
+    holds?.into_iter().min()
 }
 
 /// One attempt for the pending recipients of `env` that may go upstream (see
@@ -190,6 +204,50 @@ fn count_attempt(outcome: &Outcome, started: std::time::Instant) {
     }
 }
 
+/// What one attempt did for each recipient, kept for the delivery log before the
+/// outcome is applied to the envelope.
+struct Settled {
+    delivered: Vec<String>,
+    reply: Option<String>,
+    deferred: Vec<(String, String)>,
+}
+
+/// Records the attempt in the delivery log (through the events hub): each
+/// recipient tried, or failed without a try, with its fate and reply.
+fn log_attempt(queue: &Queue, env: &Envelope, s: Settled, failures: &[Failure]) {
+    let failed = |a: &str| failures.iter().any(|f| f.rcpt == a);
+    let delivered = s
+        .delivered
+        .iter()
+        .map(|a| Recipient::new(a, "delivered", s.reply.clone()));
+    let deferred = s
+        .deferred
+        .iter()
+        .filter(|(a, _)| !failed(a))
+        .map(|(a, why)| Recipient::new(a, "deferred", Some(why.clone())));
+    let failed = failures
+        .iter()
+        .map(|f| Recipient::new(&f.rcpt, "failed", Some(f.diagnostic.clone())));
+    let recipients: Vec<Recipient> = delivered.chain(deferred).chain(failed).collect();
+    if recipients.is_empty() {
+        return;
+    }
+    queue.events.emit(Event::Logged(Entry {
+        id: env.id.clone(),
+        time: format_time(std::time::SystemTime::now()),
+        user: env.user.clone(),
+        client_ip: env.client_ip.clone(),
+        from: env.from.clone(),
+        size: env.size,
+        status: attempt_status(&recipients).to_string(),
+        recipients,
+        kind: Kind::Attempt,
+        reason: None,
+        reply: None,
+        attempt: Some(env.attempts),
+    }));
+}
+
 /// Logs the recipients that failed permanently and bounces them to the sender.
 async fn report_failures(queue: &Queue, env: &Envelope, failures: Vec<Failure>) {
     if failures.is_empty() {
@@ -197,6 +255,17 @@ async fn report_failures(queue: &Queue, env: &Envelope, failures: Vec<Failure>) 
     }
     for f in &failures {
         warn!(rcpt = %Printable(&f.rcpt), status = %f.status, diagnostic = %Printable(&f.diagnostic), "recipient failed permanently");
+    }
+    if !env.is_bounce() {
+        queue.events.emit(Event::Bounced {
+            id: env.id.clone(),
+            user: env.user.clone(),
+            from: env.from.clone(),
+            recipients: failures
+                .iter()
+                .map(|f| Recipient::new(&f.rcpt, "failed", Some(f.diagnostic.clone())))
+                .collect(),
+        });
     }
     notify_sender(queue, env, Report::Failed, failures).await;
 }

@@ -106,6 +106,7 @@ mod tests {
 
     fn env() -> Envelope {
         Envelope {
+            client_ip: None,
             created: 100,
             attempts: 1,
             next_attempt: 200,

@@ -64,6 +64,7 @@ pub fn build(
     bytes.extend_from_slice(format!("\r\n--{}--\r\n", dsn.boundary).as_bytes());
     let env = Envelope {
         id,
+        client_ip: None,
         from: String::new(),
         rcpts: vec![Recipient {
             address: original.from.clone(),
@@ -187,6 +188,7 @@ mod tests {
     #[test]
     fn dsn_is_a_valid_multipart_report() {
         let original = Envelope {
+            client_ip: None,
             id: "ABC".into(),
             from: "alice@site.example".into(),
             rcpts: vec![],

@@ -67,6 +67,10 @@ pub struct Envelope {
     /// allowed any `From:`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub unsigned: bool,
+    /// The submitting client's address, for the delivery log (absent in envelopes
+    /// written before it was kept, and for bounces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -78,6 +82,7 @@ impl Envelope {
     #[cfg(test)]
     pub(crate) fn sample(id: &str) -> Envelope {
         Envelope {
+            client_ip: None,
             id: id.into(),
             from: "a@b.example".into(),
             rcpts: vec![Recipient {

@@ -1,7 +1,8 @@
 //! Delivery from the spool: a scheduler that starts due deliveries up to
 //! `delivery.concurrency` at once, each over a pooled smarthost connection, with
-//! per-recipient results, retries on a schedule with jitter, a whole-queue slowdown
-//! when the smarthost throttles, and bounces for permanent failures.
+//! per-recipient results, retries on a schedule with jitter, and bounces for
+//! permanent failures. A smarthost that throttles is held on its own (see
+//! [`crate::upstream::throttle`]): mail for the other smarthosts keeps going.
 
 use super::envelope::Envelope;
 use super::remover::Remover;
@@ -14,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span};
 
 /// The queue in memory: which ids are spooled and when each is due.
 pub struct Queue {
@@ -26,6 +27,8 @@ pub struct Queue {
     pub(super) hostname: String,
     /// DKIM keys: each attempt signs the message with its `From:` domain's keys.
     pub(super) dkim: Arc<crate::dkim::Keyring>,
+    /// Where attempts and bounces are reported (the delivery log, webhooks).
+    pub(super) events: Arc<crate::events::Events>,
     /// When each message is due, and when it was queued.
     due: Mutex<Schedule>,
     in_flight: Mutex<HashSet<String>>,
@@ -37,9 +40,6 @@ pub struct Queue {
     /// Removes delivered messages on a thread of its own.
     pub(super) remover: Remover,
     wake: Notify,
-    /// Unix second until which the smarthost asked us to slow down, and the current
-    /// slowdown step.
-    throttle: Mutex<(u64, u64)>,
     permits: Arc<Semaphore>,
     /// Slots for attempts that have run longer than [`STALLED_AFTER`]: they give
     /// their delivery slot back so that one slow transaction does not hold up the
@@ -61,6 +61,7 @@ impl Queue {
         hostname: &str,
         relays: Arc<Relays>,
         dkim: Arc<crate::dkim::Keyring>,
+        events: Arc<crate::events::Events>,
     ) -> std::io::Result<Queue> {
         let spool = Spool::open(&policy.spool_directory)?;
         let envs = spool.load_all(true)?;
@@ -80,11 +81,11 @@ impl Queue {
             relays,
             hostname: hostname.to_string(),
             dkim,
+            events,
             due: Mutex::new(due),
             in_flight: Mutex::new(HashSet::new()),
             deleted: Mutex::new(HashSet::new()),
             wake: Notify::new(),
-            throttle: Mutex::new((0, 0)),
             permits: Arc::new(Semaphore::new(policy.concurrency)),
         })
     }
@@ -118,10 +119,11 @@ impl Queue {
         self.wake.notify_one();
     }
 
-    /// Makes every message due now (`postern queue flush`); returns how many.
+    /// Makes every message due now and ends every smarthost's hold (`postern queue
+    /// flush`); returns how many.
     pub fn flush(&self) -> usize {
         let n = self.due.locked().flush();
-        *self.throttle.locked() = (0, 0);
+        self.relays.clear_holds();
         self.wake.notify_one();
         n
     }
@@ -151,28 +153,6 @@ impl Queue {
         let base = s[(attempts.max(1) as usize - 1).min(s.len() - 1)];
         let jitter = (rand_u32() % 2001) as f64 / 10_000.0 - 0.1;
         base.mul_f64(1.0 + jitter)
-    }
-
-    fn throttled_until(&self) -> u64 {
-        self.throttle.locked().0
-    }
-
-    /// The smarthost said slow down: pause the whole queue, 30 s doubling to 10 min,
-    /// and at least as long as it asked (`Retry-After`, up to 10 min).
-    pub(super) fn slow_down(&self, asked: Option<Duration>) {
-        let mut t = self.throttle.locked();
-        let (step, pause) = throttle_pause(t.1, asked);
-        t.1 = step;
-        t.0 = unix_now() + pause;
-        warn!(
-            pause_s = pause,
-            "smarthost is throttling; pausing the whole queue"
-        );
-    }
-
-    pub(super) fn delivered_something(&self) {
-        let mut t = self.throttle.locked();
-        t.1 = 0;
     }
 
     /// Ids due now and not in flight, oldest due first, and when the next one after
@@ -262,14 +242,6 @@ impl Queue {
     }
 }
 
-/// The next slowdown step after `step` (30 s doubling to 10 min) and the pause in
-/// seconds: the step, or what the smarthost asked for if longer (at most 10 min).
-fn throttle_pause(step: u64, asked: Option<Duration>) -> (u64, u64) {
-    let step = (step * 2).clamp(30, 600);
-    let asked = asked.map_or(0, |d| d.as_secs().min(600));
-    (step, step.max(asked))
-}
-
 /// A cheap random number for jitter (not for anything secret).
 fn rand_u32() -> u32 {
     let mut b = [0u8; 4];
@@ -285,27 +257,18 @@ pub async fn run(queue: Arc<Queue>, mut shutdown: watch::Receiver<bool>) {
         }
         let now = unix_now();
         queue.gauges(now);
-        let throttled = queue.throttled_until();
-        let mut next = None;
-        if throttled <= now {
-            let free = queue.permits.available_permits();
-            let (ids, n) = queue.take_due(now, free);
-            next = n;
-            for id in ids {
-                let permit = queue
-                    .permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore open");
-                start_delivery(&queue, id, permit);
-            }
+        let free = queue.permits.available_permits();
+        let (ids, next) = queue.take_due(now, free);
+        for id in ids {
+            let permit = queue
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("semaphore open");
+            start_delivery(&queue, id, permit);
         }
-        let wait_until = if throttled > now {
-            throttled
-        } else {
-            next.unwrap_or(now + 60).max(now + 1)
-        };
+        let wait_until = next.unwrap_or(now + 60).max(now + 1);
         let wait = until_second(wait_until).min(Duration::from_secs(60));
         tokio::select! {
             _ = queue.wake.notified() => {}
@@ -354,26 +317,4 @@ fn start_delivery(queue: &Arc<Queue>, id: String, permit: OwnedSemaphorePermit) 
         drop(held);
     };
     tokio::spawn(task.instrument(span));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::throttle_pause;
-    use std::time::Duration;
-
-    #[test]
-    fn a_throttle_pauses_at_least_as_long_as_asked() {
-        let s = |n| Some(Duration::from_secs(n));
-        for (step, asked, want) in [
-            (0, None, (30, 30)),
-            (30, None, (60, 60)),
-            (600, None, (600, 600)),
-            (0, s(45), (30, 45)),
-            (0, s(10), (30, 30)),
-            (60, s(90), (120, 120)),
-            (0, s(86_400), (30, 600)),
-        ] {
-            assert_eq!(throttle_pause(step, asked), want, "{step} {asked:?}");
-        }
-    }
 }

@@ -134,6 +134,7 @@ mod tests {
             w.write(b"x\r\n").await.unwrap();
             let id = w.id().to_string();
             let env = Envelope {
+                client_ip: None,
                 size: 3,
                 ..Envelope::sample(&id)
             };

@@ -143,6 +143,7 @@ async fn attempt_on(
     match txn.finish().await {
         Ok(r) if r.is_positive() => {
             out.accepted_at = Some(std::time::Instant::now());
+            out.delivered_reply = Some(r.to_string());
             out.delivered = accepted;
         }
         Ok(r) => out.settle(&accepted, &Failed::Refused(r)),

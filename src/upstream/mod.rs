@@ -1,7 +1,7 @@
 //! The smarthost side: an SMTP client ([`client`]) and a pool of reusable
 //! authenticated connections ([`pool`]), one per smarthost, grouped into routes
 //! with failover ([`relays`]), each paced to its `max_messages_per_minute`
-//! ([`pacing`]).
+//! ([`pacing`]) and held while it asks to slow down ([`throttle`]).
 //!
 //! Both delivery modes go through one path: a [`Transaction`] (MAIL, RCPT, DATA,
 //! end of data, with route failover and the MAIL line built in one place), and
@@ -19,6 +19,7 @@ pub mod outcome;
 pub mod pacing;
 pub mod pool;
 pub mod relays;
+pub mod throttle;
 pub mod transaction;
 
 pub use client::{Caps, Upstream, UpstreamError, UpstreamSettings};

@@ -57,6 +57,14 @@ impl Failed {
         }
     }
 
+    /// How long the smarthost asked us to wait (`Retry-After`), if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Failed::Later(_, wait) => Some(*wait),
+            _ => None,
+        }
+    }
+
     /// What to record as the reason: the smarthost's reply or the error.
     pub fn reason(&self) -> String {
         match self {
@@ -112,6 +120,9 @@ pub struct Outcome {
     pub no_smtputf8: bool,
     /// The longest wait the smarthost asked for (`Retry-After`).
     pub retry_after: Option<Duration>,
+    /// The smarthost's reply to the message's DATA when it took it (for the
+    /// delivery log; the last one's, when two smarthosts of a route each took some).
+    pub delivered_reply: Option<String>,
 }
 
 impl Outcome {
@@ -138,9 +149,7 @@ impl Outcome {
     pub fn settle(&mut self, rcpts: &[String], why: &Failed) {
         self.throttled |= why.throttled();
         self.no_smtputf8 |= matches!(why, Failed::NoSmtpUtf8);
-        if let Failed::Later(_, wait) = why {
-            self.retry_after = self.retry_after.max(Some(*wait));
-        }
+        self.retry_after = self.retry_after.max(why.retry_after());
         if !why.is_permanent() || matches!(why, Failed::NoSmtpUtf8) {
             // Without SMTPUTF8 the next smarthost on the route may still take it.
             self.defer_rest(rcpts, why.reason());
@@ -174,6 +183,7 @@ impl Outcome {
         self.throttled = next.throttled;
         self.retry_after = self.retry_after.max(next.retry_after);
         self.accepted_at = self.accepted_at.or(next.accepted_at);
+        self.delivered_reply = next.delivered_reply.or(self.delivered_reply.take());
     }
 }
 

@@ -280,11 +280,15 @@ impl Pacer {
 /// The queue's turn for message `key` at the first smarthost of `sender`'s route.
 /// A paced smarthost makes the message wait for it rather than fail over: pacing
 /// is not failure. [`super::deliver`] expects this turn taken, and paces the
-/// later smarthosts of the route (reached only on failure) itself.
+/// later smarthosts of the route (reached only on failure) itself. A smarthost on
+/// hold after throttling is not contacted, so it has no turn to take.
 pub async fn first_turn(relays: &Relays, sender: &str, key: &str) -> Result<(), NotReady> {
     let Some(&first) = relays.route(sender).first() else {
         return Ok(());
     };
+    if relays.held_until(first).is_some() {
+        return Ok(());
+    }
     match relays.pacer(first) {
         Some(p) => p.turn(key, QUEUE_WAIT).await,
         None => Ok(()),
@@ -293,8 +297,11 @@ pub async fn first_turn(relays: &Relays, sender: &str, key: &str) -> Result<(), 
 
 /// The turn at smarthost `pool` for a message that has no reservation there (a
 /// passthrough client, or a queued message failing over): waits for it up to
-/// `max_wait`.
+/// `max_wait`. None at a smarthost on hold, which is not contacted.
 pub async fn turn_at(relays: &Relays, pool: usize, max_wait: Duration) -> Result<(), NotReady> {
+    if relays.held_until(pool).is_some() {
+        return Ok(());
+    }
     match relays.pacer(pool) {
         Some(p) => p.wait_turn(max_wait).await,
         None => Ok(()),

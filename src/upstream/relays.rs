@@ -11,11 +11,13 @@ use super::graph::Graph;
 use super::oauth::TokenSource;
 use super::pacing::Pacer;
 use super::pool::{Pool, Taken};
+use super::throttle::Hold;
 use crate::config::{Config, Smarthost, Transport};
 use crate::policy::senders::SenderRule;
 use crate::tls::{TlsError, client_config, client_config_with_identity};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::warn;
 
 /// Where one smarthost entry's mail goes.
 pub enum Endpoint {
@@ -27,6 +29,9 @@ pub struct Relays {
     endpoints: Vec<Endpoint>,
     /// Each entry's `max_messages_per_minute`, if set.
     pacers: Vec<Option<Pacer>>,
+    /// Each entry's hold while its smarthost asks to slow down; entries naming the
+    /// same smarthost share one.
+    holds: Vec<Arc<Hold>>,
     /// Each entry's mailbox, when it logs in with OAuth 2.0 as one (Microsoft 365,
     /// Google): such a smarthost sends only as that mailbox.
     mailboxes: Vec<Option<String>>,
@@ -51,6 +56,7 @@ impl Relays {
         let mut relays = Relays {
             endpoints: Vec::new(),
             pacers: Vec::new(),
+            holds: Vec::new(),
             mailboxes: Vec::new(),
             tokens: Vec::new(),
             default_route: Vec::new(),
@@ -110,6 +116,8 @@ impl Relays {
             };
             self.endpoints.push(endpoint);
             self.pacers.push(s.max_messages_per_minute.map(Pacer::new));
+            let hold = self.hold_named(&self.name(index));
+            self.holds.push(hold);
             self.mailboxes
                 .push(s.oauth2.as_ref().and(s.username.clone()));
             route.push(index);
@@ -151,6 +159,44 @@ impl Relays {
                 p.share(shared.clone(), format!("{}/{mailbox}", self.name(i)));
             }
         }
+    }
+
+    /// The hold of the smarthost called `name`: the one an earlier entry naming it
+    /// has, or a new one.
+    fn hold_named(&self, name: &str) -> Arc<Hold> {
+        (0..self.endpoints.len().min(self.holds.len()))
+            .find(|&i| self.name(i) == name)
+            .map(|i| self.holds[i].clone())
+            .unwrap_or_default()
+    }
+
+    /// Until when entry `index` is held (its smarthost asked to slow down), if it is.
+    pub fn held_until(&self, index: usize) -> Option<std::time::Instant> {
+        self.holds[index].until()
+    }
+
+    /// Entry `index` answered with `failed`: holds it if that was a throttle.
+    pub fn note_failure(&self, index: usize, failed: &super::Failed) {
+        if !failed.throttled() {
+            return;
+        }
+        let pause = self.holds[index].throttled(failed.retry_after());
+        warn!(
+            smarthost = %self.name(index),
+            pause_s = pause.as_secs(),
+            reason = %crate::proto::printable::Printable(&failed.reason()),
+            "smarthost is throttling; holding its mail, other smarthosts go on"
+        );
+    }
+
+    /// Entry `index` took a message: its next throttle starts at the first step.
+    pub fn note_success(&self, index: usize) {
+        self.holds[index].succeeded();
+    }
+
+    /// Ends every hold (`postern queue flush`).
+    pub fn clear_holds(&self) {
+        self.holds.iter().for_each(|h| h.clear());
     }
 
     /// Entry `index`'s name, for logs.
@@ -248,5 +294,55 @@ fn entry_name(s: &Smarthost) -> String {
     match s.transport {
         Transport::Graph => format!("graph:{}", s.username.as_deref().unwrap_or("")),
         Transport::Smtp => format!("{}:{}", s.host, s.port),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Problems;
+    use crate::proto::reply::{Esc, Reply};
+    use crate::upstream::Failed;
+    use std::path::Path;
+
+    /// The default route and a route through the same smarthost, plus another.
+    fn relays() -> Relays {
+        let yaml = "hostname: relay.test\n\
+             listeners:\n  - address: \"127.0.0.1:2525\"\n    tls: none\n\
+             users:\n  file: users.yaml\n\
+             smarthost:\n  address: \"127.0.0.1:9\"\n  tls: none\n\
+             routes:\n  - match: \"@a.example\"\n    smarthost:\n      address: \"127.0.0.1:9\"\n      tls: none\n\
+             \x20 - match: \"@b.example\"\n    smarthost:\n      address: \"127.0.0.1:10\"\n      tls: none\n\
+             delivery:\n  mode: passthrough\n";
+        let mut problems = Problems::default();
+        let config = Config::from_yaml(
+            yaml,
+            Path::new("postern.yaml"),
+            Path::new("/"),
+            &mut problems,
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        Relays::new(&config.unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn entries_naming_one_smarthost_share_its_hold() {
+        let r = relays();
+        let (default, a, b) = (
+            r.route("x@y")[0],
+            r.route("m@a.example")[0],
+            r.route("m@b.example")[0],
+        );
+        assert_ne!(default, a, "two entries");
+        let throttle = Failed::Refused(Reply::new(454, Esc(4, 7, 0), "Throttling failure"));
+        r.note_failure(a, &throttle);
+        assert!(r.held_until(a).is_some());
+        assert!(r.held_until(default).is_some(), "same host:port, same hold");
+        assert!(r.held_until(b).is_none(), "another smarthost goes on");
+        // A refusal that is not a throttle holds nothing.
+        r.note_failure(b, &Failed::Refused(Reply::new(451, Esc(4, 3, 0), "busy")));
+        assert!(r.held_until(b).is_none());
+        r.clear_holds();
+        assert!(r.held_until(default).is_none());
     }
 }

@@ -15,6 +15,7 @@ use super::holding::{self, Held};
 use super::outcome::Failed;
 use super::pacing;
 use super::relays::{Endpoint, Relays};
+use super::throttle;
 use crate::proto::printable::Printable;
 use crate::proto::reply::Reply;
 use crate::proto::stuff::DotStuffer;
@@ -98,17 +99,12 @@ struct Buffered {
 impl Transaction {
     /// Opens a transaction on the sender's route: each smarthost in turn until one
     /// does not fail transiently (or lack SMTPUTF8). The last failure otherwise.
+    /// Pacing is not asked here: a message takes its turn when it is handed over
+    /// ([`Transaction::turn`]), so a MAIL the client resets uses no slot.
     pub async fn open(relays: &Arc<Relays>, sender: &Sender) -> Result<Transaction, Failed> {
         let route = relays.route(sender.route_key()).to_vec();
         let mut last = Failed::Lost(UpstreamError::Closed);
         for (n, &index) in route.iter().enumerate() {
-            // Pacing is not failure: a paced smarthost is waited for briefly, never
-            // skipped for the next one.
-            if let Err(p) = pacing::turn_at(relays, index, pacing::PASSTHROUGH_WAIT).await {
-                let wait_s = p.until.saturating_duration_since(std::time::Instant::now());
-                warn!(smarthost = %relays.name(index), next_slot_s = wait_s.as_secs(), "smarthost sending rate reached (max_messages_per_minute); answering 451");
-                return Err(Failed::Refused(pacing::paced_reply()));
-            }
             match Transaction::open_on(relays, index, sender).await {
                 Ok(t) => return Ok(t),
                 Err(f) if n + 1 < route.len() && !f.is_permanent() => {
@@ -125,14 +121,42 @@ impl Transaction {
         Err(last)
     }
 
+    /// The pacing turn at this transaction's smarthost for a message about to be
+    /// handed over (passthrough, before DATA goes upstream): waited for up to
+    /// `max_wait`, else the transient refusal to pass on.
+    pub async fn turn(&mut self, max_wait: std::time::Duration) -> Result<(), Failed> {
+        // `&mut self`: a shared reference to the connection (not `Sync`) would
+        // make the session's future not `Send`.
+        let (relays, index) = (&self.relays, self.index);
+        match pacing::turn_at(relays, index, max_wait).await {
+            Ok(()) => Ok(()),
+            Err(p) => {
+                let wait_s = p.until.saturating_duration_since(std::time::Instant::now());
+                warn!(smarthost = %relays.name(index), next_slot_s = wait_s.as_secs(), "smarthost sending rate reached (max_messages_per_minute); answering 451");
+                Err(Failed::Refused(pacing::paced_reply()))
+            }
+        }
+    }
+
     /// Opens a transaction at smarthost entry `index` only.
     pub async fn open_on(
         relays: &Arc<Relays>,
         index: usize,
         sender: &Sender,
     ) -> Result<Transaction, Failed> {
+        if let Some(until) = relays.held_until(index) {
+            // Not contacted: it asked for a pause that is not over.
+            let left = until.saturating_duration_since(tokio::time::Instant::now().into_std());
+            return Err(Failed::Later(throttle::held_reply(left), left));
+        }
         let kind = match relays.endpoint(index) {
-            Endpoint::Smtp(_) => Kind::Smtp(Smtp::open(relays, index, sender).await?),
+            Endpoint::Smtp(_) => {
+                let opened = Smtp::open(relays, index, sender).await;
+                if let Err(f) = &opened {
+                    relays.note_failure(index, f);
+                }
+                Kind::Smtp(opened?)
+            }
             Endpoint::Graph(_) if sender.size > graph::MAX_MESSAGE => {
                 return Err(Failed::Refused(Unsendable::TooLarge.reply()));
             }
@@ -158,13 +182,25 @@ impl Transaction {
         self.relays.name(self.index)
     }
 
+    /// Holds the smarthost when `result` is a throttle.
+    fn observed<T>(&self, result: Result<T, Failed>) -> Result<T, Failed> {
+        if let Err(f) = &result {
+            self.relays.note_failure(self.index, f);
+        }
+        result
+    }
+
     /// RCPT for one recipient.
     pub async fn rcpt(&mut self, address: &str) -> Result<(), Failed> {
         match &mut self.kind {
             Kind::Smtp(s) => {
                 let line = format!("RCPT TO:<{address}>");
-                let result = s.conn()?.command(&line, "RCPT").await;
-                s.verdict(result, "RCPT")
+                let result = match s.conn() {
+                    Ok(c) => c.command(&line, "RCPT").await,
+                    Err(f) => return Err(f),
+                };
+                let verdict = s.verdict(result, "RCPT");
+                self.observed(verdict)
             }
             Kind::Graph(b) => {
                 b.rcpts.push(address.to_string());
@@ -175,10 +211,11 @@ impl Transaction {
 
     /// DATA: `Ok` once the smarthost takes content.
     pub async fn data(&mut self) -> Result<(), Failed> {
-        match &mut self.kind {
+        let result = match &mut self.kind {
             Kind::Smtp(s) => s.data().await,
             Kind::Graph(_) => Ok(()),
-        }
+        };
+        self.observed(result)
     }
 
     /// Writes message content (not yet dot-stuffed).
@@ -200,7 +237,7 @@ impl Transaction {
             index,
             kind,
         } = self;
-        match kind {
+        let result = match kind {
             Kind::Smtp(s) => s.finish(&relays).await,
             Kind::Graph(b) => {
                 let Endpoint::Graph(g) = relays.endpoint(index) else {
@@ -208,7 +245,13 @@ impl Transaction {
                 };
                 b.finish(g).await
             }
+        };
+        match &result {
+            Ok(r) if r.is_positive() => relays.note_success(index),
+            Ok(r) => relays.note_failure(index, &Failed::Refused(r.clone())),
+            Err(f) => relays.note_failure(index, f),
         }
+        result
     }
 
     /// Abandons the transaction: RSET, and the connection goes back to its pool.

@@ -1,0 +1,155 @@
+//! `admin`: the admin API's listener and its bearer token. Off unless the section is
+//! there.
+//!
+//! The token is a secret read from `token_file` at start, like the smarthost password
+//! (before `run_as` drops root); the file is audited like every secret (`load.rs`:
+//! world-readable stops the server). `webhooks` will join this section (a list of
+//! URLs, secrets and events); the admin API itself does not depend on it.
+
+use super::ctx::Ctx;
+use super::oauth2::read_secret;
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Shortest token accepted: a short one could be guessed over the network.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The admin API's settings.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Where the API listens (HTTP, or HTTPS with `tls`).
+    pub address: SocketAddr,
+    /// The file the token was read from (audited like every secret).
+    pub token_file: PathBuf,
+    /// What clients send as `Authorization: Bearer <token>`.
+    pub token: Secret,
+    /// Serve HTTPS with the `tls.*` certificate instead of plain HTTP.
+    pub tls: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    address: String,
+    token_file: PathBuf,
+    #[serde(default)]
+    tls: bool,
+}
+
+/// `admin`, if given; `has_tls` says whether `tls.*` names a certificate.
+pub(super) fn admin(cx: &mut Ctx, has_tls: bool) -> Option<Admin> {
+    let raw: RawAdmin = cx.section("admin")?;
+    let before = cx.problems.len();
+    let address = match raw.address.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            cx.add(
+                "admin.address",
+                format!(
+                    "{:?} is not an IP:port such as \"127.0.0.1:8025\"",
+                    raw.address
+                ),
+            );
+            None
+        }
+    };
+    let token_file = cx.resolve(raw.token_file);
+    let token = read_secret(cx, "admin.token_file", &token_file);
+    if let Some(t) = &token
+        && !t.expose().is_empty()
+        && t.expose().trim().len() < MIN_TOKEN_LEN
+    {
+        cx.add(
+            "admin.token_file",
+            format!(
+                "{}: the token is shorter than {MIN_TOKEN_LEN} characters; make one with `openssl rand -hex 32`",
+                token_file.display()
+            ),
+        );
+    }
+    if raw.tls && !has_tls {
+        cx.add(
+            "admin.tls",
+            "needs tls.certificate and tls.private_key (the admin API uses the same certificate)",
+        );
+    }
+    if cx.problems.len() != before {
+        return None;
+    }
+    Some(Admin {
+        address: address?,
+        token_file,
+        token: token?,
+        tls: raw.tls,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Problems};
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Loads a config with `admin` (and `extra`) in a folder holding `token` as
+    /// admin.token with `mode`; the problems' texts if it fails.
+    fn load(admin: &str, token: &str, mode: u32) -> Result<Config, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write("admin.token", token, mode);
+        write("users.yaml", "users: []\n", 0o600);
+        let config = format!(
+            "listeners:\n  - address: \"127.0.0.1:2525\"\n    tls: none\nusers:\n  file: users.yaml\n\
+             smarthost:\n  address: \"[::1]:25\"\n  tls: none\ndelivery:\n  mode: passthrough\n  spool_directory: spool\n{admin}"
+        );
+        write("postern.yaml", &config, 0o600);
+        Config::load(&dir.path().join("postern.yaml"))
+            .map(|(c, _)| c)
+            .map_err(|p: Problems| {
+                p.0.iter()
+                    .map(|p| format!("{}: {}", p.key, p.why))
+                    .collect()
+            })
+    }
+
+    const ADMIN: &str = "admin:\n  address: \"127.0.0.1:8025\"\n  token_file: admin.token\n";
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef\n";
+
+    #[test]
+    fn off_unless_configured_and_the_token_read_at_start() {
+        assert!(load("", TOKEN, 0o600).unwrap().admin.is_none());
+        let a = load(ADMIN, TOKEN, 0o600).unwrap().admin.unwrap();
+        assert_eq!(a.address, "127.0.0.1:8025".parse().unwrap());
+        assert_eq!(a.token.expose(), TOKEN.trim_end());
+        assert!(!a.tls);
+        assert_eq!(format!("{a:?}").matches("0123456789abcdef").count(), 0);
+    }
+
+    #[test]
+    fn bad_tokens_and_settings_are_refused_with_their_key() {
+        let one = |admin: &str, token: &str, mode: u32| {
+            let problems = load(admin, token, mode).unwrap_err();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            problems[0].clone()
+        };
+        assert!(one(ADMIN, "\n", 0o600).starts_with("admin.token_file: "));
+        assert!(one(ADMIN, "short\n", 0o600).contains("shorter than 16"));
+        let world = one(ADMIN, TOKEN, 0o644);
+        assert!(
+            world.starts_with("admin.token_file: ") && world.contains("every user"),
+            "{world}"
+        );
+        let tls = format!("{ADMIN}  tls: true\n");
+        assert!(one(&tls, TOKEN, 0o600).starts_with("admin.tls: "));
+        let addr = ADMIN.replace("127.0.0.1:8025", "localhost");
+        assert!(one(&addr, TOKEN, 0o600).starts_with("admin.address: "));
+        let unknown = format!("{ADMIN}  colour: red\n");
+        assert!(one(&unknown, TOKEN, 0o600).starts_with("admin: "));
+        let missing = ADMIN.replace("admin.token", "nowhere.token");
+        assert!(one(&missing, TOKEN, 0o600).contains("cannot read"));
+    }
+}
