@@ -4,6 +4,10 @@
 #   bench/compare.sh            # full run (about 8 minutes on 2 cores)
 #   bench/compare.sh --quick    # one round, smaller counts (about 4 minutes)
 #
+# It also runs Postern passthrough with quotas in a private redis-server (cluster mode)
+# against the same instance with its quotas in memory (1 KB, many per connection), and
+# counts Redis script calls per message.
+#
 # Installs what it needs (postfix, its SASL tools, openssl), builds Postern in release,
 # starts a discarding smarthost stand-in that demands STARTTLS and AUTH
 # (`postern-bench sink`), then Postfix configured the way a hosting provider runs an
@@ -31,7 +35,7 @@ if [ "$QUICK" = 1 ]; then
   ROUNDS=1; N_SMALL=6000; N_CONN=1500; N_BIG=500; N_LOGIN=2000; IDLE=2000
 fi
 CONC=50
-SINK_PORT=25250; POSTFIX_PORT=25870; POSTERN_PORT=25871
+SINK_PORT=25250; POSTFIX_PORT=25870; POSTERN_PORT=25871; REDIS_PORT=25379
 
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -40,6 +44,7 @@ command -v postfix >/dev/null 2>&1 || need+=(postfix)
 command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin)
 [ -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so ] || [ -e /usr/lib/aarch64-linux-gnu/sasl2/libplain.so ] || need+=(libsasl2-modules)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   $SUDO apt-get update -qq
@@ -198,6 +203,10 @@ log:
   level: info
 EOF
 sed 's/mode: queue/mode: passthrough/' postern-queue.yaml > postern-pass.yaml
+# Cluster mode: the same passthrough instance with quotas (high enough never to refuse)
+# kept in a private Redis, against it without (the same limits, in memory).
+{ cat postern-pass.yaml; printf "rate_limits:\n  messages_per_hour: 100000000\n  recipients_per_day: 100000000\n"; } > postern-limited.yaml
+{ cat postern-limited.yaml; printf "cluster:\n  redis: redis://127.0.0.1:$REDIS_PORT/0\n"; } > postern-cluster.yaml
 
 POSTERN_PID=""
 start_postern() { # mode
@@ -331,6 +340,25 @@ for r in $(seq 1 $ROUNDS); do
   stop_postern
 done
 
+echo "== cluster mode: 1k-many through passthrough with and without Redis"
+redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" > redis.log 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 50); do redis-cli -p $REDIS_PORT ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+evalsha_calls() { redis-cli -p $REDIS_PORT info commandstats | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p'; }
+for r in $(seq 1 $ROUNDS); do
+  for server in limited cluster; do
+    start_postern $server
+    calls_before=$(evalsha_calls)
+    read -r rate p99 peak <<< "$(run_load "postern-$server-cluster-$r" "$POSTERN_PID" $POSTERN_PORT 1024 100 "$N_SMALL")"
+    printf "   %-14s %-10s %8s/s  p99 %8s ms\n" "postern-$server" "1k-many" "$rate" "$p99"
+    record "cl-$server-rate" "$rate"; record "cl-$server-p99" "$p99"
+    if [ $server = cluster ]; then
+      record cl-calls "$(echo "${calls_before:-0} $(evalsha_calls) $N_SMALL" | awk '{printf "%.2f", ($2-$1)/$3}')"
+    fi
+    stop_postern
+  done
+done
+
 echo "== idle TLS sessions"
 idle_cost() { # pid port sessions -> KiB per session
   local pid=$1 port=$2 n=$3 before held
@@ -382,6 +410,9 @@ OUT=$ROOT/bench/results.md
   echo "Latency per message, one client (no queueing), 1 KB: direct to the sink p50 $(m direct-lat-p50) ms / p99 $(m direct-lat-p99) ms;"
   echo "through Postern passthrough p50 $(m pass-lat-p50) ms / p99 $(m pass-lat-p99) ms: Postern adds $(awk -v a="$(m pass-lat-p99)" -v b="$(m direct-lat-p99)" 'BEGIN{printf "%.2f", a-b}') ms at p99."
   echo "At 50 clients (saturated), 1k-many p99: direct $(m direct-1k-many-p99) ms, passthrough $(m postern-pass-1k-many-p99) ms."
+  echo
+  echo "Cluster mode (quotas in a local Redis), passthrough 1k-many: $(m cl-cluster-rate) msg/s against $(m cl-limited-rate) msg/s"
+  echo "in memory ($(ratio "$(m cl-cluster-rate)" "$(m cl-limited-rate)")×), p99 $(m cl-cluster-p99) ms against $(m cl-limited-p99) ms; $(m cl-calls) Redis script calls per message."
 } > "$OUT"
 echo
 cat "$OUT"

@@ -10,6 +10,7 @@ use crate::policy::auth_failures::AuthFailures;
 use crate::policy::brake::Brake;
 use crate::policy::rates::{MemoryRates, RateStore};
 use crate::spool::queue::Queue;
+use crate::state::Cluster;
 use crate::tls::ServerTls;
 use crate::upstream::Relays;
 use crate::users::{FileStore, UsersStore};
@@ -42,11 +43,13 @@ pub struct Context {
     /// Failed-login penalties per address and username.
     pub auth_failures: AuthFailures,
     /// Automatic suspension of accounts that look compromised.
-    pub brake: Brake,
+    pub brake: Arc<Brake>,
     /// How accepted mail leaves: while the client waits, or from the spool.
     pub mode: Mode,
     /// The DKIM keys in force (the queue holds the same ring).
     pub dkim: Arc<Keyring>,
+    /// Cluster mode: the state shared with the other instances (`cluster:`).
+    pub cluster: Option<Arc<Cluster>>,
     /// Becomes `true` when the server starts draining.
     pub shutdown: watch::Receiver<bool>,
     /// Where what happened is reported: the delivery log, webhooks, traffic counters.
@@ -67,12 +70,27 @@ impl Context {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let brake = Brake::new(config.abuse.brake.clone(), config.abuse.state_file.clone())?;
+        let brake = Arc::new(Brake::new(
+            config.abuse.brake.clone(),
+            config.abuse.state_file.clone(),
+        )?);
         let auth_failures = AuthFailures::new(config.abuse.auth_failures.clone());
         let dkim = Arc::new(
             Keyring::open(Some(&config.dkim.keys_directory))
                 .map_err(|e| format!("cannot read the DKIM keys: {e}"))?,
         );
+        let cluster = match &config.cluster {
+            Some(c) => Some(Arc::new(Cluster::new(c)?)),
+            None => None,
+        };
+        if let Some(c) = &cluster {
+            auth_failures.share(c.failures.clone());
+            relay.share_pacing(c.pacing.clone());
+        }
+        let rates: Arc<dyn RateStore> = match &cluster {
+            Some(c) => c.rates.clone(),
+            None => Arc::new(MemoryRates::new(Instant::now())),
+        };
         let events = Events::start(&config)?;
         let mode = match config.delivery.mode {
             crate::config::DeliveryMode::Queue => {
@@ -106,11 +124,12 @@ impl Context {
             users,
             tls,
             relay,
-            rates: Arc::new(MemoryRates::new(Instant::now())),
+            rates,
             auth_failures,
             brake,
             mode,
             dkim,
+            cluster,
             shutdown,
             events,
             id_prefix: start & 0xff_ffff,

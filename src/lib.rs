@@ -38,6 +38,8 @@
 //! - [`sink`]: a stand-in smarthost for the demo, the tests and benchmarks.
 //! - [`demo`]: `postern demo`.
 //! - [`secret`]: strings that never reach a log.
+//! - [`state`]: cluster mode: quotas, login failures, suspensions and pacing
+//!   shared through Redis, with memory as the fallback.
 //! - [`events`]: what happened (a message accepted or refused, an attempt, a
 //!   suspension, a rate limit reached, a bounce), fanned out without ever blocking a
 //!   session to the delivery log ([`journal`]), the [`webhooks`] and the traffic
@@ -66,6 +68,7 @@ pub mod server;
 pub mod session;
 pub mod sink;
 pub mod spool;
+pub mod state;
 pub mod tls;
 pub mod upstream;
 pub mod users;

@@ -56,7 +56,8 @@ struct LimitsView {
 }
 
 impl AdminState {
-    fn view(&self, u: &User) -> UserView {
+    /// The user as the API shows it; its usage may need a round trip (cluster mode).
+    async fn view(&self, u: &User) -> UserView {
         let suspension = self.ctx.brake.suspended(&u.name);
         let r = &u.rate_limits;
         UserView {
@@ -75,7 +76,7 @@ impl AdminState {
                 recipients_per_hour: r.recipients_per_hour,
                 recipients_per_day: r.recipients_per_day,
             },
-            usage: self.ctx.rates.usage(&u.name, Instant::now()),
+            usage: self.ctx.rates.usage(&u.name, Instant::now()).await,
         }
     }
 }
@@ -86,13 +87,17 @@ type Answer<T> = Result<T, ApiError>;
 /// `GET /api/v1/users`: every user, sorted by name.
 pub async fn list(State(s): St) -> Answer<Json<Vec<UserView>>> {
     let users = s.ctx.users.list().await?;
-    Ok(Json(users.iter().map(|u| s.view(u)).collect()))
+    let mut views = Vec::with_capacity(users.len());
+    for u in users.iter() {
+        views.push(s.view(u).await);
+    }
+    Ok(Json(views))
 }
 
 /// `GET /api/v1/users/{name}`.
 pub async fn get(State(s): St, Path(name): Path<String>) -> Answer<Json<UserView>> {
     let user = s.ctx.users.get(&name).await?;
-    Ok(Json(s.view(&user)))
+    Ok(Json(s.view(&user).await))
 }
 
 /// The body of `POST /api/v1/users`. No `Debug`: it holds a password.
@@ -140,7 +145,7 @@ pub async fn create(
     };
     let user = s.ctx.users.create(new).await?;
     info!(client = %peer.0, user = %Printable(&user.name), "admin API: user created");
-    Ok((StatusCode::CREATED, Json(s.view(&user))))
+    Ok((StatusCode::CREATED, Json(s.view(&user).await)))
 }
 
 /// The body of `PATCH /api/v1/users/{name}`: what is given is replaced.
@@ -182,7 +187,7 @@ pub async fn update(
     }
     let user = s.ctx.users.update(&name, change).await?;
     info!(client = %peer.0, user = %Printable(&user.name), fields = %fields.join(","), "admin API: user changed");
-    Ok(Json(s.view(&user)))
+    Ok(Json(s.view(&user).await))
 }
 
 /// The names of the fields a change sets, for the log (never their values).
@@ -249,7 +254,7 @@ pub async fn suspend(
         .events
         .suspended(&user.name, &reason, crate::events::By::Operator);
     info!(client = %peer.0, user = %Printable(&user.name), reason = %Printable(&reason), "admin API: user suspended");
-    Ok(Json(s.view(&user)))
+    Ok(Json(s.view(&user).await))
 }
 
 /// `POST /api/v1/users/{name}/unsuspend`: lifts a suspension (the brake's or the
@@ -267,7 +272,7 @@ pub async fn unsuspend(
             .unsuspended(&user.name, crate::events::By::Operator);
         info!(client = %peer.0, user = %Printable(&user.name), "admin API: suspension lifted");
     }
-    Ok(Json(s.view(&user)))
+    Ok(Json(s.view(&user).await))
 }
 
 /// Suspends (`Some(reason)`) or lifts a suspension, on the blocking pool (the

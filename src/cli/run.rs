@@ -57,6 +57,13 @@ pub fn check_config(path: Option<PathBuf>) -> ExitCode {
     print_users(&config, &users);
     print_smarthosts(&config);
     println!("  delivery   {:?}", config.delivery.mode);
+    if let Some(c) = &config.cluster {
+        println!(
+            "  cluster    {} (key prefix {:?})",
+            c.display_url(),
+            c.key_prefix
+        );
+    }
     for k in dkim.all() {
         println!(
             "  dkim       {} {} ({})",

@@ -4,7 +4,7 @@
 
 use super::ctx::Ctx;
 use super::{
-    Config, Problems, Users, abuse, admin, delivery, delivery_log, dkim, general, limits,
+    Config, Problems, Users, abuse, admin, cluster, delivery, delivery_log, dkim, general, limits,
     listeners, load_users, log, metrics, perms, routes, smarthost, timeouts, webhooks,
 };
 use std::path::{Path, PathBuf};
@@ -27,6 +27,7 @@ const KNOWN_KEYS: &[&str] = &[
     "trusted_proxies",
     "run_as",
     "dkim",
+    "cluster",
     "delivery_log",
     // Its `webhooks` list is parsed by `webhooks.rs`.
     "admin",
@@ -159,6 +160,7 @@ impl Config {
         let run_as = general::run_as(cx);
         let abuse = abuse::abuse(cx, &delivery.spool_directory);
         let dkim = dkim::dkim(cx);
+        let cluster = cluster::cluster(cx);
         let admin = admin::admin(cx, tls.is_some());
         let delivery_log = delivery_log::delivery_log(cx, &delivery.spool_directory);
         let webhooks = webhooks::webhooks(cx);
@@ -184,6 +186,7 @@ impl Config {
             trusted_proxies,
             run_as,
             dkim,
+            cluster,
             admin,
             delivery_log,
             webhooks,

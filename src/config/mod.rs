@@ -19,6 +19,7 @@
 mod abuse;
 mod admin;
 mod cidr;
+mod cluster;
 mod ctx;
 mod delivery;
 mod delivery_log;
@@ -47,6 +48,7 @@ mod webhooks;
 pub use abuse::{Abuse, AuthFailurePolicy, BrakePolicy};
 pub use admin::{Admin, MIN_TOKEN_LEN};
 pub use cidr::Cidr;
+pub use cluster::Cluster;
 pub use delivery::{Delivery, DeliveryMode};
 pub use delivery_log::DeliveryLogConfig;
 pub use dkim::Dkim;
@@ -100,6 +102,8 @@ pub struct Config {
     pub run_as: Option<RunAs>,
     /// DKIM signing keys.
     pub dkim: Dkim,
+    /// Cluster mode: the Redis shared with the other instances, if any.
+    pub cluster: Option<Cluster>,
     /// The admin API; `None`: off.
     pub admin: Option<Admin>,
     /// The delivery log's folder and retention.

@@ -300,3 +300,34 @@ fn session_bounds_have_defaults_and_refuse_zero() {
         assert!(errs.iter().any(|e| e.contains(key)), "{key}: {errs:?}");
     }
 }
+
+#[test]
+fn cluster_section() {
+    assert_eq!(parse(MINIMAL).unwrap().cluster, None);
+    let c = parse(&format!(
+        "{MINIMAL}cluster:\n  redis: redis://127.0.0.1:6379/0\n"
+    ))
+    .unwrap()
+    .cluster
+    .unwrap();
+    assert_eq!(
+        (c.redis.as_str(), c.key_prefix.as_str()),
+        ("redis://127.0.0.1:6379/0", "postern:")
+    );
+    let tls = parse(&format!(
+        "{MINIMAL}cluster:\n  redis: rediss://r.example:6380\n  key_prefix: \"mail:\"\n"
+    ))
+    .unwrap()
+    .cluster
+    .unwrap();
+    assert_eq!(tls.key_prefix, "mail:");
+    let bad = parse(&format!("{MINIMAL}cluster:\n  redis: http://x\n")).unwrap_err();
+    assert!(bad[0].contains("cluster.redis"), "{bad:?}");
+    let bad = parse(&format!(
+        "{MINIMAL}cluster:\n  redis: redis://x\n  key_prefix: \"a{{b\"\n"
+    ))
+    .unwrap_err();
+    assert!(bad[0].contains("cluster.key_prefix"), "{bad:?}");
+    let bad = parse(&format!("{MINIMAL}cluster:\n  redis: redis://x\n  db: 1\n")).unwrap_err();
+    assert!(bad[0].contains("cluster"), "{bad:?}");
+}

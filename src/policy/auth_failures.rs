@@ -25,6 +25,12 @@
 //!    account must not be able to reset its guessing budget with it).
 //!
 //! All of it is plain state with the time passed in, so it is tested with a fake clock.
+//!
+//! In cluster mode the same records are also kept in a shared store
+//! ([`SharedFailures`]): the session asks [`AuthFailures::check`] and
+//! [`AuthFailures::record_failure`], which answer from the shared store when it can
+//! be reached and from this instance's memory otherwise. Memory is always updated
+//! too, so an outage starts from what this instance saw rather than from nothing.
 
 pub use crate::config::AuthFailurePolicy;
 use crate::lock::MutexExt;
@@ -32,8 +38,38 @@ use ring::hmac;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+pub use crate::policy::rates::Pending;
+
+/// Failure records shared with other instances (cluster mode). `None` means the
+/// store could not answer: the caller uses its own memory.
+pub trait SharedFailures: Send + Sync {
+    /// The gate as the cluster sees it.
+    fn gate<'a>(
+        &'a self,
+        ip: IpAddr,
+        username: &'a str,
+        policy: &'a AuthFailurePolicy,
+    ) -> Pending<'a, Option<Gate>>;
+    /// Records a failure everywhere; the counts and blocks it led to.
+    fn failed<'a>(
+        &'a self,
+        ip: IpAddr,
+        username: &'a str,
+        password: &'a str,
+        policy: &'a AuthFailurePolicy,
+    ) -> Pending<'a, Option<Penalty>>;
+    /// Records a good login (fire and forget).
+    fn succeeded(&self, ip: IpAddr, username: &str, policy: &AuthFailurePolicy);
+}
+
+/// The tarpit delay after `ip_failures` distinct failures from one address.
+pub fn tarpit(p: &AuthFailurePolicy, ip_failures: u32) -> Duration {
+    let beyond = ip_failures.saturating_sub(p.tarpit_after);
+    p.tarpit_step.saturating_mul(beyond).min(p.tarpit_max)
+}
 
 /// Whether an AUTH attempt may go ahead.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +178,7 @@ pub struct AuthFailures {
     policy: AuthFailurePolicy,
     key: hmac::Key,
     state: Mutex<State>,
+    shared: OnceLock<Arc<dyn SharedFailures>>,
 }
 
 impl AuthFailures {
@@ -152,6 +189,49 @@ impl AuthFailures {
             policy,
             key,
             state: Mutex::new(State::default()),
+            shared: OnceLock::new(),
+        }
+    }
+
+    /// Shares the records from now on (cluster mode; set once, at start).
+    pub fn share(&self, shared: Arc<dyn SharedFailures>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// Before verifying: may `username` try to log in from `ip` now? The
+    /// cluster's answer when it can give one, else this instance's.
+    pub async fn check(&self, ip: IpAddr, username: &str, now: Instant) -> Gate {
+        if let Some(shared) = self.shared.get()
+            && let Some(gate) = shared.gate(ip, username, &self.policy).await
+        {
+            return gate;
+        }
+        self.gate(ip, username, now)
+    }
+
+    /// Records a failed login here and in the cluster, and says how to answer it.
+    pub async fn record_failure(
+        &self,
+        ip: IpAddr,
+        username: &str,
+        password: &str,
+        now: Instant,
+    ) -> Penalty {
+        let local = self.failed(ip, username, password, now);
+        match self.shared.get() {
+            Some(shared) => shared
+                .failed(ip, username, password, &self.policy)
+                .await
+                .unwrap_or(local),
+            None => local,
+        }
+    }
+
+    /// Records a successful login here and in the cluster.
+    pub fn record_success(&self, ip: IpAddr, username: &str, now: Instant) {
+        self.succeeded(ip, username, now);
+        if let Some(shared) = self.shared.get() {
+            shared.succeeded(ip, username, &self.policy);
         }
     }
 
@@ -201,8 +281,7 @@ impl AuthFailures {
         let mut state = self.lock();
         let ip_rec = state.ips.entry(ip).or_insert_with(|| Record::new(now));
         let ip_failures = ip_rec.add(now, fp, p.window);
-        let beyond = ip_failures.saturating_sub(p.tarpit_after);
-        let delay = p.tarpit_step.saturating_mul(beyond).min(p.tarpit_max);
+        let delay = tarpit(p, ip_failures);
         let ip_blocked = (ip_failures >= p.block_ip_after).then(|| ip_rec.block(now, p));
         let user_rec = state
             .users

@@ -7,6 +7,12 @@
 //! logins get `535 5.7.8`. Suspensions are written to a small state file so that a
 //! restart does not lift them; `postern user enable NAME` removes one, and SIGHUP
 //! makes the running server re-read the file.
+//!
+//! In cluster mode the suspensions are also shared ([`SharedSuspensions`]): each
+//! one made here is published to every instance, and what the others publish
+//! replaces this instance's list ([`Brake::apply_shared`]), which stays the local
+//! cache that sessions read and is mirrored to the state file (the fallback while
+//! Redis is away). A user lifted from the file here and reloaded is lifted for all.
 
 pub use crate::config::BrakePolicy;
 use crate::lock::MutexExt;
@@ -14,8 +20,17 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where suspensions are shared with other instances (cluster mode). Both calls
+/// return at once: the store does the network part in the background.
+pub trait SharedSuspensions: Send + Sync {
+    /// Tells every instance that `user` is suspended.
+    fn suspend(&self, user: &str, suspension: &Suspension);
+    /// Tells every instance that `user` is no longer suspended.
+    fn lift(&self, user: &str);
+}
 
 /// One suspension, as kept in the state file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +61,7 @@ pub struct Brake {
     file: PathBuf,
     suspended: Mutex<BTreeMap<String, Suspension>>,
     activity: Mutex<HashMap<String, Activity>>,
+    shared: OnceLock<Arc<dyn SharedSuspensions>>,
 }
 
 /// Reads a suspension state file; a missing file means nobody is suspended.
@@ -95,7 +111,43 @@ impl Brake {
             file,
             suspended: Mutex::new(suspended),
             activity: Mutex::new(HashMap::new()),
+            shared: OnceLock::new(),
         })
+    }
+
+    /// Shares suspensions from now on (cluster mode; set once, at start).
+    pub fn share(&self, shared: Arc<dyn SharedSuspensions>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// The suspensions in force here.
+    pub fn all(&self) -> BTreeMap<String, Suspension> {
+        self.suspended.locked().clone()
+    }
+
+    /// Replaces the list with the cluster's (every instance's suspensions), and
+    /// mirrors it to the state file when it changed.
+    pub fn apply_shared(&self, shared: BTreeMap<String, Suspension>) {
+        let lifted: Vec<String> = {
+            let mut cur = self.suspended.locked();
+            if *cur == shared {
+                return;
+            }
+            let lifted = cur
+                .keys()
+                .filter(|u| !shared.contains_key(*u))
+                .cloned()
+                .collect();
+            *cur = shared;
+            if let Err(e) = write_state(&self.file, &cur) {
+                tracing::error!(file = %self.file.display(), error = %e, "cannot save the cluster's suspensions locally");
+            }
+            lifted
+        };
+        let mut act = self.activity.locked();
+        for u in lifted {
+            act.remove(&u);
+        }
     }
 
     /// Re-reads the state file (on SIGHUP), so `postern user enable` takes effect.
@@ -116,6 +168,9 @@ impl Brake {
         // suspend it again on the same evidence.
         let mut act = self.activity.locked();
         for u in lifted {
+            if let Some(shared) = self.shared.get() {
+                shared.lift(&u);
+            }
             act.remove(&u);
         }
         Ok(n)
@@ -146,20 +201,27 @@ impl Brake {
             was
         };
         self.activity.locked().remove(user);
+        if let Some(shared) = self.shared.get() {
+            shared.lift(user);
+        }
         Ok(was)
     }
 
-    /// Records a suspension in memory and in the state file.
+    /// Records a suspension in memory and in the state file, and shares it.
     fn record(&self, user: &str, reason: String, wall: SystemTime) -> Result<(), String> {
-        let mut all = self.suspended.locked();
-        all.insert(
-            user.to_string(),
-            Suspension {
-                reason,
-                since: epoch_secs(wall),
-            },
-        );
-        write_state(&self.file, &all).map_err(|e| format!("{}: {e}", self.file.display()))
+        let suspension = Suspension {
+            reason,
+            since: epoch_secs(wall),
+        };
+        let saved = {
+            let mut all = self.suspended.locked();
+            all.insert(user.to_string(), suspension.clone());
+            write_state(&self.file, &all).map_err(|e| format!("{}: {e}", self.file.display()))
+        };
+        if let Some(shared) = self.shared.get() {
+            shared.suspend(user, &suspension);
+        }
+        saved
     }
 
     /// An automatic suspension; a state file that cannot be written is logged.

@@ -17,6 +17,8 @@ use crate::config::RateLimits;
 use crate::lock::MutexExt;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::{Future, ready};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -156,30 +158,62 @@ pub struct Usage {
     pub recipients_last_day: u32,
 }
 
-/// Where quota counts live.
+/// A boxed future: the store may have to ask a server (Redis) for its answer.
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One reservation as its store knows it. The memory store needs only the user;
+/// a shared store also records where the reservation was made, so that it is
+/// committed or given back in the same place (see `state::rates`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ticket {
+    pub user: String,
+    /// The store's id for this reservation (unique across instances).
+    pub id: String,
+    /// Made in the shared store (else in this instance's memory).
+    pub shared: bool,
+    /// Recipients reserved ahead (with the message) and not yet claimed by RCPT.
+    pub spare: u32,
+    /// Recipients reserved in this instance's memory although the message is
+    /// shared (the shared store could not be reached at RCPT).
+    pub local_rcpts: u32,
+}
+
+impl Ticket {
+    /// A ticket with nothing but the user (the memory store's).
+    pub fn local(user: &str) -> Ticket {
+        Ticket {
+            user: user.to_string(),
+            ..Ticket::default()
+        }
+    }
+}
+
+/// Where quota counts live. Reserving and counting may need a round trip to a
+/// shared store, so they are futures; giving back is fire-and-forget, because it
+/// happens when a transaction is dropped.
 pub trait RateStore: Send + Sync {
     /// Reserves room for one more message, or says which limit is reached.
-    fn reserve_message(
-        &self,
-        user: &str,
-        limits: &RateLimits,
+    fn reserve_message<'a>(
+        &'a self,
+        user: &'a str,
+        limits: &'a RateLimits,
         now: Instant,
-    ) -> Result<(), Exceeded>;
-    /// Reserves room for one more recipient.
-    fn reserve_recipient(
-        &self,
-        user: &str,
-        limits: &RateLimits,
+    ) -> Pending<'a, Result<Ticket, Exceeded>>;
+    /// Reserves room for one more recipient of the message `ticket` holds.
+    fn reserve_recipient<'a>(
+        &'a self,
+        ticket: &'a mut Ticket,
+        limits: &'a RateLimits,
         now: Instant,
-    ) -> Result<(), Exceeded>;
+    ) -> Pending<'a, Result<(), Exceeded>>;
     /// Turns a reservation (one message, `rcpts` recipients) into counted use.
-    fn commit(&self, user: &str, rcpts: u32, now: Instant);
+    fn commit<'a>(&'a self, ticket: &'a Ticket, rcpts: u32, now: Instant) -> Pending<'a, ()>;
     /// Gives reservations back: `messages` messages and `rcpts` recipients.
-    fn release(&self, user: &str, messages: u32, rcpts: u32);
-    /// Drops users with nothing counted; returns how many remain.
+    fn release(&self, ticket: &Ticket, messages: u32, rcpts: u32);
+    /// Drops users with nothing counted; returns how many remain (in memory).
     fn prune(&self, now: Instant) -> usize;
     /// What `user` has used in the current windows (reservations not included).
-    fn usage(&self, user: &str, now: Instant) -> Usage;
+    fn usage<'a>(&'a self, user: &'a str, now: Instant) -> Pending<'a, Usage>;
 }
 
 /// The in-memory store: one process, counts lost on restart.
@@ -232,8 +266,9 @@ fn check(
     })
 }
 
-impl RateStore for MemoryRates {
-    fn reserve_message(
+/// The memory store's answers, synchronous: the shared store falls back on them.
+impl MemoryRates {
+    pub fn reserve_message_now(
         &self,
         user: &str,
         limits: &RateLimits,
@@ -253,7 +288,7 @@ impl RateStore for MemoryRates {
         })
     }
 
-    fn reserve_recipient(
+    pub fn reserve_recipient_now(
         &self,
         user: &str,
         limits: &RateLimits,
@@ -280,7 +315,7 @@ impl RateStore for MemoryRates {
         })
     }
 
-    fn commit(&self, user: &str, rcpts: u32, now: Instant) {
+    pub fn commit_now(&self, user: &str, rcpts: u32, now: Instant) {
         let t = self.since(now);
         self.with(user, |c| {
             c.reserved_messages = c.reserved_messages.saturating_sub(1);
@@ -291,21 +326,21 @@ impl RateStore for MemoryRates {
         })
     }
 
-    fn release(&self, user: &str, messages: u32, rcpts: u32) {
+    pub fn release_now(&self, user: &str, messages: u32, rcpts: u32) {
         self.with(user, |c| {
             c.reserved_messages = c.reserved_messages.saturating_sub(messages);
             c.reserved_rcpts = c.reserved_rcpts.saturating_sub(rcpts);
         })
     }
 
-    fn prune(&self, now: Instant) -> usize {
+    pub fn prune_now(&self, now: Instant) -> usize {
         let t = self.since(now);
         let mut users = self.users.locked();
         users.retain(|_, c| !c.idle(t));
         users.len()
     }
 
-    fn usage(&self, user: &str, now: Instant) -> Usage {
+    pub fn usage_now(&self, user: &str, now: Instant) -> Usage {
         let t = self.since(now);
         let mut users = self.users.locked();
         match users.get_mut(user) {
@@ -317,37 +352,88 @@ impl RateStore for MemoryRates {
             None => Usage::default(),
         }
     }
+
+    /// Counts use that was reserved elsewhere (the shared store, before it went
+    /// away), so this instance's own memory stays a true lower bound.
+    pub fn record(&self, user: &str, messages: u32, rcpts: u32, now: Instant) {
+        let t = self.since(now);
+        self.with(user, |c| {
+            c.messages_hour.add(t, messages);
+            c.rcpts_hour.add(t, rcpts);
+            c.rcpts_day.add(t, rcpts);
+        })
+    }
+}
+
+impl RateStore for MemoryRates {
+    fn reserve_message<'a>(
+        &'a self,
+        user: &'a str,
+        limits: &'a RateLimits,
+        now: Instant,
+    ) -> Pending<'a, Result<Ticket, Exceeded>> {
+        let r = self.reserve_message_now(user, limits, now);
+        Box::pin(ready(r.map(|()| Ticket::local(user))))
+    }
+
+    fn reserve_recipient<'a>(
+        &'a self,
+        ticket: &'a mut Ticket,
+        limits: &'a RateLimits,
+        now: Instant,
+    ) -> Pending<'a, Result<(), Exceeded>> {
+        Box::pin(ready(self.reserve_recipient_now(&ticket.user, limits, now)))
+    }
+
+    fn commit<'a>(&'a self, ticket: &'a Ticket, rcpts: u32, now: Instant) -> Pending<'a, ()> {
+        self.commit_now(&ticket.user, rcpts, now);
+        Box::pin(ready(()))
+    }
+
+    fn release(&self, ticket: &Ticket, messages: u32, rcpts: u32) {
+        self.release_now(&ticket.user, messages, rcpts)
+    }
+
+    fn prune(&self, now: Instant) -> usize {
+        self.prune_now(now)
+    }
+
+    fn usage<'a>(&'a self, user: &'a str, now: Instant) -> Pending<'a, Usage> {
+        Box::pin(ready(self.usage_now(user, now)))
+    }
 }
 
 /// One transaction's reservation; given back on drop unless committed, so a
 /// transaction that ends any other way (RSET, error, disconnect) costs nothing.
 pub struct Reservation {
     store: Arc<dyn RateStore>,
-    user: String,
+    ticket: Ticket,
     rcpts: u32,
     done: bool,
 }
 
 impl Reservation {
     /// Reserves a message for `user`.
-    pub fn message(
+    pub async fn message(
         store: Arc<dyn RateStore>,
         user: &str,
         limits: &RateLimits,
         now: Instant,
     ) -> Result<Reservation, Exceeded> {
-        store.reserve_message(user, limits, now)?;
+        let ticket = store.reserve_message(user, limits, now).await?;
         Ok(Reservation {
             store,
-            user: user.to_string(),
+            ticket,
             rcpts: 0,
             done: false,
         })
     }
 
     /// Reserves one more recipient in this transaction.
-    pub fn recipient(&mut self, limits: &RateLimits, now: Instant) -> Result<(), Exceeded> {
-        self.store.reserve_recipient(&self.user, limits, now)?;
+    pub async fn recipient(&mut self, limits: &RateLimits, now: Instant) -> Result<(), Exceeded> {
+        self.store
+            .reserve_recipient(&mut self.ticket, limits, now)
+            .await?;
         self.rcpts += 1;
         Ok(())
     }
@@ -356,13 +442,13 @@ impl Reservation {
     pub fn drop_recipient(&mut self) {
         if self.rcpts > 0 {
             self.rcpts -= 1;
-            self.store.release(&self.user, 0, 1);
+            self.store.release(&self.ticket, 0, 1);
         }
     }
 
     /// The message was accepted: count it.
-    pub fn commit(mut self, now: Instant) {
-        self.store.commit(&self.user, self.rcpts, now);
+    pub async fn commit(mut self, now: Instant) {
+        self.store.commit(&self.ticket, self.rcpts, now).await;
         self.done = true;
     }
 }
@@ -370,7 +456,7 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
-            self.store.release(&self.user, 1, self.rcpts);
+            self.store.release(&self.ticket, 1, self.rcpts);
         }
     }
 }
@@ -387,48 +473,64 @@ mod tests {
         }
     }
 
-    fn send(
+    async fn send(
         store: &Arc<dyn RateStore>,
         l: &RateLimits,
         now: Instant,
         rcpts: u32,
     ) -> Result<(), Exceeded> {
-        let mut r = Reservation::message(store.clone(), "u", l, now)?;
+        let mut r = Reservation::message(store.clone(), "u", l, now).await?;
         for _ in 0..rcpts {
-            r.recipient(l, now)?;
+            r.recipient(l, now).await?;
         }
-        r.commit(now);
+        r.commit(now).await;
         Ok(())
     }
 
-    #[test]
-    fn messages_per_hour_is_exact_at_the_boundary_and_resets() {
+    #[tokio::test]
+    async fn messages_per_hour_is_exact_at_the_boundary_and_resets() {
         let t0 = Instant::now();
         let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
         let l = limits(Some(100), None, None);
         // 100 in the first minute pass, the 101st does not.
         for i in 0..100 {
-            send(&store, &l, t0 + Duration::from_millis(i * 10), 1).unwrap();
+            send(&store, &l, t0 + Duration::from_millis(i * 10), 1)
+                .await
+                .unwrap();
         }
-        let e = send(&store, &l, t0 + Duration::from_secs(1), 1).unwrap_err();
+        let e = send(&store, &l, t0 + Duration::from_secs(1), 1)
+            .await
+            .unwrap_err();
         assert_eq!((e.limit, e.max), ("messages_per_hour", 100));
         assert_eq!(e.retry_after, Duration::from_secs(3599));
         // Still refused 59 minutes later: no refill in the middle of the hour.
-        assert!(send(&store, &l, t0 + Duration::from_secs(59 * 60 + 59), 1).is_err());
+        assert!(
+            send(&store, &l, t0 + Duration::from_secs(59 * 60 + 59), 1)
+                .await
+                .is_err()
+        );
         // Free again once the hour has passed.
-        send(&store, &l, t0 + Duration::from_secs(3600), 1).unwrap();
+        send(&store, &l, t0 + Duration::from_secs(3600), 1)
+            .await
+            .unwrap();
     }
 
-    #[test]
-    fn usage_counts_accepted_mail_only_and_forgets_it_with_the_window() {
+    #[tokio::test]
+    async fn usage_counts_accepted_mail_only_and_forgets_it_with_the_window() {
         let t0 = Instant::now();
         let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
         let l = limits(None, None, None);
-        send(&store, &l, t0, 3).unwrap();
-        send(&store, &l, t0 + Duration::from_secs(10), 2).unwrap();
+        send(&store, &l, t0, 3).await.unwrap();
+        send(&store, &l, t0 + Duration::from_secs(10), 2)
+            .await
+            .unwrap();
         // A reservation given back (an abandoned transaction) is not usage.
-        drop(Reservation::message(store.clone(), "u", &l, t0).unwrap());
-        let u = store.usage("u", t0 + Duration::from_secs(20));
+        drop(
+            Reservation::message(store.clone(), "u", &l, t0)
+                .await
+                .unwrap(),
+        );
+        let u = store.usage("u", t0 + Duration::from_secs(20)).await;
         assert_eq!(
             (
                 u.messages_last_hour,
@@ -437,7 +539,7 @@ mod tests {
             ),
             (2, 5, 5)
         );
-        let later = store.usage("u", t0 + Duration::from_secs(3700));
+        let later = store.usage("u", t0 + Duration::from_secs(3700)).await;
         assert_eq!(
             (
                 later.messages_last_hour,
@@ -446,11 +548,11 @@ mod tests {
             ),
             (0, 0, 5)
         );
-        assert_eq!(store.usage("nobody", t0), Usage::default());
+        assert_eq!(store.usage("nobody", t0).await, Usage::default());
     }
 
-    #[test]
-    fn over_a_long_run_never_more_than_the_limit_in_any_hour() {
+    #[tokio::test]
+    async fn over_a_long_run_never_more_than_the_limit_in_any_hour() {
         let t0 = Instant::now();
         let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
         let l = limits(Some(30), None, None);
@@ -458,7 +560,7 @@ mod tests {
         // A client trying every 20 seconds for 5 hours.
         for i in 0..900u64 {
             let now = t0 + Duration::from_secs(i * 20);
-            if send(&store, &l, now, 1).is_ok() {
+            if send(&store, &l, now, 1).await.is_ok() {
                 accepted.push(i * 20);
             }
         }
@@ -475,76 +577,104 @@ mod tests {
         assert_eq!(accepted.len(), 150, "30 per hour over 5 hours");
     }
 
-    #[test]
-    fn a_burst_late_in_a_minute_still_counts_for_a_full_hour() {
+    #[tokio::test]
+    async fn a_burst_late_in_a_minute_still_counts_for_a_full_hour() {
         let t0 = Instant::now();
         let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
         let l = limits(Some(5), None, None);
         for _ in 0..5 {
-            send(&store, &l, t0 + Duration::from_secs(59), 1).unwrap();
+            send(&store, &l, t0 + Duration::from_secs(59), 1)
+                .await
+                .unwrap();
         }
-        assert!(send(&store, &l, t0 + Duration::from_secs(3600 + 30), 1).is_err());
-        send(&store, &l, t0 + Duration::from_secs(3600 + 59), 1).unwrap();
+        assert!(
+            send(&store, &l, t0 + Duration::from_secs(3600 + 30), 1)
+                .await
+                .is_err()
+        );
+        send(&store, &l, t0 + Duration::from_secs(3600 + 59), 1)
+            .await
+            .unwrap();
     }
 
-    #[test]
-    fn recipients_per_hour_and_day() {
+    #[tokio::test]
+    async fn recipients_per_hour_and_day() {
         let t0 = Instant::now();
         let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
         let l = limits(None, Some(10), Some(15));
-        send(&store, &l, t0, 10).unwrap();
-        let e = send(&store, &l, t0, 1).unwrap_err();
+        send(&store, &l, t0, 10).await.unwrap();
+        let e = send(&store, &l, t0, 1).await.unwrap_err();
         assert_eq!(e.limit, "recipients_per_hour");
         let t1 = t0 + Duration::from_secs(3600);
-        send(&store, &l, t1, 5).unwrap();
-        let e = send(&store, &l, t1, 1).unwrap_err();
+        send(&store, &l, t1, 5).await.unwrap();
+        let e = send(&store, &l, t1, 1).await.unwrap_err();
         assert_eq!((e.limit, e.max), ("recipients_per_day", 15));
         assert_eq!(e.retry_after, Duration::from_secs(23 * 3600));
-        send(&store, &l, t0 + Duration::from_secs(24 * 3600), 10).unwrap();
+        send(&store, &l, t0 + Duration::from_secs(24 * 3600), 10)
+            .await
+            .unwrap();
     }
 
-    #[test]
-    fn refused_or_abandoned_messages_cost_nothing() {
+    #[tokio::test]
+    async fn refused_or_abandoned_messages_cost_nothing() {
         let t0 = Instant::now();
         let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
         let l = limits(Some(2), Some(3), None);
         for _ in 0..10 {
-            let mut r = Reservation::message(store.clone(), "u", &l, t0).unwrap();
-            r.recipient(&l, t0).unwrap();
+            let mut r = Reservation::message(store.clone(), "u", &l, t0)
+                .await
+                .unwrap();
+            r.recipient(&l, t0).await.unwrap();
             drop(r);
         }
         // Reservations held by an open transaction count against the limit...
-        let mut a = Reservation::message(store.clone(), "u", &l, t0).unwrap();
-        let _b = Reservation::message(store.clone(), "u", &l, t0).unwrap();
-        assert!(Reservation::message(store.clone(), "u", &l, t0).is_err());
-        a.recipient(&l, t0).unwrap();
-        a.recipient(&l, t0).unwrap();
-        a.recipient(&l, t0).unwrap();
-        assert!(a.recipient(&l, t0).is_err());
+        let mut a = Reservation::message(store.clone(), "u", &l, t0)
+            .await
+            .unwrap();
+        let _b = Reservation::message(store.clone(), "u", &l, t0)
+            .await
+            .unwrap();
+        assert!(
+            Reservation::message(store.clone(), "u", &l, t0)
+                .await
+                .is_err()
+        );
+        a.recipient(&l, t0).await.unwrap();
+        a.recipient(&l, t0).await.unwrap();
+        a.recipient(&l, t0).await.unwrap();
+        assert!(a.recipient(&l, t0).await.is_err());
         // ...and a recipient the smarthost refused is given back.
         a.drop_recipient();
-        a.recipient(&l, t0).unwrap();
-        a.commit(t0);
+        a.recipient(&l, t0).await.unwrap();
+        a.commit(t0).await;
         drop(_b);
-        send(&store, &l, t0, 0).unwrap();
-        assert!(send(&store, &l, t0, 0).is_err());
+        send(&store, &l, t0, 0).await.unwrap();
+        assert!(send(&store, &l, t0, 0).await.is_err());
     }
 
-    #[test]
-    fn users_are_independent_and_pruned() {
+    #[tokio::test]
+    async fn users_are_independent_and_pruned() {
         let t0 = Instant::now();
         let mem = Arc::new(MemoryRates::new(t0));
         let store: Arc<dyn RateStore> = mem.clone();
         let l = limits(Some(1), None, None);
         Reservation::message(store.clone(), "a", &l, t0)
+            .await
             .unwrap()
-            .commit(t0);
+            .commit(t0)
+            .await;
         Reservation::message(store.clone(), "b", &l, t0)
+            .await
             .unwrap()
-            .commit(t0);
-        assert!(Reservation::message(store.clone(), "a", &l, t0).is_err());
-        assert_eq!(mem.prune(t0), 2);
-        assert_eq!(mem.prune(t0 + Duration::from_secs(25 * 3600)), 0);
+            .commit(t0)
+            .await;
+        assert!(
+            Reservation::message(store.clone(), "a", &l, t0)
+                .await
+                .is_err()
+        );
+        assert_eq!(mem.prune_now(t0), 2);
+        assert_eq!(mem.prune_now(t0 + Duration::from_secs(25 * 3600)), 0);
     }
 
     #[test]

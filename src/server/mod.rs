@@ -136,6 +136,9 @@ impl Server {
             .queue()
             .map(|q| tokio::spawn(crate::spool::queue::run(q.clone(), ctx.shutdown.clone())));
         let control_task = spawn_control(&ctx);
+        if let Some(cluster) = &ctx.cluster {
+            tasks.extend(cluster.start(ctx.brake.clone()).await);
+        }
         let admin_task = admin.map(|socket| tokio::spawn(crate::admin::serve(ctx.clone(), socket)));
         info!("ready");
         crate::daemon::notify_ready();

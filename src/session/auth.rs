@@ -133,7 +133,8 @@ impl Session {
         let gate = self
             .ctx
             .auth_failures
-            .gate(ip, creds.username.as_str(), Instant::now());
+            .check(ip, creds.username.as_str(), Instant::now())
+            .await;
         if let Some(flow) = self.refuse_blocked(io, creds.username.as_str(), gate) {
             return flow;
         }
@@ -146,7 +147,7 @@ impl Session {
         }
         self.ctx
             .auth_failures
-            .succeeded(ip, &user.name, Instant::now());
+            .record_success(ip, &user.name, Instant::now());
         self.span.record("user", user.name.as_str());
         auth_metric("success");
         if self.by_network {
@@ -284,12 +285,11 @@ impl Session {
         creds: &Credentials,
     ) -> Flow {
         let ip = self.client_key();
-        let p = self.ctx.auth_failures.failed(
-            ip,
-            &creds.username,
-            creds.password.expose(),
-            Instant::now(),
-        );
+        let p = self
+            .ctx
+            .auth_failures
+            .record_failure(ip, &creds.username, creds.password.expose(), Instant::now())
+            .await;
         self.auth_failures += 1;
         auth_metric("failure");
         warn!(

@@ -110,7 +110,7 @@ impl Session {
         let text = format!("Message accepted for delivery: {}", reply.first_line());
         let ok = Reply::new(250, Esc(2, 0, 0), text);
         let flow = self.conclude(io, &txn, at, Verdict::accepted("relayed", ok, Some(reply)));
-        txn.quota.commit(std::time::Instant::now());
+        txn.quota.commit(std::time::Instant::now()).await;
         flow
     }
 
@@ -185,7 +185,7 @@ impl Session {
         );
         let ok = Reply::new(250, Esc(2, 0, 0), format!("Ok: queued as {}", env.id));
         let flow = self.conclude(io, &txn, at, Verdict::accepted("queued", ok, None));
-        txn.quota.commit(std::time::Instant::now());
+        txn.quota.commit(std::time::Instant::now()).await;
         flow
     }
 }

@@ -147,7 +147,9 @@ impl Session {
             &user.name,
             &user.rate_limits,
             Instant::now(),
-        ) {
+        )
+        .await
+        {
             Ok(r) => r,
             Err(e) => return self.rate_limited(io, &e),
         };
@@ -253,7 +255,7 @@ impl Session {
             .map(|u| u.rate_limits.clone())
             .unwrap_or_default();
         let txn = self.txn.as_mut().expect("checked by rcpt_precheck");
-        if let Err(e) = txn.quota.recipient(&limits, Instant::now()) {
+        if let Err(e) = txn.quota.recipient(&limits, Instant::now()).await {
             let flow = self.rate_limited(io, &e);
             self.note_refused(
                 &to.address,

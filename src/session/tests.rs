@@ -122,7 +122,7 @@ async fn tls_started_drops_the_login_and_the_transaction() {
     c.cmd("RCPT TO:<bob@example.org>", "250").await;
     let mut session = c.finish().await.session;
     // `finish` ends the transaction as a closing connection does; open it again.
-    session.txn = Some(open_transaction(&kit));
+    session.txn = Some(open_transaction(&kit).await);
     assert!(session.user.is_some() && session.helo.is_some());
     session.tls_started("TLSv1.3".into());
     assert!(session.user.is_none());
@@ -132,13 +132,14 @@ async fn tls_started_drops_the_login_and_the_transaction() {
     assert_eq!(session.tls.as_deref(), Some("TLSv1.3"));
 }
 
-fn open_transaction(kit: &Kit) -> super::Transaction {
+async fn open_transaction(kit: &Kit) -> super::Transaction {
     let quota = crate::policy::rates::Reservation::message(
         kit.ctx.rates.clone(),
         "alice",
         &kit.ctx.config.rate_limits,
         std::time::Instant::now(),
     )
+    .await
     .expect("within the quota");
     super::Transaction {
         refused: Vec::new(),

@@ -21,13 +21,22 @@
 //!
 //! The rule is pure ([`Gcra`], time passed in, table-tested); [`Pacer`] puts it
 //! behind a lock with the real clock, one per [`super::Pool`].
+//!
+//! Cluster mode: every instance that sends through the same entry must share one
+//! pace, so the slot is claimed from a [`SharedPacing`] store (a script over one
+//! key: the next free slot, claimed only when it is at most the caller's wait
+//! away). Without turns there, a message told to come back later competes again
+//! when it does; the spacing, and so the limit, still holds. When the store cannot
+//! be reached the local [`Gcra`] paces this instance alone.
 
 use super::relays::Relays;
 use crate::lock::MutexExt;
 use crate::proto::reply::{Esc, Reply};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A queued delivery waits for its turn in its task when the turn is at most this
@@ -140,12 +149,38 @@ impl Gcra {
     }
 }
 
+/// A claim on the shared pace: `Ok(wait)`, the slot is taken and is `wait` from
+/// now; `Err(wait)`, the next free slot is further than allowed and was not taken.
+pub type Claim = Result<Duration, Duration>;
+
+/// A pace shared by several instances (cluster mode).
+pub trait SharedPacing: Send + Sync {
+    /// Claims the next slot of `key` (slots `interval` apart) if it is at most
+    /// `max_wait` away; `None` when the store cannot be reached.
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        interval: Duration,
+        max_wait: Duration,
+    ) -> Pin<Box<dyn Future<Output = Option<Claim>> + Send + 'a>>;
+}
+
 /// The pacing of one smarthost entry, shared by every delivery to it.
-#[derive(Debug)]
 pub struct Pacer {
     gcra: Mutex<Gcra>,
     /// Makes keys for waiters that have no queue id (passthrough sessions).
     anonymous: AtomicU64,
+    /// Cluster mode: the shared store and this entry's name in it.
+    shared: OnceLock<(Arc<dyn SharedPacing>, String)>,
+}
+
+impl std::fmt::Debug for Pacer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pacer")
+            .field("gcra", &self.gcra)
+            .field("shared", &self.shared.get().map(|(_, k)| k))
+            .finish()
+    }
 }
 
 /// What [`Pacer::wait_turn`] found when the turn is too far off.
@@ -160,6 +195,36 @@ impl Pacer {
         Pacer {
             gcra: Mutex::new(Gcra::new(per_minute)),
             anonymous: AtomicU64::new(0),
+            shared: OnceLock::new(),
+        }
+    }
+
+    /// Paces through `shared` from now on, under `key` (cluster mode).
+    pub fn share(&self, shared: Arc<dyn SharedPacing>, key: String) {
+        let _ = self.shared.set((shared, key));
+    }
+
+    /// The turn from the shared store: waited for when claimed; `None` when the
+    /// store cannot answer (the local pace decides).
+    async fn shared_turn(&self, max_wait: Duration) -> Option<Result<(), NotReady>> {
+        let (store, key) = self.shared.get()?;
+        let interval = self.gcra.locked().interval();
+        // Whole milliseconds, rounded up: never closer than the interval.
+        let interval = Duration::from_millis(interval.as_nanos().div_ceil(1_000_000) as u64);
+        match store.claim(key, interval, max_wait).await? {
+            Ok(wait) => {
+                if !wait.is_zero() {
+                    metrics::counter!("postern_paced_total", "result" => "delayed").increment(1);
+                    tokio::time::sleep(wait).await;
+                }
+                Some(Ok(()))
+            }
+            Err(wait) => {
+                metrics::counter!("postern_paced_total", "result" => "refused").increment(1);
+                Some(Err(NotReady {
+                    until: now() + wait,
+                }))
+            }
         }
     }
 
@@ -167,6 +232,9 @@ impl Pacer {
     /// most `short` away (so that a delivery slot is never held idle for long),
     /// else the reserved slot to come back at.
     pub async fn turn(&self, key: &str, short: Duration) -> Result<(), NotReady> {
+        if let Some(shared) = self.shared_turn(short).await {
+            return shared;
+        }
         loop {
             let turn = self.gcra.locked().turn(key, now());
             if turn != Turn::Now {
@@ -184,6 +252,9 @@ impl Pacer {
     /// for it when the next free slot is at most `max_wait` away; otherwise
     /// reserve nothing and say when it would have been.
     pub async fn wait_turn(&self, max_wait: Duration) -> Result<(), NotReady> {
+        if let Some(shared) = self.shared_turn(max_wait).await {
+            return shared;
+        }
         let key = format!(
             "\0session-{}",
             self.anonymous.fetch_add(1, Ordering::Relaxed)

@@ -150,6 +150,17 @@ impl Relays {
         self.pacers[index].as_ref()
     }
 
+    /// Cluster mode: every paced entry takes its slots from `shared`, under a
+    /// name every instance with the same config gives it (address and mailbox).
+    pub fn share_pacing(&self, shared: std::sync::Arc<dyn super::pacing::SharedPacing>) {
+        for (i, pacer) in self.pacers.iter().enumerate() {
+            if let Some(p) = pacer {
+                let mailbox = self.mailboxes[i].as_deref().unwrap_or("");
+                p.share(shared.clone(), format!("{}/{mailbox}", self.name(i)));
+            }
+        }
+    }
+
     /// The hold of the smarthost called `name`: the one an earlier entry naming it
     /// has, or a new one.
     fn hold_named(&self, name: &str) -> Arc<Hold> {

@@ -1,0 +1,86 @@
+-- Shared by every quota script. KEYS (one user, one hash tag):
+--   1 reservations (hash: id -> recipients held; '#m', '#r' totals)
+--   2 leases (zset: id -> expiry in ms)
+--   3,4 messages per hour: bucket counts (hash: second -> n; '#' total), bucket index (zset)
+--   5,6 recipients per hour;  7,8 recipients per day
+-- Time is Redis's own clock, so instances with skewed clocks still agree.
+-- Negative increments are written `0 - n`: Lua prints -0 as "-0", which HINCRBY refuses.
+local t = redis.call('TIME')
+local now_s = tonumber(t[1])
+local now_ms = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- Reservations whose lease ran out belong to an instance that crashed or lost
+-- Redis mid-transaction: give them back.
+local function expire_leases()
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+  for _, id in ipairs(gone) do
+    local r = redis.call('HGET', KEYS[1], id)
+    if r then
+      redis.call('HINCRBY', KEYS[1], '#m', -1)
+      redis.call('HINCRBY', KEYS[1], '#r', 0 - tonumber(r))
+      redis.call('HDEL', KEYS[1], id)
+    end
+  end
+  if #gone > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+  end
+end
+
+local function reserved(field)
+  return tonumber(redis.call('HGET', KEYS[1], field) or '0')
+end
+
+-- The count of a window of `len` seconds, after dropping the buckets that left it
+-- (bucket s leaves when s + len <= now, as in the memory store).
+local function used(counts, index, len)
+  local cutoff = now_s - len
+  local old = redis.call('ZRANGEBYSCORE', index, '-inf', cutoff, 'LIMIT', 0, 5000)
+  while #old > 0 do
+    local n = redis.call('HMGET', counts, unpack(old))
+    local sum = 0
+    for _, v in ipairs(n) do sum = sum + (tonumber(v) or 0) end
+    redis.call('HINCRBY', counts, '#', 0 - sum)
+    redis.call('HDEL', counts, unpack(old))
+    redis.call('ZREM', index, unpack(old))
+    old = redis.call('ZRANGEBYSCORE', index, '-inf', cutoff, 'LIMIT', 0, 5000)
+  end
+  return tonumber(redis.call('HGET', counts, '#') or '0')
+end
+
+-- Seconds until the oldest counted bucket leaves the window (60 when everything
+-- is only reserved by transactions in progress).
+local function retry_after(index, len, count)
+  if count == 0 then return 60 end
+  local first = redis.call('ZRANGE', index, 0, 0, 'WITHSCORES')
+  if #first == 0 then return 60 end
+  return math.max(tonumber(first[2]) + len - now_s, 1)
+end
+
+-- nil if one more fits under `max` (negative: no limit), else the refusal.
+local function check(counts, index, len, held, max, name)
+  if max < 0 then return nil end
+  local n = used(counts, index, len)
+  if n + held < max then return nil end
+  return {0, name, max, retry_after(index, len, n)}
+end
+
+local function check_rcpt(max_rh, max_rd)
+  local held = reserved('#r')
+  return check(KEYS[5], KEYS[6], 3600, held, max_rh, 'recipients_per_hour')
+    or check(KEYS[7], KEYS[8], 86400, held, max_rd, 'recipients_per_day')
+end
+
+local function add(counts, index, len, n)
+  if n <= 0 then return end
+  redis.call('HINCRBY', counts, now_s, n)
+  redis.call('HINCRBY', counts, '#', n)
+  redis.call('ZADD', index, now_s, now_s)
+  redis.call('EXPIRE', counts, len + 60)
+  redis.call('EXPIRE', index, len + 60)
+end
+
+local function hold(id, lease_ms)
+  redis.call('ZADD', KEYS[2], now_ms + lease_ms, id)
+  redis.call('PEXPIRE', KEYS[1], lease_ms * 2)
+  redis.call('PEXPIRE', KEYS[2], lease_ms * 2)
+end
