@@ -7,14 +7,23 @@
 //! - `listener`: the accept loop (connection cap, header timeout, TLS, drain);
 //! - `users`: `/api/v1/users...`, through the users store (`crate::users`) and the
 //!   brake; `queue`: `/api/v1/queue...`;
-//! - `error`: the JSON error answers and the JSON body reader.
+//! - `error`: the JSON error answers and the JSON body reader;
+//! - `auth`: the bearer token or the dashboard's session cookie (with its CSRF
+//!   token and origin check) in front of `/api/...`;
+//! - `dashboard`: `GET /` and its embedded assets, sign-in, sign-out and the
+//!   security headers; `sessions`: the sessions and the sign-in throttle;
+//! - `traffic`: `GET /api/v1/stats/traffic`, the charts' counts.
 //!
-//! The delivery log (`GET /api/v1/messages`) and the dashboard (`GET /`) join the
-//! router here; webhooks are sent from elsewhere and need nothing from it.
+//! The delivery log (`GET /api/v1/messages`) joins the router here; webhooks are
+//! sent from elsewhere and need nothing from it.
 
+mod auth;
+mod dashboard;
 mod error;
 mod listener;
 mod queue;
+pub mod sessions;
+pub mod traffic;
 mod users;
 
 pub use error::ApiError;
@@ -22,15 +31,17 @@ pub use listener::{MAX_CONNECTIONS, serve};
 
 use crate::context::Context;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use sessions::{Sessions, SignInThrottle};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use subtle::ConstantTimeEq;
+use traffic::{NoTraffic, TrafficSource};
 
 /// Largest request body read (a user with many senders fits many times over).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -44,13 +55,38 @@ pub struct AdminState {
     /// SHA-256 of the token: comparing digests of equal length in constant time
     /// tells a client nothing about the token, not even its length.
     token_digest: [u8; 32],
+    /// Dashboard sign-ins.
+    sessions: Sessions,
+    sessions_lifetime: Duration,
+    sign_ins: SignInThrottle,
+    /// The listener serves HTTPS (cookies get `Secure`, origins `https://`).
+    tls: bool,
+    /// The counts behind the dashboard's charts.
+    traffic: Arc<dyn TrafficSource>,
 }
 
 impl AdminState {
     pub fn new(ctx: Arc<Context>) -> Option<AdminState> {
-        let token = ctx.config.admin.as_ref()?.token.expose().as_bytes();
-        let token_digest = digest(token);
-        Some(AdminState { ctx, token_digest })
+        let admin = ctx.config.admin.as_ref()?;
+        let token_digest = digest(admin.token.expose().as_bytes());
+        let tls = admin.tls && ctx.tls.is_some();
+        let sessions = Sessions::new(admin.session_idle, admin.session_lifetime);
+        let sessions_lifetime = admin.session_lifetime;
+        Some(AdminState {
+            ctx,
+            token_digest,
+            sessions,
+            sessions_lifetime,
+            sign_ins: SignInThrottle::default(),
+            tls,
+            traffic: Arc::new(NoTraffic),
+        })
+    }
+
+    /// Where the charts' counts come from (the events hub's counters).
+    pub fn with_traffic(mut self, source: Arc<dyn TrafficSource>) -> AdminState {
+        self.traffic = source;
+        self
     }
 
     fn token_matches(&self, given: &[u8]) -> bool {
@@ -82,40 +118,26 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/queue", get(queue::list))
         .route("/v1/queue/flush", post(queue::flush))
         .route("/v1/queue/{id}", axum::routing::delete(queue::delete))
+        .route("/v1/stats/traffic", get(traffic::get))
         // GET /v1/messages (the delivery log) is added here with the log itself.
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), require_token));
+        .layer(from_fn_with_state(state.clone(), auth::require_auth));
     Router::new()
         .nest("/api", api)
+        .route("/", get(dashboard::index))
+        .route("/assets/app.js", get(dashboard::script))
+        .route("/assets/app.css", get(dashboard::style))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/session", get(dashboard::session))
+        .route("/signin", post(dashboard::sign_in))
+        .route("/signout", post(dashboard::sign_out))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(from_fn(time_limit))
+        .layer(from_fn(dashboard::security_headers))
         .with_state(state)
-}
-
-/// `401` unless the request carries `Authorization: Bearer <token>`.
-async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes())
-        .and_then(|v| {
-            let (scheme, token) = v.split_at_checked(7)?;
-            scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
-        });
-    if given.is_some_and(|t| state.token_matches(t.trim_ascii())) {
-        return next.run(req).await;
-    }
-    // At debug: a scanner would otherwise fill the log.
-    let peer = req.extensions().get::<Peer>().map(|p| p.0);
-    tracing::debug!(client = ?peer, "admin API: request without a valid token");
-    let mut answer =
-        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
-    answer
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    answer
 }
 
 /// `503` for a request not answered within [`REQUEST_TIMEOUT`] (a client that

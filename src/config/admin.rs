@@ -8,10 +8,12 @@
 
 use super::ctx::Ctx;
 use super::oauth2::read_secret;
+use super::units::{HumanDuration, or_default};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Shortest token accepted: a short one could be guessed over the network.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -27,7 +29,15 @@ pub struct Admin {
     pub token: Secret,
     /// Serve HTTPS with the `tls.*` certificate instead of plain HTTP.
     pub tls: bool,
+    /// A dashboard sign-in ends after this long without a request...
+    pub session_idle: Duration,
+    /// ...and after this long in any case.
+    pub session_lifetime: Duration,
 }
+
+/// Dashboard sessions: idle 2 hours, 12 hours at most (a working day).
+pub const SESSION_IDLE: Duration = Duration::from_secs(2 * 3600);
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +46,8 @@ struct RawAdmin {
     token_file: PathBuf,
     #[serde(default)]
     tls: bool,
+    session_idle: Option<HumanDuration>,
+    session_lifetime: Option<HumanDuration>,
 }
 
 /// `admin`, if given; `has_tls` says whether `tls.*` names a certificate.
@@ -75,6 +87,14 @@ pub(super) fn admin(cx: &mut Ctx, has_tls: bool) -> Option<Admin> {
             "needs tls.certificate and tls.private_key (the admin API uses the same certificate)",
         );
     }
+    let session_idle = or_default(raw.session_idle, SESSION_IDLE);
+    let session_lifetime = or_default(raw.session_lifetime, SESSION_LIFETIME);
+    if session_idle.is_zero() || session_lifetime.is_zero() {
+        cx.add(
+            "admin.session_idle",
+            "session_idle and session_lifetime must be longer than 0s",
+        );
+    }
     if cx.problems.len() != before {
         return None;
     }
@@ -83,5 +103,7 @@ pub(super) fn admin(cx: &mut Ctx, has_tls: bool) -> Option<Admin> {
         token_file,
         token: token?,
         tls: raw.tls,
+        session_idle,
+        session_lifetime,
     })
 }

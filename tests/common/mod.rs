@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod oauth_standins;
+pub mod web;
 
 use postern::config::{TlsFiles, TlsMode};
 use postern::sink::{Sink, SinkConfig, TokenCheck};
