@@ -376,17 +376,19 @@ async fn the_demo_serves_the_dashboard_with_a_printed_token() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (sub, smtps, admin) = (free_port(), free_port(), free_port());
-    let mut child = std::process::Command::new(postern_bin())
-        .args(["demo", "--dir"])
-        .arg(dir.path())
-        .args(["--submission", &format!("127.0.0.1:{sub}")])
-        .args(["--smtps", &format!("127.0.0.1:{smtps}")])
-        .args(["--admin", &format!("127.0.0.1:{admin}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut demo = KillOnDrop(
+        std::process::Command::new(postern_bin())
+            .args(["demo", "--dir"])
+            .arg(dir.path())
+            .args(["--submission", &format!("127.0.0.1:{sub}")])
+            .args(["--smtps", &format!("127.0.0.1:{smtps}")])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = demo.0.stderr.take().unwrap();
     let token = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
         let mut lines = std::io::BufReader::new(stderr).lines();
@@ -423,8 +425,14 @@ async fn the_demo_serves_the_dashboard_with_a_printed_token() {
     assert!(r.header("set-cookie").is_some());
     let page = request("GET", &format!("{base}/"), &[], None, &[]).await;
     assert!(page.body.contains("Postern"));
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+}
+
+/// Stops the demo however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -27,19 +27,41 @@ pub enum Caller {
     Session(String, SessionInfo),
 }
 
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `401`: no valid token or session.
+    Unauthorized,
+    /// `403`: a session, but a change without its CSRF token or from elsewhere.
+    Forbidden,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unauthorized => unauthorized(),
+            Refusal::Forbidden => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a change from the dashboard needs its CSRF token and origin",
+            )
+            .into_response(),
+        }
+    }
+}
+
 /// The bearer token, or a live session whose changes carry the CSRF token and come
-/// from our own origin. `Err` is the answer to send (`401` or `403`).
-pub fn authorize(s: &AdminState, method: &Method, headers: &HeaderMap) -> Result<Caller, Response> {
+/// from our own origin.
+pub fn authorize(s: &AdminState, method: &Method, headers: &HeaderMap) -> Result<Caller, Refusal> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         return match bearer(value.as_bytes()) {
             Some(t) if s.token_matches(t) => Ok(Caller::Bearer),
-            _ => Err(unauthorized()),
+            _ => Err(Refusal::Unauthorized),
         };
     }
     let Some((id, session)) = session_cookie(headers)
         .and_then(|id| Some((id.to_string(), s.sessions.check(id, Instant::now())?)))
     else {
-        return Err(unauthorized());
+        return Err(Refusal::Unauthorized);
     };
     let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe {
@@ -47,11 +69,7 @@ pub fn authorize(s: &AdminState, method: &Method, headers: &HeaderMap) -> Result
             .get(CSRF_HEADER)
             .is_some_and(|v| csrf_matches(&session, v.as_bytes()));
         if !token_ok || !same_origin(headers, s.tls) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "a change from the dashboard needs its CSRF token and origin",
-            )
-            .into_response());
+            return Err(Refusal::Forbidden);
         }
     }
     Ok(Caller::Session(id, session))
@@ -61,11 +79,11 @@ pub fn authorize(s: &AdminState, method: &Method, headers: &HeaderMap) -> Result
 pub async fn require_auth(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
     match authorize(&s, req.method(), req.headers()) {
         Ok(_) => next.run(req).await,
-        Err(answer) => {
+        Err(refusal) => {
             // At debug: a scanner would otherwise fill the log.
             let peer = req.extensions().get::<Peer>().map(|p| p.0);
-            tracing::debug!(client = ?peer, status = answer.status().as_u16(), "admin API: request refused");
-            answer
+            tracing::debug!(client = ?peer, refusal = ?refusal, "admin API: request refused");
+            refusal.into_response()
         }
     }
 }

@@ -8,7 +8,7 @@
 //! with the cookie instead of the bearer token (see `auth`). Every value the
 //! script puts on the page goes in as text, never as markup.
 
-use super::auth::{COOKIE, Caller, authorize, session_cookie};
+use super::auth::{COOKIE, Caller, Refusal, authorize, session_cookie};
 use super::{AdminState, ApiError, Peer};
 use axum::Json;
 use axum::body::Bytes;
@@ -75,7 +75,7 @@ pub async fn session(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Re
         Ok(Caller::Bearer) => {
             ApiError::new(StatusCode::NOT_FOUND, "no session: bearer token").into_response()
         }
-        Err(answer) => answer,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -141,10 +141,10 @@ pub async fn sign_out(
             info!(client = %peer.0, "dashboard sign-out");
         }
         Ok(Caller::Bearer) => {}
-        Err(answer) => {
+        Err(refusal) => {
             // A cookie that is no longer valid is still cleared.
-            if session_cookie(&headers).is_none() || answer.status() == StatusCode::FORBIDDEN {
-                return answer;
+            if session_cookie(&headers).is_none() || refusal == Refusal::Forbidden {
+                return refusal.into_response();
             }
         }
     }
