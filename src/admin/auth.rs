@@ -75,8 +75,11 @@ pub fn authorize(s: &AdminState, method: &Method, headers: &HeaderMap) -> Result
     Ok(Caller::Session(id, session))
 }
 
-/// Middleware for `/api/...`: [`authorize`], and a note at debug of what was refused.
+/// Middleware for every `/api` path: [`authorize`], and a note at debug of what was refused.
 pub async fn require_auth(State(s): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+    if !super::is_api(req.uri().path()) {
+        return next.run(req).await;
+    }
     match authorize(&s, req.method(), req.headers()) {
         Ok(_) => next.run(req).await,
         Err(refusal) => {

@@ -121,8 +121,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/stats/traffic", get(traffic::get))
         // GET /v1/messages (the delivery log) is added here with the log itself.
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), auth::require_auth));
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api", api)
         .route("/", get(dashboard::index))
@@ -134,10 +133,20 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/signout", post(dashboard::sign_out))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Outermost but for the limits: whatever the router makes of a path (a
+        // trailing slash, an unknown route), nothing under /api answers without
+        // the token or a session.
+        .layer(from_fn_with_state(state.clone(), auth::require_auth))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(from_fn(time_limit))
         .layer(from_fn(dashboard::security_headers))
         .with_state(state)
+}
+
+/// Whether a path is the API's (`/api`, `/api/...`), which only the token or a
+/// dashboard session opens.
+fn is_api(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
 }
 
 /// `503` for a request not answered within [`REQUEST_TIMEOUT`] (a client that

@@ -1,32 +1,52 @@
-//! `postern user add|disable|enable|list`: edits of the users file (validated, atomic,
-//! comments kept where a text edit can) and of the suspension list, each followed by
-//! a reload of the running server.
+//! `postern user add|disable|enable|list`: changes through the users store (the same
+//! [`postern::users::FileStore`] the admin API uses: validated, atomic, comments kept
+//! where a text edit can) and of the suspension list, each followed by a reload of
+//! the running server, which has no other way to hear of a change made in this
+//! process.
 
 use super::load;
 use super::password::read_password;
 use super::reload::tell_server_to_reload;
 use postern::config::{self, Config};
+use postern::users::{FileStore, NewUser, Password, StoreError, UserChange, UsersStore};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Validates new users-file text, then writes it atomically.
-fn replace_users_file(config: &Config, text: &str) -> Result<(), ExitCode> {
-    let mut problems = config::Problems::default();
-    if config::parse_users(text, &config.users_file, &config.rate_limits, &mut problems).is_none() {
-        eprintln!("postern: the edited users file would be invalid, nothing written:\n{problems}");
-        return Err(ExitCode::from(1));
-    }
-    config::edit::write_atomically(&config.users_file, text).map_err(|e| {
-        eprintln!("postern: cannot write {}: {e}", config.users_file.display());
-        ExitCode::from(2)
-    })
+/// The users file as a store; the running server learns of changes by a reload.
+/// The store's warnings (a rewrite that loses comments) go to stderr.
+fn store(config: &Config) -> FileStore {
+    static LOGGING: std::sync::Once = std::sync::Once::new();
+    LOGGING.call_once(|| super::init_logging(config::LogFormat::Text, "warn"));
+    FileStore::new(
+        config.users_file.clone(),
+        config.rate_limits.clone(),
+        |_| {},
+    )
 }
 
-fn rewrite_from_parsed(text: &str, change: impl FnOnce(&mut serde_yaml::Value)) -> Option<String> {
-    let mut v: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
-    change(&mut v);
-    eprintln!("postern: note: the users file had to be rewritten; its comments are lost");
-    serde_yaml::to_string(&v).ok()
+/// Runs one store operation to its end.
+fn run<T>(op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    super::runtime().block_on(op)
+}
+
+/// Says why a store operation failed; exit 1 for the caller's mistake, 2 for a
+/// file that cannot be read or written.
+fn failed(name: &str, e: StoreError) -> ExitCode {
+    match e {
+        StoreError::NotFound => eprintln!("postern: no user {name}"),
+        StoreError::Exists => eprintln!("postern: user {name} already exists"),
+        StoreError::Invalid(reasons) => {
+            eprintln!("postern: the users file would be invalid, nothing written:");
+            for r in reasons {
+                eprintln!("  {r}");
+            }
+        }
+        StoreError::Unavailable(why) => {
+            eprintln!("postern: {why}");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::from(1)
 }
 
 /// Adds a user with a password read like `hash-password`, or, given networks, a
@@ -36,12 +56,16 @@ pub fn add(name: &str, senders: &[String], networks: &[String], path: Option<Pat
         Ok(c) => c,
         Err(code) => return code,
     };
+    // What can be checked before the password prompt is.
     if users.get(name).is_some() {
-        eprintln!("postern: user {name} already exists");
+        return failed(name, StoreError::Exists);
+    }
+    if let Err(e) = postern::users::check_name(name) {
+        eprintln!("postern: {e}");
         return ExitCode::from(1);
     }
     for s in senders {
-        if let Err(e) = postern::policy::senders::SenderRule::parse(s) {
+        if let Err(e) = config::SenderRule::parse(s) {
             eprintln!("postern: --sender {e}");
             return ExitCode::from(1);
         }
@@ -52,99 +76,60 @@ pub fn add(name: &str, senders: &[String], networks: &[String], path: Option<Pat
             return ExitCode::from(1);
         }
     }
-    let hash = if networks.is_empty() {
-        match new_password_hash() {
-            Ok(h) => Some(h),
+    let password = if networks.is_empty() {
+        match read_password() {
+            Ok(p) => Some(Password::Plain(p)),
             Err(code) => return code,
         }
     } else {
         None
     };
-    let text = std::fs::read_to_string(&config.users_file).unwrap_or_default();
-    let block = config::edit::user_block(name, hash.as_deref(), senders, networks);
-    let new = config::edit::append_user(&text, &block).or_else(|| {
-        rewrite_from_parsed(&text, |v| {
-            let entry: serde_yaml::Value =
-                serde_yaml::from_str(&block.replacen("  - ", "", 1).replace("\n    ", "\n"))
-                    .unwrap_or_default();
-            if !v["users"].is_sequence() {
-                v["users"] = serde_yaml::Value::Sequence(vec![]);
-            }
-            if let Some(list) = v["users"].as_sequence_mut() {
-                list.push(entry);
-            }
-        })
-    });
-    let Some(new) = new else {
-        eprintln!("postern: cannot edit {}", config.users_file.display());
-        return ExitCode::from(1);
+    let new = NewUser {
+        name: name.to_string(),
+        password,
+        senders: senders.to_vec(),
+        networks: networks.to_vec(),
+        ..NewUser::default()
     };
-    if let Err(code) = replace_users_file(&config, &new) {
-        return code;
+    if let Err(e) = run(store(&config).create(new)) {
+        return failed(name, e);
     }
     println!("added {name} to {}", config.users_file.display());
     tell_server_to_reload(&config)
 }
 
-/// Reads a password and hashes it.
-fn new_password_hash() -> Result<String, ExitCode> {
-    let password = read_password()?;
-    postern::auth::hash_password(password.expose()).map_err(|e| {
-        eprintln!("postern: hashing failed: {e}");
-        ExitCode::from(2)
-    })
-}
-
 pub fn disable(name: &str, path: Option<PathBuf>) -> ExitCode {
-    let (config, users) = match load(path) {
+    let (config, _) = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if users.get(name).is_none() {
-        eprintln!("postern: no user {name}");
-        return ExitCode::from(1);
-    }
-    if let Err(code) = write_disabled(&config, name, true) {
-        return code;
+    if let Err(e) = set_disabled(&config, name, true) {
+        return failed(name, e);
     }
     println!("disabled {name}");
     tell_server_to_reload(&config)
 }
 
-/// Sets (`disabled: true`) or clears a user's `disabled` in the users file: a text
-/// edit that keeps comments, else a rewrite of the parsed file; validated, atomic.
-fn write_disabled(config: &Config, name: &str, disabled: bool) -> Result<(), ExitCode> {
-    let text = std::fs::read_to_string(&config.users_file).unwrap_or_default();
-    let new = config::edit::set_disabled(&text, name, disabled).or_else(|| {
-        rewrite_from_parsed(&text, |v| {
-            if let Some(list) = v["users"].as_sequence_mut() {
-                for u in list.iter_mut().filter(|u| u["name"].as_str() == Some(name)) {
-                    if let Some(m) = u.as_mapping_mut() {
-                        if disabled {
-                            m.insert("disabled".into(), serde_yaml::Value::Bool(true));
-                        } else {
-                            m.remove("disabled");
-                        }
-                    }
-                }
-            }
-        })
-    });
-    let Some(new) = new else {
-        eprintln!("postern: cannot edit {}", config.users_file.display());
-        return Err(ExitCode::from(1));
+fn set_disabled(config: &Config, name: &str, disabled: bool) -> Result<(), StoreError> {
+    let change = UserChange {
+        disabled: Some(disabled),
+        ..UserChange::default()
     };
-    replace_users_file(config, &new)
+    run(store(config).update(name, change)).map(|_| ())
 }
 
 pub fn list(path: Option<PathBuf>) -> ExitCode {
-    let (config, users) = match load(path) {
+    let (config, _) = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let users = match run(store(&config).list()) {
+        Ok(u) => u,
+        Err(e) => return failed("", e),
+    };
     let suspended =
         postern::policy::brake::read_state(&config.abuse.state_file).unwrap_or_default();
-    for u in users.iter() {
+    for u in users {
         let state = if u.disabled {
             "disabled"
         } else if suspended.contains_key(&u.name) {
@@ -175,13 +160,12 @@ pub fn enable(name: &str, path: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     let Some(user) = users.get(name) else {
-        eprintln!("postern: no user {name}");
-        return ExitCode::from(1);
+        return failed(name, StoreError::NotFound);
     };
     let mut changed = false;
     if user.disabled {
-        if let Err(code) = write_disabled(&config, name, false) {
-            return code;
+        if let Err(e) = set_disabled(&config, name, false) {
+            return failed(name, e);
         }
         println!("{name}: no longer disabled");
         changed = true;

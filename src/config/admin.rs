@@ -107,3 +107,88 @@ pub(super) fn admin(cx: &mut Ctx, has_tls: bool) -> Option<Admin> {
         session_lifetime,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, Problems};
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Loads a config with `admin` (and `extra`) in a folder holding `token` as
+    /// admin.token with `mode`; the problems' texts if it fails.
+    fn load(admin: &str, token: &str, mode: u32) -> Result<Config, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write("admin.token", token, mode);
+        write("users.yaml", "users: []\n", 0o600);
+        let config = format!(
+            "listeners:\n  - address: \"127.0.0.1:2525\"\n    tls: none\nusers:\n  file: users.yaml\n\
+             smarthost:\n  address: \"[::1]:25\"\n  tls: none\ndelivery:\n  mode: passthrough\n  spool_directory: spool\n{admin}"
+        );
+        write("postern.yaml", &config, 0o600);
+        Config::load(&dir.path().join("postern.yaml"))
+            .map(|(c, _)| c)
+            .map_err(|p: Problems| {
+                p.0.iter()
+                    .map(|p| format!("{}: {}", p.key, p.why))
+                    .collect()
+            })
+    }
+
+    const ADMIN: &str = "admin:\n  address: \"127.0.0.1:8025\"\n  token_file: admin.token\n";
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef\n";
+
+    #[test]
+    fn off_unless_configured_and_the_token_read_at_start() {
+        assert!(load("", TOKEN, 0o600).unwrap().admin.is_none());
+        let a = load(ADMIN, TOKEN, 0o600).unwrap().admin.unwrap();
+        assert_eq!(a.address, "127.0.0.1:8025".parse().unwrap());
+        assert_eq!(a.token.expose(), TOKEN.trim_end());
+        assert!(!a.tls);
+        assert_eq!(format!("{a:?}").matches("0123456789abcdef").count(), 0);
+    }
+
+    #[test]
+    fn bad_tokens_and_settings_are_refused_with_their_key() {
+        let one = |admin: &str, token: &str, mode: u32| {
+            let problems = load(admin, token, mode).unwrap_err();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            problems[0].clone()
+        };
+        assert!(one(ADMIN, "\n", 0o600).starts_with("admin.token_file: "));
+        assert!(one(ADMIN, "short\n", 0o600).contains("shorter than 16"));
+        let world = one(ADMIN, TOKEN, 0o644);
+        assert!(
+            world.starts_with("admin.token_file: ") && world.contains("every user"),
+            "{world}"
+        );
+        let tls = format!("{ADMIN}  tls: true\n");
+        assert!(one(&tls, TOKEN, 0o600).starts_with("admin.tls: "));
+        let addr = ADMIN.replace("127.0.0.1:8025", "localhost");
+        assert!(one(&addr, TOKEN, 0o600).starts_with("admin.address: "));
+        let unknown = format!("{ADMIN}  colour: red\n");
+        assert!(one(&unknown, TOKEN, 0o600).starts_with("admin: "));
+        let missing = ADMIN.replace("admin.token", "nowhere.token");
+        assert!(one(&missing, TOKEN, 0o600).contains("cannot read"));
+    }
+
+    #[test]
+    fn dashboard_sessions_last_2h_idle_and_12h_at_most_unless_set() {
+        let a = load(ADMIN, TOKEN, 0o600).unwrap().admin.unwrap();
+        assert_eq!(a.session_idle, super::SESSION_IDLE);
+        assert_eq!(a.session_lifetime, super::SESSION_LIFETIME);
+        let set = format!("{ADMIN}  session_idle: 15m\n  session_lifetime: 1h\n");
+        let a = load(&set, TOKEN, 0o600).unwrap().admin.unwrap();
+        assert_eq!(a.session_idle, std::time::Duration::from_secs(900));
+        assert_eq!(a.session_lifetime, std::time::Duration::from_secs(3600));
+        let zero = format!("{ADMIN}  session_idle: 0s\n");
+        let problems = load(&zero, TOKEN, 0o600).unwrap_err();
+        assert!(
+            problems[0].starts_with("admin.session_idle: "),
+            "{problems:?}"
+        );
+    }
+}

@@ -364,6 +364,47 @@ mod tests {
         assert_eq!(set_disabled(FILE, "blog", false).unwrap(), FILE);
     }
 
+    #[test]
+    fn an_entry_is_replaced_where_it_stands_with_comments_around_kept() {
+        let entry: serde_yaml::Value = serde_yaml::from_str(
+            "name: blog\npassword: $argon2id$new\nsenders:\n- '@blog.example'\nallow_any_header_from: true\n",
+        )
+        .unwrap();
+        let block = mapping_block(&entry).unwrap();
+        let out = replace_entry(FILE, "blog", &block).unwrap();
+        assert_eq!(
+            out,
+            "# Our users\nusers:\n  # the blog\n  - name: blog\n    password: $argon2id$new\n    senders:\n    - '@blog.example'\n    allow_any_header_from: true\n  - name: shop # the shop\n    password: \"$argon2id$y\"\n    disabled: false\n    senders: [\"@shop.example\"]\n"
+        );
+        let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(v["users"][0]["senders"][0].as_str(), Some("@blog.example"));
+        assert_eq!(v["users"][1]["name"].as_str(), Some("shop"));
+        // The last entry, and a file whose items are not indented.
+        let out = replace_entry(FILE, "shop", &block.replace("blog", "shop")).unwrap();
+        assert!(out.ends_with("  - name: shop\n    password: $argon2id$new\n    senders:\n    - '@shop.example'\n    allow_any_header_from: true\n"), "{out}");
+        let flat =
+            "users:\n- name: a\n  password: $argon2id$x\n- name: b\n  password: $argon2id$y\n";
+        let out = replace_entry(flat, "a", &block.replace("blog", "a")).unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(v["users"][0]["password"].as_str(), Some("$argon2id$new"));
+        assert_eq!(v["users"][1]["name"].as_str(), Some("b"));
+        assert_eq!(replace_entry(FILE, "nobody", &block), None);
+    }
+
+    #[test]
+    fn an_entry_is_removed_and_the_rest_kept() {
+        let out = remove_entry(FILE, "blog").unwrap();
+        assert_eq!(
+            out,
+            "# Our users\nusers:\n  # the blog\n  - name: shop # the shop\n    password: \"$argon2id$y\"\n    disabled: false\n    senders: [\"@shop.example\"]\n"
+        );
+        let out = remove_entry(FILE, "shop").unwrap();
+        let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        assert_eq!(v["users"].as_sequence().unwrap().len(), 1);
+        assert!(out.contains("# Our users"));
+        assert_eq!(remove_entry(FILE, "sho"), None);
+    }
+
     fn owner_and_mode(path: &Path) -> (u32, u32, u32) {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(path).unwrap();

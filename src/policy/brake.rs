@@ -279,6 +279,20 @@ mod tests {
     }
 
     #[test]
+    fn an_operator_suspension_persists_and_is_lifted() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = brake(dir.path(), None, None);
+        b.suspend("wp", "ticket 42").unwrap();
+        assert_eq!(b.suspended("wp").unwrap().reason, "ticket 42");
+        let again = brake(dir.path(), None, None);
+        assert_eq!(again.suspended("wp").unwrap().reason, "ticket 42");
+        assert!(b.unsuspend("wp").unwrap());
+        assert!(!b.unsuspend("wp").unwrap());
+        assert!(b.suspended("wp").is_none());
+        assert!(brake(dir.path(), None, None).suspended("wp").is_none());
+    }
+
+    #[test]
     fn addresses_older_than_an_hour_do_not_count() {
         let dir = tempfile::tempdir().unwrap();
         let b = brake(dir.path(), Some(1), None);

@@ -77,7 +77,7 @@ pub(super) fn apply_change(entry: &mut Mapping, change: &UserChange, hash: Optio
     }
     match &change.networks {
         Some(n) if n.is_empty() => {
-            entry.remove("networks");
+            entry.shift_remove("networks");
         }
         Some(n) => {
             entry.insert("networks".into(), strings(n));
@@ -89,7 +89,7 @@ pub(super) fn apply_change(entry: &mut Mapping, change: &UserChange, hash: Optio
             entry.insert("rate_limits".into(), limits(r));
         }
         Some(None) => {
-            entry.remove("rate_limits");
+            entry.shift_remove("rate_limits");
         }
         None => {}
     }
@@ -98,7 +98,7 @@ pub(super) fn apply_change(entry: &mut Mapping, change: &UserChange, hash: Optio
             entry.insert("disabled".into(), Value::Bool(true));
         }
         Some(false) => {
-            entry.remove("disabled");
+            entry.shift_remove("disabled");
         }
         None => {}
     }
