@@ -4,7 +4,8 @@
 //! user, and starts the stand-in smarthost ([`crate::sink`]) that demands STARTTLS
 //! and AUTH; then it writes an ordinary config file pointing at all of that and runs
 //! the real server on it. Nothing is switched off: TLS to the smarthost is verified
-//! against the demo CA, and the user's password is checked with argon2id.
+//! against the demo CA, and the user's password is checked with argon2id. The
+//! admin API and the dashboard listen too, with a fresh token printed on start.
 
 use crate::config::{Config, TlsMode};
 use crate::sink::{Sink, SinkConfig};
@@ -22,6 +23,18 @@ pub const DEMO_PASSWORD: &str = "demo-password";
 pub struct DemoPorts {
     pub submission: SocketAddr,
     pub smtps: SocketAddr,
+    /// The admin API and dashboard (plain HTTP on loopback).
+    pub admin: SocketAddr,
+}
+
+/// A fresh admin token: 32 random bytes as hex.
+fn new_token() -> anyhow::Result<String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no system randomness"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
@@ -75,6 +88,8 @@ pub async fn run(dir: &Path, ports: DemoPorts) -> anyhow::Result<()> {
              users:\n  - name: {DEMO_USER}\n    password: \"{hash}\"\n    senders: [\"@demo.example\"]\n"
         ),
     )?;
+    let admin_token = new_token()?;
+    write_private(&dir.join("admin.token"), &format!("{admin_token}\n"))?;
     let config_path = dir.join("postern.yaml");
     std::fs::write(
         &config_path,
@@ -85,8 +100,10 @@ pub async fn run(dir: &Path, ports: DemoPorts) -> anyhow::Result<()> {
              tls:\n  certificate: tls/cert.pem\n  private_key: tls/key.pem\n\
              users:\n  file: users.yaml\n\
              smarthost:\n  address: \"127.0.0.1:{port}\"\n  tls: starttls\n  ca_file: tls/ca.pem\n  username: demo-relay\n  password_file: smarthost.secret\n\
-             delivery:\n  mode: queue\n  spool_directory: spool\n",
+             delivery:\n  mode: queue\n  spool_directory: spool\n\
+             admin:\n  address: \"{admin}\"\n  token_file: admin.token\n",
             sub = ports.submission,
+            admin = ports.admin,
             smtps = ports.smtps,
             port = sink.addr.port(),
         ),
@@ -101,12 +118,16 @@ pub async fn run(dir: &Path, ports: DemoPorts) -> anyhow::Result<()> {
          Try:  swaks --server {sub} --tls --auth PLAIN --auth-user {DEMO_USER} --auth-password {DEMO_PASSWORD} \\\n          \
          --from you@demo.example --to friend@example.org\n        \
          swaks --server {smtps} --tls-on-connect --auth LOGIN --auth-user {DEMO_USER} --auth-password {DEMO_PASSWORD} \\\n          \
-         --from you@demo.example --to friend@example.org\n  Stop with Ctrl-C.\n",
+         --from you@demo.example --to friend@example.org\n  \
+         dashboard:  http://{admin}/  (sign in with the admin token below)\n  \
+         admin token: {admin_token}\n  \
+         API:        curl -H 'Authorization: Bearer {admin_token}' http://{admin}/api/v1/users\n  Stop with Ctrl-C.\n",
         cfg = config_path.display(),
         sub = ports.submission,
         smtps = ports.smtps,
         sink = sink.addr,
         recv = received.display(),
+        admin = ports.admin,
     );
     crate::server::serve(config, users).await?;
     drop(sink);

@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             dir,
             submission,
             smtps,
-        } => cli::run::demo(dir, submission, smtps),
+            admin,
+        } => cli::run::demo(dir, submission, smtps, admin),
     }
 }

@@ -7,16 +7,25 @@
 //! - `listener`: the accept loop (connection cap, header timeout, TLS, drain);
 //! - `users`: `/api/v1/users...`, through the users store (`crate::users`) and the
 //!   brake; `queue`: `/api/v1/queue...`;
-//! - `error`: the JSON error answers and the JSON body reader.
+//! - `error`: the JSON error answers and the JSON body reader;
+//! - `auth`: the bearer token or the dashboard's session cookie (with its CSRF
+//!   token and origin check) in front of `/api/...`;
+//! - `dashboard`: `GET /` and its embedded assets, sign-in, sign-out and the
+//!   security headers; `sessions`: the sessions and the sign-in throttle;
+//! - `traffic`: `GET /api/v1/stats/traffic`, the charts' counts.
 //!
 //! The delivery log is read in `messages.rs`; the dashboard (`GET /`) joins the
 //! router here; webhooks are sent from elsewhere ([`crate::webhooks`]), and the
 //! suspensions made here reach them through [`crate::events`].
 
+mod auth;
+mod dashboard;
 mod error;
 mod listener;
 mod messages;
 mod queue;
+pub mod sessions;
+pub mod traffic;
 mod users;
 
 pub use error::ApiError;
@@ -24,11 +33,12 @@ pub use listener::{MAX_CONNECTIONS, serve};
 
 use crate::context::Context;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use sessions::{Sessions, SignInThrottle};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,13 +56,29 @@ pub struct AdminState {
     /// SHA-256 of the token: comparing digests of equal length in constant time
     /// tells a client nothing about the token, not even its length.
     token_digest: [u8; 32],
+    /// Dashboard sign-ins.
+    sessions: Sessions,
+    sessions_lifetime: Duration,
+    sign_ins: SignInThrottle,
+    /// The listener serves HTTPS (cookies get `Secure`, origins `https://`).
+    tls: bool,
 }
 
 impl AdminState {
     pub fn new(ctx: Arc<Context>) -> Option<AdminState> {
-        let token = ctx.config.admin.as_ref()?.token.expose().as_bytes();
-        let token_digest = digest(token);
-        Some(AdminState { ctx, token_digest })
+        let admin = ctx.config.admin.as_ref()?;
+        let token_digest = digest(admin.token.expose().as_bytes());
+        let tls = admin.tls && ctx.tls.is_some();
+        let sessions = Sessions::new(admin.session_idle, admin.session_lifetime);
+        let sessions_lifetime = admin.session_lifetime;
+        Some(AdminState {
+            ctx,
+            token_digest,
+            sessions,
+            sessions_lifetime,
+            sign_ins: SignInThrottle::default(),
+            tls,
+        })
     }
 
     fn token_matches(&self, given: &[u8]) -> bool {
@@ -85,49 +111,34 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/queue/flush", post(queue::flush))
         .route("/v1/queue/{id}", axum::routing::delete(queue::delete))
         .route("/v1/messages", get(messages::list))
+        .route("/v1/stats/traffic", get(traffic::get))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api", api)
+        .route("/", get(dashboard::index))
+        .route("/assets/app.js", get(dashboard::script))
+        .route("/assets/app.css", get(dashboard::style))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/session", get(dashboard::session))
+        .route("/signin", post(dashboard::sign_in))
+        .route("/signout", post(dashboard::sign_out))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         // Outermost but for the limits: whatever the router makes of a path (a
-        // trailing slash, an unknown route), nothing under /api answers without it.
-        .layer(from_fn_with_state(state.clone(), require_token))
+        // trailing slash, an unknown route), nothing under /api answers without
+        // the token or a session.
+        .layer(from_fn_with_state(state.clone(), auth::require_auth))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(from_fn(time_limit))
+        .layer(from_fn(dashboard::security_headers))
         .with_state(state)
 }
 
-/// Whether a path is the API's (`/api`, `/api/...`), which only the token opens.
+/// Whether a path is the API's (`/api`, `/api/...`), which only the token or a
+/// dashboard session opens.
 fn is_api(path: &str) -> bool {
     path == "/api" || path.starts_with("/api/")
-}
-
-/// `401` for an API path unless the request carries `Authorization: Bearer <token>`.
-async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
-    if !is_api(req.uri().path()) {
-        return next.run(req).await;
-    }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes())
-        .and_then(|v| {
-            let (scheme, token) = v.split_at_checked(7)?;
-            scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
-        });
-    if given.is_some_and(|t| state.token_matches(t.trim_ascii())) {
-        return next.run(req).await;
-    }
-    // At debug: a scanner would otherwise fill the log.
-    let peer = req.extensions().get::<Peer>().map(|p| p.0);
-    tracing::debug!(client = ?peer, "admin API: request without a valid token");
-    let mut answer =
-        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response();
-    answer
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    answer
 }
 
 /// `503` for a request not answered within [`REQUEST_TIMEOUT`] (a client that

@@ -70,6 +70,9 @@ pub enum Cmd {
         /// Implicit-TLS listener.
         #[arg(long, default_value = "127.0.0.1:2465")]
         smtps: std::net::SocketAddr,
+        /// Admin API and dashboard (HTTP; the token is printed on start).
+        #[arg(long, default_value = "127.0.0.1:8025")]
+        admin: std::net::SocketAddr,
     },
 }
 

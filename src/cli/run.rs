@@ -133,9 +133,14 @@ pub fn demo(
     dir: PathBuf,
     submission: std::net::SocketAddr,
     smtps: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
 ) -> ExitCode {
     init_logging(LogFormat::Text, "info");
-    let ports = postern::demo::DemoPorts { submission, smtps };
+    let ports = postern::demo::DemoPorts {
+        submission,
+        smtps,
+        admin,
+    };
     match runtime().block_on(postern::demo::run(&dir, ports)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

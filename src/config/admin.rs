@@ -9,10 +9,12 @@
 
 use super::ctx::Ctx;
 use super::oauth2::read_secret;
+use super::units::{HumanDuration, or_default};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Shortest token accepted: a short one could be guessed over the network.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -28,7 +30,15 @@ pub struct Admin {
     pub token: Secret,
     /// Serve HTTPS with the `tls.*` certificate instead of plain HTTP.
     pub tls: bool,
+    /// A dashboard sign-in ends after this long without a request...
+    pub session_idle: Duration,
+    /// ...and after this long in any case.
+    pub session_lifetime: Duration,
 }
+
+/// Dashboard sessions: idle 2 hours, 12 hours at most (a working day).
+pub const SESSION_IDLE: Duration = Duration::from_secs(2 * 3600);
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +50,8 @@ struct RawAdmin {
     /// Parsed by `webhooks.rs`.
     #[serde(default, rename = "webhooks")]
     _webhooks: Option<serde_yaml::Value>,
+    session_idle: Option<HumanDuration>,
+    session_lifetime: Option<HumanDuration>,
 }
 
 /// `admin`, if given; `has_tls` says whether `tls.*` names a certificate.
@@ -88,6 +100,14 @@ pub(super) fn admin(cx: &mut Ctx, has_tls: bool) -> Option<Admin> {
             "needs tls.certificate and tls.private_key (the admin API uses the same certificate)",
         );
     }
+    let session_idle = or_default(raw.session_idle, SESSION_IDLE);
+    let session_lifetime = or_default(raw.session_lifetime, SESSION_LIFETIME);
+    if session_idle.is_zero() || session_lifetime.is_zero() {
+        cx.add(
+            "admin.session_idle",
+            "session_idle and session_lifetime must be longer than 0s",
+        );
+    }
     if cx.problems.len() != before {
         return None;
     }
@@ -96,6 +116,8 @@ pub(super) fn admin(cx: &mut Ctx, has_tls: bool) -> Option<Admin> {
         token_file,
         token: token?,
         tls: raw.tls,
+        session_idle,
+        session_lifetime,
     })
 }
 
@@ -164,5 +186,22 @@ mod tests {
         assert!(one(&unknown, TOKEN, 0o600).starts_with("admin: "));
         let missing = ADMIN.replace("admin.token", "nowhere.token");
         assert!(one(&missing, TOKEN, 0o600).contains("cannot read"));
+    }
+
+    #[test]
+    fn dashboard_sessions_last_2h_idle_and_12h_at_most_unless_set() {
+        let a = load(ADMIN, TOKEN, 0o600).unwrap().admin.unwrap();
+        assert_eq!(a.session_idle, super::SESSION_IDLE);
+        assert_eq!(a.session_lifetime, super::SESSION_LIFETIME);
+        let set = format!("{ADMIN}  session_idle: 15m\n  session_lifetime: 1h\n");
+        let a = load(&set, TOKEN, 0o600).unwrap().admin.unwrap();
+        assert_eq!(a.session_idle, std::time::Duration::from_secs(900));
+        assert_eq!(a.session_lifetime, std::time::Duration::from_secs(3600));
+        let zero = format!("{ADMIN}  session_idle: 0s\n");
+        let problems = load(&zero, TOKEN, 0o600).unwrap_err();
+        assert!(
+            problems[0].starts_with("admin.session_idle: "),
+            "{problems:?}"
+        );
     }
 }

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod oauth_standins;
 pub mod redis;
+pub mod web;
 
 use postern::config::{TlsFiles, TlsMode};
 use postern::sink::{Sink, SinkConfig, TokenCheck};
