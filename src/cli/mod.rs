@@ -4,7 +4,8 @@
 //! - `args`: the clap definitions (the fixed external interface).
 //! - `run`: `serve`, `check-config`, `demo`.
 //! - `password`: `hash-password` and the password prompt.
-//! - `user`: `user add|disable|enable|list` and their edits of the users file.
+//! - `user`: `user add|disable|enable|list` and their edits of the users file;
+//!   `user_db`: the same commands on the users in PostgreSQL.
 //! - `queue`: `queue list|flush|delete`.
 //! - `reload`: `reload`, and telling the server to reload after an edit.
 //! - `dkim`: `dkim generate|list`.
@@ -18,6 +19,7 @@ pub mod queue;
 pub mod reload;
 pub mod run;
 pub mod user;
+pub mod user_db;
 
 use postern::config::{self, Config, LogFormat};
 use std::io::IsTerminal;

@@ -36,6 +36,9 @@ pub fn add(name: &str, senders: &[String], networks: &[String], path: Option<Pat
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(db) = &config.users_database {
+        return super::user_db::add(&config, db, name, senders, networks);
+    }
     if users.get(name).is_some() {
         eprintln!("postern: user {name} already exists");
         return ExitCode::from(1);
@@ -100,6 +103,9 @@ pub fn disable(name: &str, path: Option<PathBuf>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(db) = &config.users_database {
+        return super::user_db::disable(&config, db, name);
+    }
     if users.get(name).is_none() {
         eprintln!("postern: no user {name}");
         return ExitCode::from(1);
@@ -142,9 +148,18 @@ pub fn list(path: Option<PathBuf>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(db) = &config.users_database {
+        return super::user_db::list(&config, db);
+    }
+    print_users(&config, users.iter().map(|u| u.as_ref()));
+    ExitCode::SUCCESS
+}
+
+/// One line per user: name, state (disabled, suspended or active), senders, networks.
+pub(super) fn print_users<'a>(config: &Config, users: impl Iterator<Item = &'a config::User>) {
     let suspended =
         postern::policy::brake::read_state(&config.abuse.state_file).unwrap_or_default();
-    for u in users.iter() {
+    for u in users {
         let state = if u.disabled {
             "disabled"
         } else if suspended.contains_key(&u.name) {
@@ -161,12 +176,11 @@ pub fn list(path: Option<PathBuf>) -> ExitCode {
         };
         println!(
             "{:<24} {:<10} {}{networks}",
-            u.name,
+            u.name.escape_default().to_string(),
             state,
             senders.join(", ")
         );
     }
-    ExitCode::SUCCESS
 }
 
 pub fn enable(name: &str, path: Option<PathBuf>) -> ExitCode {
@@ -174,6 +188,9 @@ pub fn enable(name: &str, path: Option<PathBuf>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(db) = &config.users_database {
+        return super::user_db::enable(&config, db, name);
+    }
     let Some(user) = users.get(name) else {
         eprintln!("postern: no user {name}");
         return ExitCode::from(1);
@@ -207,7 +224,7 @@ pub fn enable(name: &str, path: Option<PathBuf>) -> ExitCode {
 /// Lifts a suspension in the state file, then gives the file back the owner, group
 /// and mode it had: run as root, the rewrite would otherwise leave it `root:root`, and
 /// the server (run_as) could neither re-read nor update it.
-fn lift_keeping_owner(state_file: &std::path::Path, name: &str) -> Result<bool, String> {
+pub(super) fn lift_keeping_owner(state_file: &std::path::Path, name: &str) -> Result<bool, String> {
     use std::os::unix::fs::MetadataExt;
     let before = std::fs::metadata(state_file).ok();
     let lifted = postern::policy::brake::lift(state_file, name)?;

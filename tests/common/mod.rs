@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod oauth_standins;
+pub mod postgres;
 
 use postern::config::{TlsFiles, TlsMode};
 use postern::sink::{Sink, SinkConfig, TokenCheck};
