@@ -153,7 +153,7 @@ fn assert_password_never_logged(h: &Harness) {
 #[tokio::test]
 async fn first_start_creates_the_tables_and_the_cli_reaches_the_server() {
     let Some(pg) = Postgres::start() else { return };
-    let h = Harness::start(setup(&pg, false)).await;
+    let mut h = Harness::start(setup(&pg, false)).await;
     assert_eq!(
         pg.psql("postern", "SELECT version, name FROM postern_schema"),
         "1|users"
@@ -208,6 +208,33 @@ async fn first_start_creates_the_tables_and_the_cli_reaches_the_server() {
     );
     assert!(out.contains("1 in the database (0 disabled)"), "{out}");
     assert!(!out.contains(PASSWORD));
+
+    // Restarted as a role with only the grants the README lists (no right to
+    // create): the tables exist, so it starts, and reads and writes users.
+    pg.psql(
+        "postern",
+        &format!(
+            "CREATE ROLE limited LOGIN PASSWORD '{PASSWORD}';
+             GRANT SELECT, INSERT, UPDATE, DELETE ON postern_users TO limited;
+             GRANT SELECT, UPDATE ON postern_users_version TO limited;
+             GRANT SELECT ON postern_schema TO limited;"
+        ),
+    );
+    assert!(h.terminate().success());
+    let config = std::fs::read_to_string(&h.config_path).unwrap();
+    common::write(
+        &h.config_path,
+        &config.replace("postgres://postern@", "postgres://limited@"),
+    );
+    h.launch().await;
+    assert_eq!(auth(&h, "carol", "carol-password").await, 235);
+    let (ok, out) = cli_with_input(
+        &h,
+        &["user", "add", "dave", "--sender", "@dave.example"],
+        "dave-password\n",
+    );
+    assert!(ok, "{out}");
+    until_auth(&h, "dave", "dave-password", 235).await;
     assert_password_never_logged(&h);
 }
 
@@ -256,13 +283,28 @@ async fn two_instances_share_one_database_and_a_panel_writes_to_it() {
     eprintln!("measured: SQL UPDATE disabled -> refused on instance 2 after {took:?}");
     until_auth(&a, "shop", "shop-password", 535).await;
 
+    // A writer that bypasses the trigger (no NOTIFY) but bumps the counter is
+    // picked up by the poll.
+    pg.psql(
+        "postern",
+        "ALTER TABLE postern_users DISABLE TRIGGER postern_users_changed;
+         UPDATE postern_users SET disabled = false WHERE name = 'shop';
+         UPDATE postern_users_version SET counter = counter + 1;
+         ALTER TABLE postern_users ENABLE TRIGGER postern_users_changed;",
+    );
+    let took = until_auth(&b, "shop", "shop-password", 235).await;
+    eprintln!(
+        "measured: change without NOTIFY (counter only) -> AUTH on instance 2 after {took:?}"
+    );
+
     // And creates one, with a hash it made itself.
     insert_user(&pg, "panel", "panel-password", "@panel.example");
     until_auth(&b, "panel", "panel-password", 235).await;
     let (status, body) = api(&a, "GET", "/api/v1/users/shop", None);
     assert_eq!(status, 200, "{body}");
     let shop: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(shop["disabled"], true, "{body}");
+    // Re-enabled by the writer that bypassed the trigger.
+    assert_eq!(shop["disabled"], false, "{body}");
 
     // A row no instance can use is left out and named; the others keep working.
     pg.psql(

@@ -24,14 +24,23 @@ pub async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
         .await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS postern_schema (
-             version integer PRIMARY KEY,
-             name text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         )",
-    )
-    .await?;
+    // Looked up rather than CREATE TABLE IF NOT EXISTS, which needs the right to
+    // create even when the table exists: once set up, Postern's role needs no more
+    // than the grants the README lists.
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('postern_schema') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        tx.batch_execute(
+            "CREATE TABLE postern_schema (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+    }
     let done: Vec<i32> = tx
         .query("SELECT version FROM postern_schema", &[])
         .await?
