@@ -123,6 +123,11 @@ async fn users_are_listed_with_the_token_only_and_never_with_a_hash() {
     assert_eq!(alice["usage"]["messages_last_hour"], json!(0));
     assert_eq!(a.body[1]["disabled"], json!(true));
     assert!(!a.raw.contains("argon2"), "{}", a.raw);
+    let (ok, out) = common::cli(&h, &["check-config"]);
+    assert!(
+        ok && out.contains("admin API  http://127.0.0.1:0/api/v1/"),
+        "{out}"
+    );
 }
 
 /// A fresh STARTTLS session's AUTH PLAIN reply: code and enhanced code.
@@ -167,6 +172,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/messages"),
     ("GET", "/api/v1/no-such-thing"),
     ("PUT", "/api/v1/users"),
+    ("GET", "/api"),
+    ("GET", "/api/"),
+    ("GET", "/api/v1/users/"),
 ];
 
 #[tokio::test]
@@ -719,4 +727,67 @@ async fn an_oversized_body_is_refused() {
     assert!(a.body["error"].is_string(), "{}", a.raw);
     let a = api(&h, "GET", "/api/v1/users/big", None).await;
     assert_eq!(a.status, 404);
+}
+
+#[tokio::test]
+async fn https_with_the_tls_certificate_when_asked() {
+    if !have("curl") {
+        return;
+    }
+    let h = Harness::start(Setup {
+        extra: ADMIN.replace(
+            "token_file: admin.token\n",
+            "token_file: admin.token\n  tls: true\n",
+        ),
+        ..setup()
+    })
+    .await;
+    let url = base(&h)
+        .replace("http://", "https://")
+        .replace("127.0.0.1", "localhost");
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--cacert"])
+        .arg(h.dir.path().join("ca.pem"))
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .arg(format!("{url}/api/v1/users/alice"))
+        .output()
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        body["name"],
+        json!("alice"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP is not answered there.
+    let a = api(&h, "GET", "/api/v1/users", None).await;
+    assert_ne!(a.status, 200);
+}
+
+#[tokio::test]
+async fn a_client_that_sends_no_request_is_closed() {
+    use tokio::io::AsyncReadExt;
+    if !have("curl") {
+        return;
+    }
+    let h = Harness::start(setup()).await;
+    let addr = base(&h).trim_start_matches("http://").to_string();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(20), idle.read(&mut buf)).await;
+    assert!(read.is_ok(), "still open after 20 s");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5),
+        "closed too soon: {waited:?}"
+    );
+    // Others are served meanwhile and after.
+    assert_eq!(
+        api(&h, "GET", "/api/v1/users/alice", None).await.status,
+        200
+    );
 }

@@ -84,18 +84,28 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/queue/{id}", axum::routing::delete(queue::delete))
         // GET /v1/messages (the delivery log) is added here with the log itself.
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), require_token));
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api", api)
         .fallback(not_found)
+        // Outermost but for the limits: whatever the router makes of a path (a
+        // trailing slash, an unknown route), nothing under /api answers without it.
+        .layer(from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(from_fn(time_limit))
         .with_state(state)
 }
 
-/// `401` unless the request carries `Authorization: Bearer <token>`.
+/// Whether a path is the API's (`/api`, `/api/...`), which only the token opens.
+fn is_api(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+/// `401` for an API path unless the request carries `Authorization: Bearer <token>`.
 async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+    if !is_api(req.uri().path()) {
+        return next.run(req).await;
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)

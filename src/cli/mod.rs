@@ -4,8 +4,7 @@
 //! - `args`: the clap definitions (the fixed external interface).
 //! - `run`: `serve`, `check-config`, `demo`.
 //! - `password`: `hash-password` and the password prompt.
-//! - `user`: `user add|disable|enable|list` and their edits of the users file;
-//!   `user_db`: the same commands on the users in PostgreSQL.
+//! - `user`: `user add|disable|enable|list`, through the users store (file or PostgreSQL).
 //! - `queue`: `queue list|flush|delete`.
 //! - `reload`: `reload`, and telling the server to reload after an edit.
 //! - `dkim`: `dkim generate|list`.
@@ -19,7 +18,6 @@ pub mod queue;
 pub mod reload;
 pub mod run;
 pub mod user;
-pub mod user_db;
 
 use postern::config::{self, Config, LogFormat};
 use std::io::IsTerminal;

@@ -50,6 +50,10 @@ pub fn check_config(path: Option<PathBuf>) -> ExitCode {
             }
         );
     }
+    if let Some(a) = &config.admin {
+        let scheme = if a.tls { "https" } else { "http" };
+        println!("  admin API  {scheme}://{}/api/v1/", a.address);
+    }
     print_users(&config, &users);
     print_smarthosts(&config);
     println!("  delivery   {:?}", config.delivery.mode);

@@ -1,32 +1,80 @@
-//! `postern user add|disable|enable|list`: edits of the users file (validated, atomic,
-//! comments kept where a text edit can) and of the suspension list, each followed by
-//! a reload of the running server.
+//! `postern user add|disable|enable|list`: changes through the users store (the same
+//! store the admin API uses: the users file, validated, atomic, comments kept where a
+//! text edit can; or PostgreSQL) and of the suspension list. After a change to the
+//! file the running server is asked to reload, as it has no other way to hear of it;
+//! servers on a database hear of it by NOTIFY.
 
 use super::load;
 use super::password::read_password;
 use super::reload::tell_server_to_reload;
 use postern::config::{self, Config};
+use postern::users::{
+    FileStore, NewUser, Password, PgStore, StoreError, UserChange, UsersStore, postgres,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Validates new users-file text, then writes it atomically.
-fn replace_users_file(config: &Config, text: &str) -> Result<(), ExitCode> {
-    let mut problems = config::Problems::default();
-    if config::parse_users(text, &config.users_file, &config.rate_limits, &mut problems).is_none() {
-        eprintln!("postern: the edited users file would be invalid, nothing written:\n{problems}");
-        return Err(ExitCode::from(1));
+/// The configured store, with no server in this process to put changes in force.
+/// The store's warnings (a rewrite that loses comments, a bad row) go to stderr.
+fn store(config: &Config) -> Box<dyn UsersStore> {
+    static LOGGING: std::sync::Once = std::sync::Once::new();
+    LOGGING.call_once(|| super::init_logging(config::LogFormat::Text, "warn"));
+    let database = config.users_database.as_ref();
+    match database.and_then(|db| postgres::Database::new(db).ok()) {
+        Some(db) => Box::new(PgStore::new(
+            db,
+            config.rate_limits.clone(),
+            std::sync::Arc::new(|_| {}),
+        )),
+        None => Box::new(FileStore::new(
+            config.users_file.clone(),
+            config.rate_limits.clone(),
+            |_| {},
+        )),
     }
-    config::edit::write_atomically(&config.users_file, text).map_err(|e| {
-        eprintln!("postern: cannot write {}: {e}", config.users_file.display());
-        ExitCode::from(2)
-    })
 }
 
-fn rewrite_from_parsed(text: &str, change: impl FnOnce(&mut serde_yaml::Value)) -> Option<String> {
-    let mut v: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
-    change(&mut v);
-    eprintln!("postern: note: the users file had to be rewritten; its comments are lost");
-    serde_yaml::to_string(&v).ok()
+/// Where the users are, for messages.
+fn place(config: &Config) -> String {
+    match &config.users_database {
+        Some(_) => "the users database".into(),
+        None => config.users_file.display().to_string(),
+    }
+}
+
+/// After a change: a server on the users file is asked to reload; servers on a
+/// database pick the change up themselves.
+fn after_change(config: &Config) -> ExitCode {
+    if config.users_database.is_some() {
+        println!("running servers pick the change up within a few seconds");
+        return ExitCode::SUCCESS;
+    }
+    tell_server_to_reload(config)
+}
+
+/// Runs one store operation to its end.
+fn run<T>(op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    super::runtime().block_on(op)
+}
+
+/// Says why a store operation failed; exit 1 for the caller's mistake, 2 for a
+/// file that cannot be read or written.
+fn failed(name: &str, e: StoreError) -> ExitCode {
+    match e {
+        StoreError::NotFound => eprintln!("postern: no user {name}"),
+        StoreError::Exists => eprintln!("postern: user {name} already exists"),
+        StoreError::Invalid(reasons) => {
+            eprintln!("postern: the user would be invalid, nothing written:");
+            for r in reasons {
+                eprintln!("  {r}");
+            }
+        }
+        StoreError::Unavailable(why) => {
+            eprintln!("postern: {why}");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::from(1)
 }
 
 /// Adds a user with a password read like `hash-password`, or, given networks, a
@@ -36,15 +84,16 @@ pub fn add(name: &str, senders: &[String], networks: &[String], path: Option<Pat
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Some(db) = &config.users_database {
-        return super::user_db::add(&config, db, name, senders, networks);
-    }
+    // What can be checked before the password prompt is.
     if users.get(name).is_some() {
-        eprintln!("postern: user {name} already exists");
+        return failed(name, StoreError::Exists);
+    }
+    if let Err(e) = postern::users::check_name(name) {
+        eprintln!("postern: {e}");
         return ExitCode::from(1);
     }
     for s in senders {
-        if let Err(e) = postern::policy::senders::SenderRule::parse(s) {
+        if let Err(e) = config::SenderRule::parse(s) {
             eprintln!("postern: --sender {e}");
             return ExitCode::from(1);
         }
@@ -55,108 +104,57 @@ pub fn add(name: &str, senders: &[String], networks: &[String], path: Option<Pat
             return ExitCode::from(1);
         }
     }
-    let hash = if networks.is_empty() {
-        match new_password_hash() {
-            Ok(h) => Some(h),
+    let password = if networks.is_empty() {
+        match read_password() {
+            Ok(p) => Some(Password::Plain(p)),
             Err(code) => return code,
         }
     } else {
         None
     };
-    let text = std::fs::read_to_string(&config.users_file).unwrap_or_default();
-    let block = config::edit::user_block(name, hash.as_deref(), senders, networks);
-    let new = config::edit::append_user(&text, &block).or_else(|| {
-        rewrite_from_parsed(&text, |v| {
-            let entry: serde_yaml::Value =
-                serde_yaml::from_str(&block.replacen("  - ", "", 1).replace("\n    ", "\n"))
-                    .unwrap_or_default();
-            if !v["users"].is_sequence() {
-                v["users"] = serde_yaml::Value::Sequence(vec![]);
-            }
-            if let Some(list) = v["users"].as_sequence_mut() {
-                list.push(entry);
-            }
-        })
-    });
-    let Some(new) = new else {
-        eprintln!("postern: cannot edit {}", config.users_file.display());
-        return ExitCode::from(1);
+    let new = NewUser {
+        name: name.to_string(),
+        password,
+        senders: senders.to_vec(),
+        networks: networks.to_vec(),
+        ..NewUser::default()
     };
-    if let Err(code) = replace_users_file(&config, &new) {
-        return code;
+    if let Err(e) = run(store(&config).create(new)) {
+        return failed(name, e);
     }
-    println!("added {name} to {}", config.users_file.display());
-    tell_server_to_reload(&config)
-}
-
-/// Reads a password and hashes it.
-fn new_password_hash() -> Result<String, ExitCode> {
-    let password = read_password()?;
-    postern::auth::hash_password(password.expose()).map_err(|e| {
-        eprintln!("postern: hashing failed: {e}");
-        ExitCode::from(2)
-    })
+    println!("added {name} to {}", place(&config));
+    after_change(&config)
 }
 
 pub fn disable(name: &str, path: Option<PathBuf>) -> ExitCode {
-    let (config, users) = match load(path) {
+    let (config, _) = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Some(db) = &config.users_database {
-        return super::user_db::disable(&config, db, name);
-    }
-    if users.get(name).is_none() {
-        eprintln!("postern: no user {name}");
-        return ExitCode::from(1);
-    }
-    if let Err(code) = write_disabled(&config, name, true) {
-        return code;
+    if let Err(e) = set_disabled(&config, name, true) {
+        return failed(name, e);
     }
     println!("disabled {name}");
-    tell_server_to_reload(&config)
+    after_change(&config)
 }
 
-/// Sets (`disabled: true`) or clears a user's `disabled` in the users file: a text
-/// edit that keeps comments, else a rewrite of the parsed file; validated, atomic.
-fn write_disabled(config: &Config, name: &str, disabled: bool) -> Result<(), ExitCode> {
-    let text = std::fs::read_to_string(&config.users_file).unwrap_or_default();
-    let new = config::edit::set_disabled(&text, name, disabled).or_else(|| {
-        rewrite_from_parsed(&text, |v| {
-            if let Some(list) = v["users"].as_sequence_mut() {
-                for u in list.iter_mut().filter(|u| u["name"].as_str() == Some(name)) {
-                    if let Some(m) = u.as_mapping_mut() {
-                        if disabled {
-                            m.insert("disabled".into(), serde_yaml::Value::Bool(true));
-                        } else {
-                            m.remove("disabled");
-                        }
-                    }
-                }
-            }
-        })
-    });
-    let Some(new) = new else {
-        eprintln!("postern: cannot edit {}", config.users_file.display());
-        return Err(ExitCode::from(1));
+fn set_disabled(config: &Config, name: &str, disabled: bool) -> Result<(), StoreError> {
+    let change = UserChange {
+        disabled: Some(disabled),
+        ..UserChange::default()
     };
-    replace_users_file(config, &new)
+    run(store(config).update(name, change)).map(|_| ())
 }
 
 pub fn list(path: Option<PathBuf>) -> ExitCode {
-    let (config, users) = match load(path) {
+    let (config, _) = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Some(db) = &config.users_database {
-        return super::user_db::list(&config, db);
-    }
-    print_users(&config, users.iter().map(|u| u.as_ref()));
-    ExitCode::SUCCESS
-}
-
-/// One line per user: name, state (disabled, suspended or active), senders, networks.
-pub(super) fn print_users<'a>(config: &Config, users: impl Iterator<Item = &'a config::User>) {
+    let users = match run(store(&config).list()) {
+        Ok(u) => u,
+        Err(e) => return failed("", e),
+    };
     let suspended =
         postern::policy::brake::read_state(&config.abuse.state_file).unwrap_or_default();
     for u in users {
@@ -181,24 +179,23 @@ pub(super) fn print_users<'a>(config: &Config, users: impl Iterator<Item = &'a c
             senders.join(", ")
         );
     }
+    ExitCode::SUCCESS
 }
 
 pub fn enable(name: &str, path: Option<PathBuf>) -> ExitCode {
-    let (config, users) = match load(path) {
+    let (config, _) = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Some(db) = &config.users_database {
-        return super::user_db::enable(&config, db, name);
-    }
-    let Some(user) = users.get(name) else {
-        eprintln!("postern: no user {name}");
-        return ExitCode::from(1);
+    let user = match run(store(&config).get(name)) {
+        Ok(u) => u,
+        Err(e) => return failed(name, e),
     };
     let mut changed = false;
+    let mut lifted = false;
     if user.disabled {
-        if let Err(code) = write_disabled(&config, name, false) {
-            return code;
+        if let Err(e) = set_disabled(&config, name, false) {
+            return failed(name, e);
         }
         println!("{name}: no longer disabled");
         changed = true;
@@ -207,6 +204,7 @@ pub fn enable(name: &str, path: Option<PathBuf>) -> ExitCode {
         Ok(true) => {
             println!("{name}: suspension lifted");
             changed = true;
+            lifted = true;
         }
         Ok(false) => {}
         Err(e) => {
@@ -218,13 +216,17 @@ pub fn enable(name: &str, path: Option<PathBuf>) -> ExitCode {
         eprintln!("postern: {name} is neither disabled nor suspended");
         return ExitCode::from(1);
     }
-    tell_server_to_reload(&config)
+    // The suspension list is a file beside the spool whatever the users store.
+    if lifted || config.users_database.is_none() {
+        return tell_server_to_reload(&config);
+    }
+    after_change(&config)
 }
 
 /// Lifts a suspension in the state file, then gives the file back the owner, group
 /// and mode it had: run as root, the rewrite would otherwise leave it `root:root`, and
 /// the server (run_as) could neither re-read nor update it.
-pub(super) fn lift_keeping_owner(state_file: &std::path::Path, name: &str) -> Result<bool, String> {
+fn lift_keeping_owner(state_file: &std::path::Path, name: &str) -> Result<bool, String> {
     use std::os::unix::fs::MetadataExt;
     let before = std::fs::metadata(state_file).ok();
     let lifted = postern::policy::brake::lift(state_file, name)?;

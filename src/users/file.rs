@@ -5,8 +5,9 @@
 //! logged), validates the whole of it with `config::parse_users`, replaces the file
 //! atomically and hands the new users to the `in_force` hook (the running server's
 //! `Authenticator::replace_users`), so no SIGHUP is needed. Changes are serialised
-//! by one lock, so two at once cannot lose each other's edit. File work and argon2
-//! run on the blocking pool, never on the async runtime.
+//! by a lock that other processes honour too (`postern user ...`), so two at once
+//! cannot lose each other's edit. File work and argon2 run on the blocking pool,
+//! never on the async runtime.
 
 use super::entry::{apply_change, check_argon2id, check_name, new_entry, reasons};
 use super::{BoxFuture, NewUser, Password, StoreError, UserChange, UsersStore};
@@ -33,6 +34,9 @@ struct Inner {
     in_force: InForce,
     /// Held while a change reads, edits and writes the file.
     writing: Mutex<()>,
+    /// The file's text digest and its users as last parsed: a read of an unchanged
+    /// file (most are) costs a read and a hash, not a parse of every user.
+    parsed: Mutex<Option<(u64, Arc<Users>)>>,
 }
 
 impl FileStore {
@@ -50,6 +54,7 @@ impl FileStore {
                 defaults,
                 in_force: Box::new(in_force),
                 writing: Mutex::new(()),
+                parsed: Mutex::new(None),
             }),
         }
     }
@@ -89,7 +94,7 @@ impl UsersStore for FileStore {
         self.blocking(move |inner| {
             check_name(&user.name).map_err(|e| StoreError::Invalid(vec![e]))?;
             let hash = hash_of(user.password.as_ref())?;
-            let _writing = inner.writing.locked();
+            let _writing = inner.lock()?;
             let (text, users) = inner.read()?;
             if users.get(&user.name).is_some() {
                 return Err(StoreError::Exists);
@@ -113,14 +118,18 @@ impl UsersStore for FileStore {
         let name = name.to_string();
         self.blocking(move |inner| {
             let hash = hash_of(change.password.as_ref())?;
-            let _writing = inner.writing.locked();
+            let _writing = inner.lock()?;
             let (text, _) = inner.read()?;
             let (index, mut entry) = find(&text, &name)?;
             apply_change(&mut entry, &change, hash.as_deref());
             let entry = Value::Mapping(entry);
-            let new = edit::mapping_block(&entry)
-                .and_then(|block| edit::replace_entry(&text, &name, &block))
-                .map_or_else(|| inner.rewrite(&text, |list| list[index] = entry), Ok)?;
+            let edited = match change.only_disabled() {
+                Some(disabled) => edit::set_disabled(&text, &name, disabled),
+                None => edit::mapping_block(&entry)
+                    .and_then(|block| edit::replace_entry(&text, &name, &block)),
+            };
+            let new =
+                edited.map_or_else(|| inner.rewrite(&text, |list| list[index] = entry), Ok)?;
             inner
                 .commit(&new, index, Some(&name))?
                 .ok_or(StoreError::NotFound)
@@ -130,7 +139,7 @@ impl UsersStore for FileStore {
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         let name = name.to_string();
         self.blocking(move |inner| {
-            let _writing = inner.writing.locked();
+            let _writing = inner.lock()?;
             let (text, _) = inner.read()?;
             let (index, _) = find(&text, &name)?;
             let new = edit::remove_entry(&text, &name).map_or_else(
@@ -175,16 +184,47 @@ fn find(text: &str, name: &str) -> Result<(usize, serde_yaml::Mapping), StoreErr
 }
 
 impl Inner {
-    /// The file's text and its users, validated.
-    fn read(&self) -> Result<(String, Users), StoreError> {
+    /// Serialises changes: within this process (the lock), and with other processes
+    /// (`postern user ...` beside the server's admin API) by an exclusive `flock` on
+    /// the users file's folder, which every change's atomic rename writes in anyway.
+    /// The file itself cannot carry the lock: each change replaces it.
+    fn lock(&self) -> Result<(std::sync::MutexGuard<'_, ()>, std::fs::File), StoreError> {
+        let guard = self.writing.locked();
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let folder = std::fs::File::open(dir)
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot lock {} for a change: {e}", dir.display()))
+            })?;
+        Ok((guard, folder))
+    }
+
+    /// The file's text and its users, validated (parsed again only when the text
+    /// changed).
+    fn read(&self) -> Result<(String, Arc<Users>), StoreError> {
         let text = std::fs::read_to_string(&self.path).map_err(|e| {
             StoreError::Unavailable(format!("cannot read {}: {e}", self.path.display()))
         })?;
+        let digest = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            text.hash(&mut h);
+            h.finish()
+        };
+        if let Some((d, users)) = &*self.parsed.locked()
+            && *d == digest
+        {
+            return Ok((text, users.clone()));
+        }
         let mut problems = Problems::default();
         let users = parse_users(&text, &self.path, &self.defaults, &mut problems);
-        let users = users.ok_or_else(|| {
+        let users = Arc::new(users.ok_or_else(|| {
             StoreError::Unavailable(format!("the users file is invalid: {problems}"))
-        })?;
+        })?);
+        *self.parsed.locked() = Some((digest, users.clone()));
         Ok((text, users))
     }
 

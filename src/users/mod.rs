@@ -90,6 +90,18 @@ pub struct UserChange {
     pub disabled: Option<bool>,
 }
 
+impl UserChange {
+    /// `Some(disabled)` when that is all the change does (a one-line edit, which
+    /// keeps comments inside the user's entry too).
+    pub fn only_disabled(&self) -> Option<bool> {
+        let others = self.password.is_some()
+            || self.senders.is_some()
+            || self.networks.is_some()
+            || self.rate_limits.is_some();
+        if others { None } else { self.disabled }
+    }
+}
+
 /// Where users live. Every method puts its change in force before it returns (the
 /// running server's users are replaced), and persists it.
 pub trait UsersStore: Send + Sync {

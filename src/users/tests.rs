@@ -131,3 +131,23 @@ async fn a_broken_file_makes_the_store_unavailable() {
     let err = s.create(new_user("x", &hash())).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
+
+/// Two stores on one file (the server's and `postern user add`'s) do not lose each
+/// other's users: the folder lock serialises them across processes too.
+#[tokio::test]
+async fn two_stores_on_one_file_keep_every_change() {
+    let (dir, a, _) = store(FILE);
+    let b = FileStore::new(dir.path().join("users.yaml"), RateLimits::default(), |_| {});
+    let h = hash();
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let h = h.clone();
+            tokio::spawn(async move { s.create(new_user(&format!("p{i}"), &h)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(a.list().await.unwrap().len(), 13);
+}
