@@ -20,14 +20,15 @@ const ADMIN: &str = "admin:\n  address: \"127.0.0.1:0\"\n  token_file: admin.tok
 const FEW_SECONDS: Duration = Duration::from_secs(10);
 
 /// Points the harness's config at the database named in `pg.url` (a `before_launch`
-/// hook, which cannot capture the URL).
+/// hook, which cannot capture the URL), with the `users` keys in `pg.extra` if any.
 fn use_database(dir: &Path) {
     let url = std::fs::read_to_string(dir.join("pg.url")).unwrap();
+    let extra = std::fs::read_to_string(dir.join("pg.extra")).unwrap_or_default();
     let path = dir.join("postern.yaml");
     let config = std::fs::read_to_string(&path).unwrap().replace(
         "users:\n  file: users.yaml\n",
         &format!(
-            "users:\n  database: {}\n  password_file: pg.secret\n",
+            "users:\n  database: {}\n  password_file: pg.secret\n{extra}",
             url.trim()
         ),
     );
@@ -424,14 +425,6 @@ async fn no_database_at_start_is_exit_2_and_bad_urls_are_config_errors() {
     );
     assert!(!out.contains("hunter2"), "{out}");
 
-    let tls = variant(
-        "tls.yaml",
-        "users:\n  database: postgres://postern@db.example/postern?sslmode=require\n",
-    );
-    let (code, out) = run(&["check-config"], &tls);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("sslmode=require"), "{out}");
-
     let both = variant(
         "both.yaml",
         "users:\n  file: users.yaml\n  database: postgres://postern@127.0.0.1/postern\n",
@@ -439,4 +432,53 @@ async fn no_database_at_start_is_exit_2_and_bad_urls_are_config_errors() {
     let (code, out) = run(&["check-config"], &both);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("not both"), "{out}");
+}
+
+#[tokio::test]
+async fn tls_to_the_database_is_verified() {
+    let ca = postern::tls::TestCa::new("database CA").unwrap();
+    let cert = ca.issue(&["localhost", "127.0.0.1"]).unwrap();
+    let Some(pg) = Postgres::start_with(Some((&cert.cert_pem, &cert.key_pem))) else {
+        return;
+    };
+    let url = format!(
+        "postgres://postern@localhost:{}/postern?sslmode=require",
+        pg.port
+    );
+    let mut s = setup(&pg, false);
+    s.files[0].1 = url.clone();
+    s.files.push(("pg.extra", "  ca_file: ca.pem\n".into()));
+    s.ca = Some(ca);
+    let h = Harness::start(s).await;
+    insert_user(&pg, "secure", "secure-password", "@secure.example");
+    until_auth(&h, "secure", "secure-password", 235).await;
+    // Postern's connections (the LISTEN one stays open) use TLS.
+    let count = |ssl: &str| {
+        pg.psql(
+            "postern",
+            &format!(
+                "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+                 WHERE ssl = {ssl} AND application_name = 'postern'"
+            ),
+        )
+    };
+    assert_ne!(count("true"), "0");
+    assert_eq!(count("false"), "0");
+
+    // Without the CA that issued the server's certificate, no connection: the start
+    // is refused.
+    let base = std::fs::read_to_string(&h.config_path).unwrap();
+    let untrusted = h.dir.path().join("untrusted.yaml");
+    common::write(&untrusted, &base.replace("  ca_file: ca.pem\n", ""));
+    let out = Command::new(postern_bin())
+        .args(["serve", "-c"])
+        .arg(&untrusted)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("cannot connect") && text.contains("certificate"),
+        "{text}"
+    );
 }

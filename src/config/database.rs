@@ -2,6 +2,9 @@
 //! connecting (check-config connects separately, and `serve` refuses to start when
 //! it cannot).
 //!
+//! With `sslmode=require` the connection uses TLS, the server's certificate checked
+//! against the system's roots and `users.ca_file`; otherwise it is plain.
+//!
 //! The URL must not hold a password: the config file is shown by `check-config`,
 //! copied into tickets and often readable by more than the service. The password,
 //! when one is needed, lives in `users.password_file` (read at start, before root is
@@ -21,6 +24,8 @@ pub struct UsersDatabase {
     pub password_file: Option<PathBuf>,
     /// Its contents, read at start.
     pub password: Option<Secret>,
+    /// `users.ca_file`: extra trust roots for the server's certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Validates `users.database` (and reads `users.password_file`), recording problems.
@@ -28,6 +33,7 @@ pub(super) fn database(
     cx: &mut Ctx,
     url: String,
     password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 ) -> Option<UsersDatabase> {
     if let Err(why) = check_url(&url) {
         cx.add("users.database", why);
@@ -38,10 +44,17 @@ pub(super) fn database(
         Some(f) => Some(super::oauth2::read_secret(cx, "users.password_file", f)?),
         None => None,
     };
+    let ca_file = ca_file.map(|p| cx.resolve(p));
+    if let Some(f) = &ca_file
+        && !f.is_file()
+    {
+        cx.add("users.ca_file", format!("{} is not a file", f.display()));
+    }
     Some(UsersDatabase {
         url,
         password_file,
         password,
+        ca_file,
     })
 }
 
@@ -55,13 +68,6 @@ pub fn check_url(url: &str) -> Result<(), String> {
         .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
     if parsed.get_password().is_some() {
         return Err("holds a password: put it in users.password_file instead (the URL is shown by check-config and in logs)".into());
-    }
-    if parsed.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-        return Err(
-            "sslmode=require: Postern does not speak TLS to PostgreSQL; connect over \
-                    loopback or a unix socket (host=/run/postgresql), or through a TLS tunnel"
-                .into(),
-        );
     }
     if parsed.get_hosts().is_empty() {
         return Err("names no host (give a host name, an address or host=/run/postgresql for the unix socket)".into());
@@ -80,18 +86,17 @@ mod tests {
             "postgresql://postern@db.example/postern?connect_timeout=5",
             "postgres://postern@%2Frun%2Fpostgresql/postern",
             "postgres:///postern?host=/run/postgresql",
+            "postgres://postern@db.example/postern?sslmode=require",
         ] {
             assert_eq!(check_url(ok), Ok(()), "{ok}");
         }
     }
 
     #[test]
-    fn passwords_tls_and_other_schemes_are_refused_without_quoting_the_password() {
+    fn passwords_and_other_schemes_are_refused_without_quoting_the_password() {
         let e = check_url("postgres://postern:hunter2@db/postern").unwrap_err();
         assert!(e.contains("password_file"), "{e}");
         assert!(!e.contains("hunter2"));
-        let e = check_url("postgres://postern@db/postern?sslmode=require").unwrap_err();
-        assert!(e.contains("sslmode=require"), "{e}");
         assert!(check_url("mysql://db/postern").is_err());
         assert!(check_url("host=db user=postern").is_err());
         assert!(check_url("postgres://db:notaport/postern").is_err());

@@ -27,6 +27,8 @@ struct RawUsers {
     /// `postgres://...`: the users live in PostgreSQL instead of a file.
     database: Option<String>,
     password_file: Option<PathBuf>,
+    /// Extra trust roots for the database's certificate (`sslmode=require`).
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -62,9 +64,15 @@ pub(super) fn users_store(cx: &mut Ctx) -> (PathBuf, Option<UsersDatabase>) {
             "is the password of users.database, which is not given",
         );
     }
+    if u.ca_file.is_some() && u.database.is_none() {
+        cx.add("users.ca_file", "is for users.database, which is not given");
+    }
     match (u.file, u.database) {
         (Some(f), None) => (cx.resolve(f), None),
-        (None, Some(url)) => (PathBuf::new(), database(cx, url, u.password_file)),
+        (None, Some(url)) => (
+            PathBuf::new(),
+            database(cx, url, u.password_file, u.ca_file),
+        ),
         (Some(_), Some(_)) => {
             cx.add("users", "give users.file or users.database, not both");
             (PathBuf::new(), None)

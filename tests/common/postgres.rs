@@ -19,6 +19,8 @@ pub struct Postgres {
     bin: PathBuf,
     pub port: u16,
     child: Option<Child>,
+    /// Extra `-c` settings for the server (TLS).
+    settings: Vec<String>,
 }
 
 /// Where Debian keeps the server binaries (they are not on PATH).
@@ -58,6 +60,12 @@ impl Postgres {
     /// empty `postern` database; `None` (skip) when PostgreSQL is not installed
     /// outside CI.
     pub fn start() -> Option<Postgres> {
+        Postgres::start_with(None)
+    }
+
+    /// Like [`Postgres::start`], also accepting TLS with `cert` (certificate and key,
+    /// PEM) when given.
+    pub fn start_with(cert: Option<(&str, &str)>) -> Option<Postgres> {
         let Some(bin) = bin_dir() else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -97,11 +105,29 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut settings = Vec::new();
+        if let Some((cert_pem, key_pem)) = cert {
+            let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            super::write(&cert, cert_pem);
+            super::write(&key, key_pem);
+            if is_root() {
+                let pg = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+                for f in [&cert, &key] {
+                    std::os::unix::fs::chown(f, Some(pg.uid.as_raw()), None).unwrap();
+                }
+            }
+            settings = vec![
+                "ssl=on".to_string(),
+                format!("ssl_cert_file={}", cert.display()),
+                format!("ssl_key_file={}", key.display()),
+            ];
+        }
         let mut pg = Postgres {
             dir,
             bin,
             port: super::free_port(),
             child: None,
+            settings,
         };
         pg.resume();
         pg.psql("postgres", "CREATE DATABASE postern");
@@ -116,7 +142,11 @@ impl Postgres {
     /// Starts the server (again) on the same files and port, and waits until it
     /// answers queries.
     pub fn resume(&mut self) {
-        let child = as_owner(&self.bin.join("postgres"))
+        let mut command = as_owner(&self.bin.join("postgres"));
+        for s in &self.settings {
+            command.args(["-c", s]);
+        }
+        let child = command
             .arg("-D")
             .arg(self.dir.path().join("data"))
             .arg("-k")

@@ -11,12 +11,13 @@
 //! this process makes, and when another writer's change is announced. While the
 //! database is down, logins go on against the users last loaded.
 //!
-//! Postern speaks to PostgreSQL without TLS (`config::check_database_url` refuses
-//! `sslmode=require`): use a unix socket or loopback, or a tunnel.
+//! - `tls`: TLS through rustls, with `sslmode=require` (plain otherwise: a unix
+//!   socket or loopback).
 
 mod rows;
 mod schema;
 mod sync;
+mod tls;
 
 pub use rows::{UserRow, users_from_rows};
 pub use schema::migrate;
@@ -28,7 +29,8 @@ use rows::{COLUMNS, reasons_against};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_postgres::{Client, GenericClient, NoTls};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, GenericClient};
 use tracing::{debug, info, warn};
 
 /// How long a connection attempt may take when the URL does not say.
@@ -41,6 +43,8 @@ pub type InForce = Arc<dyn Fn(Users) + Send + Sync>;
 #[derive(Clone)]
 pub struct Database {
     config: tokio_postgres::Config,
+    /// Used only with `sslmode=require`.
+    tls: tls::MakeRustls,
     /// The URL as configured (it holds no password), for logs and errors.
     pub label: String,
 }
@@ -58,15 +62,23 @@ impl Database {
         if config.get_application_name().is_none() {
             config.application_name("postern");
         }
+        // TLS is verified or not used: `prefer` (libpq's default, which would take
+        // any certificate) is plain, like `disable`.
+        if config.get_ssl_mode() != SslMode::Require {
+            config.ssl_mode(SslMode::Disable);
+        }
+        let roots = crate::tls::client_config(db.ca_file.as_deref())
+            .map_err(|e| format!("users.ca_file: {e}"))?;
         Ok(Database {
             config,
+            tls: tls::MakeRustls::new(roots),
             label: db.url.clone(),
         })
     }
 
     /// A connection whose driver runs on its own task until the client is dropped.
     async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(NoTls).await?;
+        let (client, connection) = self.config.connect(self.tls.clone()).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 debug!(error = %clean(&e), "users database connection closed");

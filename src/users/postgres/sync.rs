@@ -13,7 +13,7 @@ use super::{Database, InForce, clean, log_problems, read_rows, users_from_rows};
 use crate::config::RateLimits;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 use tracing::{debug, info, warn};
 
 /// How often the change counter is read.
@@ -54,7 +54,7 @@ pub async fn keep_in_sync(db: Database, defaults: RateLimits, in_force: InForce)
 /// A connection that LISTENs, and the notifications it receives (coalesced: one
 /// pending notification stands for any number).
 async fn listen(db: &Database) -> Result<(Client, mpsc::Receiver<()>), tokio_postgres::Error> {
-    let (client, mut connection) = db.config.connect(NoTls).await?;
+    let (client, mut connection) = db.config.connect(db.tls.clone()).await?;
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
