@@ -13,7 +13,7 @@ use crate::spool::queue::Queue;
 use crate::state::Cluster;
 use crate::tls::ServerTls;
 use crate::upstream::Relays;
-use crate::users::{FileStore, UsersStore};
+use crate::users::{FileStore, PgStore, UsersStore, postgres};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -113,11 +113,18 @@ impl Context {
         };
         let auth = Arc::new(auth);
         let in_force = auth.clone();
-        let users = Arc::new(FileStore::new(
-            config.users_file.clone(),
-            config.rate_limits.clone(),
-            move |users| in_force.replace_users(users),
-        ));
+        let users: Arc<dyn UsersStore> = match &config.users_database {
+            Some(db) => Arc::new(PgStore::new(
+                postgres::Database::new(db)?,
+                config.rate_limits.clone(),
+                Arc::new(move |users| in_force.replace_users(users)),
+            )),
+            None => Arc::new(FileStore::new(
+                config.users_file.clone(),
+                config.rate_limits.clone(),
+                move |users| in_force.replace_users(users),
+            )),
+        };
         Ok(Context {
             config,
             auth,

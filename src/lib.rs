@@ -31,8 +31,9 @@
 //! - [`daemon`]: systemd notifications, socket activation, dropping root.
 //! - [`metrics`]: the Prometheus endpoint.
 //! - [`admin`]: the admin HTTP API (users, suspensions, queue) on its own listener.
-//! - [`users`]: the users store behind one trait (the users file), which the admin
-//!   API and `postern user ...` change users through.
+//! - [`users`]: the users store behind one trait (the users file, or PostgreSQL
+//!   shared by several instances), which the admin API and `postern user ...`
+//!   change users through.
 //! - [`private_fs`]: files 0600 and folders 0700 whatever the umask.
 //! - [`lock`]: taking a std lock whether or not a panic poisoned it.
 //! - [`sink`]: a stand-in smarthost for the demo, the tests and benchmarks.

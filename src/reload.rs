@@ -67,16 +67,21 @@ pub fn reload(ctx: &Context) -> Result<Reloaded, ReloadError> {
     let mut failures = Vec::new();
     let mut reloaded = Vec::new();
     let mut problems = Problems::default();
-    match load_users(
-        &ctx.config.users_file,
-        &ctx.config.rate_limits,
-        &mut problems,
-    ) {
-        Some(users) => {
+    // Users in a database are kept in sync by their own task, not by reload.
+    let from_file = ctx.config.users_database.is_none();
+    match from_file.then(|| {
+        load_users(
+            &ctx.config.users_file,
+            &ctx.config.rate_limits,
+            &mut problems,
+        )
+    }) {
+        None => {}
+        Some(Some(users)) => {
             ctx.auth.replace_users(users);
             reloaded.push("users file");
         }
-        None => {
+        Some(None) => {
             let why: Vec<String> = problems.0.iter().map(|p| p.to_string()).collect();
             failures.push(format!("users file: {}", why.join("; ")));
         }

@@ -4,7 +4,7 @@
 //! - `args`: the clap definitions (the fixed external interface).
 //! - `run`: `serve`, `check-config`, `demo`.
 //! - `password`: `hash-password` and the password prompt.
-//! - `user`: `user add|disable|enable|list` and their edits of the users file.
+//! - `user`: `user add|disable|enable|list`, through the users store (file or PostgreSQL).
 //! - `queue`: `queue list|flush|delete`.
 //! - `reload`: `reload`, and telling the server to reload after an edit.
 //! - `dkim`: `dkim generate|list`.

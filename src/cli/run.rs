@@ -86,6 +86,10 @@ pub fn check_config(path: Option<PathBuf>) -> ExitCode {
 
 /// The users line of `check-config`, and each device network with its user.
 fn print_users(config: &postern::config::Config, users: &postern::config::Users) {
+    if let Some(db) = &config.users_database {
+        print_database(config, db);
+        return;
+    }
     println!(
         "  users      {} in {} ({} disabled)",
         users.len(),
@@ -102,6 +106,31 @@ fn print_users(config: &postern::config::Config, users: &postern::config::Users)
                 );
             }
         }
+    }
+}
+
+/// The users line of `check-config` with `users.database`: which database (the URL
+/// holds no password), and whether it answers now. A database that does not answer
+/// is a warning, not a config problem: it may be down for maintenance.
+fn print_database(config: &postern::config::Config, db: &postern::config::UsersDatabase) {
+    let password = if db.password.is_some() {
+        " (password from users.password_file)"
+    } else {
+        ""
+    };
+    println!("  users      in the database {}{password}", db.url);
+    let loaded = runtime().block_on(async {
+        let load = postern::users::postgres::load(db, &config.rate_limits, false);
+        tokio::time::timeout(std::time::Duration::from_secs(10), load).await
+    });
+    match loaded {
+        Ok(Ok(users)) => println!(
+            "  users      {} in the database ({} disabled)",
+            users.len(),
+            users.disabled_count()
+        ),
+        Ok(Err(e)) => println!("  warning    {e}"),
+        Err(_) => println!("  warning    the users database did not answer within 10 seconds"),
     }
 }
 

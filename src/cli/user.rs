@@ -1,27 +1,55 @@
 //! `postern user add|disable|enable|list`: changes through the users store (the same
-//! [`postern::users::FileStore`] the admin API uses: validated, atomic, comments kept
-//! where a text edit can) and of the suspension list, each followed by a reload of
-//! the running server, which has no other way to hear of a change made in this
-//! process.
+//! store the admin API uses: the users file, validated, atomic, comments kept where a
+//! text edit can; or PostgreSQL) and of the suspension list. After a change to the
+//! file the running server is asked to reload, as it has no other way to hear of it;
+//! servers on a database hear of it by NOTIFY.
 
 use super::load;
 use super::password::read_password;
 use super::reload::tell_server_to_reload;
 use postern::config::{self, Config};
-use postern::users::{FileStore, NewUser, Password, StoreError, UserChange, UsersStore};
+use postern::users::{
+    FileStore, NewUser, Password, PgStore, StoreError, UserChange, UsersStore, postgres,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// The users file as a store; the running server learns of changes by a reload.
-/// The store's warnings (a rewrite that loses comments) go to stderr.
-fn store(config: &Config) -> FileStore {
+/// The configured store, with no server in this process to put changes in force.
+/// The store's warnings (a rewrite that loses comments, a bad row) go to stderr.
+fn store(config: &Config) -> Box<dyn UsersStore> {
     static LOGGING: std::sync::Once = std::sync::Once::new();
     LOGGING.call_once(|| super::init_logging(config::LogFormat::Text, "warn"));
-    FileStore::new(
-        config.users_file.clone(),
-        config.rate_limits.clone(),
-        |_| {},
-    )
+    let database = config.users_database.as_ref();
+    match database.and_then(|db| postgres::Database::new(db).ok()) {
+        Some(db) => Box::new(PgStore::new(
+            db,
+            config.rate_limits.clone(),
+            std::sync::Arc::new(|_| {}),
+        )),
+        None => Box::new(FileStore::new(
+            config.users_file.clone(),
+            config.rate_limits.clone(),
+            |_| {},
+        )),
+    }
+}
+
+/// Where the users are, for messages.
+fn place(config: &Config) -> String {
+    match &config.users_database {
+        Some(_) => "the users database".into(),
+        None => config.users_file.display().to_string(),
+    }
+}
+
+/// After a change: a server on the users file is asked to reload; servers on a
+/// database pick the change up themselves.
+fn after_change(config: &Config) -> ExitCode {
+    if config.users_database.is_some() {
+        println!("running servers pick the change up within a few seconds");
+        return ExitCode::SUCCESS;
+    }
+    tell_server_to_reload(config)
 }
 
 /// Runs one store operation to its end.
@@ -36,7 +64,7 @@ fn failed(name: &str, e: StoreError) -> ExitCode {
         StoreError::NotFound => eprintln!("postern: no user {name}"),
         StoreError::Exists => eprintln!("postern: user {name} already exists"),
         StoreError::Invalid(reasons) => {
-            eprintln!("postern: the users file would be invalid, nothing written:");
+            eprintln!("postern: the user would be invalid, nothing written:");
             for r in reasons {
                 eprintln!("  {r}");
             }
@@ -94,8 +122,8 @@ pub fn add(name: &str, senders: &[String], networks: &[String], path: Option<Pat
     if let Err(e) = run(store(&config).create(new)) {
         return failed(name, e);
     }
-    println!("added {name} to {}", config.users_file.display());
-    tell_server_to_reload(&config)
+    println!("added {name} to {}", place(&config));
+    after_change(&config)
 }
 
 pub fn disable(name: &str, path: Option<PathBuf>) -> ExitCode {
@@ -107,7 +135,7 @@ pub fn disable(name: &str, path: Option<PathBuf>) -> ExitCode {
         return failed(name, e);
     }
     println!("disabled {name}");
-    tell_server_to_reload(&config)
+    after_change(&config)
 }
 
 fn set_disabled(config: &Config, name: &str, disabled: bool) -> Result<(), StoreError> {
@@ -146,7 +174,7 @@ pub fn list(path: Option<PathBuf>) -> ExitCode {
         };
         println!(
             "{:<24} {:<10} {}{networks}",
-            u.name,
+            u.name.escape_default().to_string(),
             state,
             senders.join(", ")
         );
@@ -155,14 +183,16 @@ pub fn list(path: Option<PathBuf>) -> ExitCode {
 }
 
 pub fn enable(name: &str, path: Option<PathBuf>) -> ExitCode {
-    let (config, users) = match load(path) {
+    let (config, _) = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(user) = users.get(name) else {
-        return failed(name, StoreError::NotFound);
+    let user = match run(store(&config).get(name)) {
+        Ok(u) => u,
+        Err(e) => return failed(name, e),
     };
     let mut changed = false;
+    let mut lifted = false;
     if user.disabled {
         if let Err(e) = set_disabled(&config, name, false) {
             return failed(name, e);
@@ -174,6 +204,7 @@ pub fn enable(name: &str, path: Option<PathBuf>) -> ExitCode {
         Ok(true) => {
             println!("{name}: suspension lifted");
             changed = true;
+            lifted = true;
         }
         Ok(false) => {}
         Err(e) => {
@@ -185,7 +216,11 @@ pub fn enable(name: &str, path: Option<PathBuf>) -> ExitCode {
         eprintln!("postern: {name} is neither disabled nor suspended");
         return ExitCode::from(1);
     }
-    tell_server_to_reload(&config)
+    // The suspension list is a file beside the spool whatever the users store.
+    if lifted || config.users_database.is_none() {
+        return tell_server_to_reload(&config);
+    }
+    after_change(&config)
 }
 
 /// Lifts a suspension in the state file, then gives the file back the owner, group

@@ -2,6 +2,7 @@
 //! `run_as`.
 
 use super::ctx::Ctx;
+use super::database::{UsersDatabase, database};
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -22,7 +23,12 @@ struct RawRunAs {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUsers {
-    file: PathBuf,
+    file: Option<PathBuf>,
+    /// `postgres://...`: the users live in PostgreSQL instead of a file.
+    database: Option<String>,
+    password_file: Option<PathBuf>,
+    /// Extra trust roots for the database's certificate (`sslmode=require`).
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -43,15 +49,37 @@ pub(super) fn hostname(cx: &mut Ctx) -> String {
     hostname
 }
 
-/// `users.file`, which must be given.
-pub(super) fn users_file(cx: &mut Ctx) -> PathBuf {
-    match cx.section::<RawUsers>("users") {
-        Some(u) => cx.resolve(u.file),
-        None => {
-            if !cx.map.contains_key("users") {
-                cx.add("users", "users.file is needed");
-            }
-            PathBuf::new()
+/// `users.file` or `users.database`: exactly one must be given. With a database the
+/// file path is empty.
+pub(super) fn users_store(cx: &mut Ctx) -> (PathBuf, Option<UsersDatabase>) {
+    let Some(u) = cx.section::<RawUsers>("users") else {
+        if !cx.map.contains_key("users") {
+            cx.add("users", "users.file is needed (or users.database)");
+        }
+        return (PathBuf::new(), None);
+    };
+    if u.password_file.is_some() && u.database.is_none() {
+        cx.add(
+            "users.password_file",
+            "is the password of users.database, which is not given",
+        );
+    }
+    if u.ca_file.is_some() && u.database.is_none() {
+        cx.add("users.ca_file", "is for users.database, which is not given");
+    }
+    match (u.file, u.database) {
+        (Some(f), None) => (cx.resolve(f), None),
+        (None, Some(url)) => (
+            PathBuf::new(),
+            database(cx, url, u.password_file, u.ca_file),
+        ),
+        (Some(_), Some(_)) => {
+            cx.add("users", "give users.file or users.database, not both");
+            (PathBuf::new(), None)
+        }
+        (None, None) => {
+            cx.add("users", "users.file is needed (or users.database)");
+            (PathBuf::new(), None)
         }
     }
 }

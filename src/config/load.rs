@@ -55,9 +55,11 @@ impl Config {
                 }
             }
         }
-        let users = config
-            .as_ref()
-            .and_then(|c| load_users(&c.users_file, &c.rate_limits, &mut problems));
+        // Users in a database are read by the server when it starts.
+        let users = config.as_ref().and_then(|c| match c.users_database {
+            Some(_) => Some(Users::default()),
+            None => load_users(&c.users_file, &c.rate_limits, &mut problems),
+        });
         match (config, users) {
             (Some(c), Some(u)) if problems.is_empty() => Ok((c, u)),
             _ => Err(problems),
@@ -66,14 +68,19 @@ impl Config {
 
     /// Every file whose exposure matters: (config key, path, kind).
     pub fn trusted_files(&self) -> Vec<(String, PathBuf, perms::Kind)> {
-        let mut out = vec![
-            (String::new(), self.path.clone(), perms::Kind::Config),
-            (
+        let mut out = vec![(String::new(), self.path.clone(), perms::Kind::Config)];
+        match &self.users_database {
+            None => out.push((
                 "users.file".into(),
                 self.users_file.clone(),
                 perms::Kind::Users,
+            )),
+            Some(db) => out.extend(
+                db.password_file
+                    .iter()
+                    .map(|p| ("users.password_file".into(), p.clone(), perms::Kind::Secret)),
             ),
-        ];
+        }
         if let Some(t) = &self.tls {
             out.push((
                 "tls.private_key".into(),
@@ -146,7 +153,7 @@ impl Config {
         let hostname = general::hostname(cx);
         let listeners = listeners::listeners(cx);
         let tls = listeners::tls(cx, &listeners);
-        let users_file = general::users_file(cx);
+        let (users_file, users_database) = general::users_store(cx);
         let smarthosts = smarthost::default_smarthosts(cx);
         let routes = routes::routes(cx);
         let delivery = delivery::delivery(cx);
@@ -173,6 +180,7 @@ impl Config {
             listeners,
             tls,
             users_file,
+            users_database,
             smarthosts: smarthosts?,
             routes,
             delivery,

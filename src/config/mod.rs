@@ -6,7 +6,7 @@
 //! file checks in [`file_checks`]. One file per section:
 //!
 //! - `load`: [`Config::load`] and [`Config::from_yaml`], which call each section in turn;
-//! - `general`: `hostname`, `users`, `received`, `run_as`;
+//! - `general`: `hostname`, `users` (with `database`: its PostgreSQL URL), `received`, `run_as`;
 //! - `listeners`: `listeners`, `tls`, `trusted_proxies`;
 //! - `smarthost`, `routes`, `delivery`, `limits` (with `rate_limits`), `timeouts`,
 //!   `abuse`, `log`, `metrics`, `dkim`, `admin`, `delivery_log`, `webhooks`
@@ -21,6 +21,7 @@ mod admin;
 mod cidr;
 mod cluster;
 mod ctx;
+mod database;
 mod delivery;
 mod delivery_log;
 mod dkim;
@@ -49,6 +50,7 @@ pub use abuse::{Abuse, AuthFailurePolicy, BrakePolicy};
 pub use admin::{Admin, MIN_TOKEN_LEN};
 pub use cidr::Cidr;
 pub use cluster::Cluster;
+pub use database::{UsersDatabase, check_url as check_database_url};
 pub use delivery::{Delivery, DeliveryMode};
 pub use delivery_log::DeliveryLogConfig;
 pub use dkim::Dkim;
@@ -82,7 +84,10 @@ pub struct Config {
     pub hostname: String,
     pub listeners: Vec<Listener>,
     pub tls: Option<TlsFiles>,
+    /// The users file; empty when the users are in a database.
     pub users_file: PathBuf,
+    /// `users.database`: the users are in PostgreSQL (shared by several instances).
+    pub users_database: Option<UsersDatabase>,
     /// The smarthosts tried in order (failover) for senders no route matches.
     pub smarthosts: Vec<Smarthost>,
     /// Per-sender routes, first match wins.

@@ -71,7 +71,7 @@ extra: 1
     let all = problems.join("\n");
     for needle in [
         "listeners: ",
-        "users: users.file is needed",
+        "users: users.file is needed (or users.database)",
         "smarthost.address",
         "smarthost.password_file",
         "limits.max_recipients: must be greater than 0",

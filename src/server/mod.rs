@@ -65,7 +65,15 @@ pub struct Server {
 impl Server {
     /// Does everything that needs root (ports, the private key and secrets, read
     /// with the config before this) and then becomes `run_as`; nothing is served yet.
+    /// With `users.database`, `users` is ignored: the users are read from the
+    /// database, and a database that cannot be reached stops the start here.
     pub async fn bind(config: Config, users: Users) -> Result<Server, ServeError> {
+        let users = match &config.users_database {
+            Some(db) => crate::users::postgres::load_at_start(db, &config.rate_limits)
+                .await
+                .map_err(ServeError::Setup)?,
+            None => users,
+        };
         let server_tls = server_tls(&config)?;
         let relays = Arc::new(Relays::new(&config).map_err(|e| ServeError::Setup(e.to_string()))?);
         let cores = std::thread::available_parallelism()
@@ -128,6 +136,9 @@ impl Server {
             tasks.push(tokio::spawn(crate::metrics::serve(socket, handle)));
         }
         tasks.push(spawn_pruner(ctx.clone()));
+        if let Some(sync) = users_sync(&ctx) {
+            tasks.push(tokio::spawn(sync));
+        }
         for tokens in ctx.relay.token_sources() {
             let refresher = tokens.clone().keep_fresh(shutdown_tx.subscribe());
             tasks.push(tokio::spawn(refresher));
@@ -179,6 +190,19 @@ impl Server {
         info!("stopped");
         Ok(())
     }
+}
+
+/// With `users.database`: the task that keeps the users in memory equal to the
+/// database's.
+fn users_sync(ctx: &Arc<Context>) -> Option<impl Future<Output = ()> + use<>> {
+    let db = ctx.config.users_database.as_ref()?;
+    let db = crate::users::postgres::Database::new(db).ok()?;
+    let auth = ctx.auth.clone();
+    Some(crate::users::postgres::keep_in_sync(
+        db,
+        ctx.config.rate_limits.clone(),
+        Arc::new(move |users| auth.replace_users(users)),
+    ))
 }
 
 /// The TLS config for the listeners, if there is a certificate; an error if a

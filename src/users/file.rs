@@ -157,7 +157,7 @@ impl UsersStore for FileStore {
 
 /// The hash to store for a password given in a change: plain ones hashed with
 /// argon2id, given hashes checked.
-fn hash_of(password: Option<&Password>) -> Result<Option<String>, StoreError> {
+pub(super) fn hash_of(password: Option<&Password>) -> Result<Option<String>, StoreError> {
     let invalid = |why: String| StoreError::Invalid(vec![why]);
     match password {
         None => Ok(None),

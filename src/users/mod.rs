@@ -1,5 +1,5 @@
 //! The users store: where users are created, changed and removed, behind one trait
-//! that the admin API, `postern user ...` and a future PostgreSQL store share.
+//! that the admin API and `postern user ...` share, on a file or in PostgreSQL.
 //!
 //! - [`UsersStore`]: list, get, create, update, delete, with typed errors
 //!   ([`StoreError`]) that callers map to their own answers (HTTP codes, exit codes).
@@ -7,15 +7,19 @@
 //!   `config::parse_users`, written atomically with comments kept where a text edit
 //!   can, and put in force at once through the hook it is given.
 //! - `entry`: the pure part: a new user or a change as a YAML entry, name rules.
+//! - [`postgres`]: [`PgStore`], the users in PostgreSQL (`users.database`), shared
+//!   by several instances and kept in sync in each one's memory.
 //!
 //! Passwords given in plain text are hashed here with argon2id, on the blocking
 //! pool, and never logged or returned: [`Password`] holds them as a [`Secret`].
 
 mod entry;
 mod file;
+pub mod postgres;
 
 pub use entry::{MAX_NAME_LEN, check_argon2id, check_name};
 pub use file::FileStore;
+pub use postgres::PgStore;
 
 use crate::config::User;
 use crate::secret::Secret;

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod oauth_standins;
+pub mod postgres;
 pub mod redis;
 pub mod web;
 
