@@ -550,3 +550,82 @@ fn no_dns_is_a_runtime_failure() {
         started.elapsed()
     );
 }
+
+/// Kills the server on drop, whatever the test does.
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_admin_api_gives_a_panel_the_same_report() {
+    let Some(s) = setup() else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token = "doctor-test-token-0123456789";
+    write(&s.dir.path().join("admin.token"), token);
+    let config = s.dir.path().join("postern.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "delivery:\n  mode: passthrough\n  spool_directory: spool\n\
+         admin:\n  address: \"127.0.0.1:{port}\"\n  token_file: admin.token\n"
+    ));
+    write(&config, &text);
+    let _server = Serving(
+        Command::new(postern_bin())
+            .args(["serve", "-c"])
+            .arg(&config)
+            .env("POSTERN_RESOLVER", s.dns.addr.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let get = |path: &str| -> (String, String) {
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "000"));
+        (body.to_string(), code.to_string())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (body, code) = loop {
+        let answer = get("/api/v1/doctor/good.test");
+        if answer.1 != "000" || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(code, "200", "{body}");
+    let api: Value = serde_json::from_str(&body).unwrap();
+    let (cli, _) = s.json("good.test");
+    assert_eq!(api["domain"], "good.test", "{body}");
+    assert_eq!(api["status"], "ok", "{body}");
+    assert_eq!(api["checks"], cli["domains"][0]["checks"], "{body}");
+    // A broken zone is reported, not an error.
+    let (body, code) = get("/api/v1/doctor/NOSPF.test.");
+    assert_eq!(code, "200", "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["domain"], "nospf.test", "{body}");
+    assert_eq!(report["status"], "fail", "{body}");
+    // A name that is not a domain is 422; without the token, 401.
+    let (body, code) = get("/api/v1/doctor/bad%20name");
+    assert_eq!(code, "422", "{body}");
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/api/v1/doctor/good.test"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+}

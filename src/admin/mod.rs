@@ -20,6 +20,7 @@
 
 mod auth;
 mod dashboard;
+mod doctor;
 mod error;
 mod listener;
 mod messages;
@@ -112,6 +113,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/queue/{id}", axum::routing::delete(queue::delete))
         .route("/v1/messages", get(messages::list))
         .route("/v1/stats/traffic", get(traffic::get))
+        .route("/v1/doctor/{domain}", get(doctor::get))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
