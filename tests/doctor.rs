@@ -153,6 +153,13 @@ fn zone(good_key: &str) -> Vec<String> {
     };
     domain("good.test", Some(SPF_OK), Some(GOOD_DMARC), true);
     domain("nospf.test", None, Some(GOOD_DMARC), true);
+    // SPF that names another server, not the smarthost this domain's mail leaves through.
+    domain(
+        "notours.test",
+        Some("v=spf1 ip4:198.51.100.7 -all"),
+        Some(GOOD_DMARC),
+        true,
+    );
     domain(
         "plusall.test",
         Some("v=spf1 a:relay.hosting.test +all"),
@@ -362,6 +369,13 @@ fn each_broken_zone_gets_its_verdict_and_exit_code() {
             1,
         ),
         ("plusall.test", "spf.all", "fail", "+all", 1),
+        (
+            "notours.test",
+            "spf.authorises",
+            "fail",
+            "ip4:192.0.2.25",
+            1,
+        ),
         ("toomany.test", "spf.lookups", "fail", "12 DNS lookups", 1),
         (
             "nodmarc.test",
