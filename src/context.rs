@@ -19,6 +19,52 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
+/// The delivery mode the config asks for; in queue mode, the spool opened.
+fn mode(
+    config: &Config,
+    relay: &Arc<Relays>,
+    dkim: &Arc<Keyring>,
+    events: &Arc<Events>,
+) -> Result<Mode, String> {
+    match config.delivery.mode {
+        crate::config::DeliveryMode::Passthrough => Ok(Mode::Passthrough),
+        crate::config::DeliveryMode::Queue => {
+            let queue = Queue::open(
+                &config.delivery,
+                &config.hostname,
+                relay.clone(),
+                dkim.clone(),
+                events.clone(),
+            )
+            .map_err(|e| {
+                format!(
+                    "cannot open the spool {}: {e}",
+                    config.delivery.spool_directory.display()
+                )
+            })?;
+            Ok(Mode::Queue(Arc::new(queue)))
+        }
+    }
+}
+
+/// The users store the config names (the users file or PostgreSQL); each change it
+/// makes is put in force in `auth` at once.
+fn users_store(config: &Config, auth: &Arc<Authenticator>) -> Result<Arc<dyn UsersStore>, String> {
+    let in_force = auth.clone();
+    Ok(match &config.users_database {
+        Some(db) => Arc::new(PgStore::new(
+            postgres::Database::new(db)?,
+            config.rate_limits.clone(),
+            Arc::new(move |users| in_force.replace_users(users)),
+        )),
+        None => Arc::new(FileStore::new(
+            config.users_file.clone(),
+            config.rate_limits.clone(),
+            move |users| in_force.replace_users(users),
+        )),
+    })
+}
+
 /// How accepted mail is delivered.
 pub enum Mode {
     /// Relayed to the smarthost during the session: the client gets its verdict.
@@ -92,39 +138,9 @@ impl Context {
             None => Arc::new(MemoryRates::new(Instant::now())),
         };
         let events = Events::start(&config)?;
-        let mode = match config.delivery.mode {
-            crate::config::DeliveryMode::Queue => {
-                let queue = Queue::open(
-                    &config.delivery,
-                    &config.hostname,
-                    relay.clone(),
-                    dkim.clone(),
-                    events.clone(),
-                )
-                .map_err(|e| {
-                    format!(
-                        "cannot open the spool {}: {e}",
-                        config.delivery.spool_directory.display()
-                    )
-                })?;
-                Mode::Queue(Arc::new(queue))
-            }
-            crate::config::DeliveryMode::Passthrough => Mode::Passthrough,
-        };
+        let mode = mode(&config, &relay, &dkim, &events)?;
         let auth = Arc::new(auth);
-        let in_force = auth.clone();
-        let users: Arc<dyn UsersStore> = match &config.users_database {
-            Some(db) => Arc::new(PgStore::new(
-                postgres::Database::new(db)?,
-                config.rate_limits.clone(),
-                Arc::new(move |users| in_force.replace_users(users)),
-            )),
-            None => Arc::new(FileStore::new(
-                config.users_file.clone(),
-                config.rate_limits.clone(),
-                move |users| in_force.replace_users(users),
-            )),
-        };
+        let users = users_store(&config, &auth)?;
         Ok(Context {
             config,
             auth,

@@ -111,6 +111,20 @@ pub async fn run(dir: &Path, ports: DemoPorts) -> anyhow::Result<()> {
 
     let (config, users) =
         Config::load(&config_path).map_err(|p| anyhow::anyhow!("demo config invalid:\n{p}"))?;
+    banner(&config_path, &ports, sink.addr, &received, &admin_token);
+    crate::server::serve(config, users).await?;
+    drop(sink);
+    Ok(())
+}
+
+/// What the demo tells the newcomer: where it listens, how to send, the dashboard.
+fn banner(
+    config_path: &Path,
+    ports: &DemoPorts,
+    sink: SocketAddr,
+    received: &Path,
+    admin_token: &str,
+) {
     eprintln!(
         "\n  Postern demo\n  ------------\n  config:     {cfg}\n  submission: {sub} (STARTTLS)   smtps: {smtps} (implicit TLS)\n  \
          user:       {DEMO_USER} / {DEMO_PASSWORD}, may send as anything@demo.example\n  \
@@ -125,11 +139,8 @@ pub async fn run(dir: &Path, ports: DemoPorts) -> anyhow::Result<()> {
         cfg = config_path.display(),
         sub = ports.submission,
         smtps = ports.smtps,
-        sink = sink.addr,
+        sink = sink,
         recv = received.display(),
         admin = ports.admin,
     );
-    crate::server::serve(config, users).await?;
-    drop(sink);
-    Ok(())
 }
