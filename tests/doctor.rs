@@ -578,11 +578,7 @@ impl Drop for Serving {
 #[test]
 fn the_admin_api_gives_a_panel_the_same_report() {
     let Some(s) = setup() else { return };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let token = "doctor-test-token-0123456789";
     write(&s.dir.path().join("admin.token"), token);
     let config = s.dir.path().join("postern.yaml");

@@ -224,9 +224,8 @@ impl Harness {
             .await
             .unwrap();
         let smarthost_port = if setup.smarthost_down {
-            // Bind and drop a socket: a port nothing listens on.
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
+            // A port nothing listens on, until a test starts a smarthost there.
+            free_port()
         } else {
             sink.addr.port()
         };
@@ -466,10 +465,28 @@ impl Harness {
     }
 }
 
-/// A loopback port nothing listens on (bound, then released).
+/// A loopback port nothing listens on (bound, then released), for a server a test
+/// starts later. It is taken below Linux's ephemeral range (32768-60999): a port
+/// the kernel handed out for `bind(0)` is just as free for the next outgoing
+/// connection of any test running in parallel, which then makes the later bind
+/// fail with "address in use".
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + seed.wrapping_add(n.wrapping_mul(7_919)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN);
 }
 
 /// The value of `key=value` in a text log line.
