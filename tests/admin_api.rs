@@ -852,3 +852,43 @@ async fn a_client_that_sends_no_request_is_closed() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_connections_is_capped_and_served_again_once_they_close() {
+    use tokio::io::AsyncReadExt;
+    if !have("curl") {
+        return;
+    }
+    let h = Harness::start(setup()).await;
+    let addr = base(&h).trim_start_matches("http://").to_string();
+    // Every slot taken by a client that sends nothing (each would be closed after
+    // the 10 s head timeout; the checks below finish well before).
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the 65th connection was not closed at once: {read:?}"
+    );
+    assert!(
+        h.logs()
+            .iter()
+            .any(|l| l.contains("admin connection closed: too many open")),
+        "no log line for the refused connection"
+    );
+    drop(held);
+    let mut status = 0;
+    for _ in 0..50 {
+        status = api(&h, "GET", "/api/v1/users/alice", None).await.status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "not served again after the flood closed");
+}
