@@ -331,7 +331,7 @@ async fn database_down_keeps_known_users_and_changes_flow_when_it_returns() {
     let Some(mut pg) = Postgres::start() else {
         return;
     };
-    let h = Harness::start(setup(&pg, false)).await;
+    let h = Harness::start(setup(&pg, true)).await;
     insert_user(&pg, "known", "known-password", "@known.example");
     until_auth(&h, "known", "known-password", 235).await;
 
@@ -341,6 +341,18 @@ async fn database_down_keeps_known_users_and_changes_flow_when_it_returns() {
         "{}",
         h.logs().join("\n")
     );
+    // A panel's change cannot be kept: 503 (try again later), never a 4xx or a 500
+    // that would tell it the request itself was wrong.
+    let body = r#"{"name":"during","password":"during-password-1","senders":["@d.example"]}"#;
+    let (status, answer) = api(&h, "POST", "/api/v1/users", Some(body));
+    assert_eq!(status, 503, "{answer}");
+    let (status, answer) = api(
+        &h,
+        "PATCH",
+        "/api/v1/users/known",
+        Some(r#"{"disabled":true}"#),
+    );
+    assert_eq!(status, 503, "{answer}");
     // Sessions for users in memory go on: AUTH and a message relayed.
     let mut c = h.session("known", "known-password").await;
     let reply = c
