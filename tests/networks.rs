@@ -60,6 +60,16 @@ fn body(from: &str, subject: &str) -> String {
     ))
 }
 
+/// A printer's message from `printer@office.example` to bob, as devices send it.
+async fn scan(c: &mut Client, subject: &str) -> Reply {
+    c.send_mail(
+        "printer@office.example",
+        &["bob@example.org"],
+        &body("printer@office.example", subject),
+    )
+    .await
+}
+
 fn status(r: &Reply) -> String {
     r.to_string()
 }
@@ -70,13 +80,7 @@ async fn device_sends_from_its_network_without_auth_after_helo() {
     // Plain text on the STARTTLS port, HELO with a name that is not fully qualified.
     let mut c = connect_from(h.starttls, "127.2.3.4").await;
     c.expect("HELO NPI3F2A1B", 250).await;
-    let r = c
-        .send_mail(
-            "printer@office.example",
-            &["bob@example.org"],
-            &body("printer@office.example", "scan 1"),
-        )
-        .await;
+    let r = scan(&mut c, "scan 1").await;
     assert_eq!(r.code, 250, "{r:?}");
     c.expect("QUIT", 221).await;
     let msgs = h.sink.wait_for(1, W).await;
@@ -104,13 +108,7 @@ async fn device_sends_from_its_network_without_auth_after_helo() {
     let tcp = socket.connect(h.implicit).await.unwrap();
     let mut c = Client::over_tls(tcp, &h.ca_pem()).await;
     c.expect("EHLO scanner", 250).await;
-    let r = c
-        .send_mail(
-            "printer@office.example",
-            &["bob@example.org"],
-            &body("printer@office.example", "scan 2"),
-        )
-        .await;
+    let r = scan(&mut c, "scan 2").await;
     assert_eq!(r.code, 250, "{r:?}");
     let msgs = h.sink.wait_for(2, W).await;
     let content = String::from_utf8_lossy(&msgs[1].content).to_string();
@@ -139,13 +137,7 @@ async fn device_policies_sender_quota_and_outsiders() {
     // refused at the header, and gave its reservation back).
     for n in 0..2 {
         c.expect("RSET", 250).await;
-        let r = c
-            .send_mail(
-                "printer@office.example",
-                &["bob@example.org"],
-                &body("printer@office.example", &format!("page {n}")),
-            )
-            .await;
+        let r = scan(&mut c, &format!("page {n}")).await;
         assert_eq!(r.code, 250, "{r:?}");
     }
     // A second device in the same network shares the user's quota.
@@ -275,13 +267,7 @@ async fn the_proxy_header_address_identifies_the_device() {
         .unwrap();
     let mut c = Client::over(tcp).await;
     c.expect("HELO printer", 250).await;
-    let r = c
-        .send_mail(
-            "printer@office.example",
-            &["bob@example.org"],
-            &body("printer@office.example", "behind the balancer"),
-        )
-        .await;
+    let r = scan(&mut c, "behind the balancer").await;
     assert_eq!(r.code, 250, "{r:?}");
     assert_eq!(h.sink.wait_for(1, W).await.len(), 1);
     // The balancer itself sits in printers' network, but speaks for a client that
@@ -355,13 +341,7 @@ async fn queue_mode_and_metrics_for_a_device() {
     .await;
     let mut c = connect_from(h.starttls, "127.2.3.4").await;
     c.expect("HELO printer", 250).await;
-    let r = c
-        .send_mail(
-            "printer@office.example",
-            &["bob@example.org"],
-            &body("printer@office.example", "queued scan"),
-        )
-        .await;
+    let r = scan(&mut c, "queued scan").await;
     assert_eq!(r.code, 250, "{r:?}");
     c.expect("QUIT", 221).await;
     let msgs = h.sink.wait_for(1, W).await;
