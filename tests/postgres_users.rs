@@ -494,3 +494,59 @@ async fn tls_to_the_database_is_verified() {
         "{text}"
     );
 }
+
+/// Rows that the table's types allow but Postern cannot read (a NULL inside an array,
+/// a two-dimensional array) are left out by name: a running instance keeps syncing
+/// the others, the API still answers, and a new instance starts.
+#[tokio::test]
+async fn an_unreadable_row_is_left_out_and_everything_else_goes_on() {
+    let Some(pg) = Postgres::start() else { return };
+    let h = Harness::start(setup(&pg, true)).await;
+    insert_user(&pg, "good", "good-password", "@good.example");
+    until_auth(&h, "good", "good-password", 235).await;
+    let hash = postern::auth::hash_password("bad-password").unwrap();
+    for (name, senders, networks) in [
+        ("nullsender", "ARRAY[NULL, '@n.example']::text[]", "'{}'"),
+        ("nullnetwork", "ARRAY['@n.example']", "ARRAY[NULL]::text[]"),
+        (
+            "twodims",
+            "'{{\"@a.example\"},{\"@b.example\"}}'::text[]",
+            "'{}'",
+        ),
+    ] {
+        pg.psql(
+            "postern",
+            &format!(
+                "INSERT INTO postern_users (name, password_hash, senders, networks) \
+                 VALUES ('{name}', '{hash}', {senders}, {networks})"
+            ),
+        );
+    }
+    // A change after the bad rows still reaches the running instance.
+    pg.psql(
+        "postern",
+        "UPDATE postern_users SET disabled = true WHERE name = 'good'",
+    );
+    until_auth(&h, "good", "good-password", 535).await;
+    assert!(
+        h.wait_log("nullsender", FEW_SECONDS).await,
+        "{}",
+        h.logs().join("\n")
+    );
+    let logs = h.logs().join("\n");
+    assert!(!logs.contains("panicked"), "{logs}");
+    let (status, body) = api(&h, "GET", "/api/v1/users", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"good\"") && !body.contains("twodims"),
+        "{body}"
+    );
+    // A new instance on the same database starts and leaves them out too.
+    let second = Harness::start(setup(&pg, false)).await;
+    let logs = second.logs().join("\n");
+    for name in ["nullsender", "nullnetwork", "twodims"] {
+        assert!(logs.contains(name), "{name} not named: {logs}");
+    }
+    assert_eq!(auth(&second, "nullsender", "bad-password").await, 535);
+    assert_password_never_logged(&second);
+}

@@ -155,24 +155,48 @@ fn log_problems(problems: &[String]) {
     }
 }
 
-/// Every row of `postern_users`, by name.
+/// Every readable row of `postern_users`, by name. A row whose columns cannot be
+/// read (a NULL inside an array, a two-dimensional array: what a panel's plain SQL
+/// can write and the table's types allow) is left out and logged by name, like a row
+/// that breaks a rule, instead of stopping every instance that reads it.
 async fn read_rows(client: &impl GenericClient) -> Result<Vec<UserRow>, tokio_postgres::Error> {
     let sql = format!("SELECT {COLUMNS} FROM postern_users ORDER BY name");
-    Ok(client.query(&sql, &[]).await?.iter().map(row_of).collect())
+    let rows = client.query(&sql, &[]).await?;
+    let mut readable = Vec::with_capacity(rows.len());
+    for r in &rows {
+        match row_of(r) {
+            Ok(row) => readable.push(row),
+            Err(why) => {
+                let name = r.try_get::<_, String>(0).unwrap_or_default();
+                warn!(user = ?name, problem = %why, "users database: a user is left out");
+            }
+        }
+    }
+    Ok(readable)
 }
 
-fn row_of(r: &tokio_postgres::Row) -> UserRow {
-    UserRow {
-        name: r.get(0),
-        password_hash: r.get(1),
-        senders: r.get(2),
-        networks: r.get(3),
-        messages_per_hour: r.get(4),
-        recipients_per_hour: r.get(5),
-        recipients_per_day: r.get(6),
-        disabled: r.get(7),
-        allow_any_header_from: r.get(8),
-    }
+fn row_of(r: &tokio_postgres::Row) -> Result<UserRow, String> {
+    let column = |i: usize, e: tokio_postgres::Error| {
+        let name = r.columns().get(i).map_or("?", |c| c.name());
+        format!("column {name} cannot be read: {e}")
+    };
+    let list = |i: usize| -> Result<Vec<String>, String> {
+        let items: Vec<Option<String>> = r.try_get(i).map_err(|e| column(i, e))?;
+        let name = r.columns().get(i).map_or("?", |c| c.name());
+        (items.into_iter().collect::<Option<Vec<String>>>())
+            .ok_or_else(|| format!("column {name} holds a NULL"))
+    };
+    Ok(UserRow {
+        name: r.try_get(0).map_err(|e| column(0, e))?,
+        password_hash: r.try_get(1).map_err(|e| column(1, e))?,
+        senders: list(2)?,
+        networks: list(3)?,
+        messages_per_hour: r.try_get(4).map_err(|e| column(4, e))?,
+        recipients_per_hour: r.try_get(5).map_err(|e| column(5, e))?,
+        recipients_per_day: r.try_get(6).map_err(|e| column(6, e))?,
+        disabled: r.try_get(7).map_err(|e| column(7, e))?,
+        allow_any_header_from: r.try_get(8).map_err(|e| column(8, e))?,
+    })
 }
 
 /// The users store in PostgreSQL.
@@ -269,7 +293,8 @@ impl Inner {
         let tx = client.transaction().await.map_err(unavailable)?;
         let sql = format!("SELECT {COLUMNS} FROM postern_users WHERE name = $1 FOR UPDATE");
         let found = tx.query_opt(&sql, &[&name]).await.map_err(unavailable)?;
-        let mut row = found.as_ref().map(row_of).ok_or(StoreError::NotFound)?;
+        let found = found.ok_or(StoreError::NotFound)?;
+        let mut row = row_of(&found).map_err(|why| StoreError::Invalid(vec![why]))?;
         row.apply(&change, hash);
         let rows = read_rows(&tx).await.map_err(unavailable)?;
         let why = reasons_against(&row, &rows, &self.defaults);
