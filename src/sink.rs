@@ -13,6 +13,7 @@
 //! | recipient `defer450` | `450 4.2.1` at RCPT |
 //! | recipient `hangup` | connection closed at RCPT |
 //! | recipient `deferonce` | `450 4.2.1` the first time, accepted after |
+//! | recipient `echo450` | `450 4.1.2 <ADDRESS>: Recipient address rejected: Domain not found` (Postfix echoes the address) |
 //!
 //! A sink whose `server_tls` was built with a client CA
 //! ([`crate::tls::server_config`]) refuses a client without a certificate from
@@ -383,8 +384,8 @@ impl Conn {
         }
     }
 
-    /// RCPT: recipients starting `reject550`, `defer450`, `deferonce` (the first
-    /// time) get those replies; `None` for `hangup`, which drops the connection.
+    /// RCPT: recipients starting `reject550`, `defer450`, `echo450`, `deferonce`
+    /// (the first time) get those replies; `None` for `hangup`, which drops the connection.
     fn rcpt(&mut self, address: String) -> Option<Reply> {
         Some(if self.from.is_none() {
             Reply::new(503, Esc(5, 5, 1), "MAIL first")
@@ -392,6 +393,9 @@ impl Conn {
             Reply::new(550, Esc(5, 1, 1), "No such user here")
         } else if address.starts_with("defer450") {
             Reply::new(450, Esc(4, 2, 1), "Mailbox busy, try later")
+        } else if address.starts_with("echo450") {
+            let text = format!("<{address}>: Recipient address rejected: Domain not found");
+            Reply::new(450, Esc(4, 1, 2), &text)
         } else if address.starts_with("deferonce")
             && self.state.deferred_once.locked().insert(address.clone())
         {

@@ -308,6 +308,60 @@ async fn five_hundred_messages_over_twenty_connections_none_lost_none_twice() {
 /// A smarthost that throttles (`454` at MAIL) is held on its own: mail for another
 /// route's smarthost goes on at once, mail for the held one waits without an
 /// attempt being counted, and a flush ends the hold.
+/// A smarthost that echoes a refused address (Postfix: `450 4.1.2 <ADDRESS>:
+/// Recipient address rejected`) must not be taken for one that throttles because
+/// the client put "throttling" in the address: no hold, everyone's mail goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_word_the_client_chose_in_a_refusal_holds_nothing() {
+    for queue in [false, true] {
+        let h = Harness::start(Setup {
+            queue,
+            ..Setup::default()
+        })
+        .await;
+        let mut c = h.session("alice", "alice-password").await;
+        let r = c
+            .send_mail(
+                "a@alice.example",
+                &[
+                    "echo450-throttling@nowhere.invalid",
+                    "echo450@throttled.invalid",
+                ],
+                "Subject: bait\r\n\r\nx\r\n",
+            )
+            .await;
+        // Passthrough: every recipient refused for now; queue: taken, tried later.
+        assert_eq!(
+            r.code,
+            if queue { 250 } else { 450 },
+            "queue={queue}: {r:?}"
+        );
+        assert!(
+            h.wait_log("Recipient address rejected", W).await,
+            "queue={queue}"
+        );
+        let mut other = h.session("alice", "alice-password").await;
+        let r = other
+            .send_mail(
+                "b@alice.example",
+                &["b@example.org"],
+                "Subject: goes\r\n\r\nx\r\n",
+            )
+            .await;
+        assert_eq!(r.code, 250, "queue={queue}: {r:?}");
+        assert_eq!(
+            h.sink.wait_for(1, Duration::from_secs(5)).await.len(),
+            1,
+            "queue={queue}"
+        );
+        assert!(
+            !h.logs().iter().any(|l| l.contains("holding its mail")),
+            "queue={queue}: {}",
+            h.logs().join("\n")
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttled_smarthost_holds_only_its_own_mail() {
     let routed_port = common::free_port();

@@ -417,6 +417,6 @@ mod tests {
         let Failed::Refused(r) = verdict(429, "", None) else {
             panic!()
         };
-        assert!(super::super::outcome::is_throttle(&r));
+        assert!(super::super::outcome::is_throttle(&r, &[]));
     }
 }

@@ -47,12 +47,13 @@ impl Failed {
         }
     }
 
-    /// Whether the smarthost asked us to slow down.
-    pub fn throttled(&self) -> bool {
+    /// Whether the smarthost asked us to slow down; `chosen` are the strings the
+    /// client chose (its sender, its recipients) that the reply may echo.
+    pub fn throttled(&self, chosen: &[&str]) -> bool {
         match self {
-            Failed::Refused(r) | Failed::Later(r, _) => !r.is_permanent() && is_throttle(r),
+            Failed::Refused(r) | Failed::Later(r, _) => !r.is_permanent() && is_throttle(r, chosen),
             Failed::Unavailable(UpstreamError::Refused { reply, .. })
-            | Failed::Lost(UpstreamError::Refused { reply, .. }) => is_throttle(reply),
+            | Failed::Lost(UpstreamError::Refused { reply, .. }) => is_throttle(reply, chosen),
             _ => false,
         }
     }
@@ -93,9 +94,52 @@ impl std::fmt::Display for Failed {
     }
 }
 
-/// Whether a reply asks the sender to slow down.
-pub fn is_throttle(r: &Reply) -> bool {
-    r.code == 421 || r.code == 454 || r.text.to_ascii_lowercase().contains("throttl")
+/// Whether a reply asks the sender to slow down: `421` and `454` by their code, any
+/// other reply only when the smarthost's own words say "throttl". Words the client
+/// chose do not count: a smarthost that echoes an address (`450 4.1.2
+/// <throttling@x.invalid>: Recipient address rejected`) must not let one client put
+/// every tenant's mail on hold. Left out are whatever stands between `<` and `>`
+/// and every word that holds one of `chosen` (the client's sender and recipients),
+/// its local part or its domain.
+pub fn is_throttle(r: &Reply, chosen: &[&str]) -> bool {
+    r.code == 421 || r.code == 454 || says_throttle(&r.text, chosen)
+}
+
+fn says_throttle(text: &str, chosen: &[&str]) -> bool {
+    let mut unbracketed = String::with_capacity(text.len());
+    let mut depth = 0usize;
+    for c in text.to_lowercase().chars() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => {
+                unbracketed.push(c);
+                continue;
+            }
+            _ => {}
+        }
+        unbracketed.push(' ');
+    }
+    let pieces = client_pieces(chosen);
+    unbracketed
+        .split(|c: char| c.is_whitespace() || ",;:()[]\"'".contains(c))
+        .any(|word| word.contains("throttl") && !pieces.iter().any(|p| word.contains(p.as_str())))
+}
+
+/// The client's strings as a smarthost may echo them: whole, and for an address
+/// its local part and its domain; lower-cased, three characters or more (a shorter
+/// one would match inside the smarthost's own words).
+fn client_pieces(chosen: &[&str]) -> Vec<String> {
+    let mut pieces = Vec::new();
+    for c in chosen.iter().map(|c| c.to_lowercase()) {
+        if let Some((local, domain)) = c.rsplit_once('@') {
+            pieces.push(local.trim_matches('"').to_string());
+            pieces.push(domain.to_string());
+        }
+        pieces.push(c);
+    }
+    pieces.retain(|p| p.chars().count() >= 3);
+    pieces
 }
 
 /// A reply's enhanced status, or its class's generic one.
@@ -112,8 +156,6 @@ pub struct Outcome {
     /// Recipients to try again, with the reason.
     pub deferred: Vec<(String, String)>,
     pub failed: Vec<Failure>,
-    /// The smarthost asked us to slow down.
-    pub throttled: bool,
     /// When the smarthost answered 250 to the message's DATA.
     pub accepted_at: Option<Instant>,
     /// The message needs SMTPUTF8 and this smarthost does not offer it.
@@ -145,9 +187,8 @@ impl Outcome {
     }
 
     /// Settles `rcpts` with a failed step: failed when it is permanent, deferred
-    /// otherwise; notes a throttle.
+    /// otherwise. (A throttle holds the smarthost: `Relays::note_failure`.)
     pub fn settle(&mut self, rcpts: &[String], why: &Failed) {
-        self.throttled |= why.throttled();
         self.no_smtputf8 |= matches!(why, Failed::NoSmtpUtf8);
         self.retry_after = self.retry_after.max(why.retry_after());
         if !why.is_permanent() || matches!(why, Failed::NoSmtpUtf8) {
@@ -180,7 +221,6 @@ impl Outcome {
         self.delivered.extend(next.delivered);
         self.failed.extend(next.failed);
         self.deferred.extend(next.deferred);
-        self.throttled = next.throttled;
         self.retry_after = self.retry_after.max(next.retry_after);
         self.accepted_at = self.accepted_at.or(next.accepted_at);
         self.delivered_reply = next.delivered_reply.or(self.delivered_reply.take());
@@ -312,7 +352,7 @@ mod tests {
             let statuses: Vec<&str> = out.failed.iter().map(|f| f.status.as_str()).collect();
             assert_eq!(statuses, failed, "{what}");
             assert_eq!(out.deferred.len(), deferred, "{what}");
-            assert_eq!(out.throttled, throttled, "{what}");
+            assert_eq!(step.throttled(&[]), throttled, "{what}");
             assert_eq!(out.no_smtputf8, no_utf8, "{what}");
             let why = step.reason();
             assert!(out.failed.iter().all(|f| f.diagnostic == why), "{what}");
@@ -334,7 +374,6 @@ mod tests {
     fn a_later_smarthost_adds_to_what_the_first_decided() {
         let mut first = Outcome {
             delivered: names(&["a@x"]),
-            throttled: true,
             ..Outcome::default()
         };
         let next = Outcome {
@@ -345,9 +384,45 @@ mod tests {
         first.absorb(next);
         assert_eq!(first.delivered, names(&["a@x", "b@x"]));
         assert_eq!(first.deferred.len(), 1);
-        assert!(
-            !first.throttled,
-            "the last smarthost's word on throttling counts"
-        );
+    }
+
+    #[test]
+    fn words_the_client_chose_never_make_a_throttle() {
+        let reply = |code, text: &str| Reply::new(code, Esc(4, 1, 2), text);
+        let chosen = [
+            "a@alice.example",
+            "throttling@nowhere.invalid",
+            "x@throttled-shop.example",
+        ];
+        for (code, text, want) in [
+            (451, "Throttled: too many messages, slow down", true),
+            // The price: the client's own word is not counted even when the
+            // smarthost says it too (454 and 421 still are, by their code).
+            (451, "Throttling: too many messages", false),
+            (450, "4.7.0 you are being throttled", true),
+            (421, "<throttling@nowhere.invalid> service closing", true),
+            (454, "anything", true),
+            (
+                450,
+                "<throttling@nowhere.invalid>: Recipient address rejected",
+                false,
+            ),
+            (
+                450,
+                "throttling@nowhere.invalid: Recipient address rejected",
+                false,
+            ),
+            (450, "domain throttled-shop.example not found", false),
+            (450, "user 'throttling' unknown", false),
+            (451, "message <throttle-1234@x> deferred", false),
+            (451, "greylisted, try again later", false),
+        ] {
+            let f = Failed::Refused(reply(code, text));
+            assert_eq!(f.throttled(&chosen), want, "{code} {text}");
+        }
+        // A permanent refusal is never a throttle, whatever it says.
+        assert!(!Failed::Refused(Reply::new(550, Esc(5, 7, 1), "throttled")).throttled(&[]));
+        // Short strings would match inside the smarthost's words: ignored.
+        assert!(Failed::Refused(reply(451, "throttled")).throttled(&["t@o"]));
     }
 }

@@ -176,8 +176,9 @@ impl Relays {
     }
 
     /// Entry `index` answered with `failed`: holds it if that was a throttle.
-    pub fn note_failure(&self, index: usize, failed: &super::Failed) {
-        if !failed.throttled() {
+    /// `chosen` are the client's strings the reply may echo (see `is_throttle`).
+    pub fn note_failure(&self, index: usize, failed: &super::Failed, chosen: &[&str]) {
+        if !failed.throttled(chosen) {
             return;
         }
         let pause = self.holds[index].throttled(failed.retry_after());
@@ -335,12 +336,16 @@ mod tests {
         );
         assert_ne!(default, a, "two entries");
         let throttle = Failed::Refused(Reply::new(454, Esc(4, 7, 0), "Throttling failure"));
-        r.note_failure(a, &throttle);
+        r.note_failure(a, &throttle, &[]);
         assert!(r.held_until(a).is_some());
         assert!(r.held_until(default).is_some(), "same host:port, same hold");
         assert!(r.held_until(b).is_none(), "another smarthost goes on");
         // A refusal that is not a throttle holds nothing.
-        r.note_failure(b, &Failed::Refused(Reply::new(451, Esc(4, 3, 0), "busy")));
+        r.note_failure(
+            b,
+            &Failed::Refused(Reply::new(451, Esc(4, 3, 0), "busy")),
+            &[],
+        );
         assert!(r.held_until(b).is_none());
         r.clear_holds();
         assert!(r.held_until(default).is_none());

@@ -167,7 +167,7 @@ mod tests {
     fn refusing_at_a_hold_is_not_a_throttle() {
         let r = held_reply(s(12));
         assert_eq!((r.code, r.esc), (451, Some(Esc(4, 7, 0))));
-        assert!(!super::super::outcome::is_throttle(&r), "{r:?}");
+        assert!(!super::super::outcome::is_throttle(&r, &[]), "{r:?}");
         assert!(r.text.contains("12 s"), "{}", r.text);
     }
 }

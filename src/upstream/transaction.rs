@@ -69,6 +69,9 @@ pub struct Transaction {
     /// The smarthost entry it is open at.
     index: usize,
     kind: Kind,
+    /// The client's sender, route address and recipients: words a reply may echo,
+    /// which never make it a throttle (`outcome::is_throttle`).
+    chosen: Vec<String>,
 }
 
 enum Kind {
@@ -149,11 +152,14 @@ impl Transaction {
             let left = until.saturating_duration_since(tokio::time::Instant::now().into_std());
             return Err(Failed::Later(throttle::held_reply(left), left));
         }
+        let chosen: Vec<String> = std::iter::once(sender.address.clone())
+            .chain(sender.route_by.clone())
+            .collect();
         let kind = match relays.endpoint(index) {
             Endpoint::Smtp(_) => {
                 let opened = Smtp::open(relays, index, sender).await;
                 if let Err(f) = &opened {
-                    relays.note_failure(index, f);
+                    relays.note_failure(index, f, &words(&chosen));
                 }
                 Kind::Smtp(opened?)
             }
@@ -166,6 +172,7 @@ impl Transaction {
             relays: relays.clone(),
             index,
             kind,
+            chosen,
         })
     }
 
@@ -185,13 +192,15 @@ impl Transaction {
     /// Holds the smarthost when `result` is a throttle.
     fn observed<T>(&self, result: Result<T, Failed>) -> Result<T, Failed> {
         if let Err(f) = &result {
-            self.relays.note_failure(self.index, f);
+            self.relays
+                .note_failure(self.index, f, &words(&self.chosen));
         }
         result
     }
 
     /// RCPT for one recipient.
     pub async fn rcpt(&mut self, address: &str) -> Result<(), Failed> {
+        self.chosen.push(address.to_string());
         match &mut self.kind {
             Kind::Smtp(s) => {
                 let line = format!("RCPT TO:<{address}>");
@@ -236,6 +245,7 @@ impl Transaction {
             relays,
             index,
             kind,
+            chosen,
         } = self;
         let result = match kind {
             Kind::Smtp(s) => s.finish(&relays).await,
@@ -248,8 +258,8 @@ impl Transaction {
         };
         match &result {
             Ok(r) if r.is_positive() => relays.note_success(index),
-            Ok(r) => relays.note_failure(index, &Failed::Refused(r.clone())),
-            Err(f) => relays.note_failure(index, f),
+            Ok(r) => relays.note_failure(index, &Failed::Refused(r.clone()), &words(&chosen)),
+            Err(f) => relays.note_failure(index, f, &words(&chosen)),
         }
         result
     }
@@ -432,4 +442,9 @@ impl Smtp {
             Err(e) => Err(Failed::Lost(e)),
         }
     }
+}
+
+/// `chosen` as the string slices `Relays::note_failure` takes.
+fn words(chosen: &[String]) -> Vec<&str> {
+    chosen.iter().map(String::as_str).collect()
 }
