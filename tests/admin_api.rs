@@ -282,6 +282,9 @@ async fn invalid_users_get_422_with_the_reasons() {
     let i_hash = postern::auth::hash_password("x")
         .unwrap()
         .replacen("$argon2id$", "$argon2i$", 1);
+    let slow_hash = postern::auth::hash_password("x")
+        .unwrap()
+        .replace("t=2", "t=100");
     let cases = [
         (
             json!({"name": "u1", "password": "p", "senders": ["nobody"]}),
@@ -318,6 +321,24 @@ async fn invalid_users_get_422_with_the_reasons() {
         (
             json!({"name": "u8", "password": "p", "rate_limits": {"messages_per_hour": -1}}),
             "body",
+        ),
+        // Every client on the Internet would be this user without AUTH.
+        (
+            json!({"name": "u9", "senders": ["@a.example"], "networks": ["0.0.0.0/0"]}),
+            "networks[0]",
+        ),
+        (
+            json!({"name": "u10", "senders": ["@a.example"], "networks": ["::/0"]}),
+            "networks[0]",
+        ),
+        (
+            json!({"name": "u11", "password": "p", "senders": ["@*"]}),
+            "senders[0]",
+        ),
+        // A hash whose cost every login (and every unknown user's) would pay.
+        (
+            json!({"name": "u12", "password_hash": slow_hash, "senders": ["@a.example"]}),
+            "password_hash",
         ),
     ];
     for (body, reason) in cases {

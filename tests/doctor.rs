@@ -630,8 +630,10 @@ fn the_admin_api_gives_a_panel_the_same_report() {
     assert_eq!(report["domain"], "nospf.test", "{body}");
     assert_eq!(report["status"], "fail", "{body}");
     // A name that is not a domain is 422; without the token, 401.
-    let (body, code) = get("/api/v1/doctor/bad%20name");
-    assert_eq!(code, "422", "{body}");
+    for bad in ["bad%20name", "127.0.0.1", "%2A.example"] {
+        let (body, code) = get(&format!("/api/v1/doctor/{bad}"));
+        assert_eq!(code, "422", "{bad}: {body}");
+    }
     let out = Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
         .arg(format!("http://127.0.0.1:{port}/api/v1/doctor/good.test"))

@@ -301,5 +301,17 @@ fn phc_checks() {
     assert!(check_phc("plaintext").is_err());
     let huge = hash_password("x").unwrap().replace("m=19456", "m=4194304");
     assert!(check_phc(&huge).unwrap_err().contains("memory cost"));
+    // Work is memory times passes: t=100 at the default memory is refused, RFC
+    // 9106's second recommendation (64 MiB, three passes) and 256 MiB once are not.
+    let slow = hash_password("x").unwrap().replace("t=2", "t=100");
+    assert!(check_phc(&slow).unwrap_err().contains("times t=100"));
+    for fits in ["m=65536,t=3", "m=262144,t=1"] {
+        let phc = hash_password("x").unwrap().replace("m=19456,t=2", fits);
+        assert!(check_phc(&phc).is_ok(), "{fits}");
+    }
+    let over = hash_password("x")
+        .unwrap()
+        .replace("m=19456,t=2", "m=262144,t=2");
+    assert!(check_phc(&over).is_err());
     assert!(check_phc("$2y$10$abcdefghijklmnopqrstuv").is_err());
 }

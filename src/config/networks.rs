@@ -35,6 +35,10 @@ impl NetworkIndex {
 
 /// Parses one user's `networks` (key `users[i].networks`), recording each entry that
 /// is not a network, or one that could not mean what it says.
+/// The widest device network accepted: a /8 (10.0.0.0/8, fd00::/8 for every IPv6
+/// unique local address).
+const MIN_PREFIX: u8 = 8;
+
 pub(super) fn parse(raw: &[String], path: &Path, key: &str, problems: &mut Problems) -> Vec<Cidr> {
     let mut nets = Vec::new();
     for (j, s) in raw.iter().enumerate() {
@@ -46,7 +50,15 @@ pub(super) fn parse(raw: &[String], path: &Path, key: &str, problems: &mut Probl
                 continue;
             }
         };
-        if net.is_ipv4_mapped() {
+        if net.prefix() < MIN_PREFIX {
+            // 0.0.0.0/0 or ::/0 would let every client on the Internet send as
+            // the user without AUTH: an open relay.
+            problems.add(
+                path,
+                &key,
+                format!("{s:?} is wider than a /{MIN_PREFIX}: a device network must not hand out a user's identity to whole swathes of the Internet (write the LAN's own network, such as 192.168.10.0/24 or fd00:10::/64)"),
+            );
+        } else if net.is_ipv4_mapped() {
             problems.add(
                 path,
                 &key,

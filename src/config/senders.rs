@@ -21,7 +21,7 @@ impl SenderRule {
             return Err(format!("{s:?} is neither an address nor @domain"));
         };
         let (local, domain) = (&s[..at], &s[at + 1..]);
-        if domain.is_empty() || domain.contains(['@', ' ', '<', '>']) || domain.starts_with('.') {
+        if !is_domain_like(domain) {
             return Err(format!("{s:?} has no valid domain"));
         }
         if local.contains(['<', '>', ' ']) {
@@ -38,6 +38,28 @@ impl SenderRule {
             )))
         }
     }
+}
+
+/// A domain as a sender rule may name it: dot-separated labels of letters (any
+/// script: an IDN in its U-label form), digits, `-` and `_`, with an optional root
+/// dot; or an address literal in brackets. No wildcard: `@*` would match nothing
+/// and looks as if it matched everything.
+fn is_domain_like(domain: &str) -> bool {
+    if let Some(literal) = domain.strip_prefix('[') {
+        return literal.strip_suffix(']').is_some_and(|l| {
+            !l.is_empty()
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".:".contains(c))
+        });
+    }
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    !domain.is_empty()
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+        })
 }
 
 impl fmt::Display for SenderRule {
@@ -67,8 +89,22 @@ mod tests {
             "a b@c.example",
             "@.example",
             "<a@b.example>",
+            "@*",
+            "@*.example",
+            "a@exa%mple.com",
+            "@a..example",
+            "@[]",
+            "@[1.2.3.4",
         ] {
             assert!(SenderRule::parse(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "@bücher.example",
+            "a@[192.0.2.1]",
+            "@ex.com.",
+            "a@my_host.example",
+        ] {
+            assert!(SenderRule::parse(good).is_ok(), "{good:?}");
         }
         assert_eq!(SenderRule::parse("@EX.com").unwrap().to_string(), "@ex.com");
     }

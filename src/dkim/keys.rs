@@ -200,7 +200,13 @@ pub fn is_domain(name: &str) -> bool {
             && !l.ends_with('-')
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
-    name.len() <= 253 && name.contains('.') && name.split('.').all(label)
+    // The last label is never all digits (RFC 3696 section 2): `127.0.0.1` is an
+    // address, not a domain.
+    let tld_has_a_letter = name
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().any(|b| !b.is_ascii_digit()));
+    name.len() <= 253 && name.contains('.') && name.split('.').all(label) && tld_has_a_letter
 }
 
 /// A selector: one or more labels, as in `s1` or `2026.eu`.

@@ -241,3 +241,27 @@ fn mail_auth_relaxed_body_canonicalization_keeps_a_trailing_blank_line() {
     // ...but RFC 6376 makes this `x\r\n` too.
     assert_eq!(canonical(b"x\r\n \r\n"), b"x\r\n\r\n");
 }
+
+#[test]
+fn a_domain_has_labels_and_a_last_label_that_is_not_a_number() {
+    use super::keys::is_domain;
+    for good in [
+        "example.com",
+        "xn--bcher-kva.example",
+        "a-b.c0m",
+        "mail.1example.org",
+    ] {
+        assert!(is_domain(good), "{good}");
+    }
+    for bad in [
+        "127.0.0.1",
+        "1.2",
+        "localhost",
+        "-a.example",
+        "a..example",
+        "a b.example",
+        "*.example",
+    ] {
+        assert!(!is_domain(bad), "{bad}");
+    }
+}
