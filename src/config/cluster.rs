@@ -32,6 +32,11 @@ struct RawCluster {
 }
 
 /// `cluster`: absent means no cluster mode.
+/// Whether the Redis client takes `url` (parsed only; nothing is connected).
+fn parses(url: &str) -> bool {
+    redis::IntoConnectionInfo::into_connection_info(url).is_ok()
+}
+
 pub(super) fn cluster(cx: &mut Ctx) -> Option<Cluster> {
     let raw: RawCluster = cx.section("cluster")?;
     let scheme = raw.redis.split_once("://").map(|(s, _)| s);
@@ -39,6 +44,15 @@ pub(super) fn cluster(cx: &mut Ctx) -> Option<Cluster> {
         cx.add(
             "cluster.redis",
             "must be a redis:// or rediss:// URL, such as redis://127.0.0.1:6379/0",
+        );
+        return None;
+    }
+    // What `serve` will parse, checked here so `check-config` agrees with it. The
+    // parser's words are left out: they may quote the URL, password and all.
+    if !parses(&raw.redis) {
+        cx.add(
+            "cluster.redis",
+            "is not a Redis URL: write redis://[user:password@]host:port[/db], with an IPv6 host in brackets",
         );
         return None;
     }
@@ -75,5 +89,19 @@ mod tests {
             ..c
         };
         assert_eq!(plain.display_url(), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn urls_serve_could_not_use_are_found_at_load() {
+        for bad in ["redis://u:p@[::1/0", "redis://u:p@127.0.0.1:6379/xx"] {
+            assert!(!parses(bad), "{bad}");
+        }
+        for good in [
+            "redis://127.0.0.1:6379/0",
+            "rediss://u:p@[::1]:6380/2",
+            "redis://redis.example",
+        ] {
+            assert!(parses(good), "{good}");
+        }
     }
 }
