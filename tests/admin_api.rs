@@ -654,8 +654,19 @@ async fn the_delivery_log_shows_each_users_messages_newest_first() {
     assert_eq!(a.body.as_array().unwrap().len(), 1, "{}", a.raw);
     let a = api(&h, "GET", "/api/v1/messages?user=bob", None).await;
     assert_eq!(a.body, json!([]), "{}", a.raw);
-    let a = api(&h, "GET", "/api/v1/messages?limit=0", None).await;
-    assert_eq!(a.status, 422, "{}", a.raw);
+    // Every malformed query or path is a JSON 422, never a plain-text 400.
+    for path in [
+        "/api/v1/messages?limit=0",
+        "/api/v1/messages?limit=abc",
+        "/api/v1/messages?limit=-1",
+        "/api/v1/messages?limit=1&limit=2",
+        "/api/v1/messages?x=1",
+        "/api/v1/users/%FF%FE",
+    ] {
+        let a = api(&h, "GET", path, None).await;
+        assert_eq!(a.status, 422, "{path}: {}", a.raw);
+        assert!(a.body["reasons"].is_array(), "{path}: {}", a.raw);
+    }
 }
 
 #[tokio::test]

@@ -3,12 +3,12 @@
 //! that shows its customers what to fix.
 
 use super::AdminState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiPath};
 use crate::config::normalize_domain;
 use crate::dkim::keys::is_domain;
 use crate::doctor::{self, DomainReport};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use std::sync::Arc;
 /// error here: the report says "could not check" (`unknown`) for what it concerns.
 pub async fn get(
     State(s): State<Arc<AdminState>>,
-    Path(domain): Path<String>,
+    ApiPath(domain): ApiPath<String>,
 ) -> Result<Json<DomainReport>, ApiError> {
     let domain = normalize_domain(&domain);
     if !is_domain(&domain) {

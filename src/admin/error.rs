@@ -1,12 +1,14 @@
 //! The API's answers when something is wrong: a status and
-//! `{"error": "...", "reasons": [...]}`, and the JSON body reader that turns every
-//! malformed, oversized or mistyped body into one of them.
+//! `{"error": "...", "reasons": [...]}`, and the extractors (JSON body, query
+//! string, path) that turn every malformed, oversized or mistyped request into one
+//! of them, never axum's plain-text rejections.
 
 use crate::users::StoreError;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
@@ -88,5 +90,33 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::invalid(vec![format!("body: {e}")]))
+    }
+}
+
+/// A query string: one that does not parse or has unknown keys is `422`.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|r| ApiError::invalid(vec![format!("query: {}", r.body_text())]))
+    }
+}
+
+/// A path parameter: one that is not valid percent-encoded UTF-8 is `422`.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| ApiPath(p))
+            .map_err(|r| ApiError::invalid(vec![format!("path: {}", r.body_text())]))
     }
 }

@@ -1,10 +1,10 @@
 //! `GET /api/v1/messages?user=NAME&limit=N`: the delivery log, newest first.
 
 use super::AdminState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiQuery};
 use crate::journal::Entry;
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ pub struct MessagesQuery {
 /// when given. `503` when the log is off or could not be opened.
 pub async fn list(
     State(s): State<Arc<AdminState>>,
-    Query(q): Query<MessagesQuery>,
+    ApiQuery(q): ApiQuery<MessagesQuery>,
 ) -> Result<Json<Vec<Entry>>, ApiError> {
     let Some(log) = s.ctx.events.delivery_log().cloned() else {
         return Err(ApiError::new(

@@ -1,12 +1,12 @@
 //! `/api/v1/queue...`: what `postern queue list|flush|delete` do, over HTTP. In
 //! passthrough mode there is no queue: `409`.
 
-use super::error::ApiError;
+use super::error::{ApiError, ApiPath};
 use super::{AdminState, Peer};
 use crate::spool::queue::Queue;
 use crate::spool::store::{Spool, unix_now, valid_id};
 use axum::Json;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::Serialize;
 use std::sync::Arc;
@@ -100,7 +100,7 @@ pub async fn flush(
 pub async fn delete(
     State(s): St,
     Extension(peer): Extension<Peer>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let q = queue(&s)?;
     if !valid_id(&id) {

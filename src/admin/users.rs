@@ -5,7 +5,7 @@
 //! brake and the rate store of the running server. A password or its hash is never
 //! in an answer or a log line.
 
-use super::error::{ApiError, JsonBody};
+use super::error::{ApiError, ApiPath, JsonBody};
 use super::{AdminState, Peer};
 use crate::config::User;
 use crate::policy::rates::Usage;
@@ -14,7 +14,7 @@ use crate::secret::Secret;
 use crate::users::{NewUser, Password, RateLimitsInput, UserChange};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -95,7 +95,7 @@ pub async fn list(State(s): St) -> Answer<Json<Vec<UserView>>> {
 }
 
 /// `GET /api/v1/users/{name}`.
-pub async fn get(State(s): St, Path(name): Path<String>) -> Answer<Json<UserView>> {
+pub async fn get(State(s): St, ApiPath(name): ApiPath<String>) -> Answer<Json<UserView>> {
     let user = s.ctx.users.get(&name).await?;
     Ok(Json(s.view(&user).await))
 }
@@ -171,7 +171,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 pub async fn update(
     State(s): St,
     Extension(peer): Extension<Peer>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     JsonBody(req): JsonBody<UpdateRequest>,
 ) -> Answer<Json<UserView>> {
     let change = UserChange {
@@ -209,7 +209,7 @@ fn changed_fields(c: &UserChange) -> Vec<&'static str> {
 pub async fn delete(
     State(s): St,
     Extension(peer): Extension<Peer>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Answer<StatusCode> {
     s.ctx.users.delete(&name).await?;
     info!(client = %peer.0, user = %Printable(&name), "admin API: user deleted");
@@ -230,7 +230,7 @@ struct SuspendRequest {
 pub async fn suspend(
     State(s): St,
     Extension(peer): Extension<Peer>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     body: Bytes,
 ) -> Answer<Json<UserView>> {
     let req: SuspendRequest = if body.iter().all(u8::is_ascii_whitespace) {
@@ -262,7 +262,7 @@ pub async fn suspend(
 pub async fn unsuspend(
     State(s): St,
     Extension(peer): Extension<Peer>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Answer<Json<UserView>> {
     let user = s.ctx.users.get(&name).await?;
     let lifted = brake(&s, name, None).await.map_err(unavailable)?;
