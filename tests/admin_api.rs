@@ -885,38 +885,84 @@ async fn a_client_that_sends_no_request_is_closed() {
     );
 }
 
+/// A connection from `source` (a loopback address) that sends nothing.
+async fn idle_from(addr: &str, source: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(addr.parse().unwrap()).await.unwrap()
+}
+
+/// Whether the server closes `stream` at once, unanswered.
+async fn closed_at_once(stream: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+    matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+}
+
+/// One request with curl from `source`; its status.
+async fn status_from(h: &Harness, source: &str) -> u16 {
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .args(["--interface", source])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .arg(format!("{}/api/v1/users/alice", base(h)))
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
 #[tokio::test]
 async fn a_flood_of_connections_is_capped_and_served_again_once_they_close() {
-    use tokio::io::AsyncReadExt;
     if !have("curl") {
         return;
     }
     let h = Harness::start(setup()).await;
     let addr = base(&h).trim_start_matches("http://").to_string();
-    // Every slot taken by a client that sends nothing (each would be closed after
-    // the 10 s head timeout; the checks below finish well before).
+    // One address gets 16 connections that send nothing (each would be closed
+    // after the 10 s head timeout; the checks below finish well before)...
     let mut held = Vec::new();
-    for _ in 0..64 {
-        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    for _ in 0..16 {
+        held.push(idle_from(&addr, "127.0.0.1").await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let mut buf = [0u8; 64];
-    let read = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf)).await;
+    let mut extra = idle_from(&addr, "127.0.0.1").await;
     assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "the 65th connection was not closed at once: {read:?}"
+        closed_at_once(&mut extra).await,
+        "a 17th from one address was kept"
     );
     assert!(
-        h.logs()
-            .iter()
-            .any(|l| l.contains("admin connection closed: too many open")),
-        "no log line for the refused connection"
+        h.wait_log("too many open from this address", Duration::from_secs(5))
+            .await
     );
+    // ...while the panel, elsewhere, is served.
+    assert_eq!(status_from(&h, "127.0.0.2").await, 200);
+    // 64 in all, from several addresses: the 65th is closed, whoever it is.
+    for source in ["127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+        for _ in 0..16 {
+            held.push(idle_from(&addr, source).await);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = idle_from(&addr, "127.0.0.6").await;
+    assert!(
+        closed_at_once(&mut extra).await,
+        "the 65th connection was kept"
+    );
+    assert!(h.wait_log("limit=64", Duration::from_secs(5)).await);
     drop(held);
     let mut status = 0;
     for _ in 0..50 {
-        status = api(&h, "GET", "/api/v1/users/alice", None).await.status;
+        status = status_from(&h, "127.0.0.1").await;
         if status == 200 {
             break;
         }

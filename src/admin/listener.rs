@@ -1,5 +1,5 @@
 //! The admin listener's accept loop: at most [`MAX_CONNECTIONS`] connections at
-//! once, TLS (the `tls.*` certificate) when `admin.tls` is set, a request head read
+//! once and [`MAX_PER_ADDRESS`] from one client address, TLS (the `tls.*` certificate) when `admin.tls` is set, a request head read
 //! within [`HEADER_TIMEOUT`], and a drain on shutdown: no new connections, requests
 //! in flight answered, idle connections closed.
 //!
@@ -9,10 +9,11 @@
 
 use super::{AdminState, Peer, router};
 use crate::context::Context;
+use crate::policy::client_key::client_key;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -24,6 +25,10 @@ use tracing::{info, warn};
 /// Most admin connections served at once; more are closed unanswered. A panel
 /// needs a few; the cap keeps a flood from taking the SMTP listeners' descriptors.
 pub const MAX_CONNECTIONS: usize = 64;
+
+/// Most of those from one client address (an IPv6 /64), so that one host opening
+/// connections and sending nothing cannot lock the panel and the dashboard out.
+pub const MAX_PER_ADDRESS: usize = 16;
 
 /// How long a client has to send a request head (also between keep-alive requests).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +55,7 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener) {
         info!(address = %a, tls = tls.is_some(), "serving the admin API");
     }
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_address = Arc::new(PerAddress::default());
     let mut connections = JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -64,6 +70,10 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener) {
             },
         };
         while connections.try_join_next().is_some() {}
+        let Some(own) = per_address.enter(peer.ip()) else {
+            warn!(peer = %peer, limit = MAX_PER_ADDRESS, "admin connection closed: too many open from this address");
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             warn!(peer = %peer, limit = MAX_CONNECTIONS, "admin connection closed: too many open");
             continue;
@@ -71,7 +81,7 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener) {
         let (app, tls, shutdown) = (app.clone(), tls.clone(), shutdown.clone());
         connections.spawn(async move {
             connection(stream, peer, tls, app, shutdown).await;
-            drop(slot);
+            drop((slot, own));
         });
     }
     drop(listener);
@@ -118,6 +128,39 @@ where
         () = stopping(&mut shutdown) => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, conn).await;
+        }
+    }
+}
+
+/// Open connections by client address (an IPv6 /64).
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    /// A place for one more connection from `ip`, or `None` when it has its share.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let key = client_key(ip, 64);
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key).or_default();
+        if *n >= MAX_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot(self.clone(), key))
+    }
+}
+
+/// One connection's place in [`PerAddress`], given back when dropped.
+struct AddressSlot(Arc<PerAddress>, IpAddr);
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
         }
     }
 }
