@@ -10,6 +10,11 @@
 //! one user cannot together overshoot, and a message that is refused or abandoned
 //! gives its reservation back and costs nothing.
 //!
+//! A sender domain may have limits of its own (see `config::domains`): a message
+//! then counts against its user *and* its domain, reserved in both at once, so
+//! that ten users of one domain share the domain's quota. The stricter wins: a
+//! message goes only if both have room, and only accepted ones count, in both.
+//!
 //! The store sits behind [`RateStore`] so that a shared one (Redis) can replace the
 //! in-memory [`MemoryRates`] for several instances.
 
@@ -28,14 +33,20 @@ pub struct Exceeded {
     pub limit: &'static str,
     pub max: u32,
     pub retry_after: Duration,
+    /// The sender domain whose limit this is; `None`: the user's own.
+    pub domain: Option<String>,
 }
 
 impl fmt::Display for Exceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(d) = &self.domain {
+            write!(f, "{} of domain {d} ", self.limit)?;
+        } else {
+            write!(f, "{} ", self.limit)?;
+        }
         write!(
             f,
-            "{} ({}) reached, resets in {}",
-            self.limit,
+            "({}) reached, resets in {}",
             self.max,
             human(self.retry_after)
         )
@@ -119,7 +130,21 @@ impl Window {
     }
 }
 
-/// One user's counts.
+/// Whose counts: a user's or a sender domain's (separate name spaces).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    User(String),
+    Domain(String),
+}
+
+/// A sender domain (its `config::domain_key`) and the limits that apply to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainLimits {
+    pub domain: String,
+    pub limits: RateLimits,
+}
+
+/// One user's or domain's counts.
 #[derive(Debug, Clone)]
 struct UserCounts {
     messages_hour: Window,
@@ -176,6 +201,12 @@ pub struct Ticket {
     /// Recipients reserved in this instance's memory although the message is
     /// shared (the shared store could not be reached at RCPT).
     pub local_rcpts: u32,
+    /// The sender domain reserved with the user, if its limits count this message.
+    pub domain: Option<String>,
+    /// The domain's reservation is in this instance's memory although the user's
+    /// is shared (a null-sender message whose domain was reserved while the
+    /// shared store could not be reached).
+    pub domain_local: bool,
 }
 
 impl Ticket {
@@ -192,18 +223,32 @@ impl Ticket {
 /// shared store, so they are futures; giving back is fire-and-forget, because it
 /// happens when a transaction is dropped.
 pub trait RateStore: Send + Sync {
-    /// Reserves room for one more message, or says which limit is reached.
+    /// Reserves room for one more message of `user`, and of `domain` when given
+    /// (both or neither), or says which limit is reached.
     fn reserve_message<'a>(
         &'a self,
         user: &'a str,
         limits: &'a RateLimits,
+        domain: Option<&'a DomainLimits>,
         now: Instant,
     ) -> Pending<'a, Result<Ticket, Exceeded>>;
-    /// Reserves room for one more recipient of the message `ticket` holds.
+    /// Reserves room for one more recipient of the message `ticket` holds, in
+    /// its domain too (`domain` are the domain's limits) if it has one.
     fn reserve_recipient<'a>(
         &'a self,
         ticket: &'a mut Ticket,
         limits: &'a RateLimits,
+        domain: Option<&'a RateLimits>,
+        now: Instant,
+    ) -> Pending<'a, Result<(), Exceeded>>;
+    /// Reserves the message and its `rcpts` recipients in `domain` at once, for a
+    /// message whose domain is known only at the end of DATA (the null sender's
+    /// header From). The ticket must have no domain yet.
+    fn reserve_domain<'a>(
+        &'a self,
+        ticket: &'a mut Ticket,
+        domain: &'a DomainLimits,
+        rcpts: u32,
         now: Instant,
     ) -> Pending<'a, Result<(), Exceeded>>;
     /// Turns a reservation (one message, `rcpts` recipients) into counted use.
@@ -214,27 +259,62 @@ pub trait RateStore: Send + Sync {
     fn prune(&self, now: Instant) -> usize;
     /// What `user` has used in the current windows (reservations not included).
     fn usage<'a>(&'a self, user: &'a str, now: Instant) -> Pending<'a, Usage>;
+    /// What the users of `domain` (a domain key) have used together, counted
+    /// only while the domain had limits.
+    fn domain_usage<'a>(&'a self, domain: &'a str, now: Instant) -> Pending<'a, Usage>;
 }
 
 /// The in-memory store: one process, counts lost on restart.
 pub struct MemoryRates {
     origin: Instant,
-    users: Mutex<HashMap<String, UserCounts>>,
+    counts: Mutex<HashMap<Key, UserCounts>>,
+}
+
+/// Whom one reservation counts against: a user, and maybe a domain.
+#[derive(Debug, Clone, Copy)]
+pub struct Parties<'a> {
+    pub user: Option<&'a str>,
+    pub domain: Option<&'a str>,
+}
+
+impl<'a> Parties<'a> {
+    /// The ticket's user and domain.
+    pub fn of(ticket: &'a Ticket) -> Parties<'a> {
+        Parties {
+            user: Some(&ticket.user),
+            domain: ticket.domain.as_deref(),
+        }
+    }
+
+    /// The ticket's user only (its domain is reserved elsewhere).
+    pub fn user_of(ticket: &'a Ticket) -> Parties<'a> {
+        Parties {
+            user: Some(&ticket.user),
+            domain: None,
+        }
+    }
+
+    /// A domain only.
+    pub fn domain(domain: &'a str) -> Parties<'a> {
+        Parties {
+            user: None,
+            domain: Some(domain),
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = Key> {
+        let user = self.user.map(|u| Key::User(u.to_string()));
+        user.into_iter()
+            .chain(self.domain.map(|d| Key::Domain(d.to_string())))
+    }
 }
 
 impl MemoryRates {
     pub fn new(origin: Instant) -> MemoryRates {
         MemoryRates {
             origin,
-            users: Mutex::new(HashMap::new()),
+            counts: Mutex::new(HashMap::new()),
         }
-    }
-
-    fn with<R>(&self, user: &str, f: impl FnOnce(&mut UserCounts) -> R) -> R {
-        let mut users = self.users.locked();
-        f(users
-            .entry(user.to_string())
-            .or_insert_with(UserCounts::new))
     }
 
     fn since(&self, now: Instant) -> Duration {
@@ -242,15 +322,21 @@ impl MemoryRates {
     }
 }
 
+fn counts(map: &mut HashMap<Key, UserCounts>, key: Key) -> &mut UserCounts {
+    map.entry(key).or_insert_with(UserCounts::new)
+}
+
+/// `Ok` if `extra` more fit under `max` beside what is counted and reserved.
 fn check(
     window: &mut Window,
     reserved: u32,
+    extra: u32,
     max: Option<u32>,
     name: &'static str,
     t: Duration,
 ) -> Result<(), Exceeded> {
     let Some(max) = max else { return Ok(()) };
-    if window.used(t) + reserved < max {
+    if u64::from(window.used(t)) + u64::from(reserved) + u64::from(extra) <= u64::from(max) {
         return Ok(());
     }
     let retry_after = if window.used(t) == 0 {
@@ -263,87 +349,151 @@ fn check(
         limit: name,
         max,
         retry_after,
+        domain: None,
     })
+}
+
+/// Whether `messages` more messages and `rcpts` more recipients fit in `c`.
+fn fits(
+    c: &mut UserCounts,
+    limits: &RateLimits,
+    (messages, rcpts): (u32, u32),
+    t: Duration,
+) -> Result<(), Exceeded> {
+    if messages > 0 {
+        let (w, r) = (&mut c.messages_hour, c.reserved_messages);
+        check(
+            w,
+            r,
+            messages,
+            limits.messages_per_hour,
+            "messages_per_hour",
+            t,
+        )?;
+    }
+    if rcpts > 0 {
+        let r = c.reserved_rcpts;
+        check(
+            &mut c.rcpts_hour,
+            r,
+            rcpts,
+            limits.recipients_per_hour,
+            "recipients_per_hour",
+            t,
+        )?;
+        check(
+            &mut c.rcpts_day,
+            r,
+            rcpts,
+            limits.recipients_per_day,
+            "recipients_per_day",
+            t,
+        )?;
+    }
+    Ok(())
 }
 
 /// The memory store's answers, synchronous: the shared store falls back on them.
 impl MemoryRates {
+    /// Reserves `n` = (messages, recipients) for the user under `limits` and for
+    /// the domain under `domain` (its limits), all or nothing, under one lock.
+    fn reserve_now(
+        &self,
+        who: Parties<'_>,
+        limits: Option<&RateLimits>,
+        domain: Option<&RateLimits>,
+        n: (u32, u32),
+        now: Instant,
+    ) -> Result<(), Exceeded> {
+        let t = self.since(now);
+        let mut map = self.counts.locked();
+        if let (Some(u), Some(l)) = (who.user, limits) {
+            fits(counts(&mut map, Key::User(u.to_string())), l, n, t)?;
+        }
+        if let (Some(d), Some(l)) = (who.domain, domain) {
+            fits(counts(&mut map, Key::Domain(d.to_string())), l, n, t).map_err(|mut e| {
+                e.domain = Some(d.to_string());
+                e
+            })?;
+        }
+        for key in who.keys() {
+            let c = counts(&mut map, key);
+            c.reserved_messages += n.0;
+            c.reserved_rcpts += n.1;
+        }
+        Ok(())
+    }
+
     pub fn reserve_message_now(
         &self,
         user: &str,
         limits: &RateLimits,
+        domain: Option<&DomainLimits>,
         now: Instant,
     ) -> Result<(), Exceeded> {
-        let t = self.since(now);
-        self.with(user, |c| {
-            check(
-                &mut c.messages_hour,
-                c.reserved_messages,
-                limits.messages_per_hour,
-                "messages_per_hour",
-                t,
-            )?;
-            c.reserved_messages += 1;
-            Ok(())
-        })
+        let who = Parties {
+            user: Some(user),
+            domain: domain.map(|d| d.domain.as_str()),
+        };
+        self.reserve_now(who, Some(limits), domain.map(|d| &d.limits), (1, 0), now)
     }
 
     pub fn reserve_recipient_now(
         &self,
-        user: &str,
+        who: Parties<'_>,
         limits: &RateLimits,
+        domain: Option<&RateLimits>,
         now: Instant,
     ) -> Result<(), Exceeded> {
-        let t = self.since(now);
-        self.with(user, |c| {
-            check(
-                &mut c.rcpts_hour,
-                c.reserved_rcpts,
-                limits.recipients_per_hour,
-                "recipients_per_hour",
-                t,
-            )?;
-            check(
-                &mut c.rcpts_day,
-                c.reserved_rcpts,
-                limits.recipients_per_day,
-                "recipients_per_day",
-                t,
-            )?;
-            c.reserved_rcpts += 1;
-            Ok(())
-        })
+        let no_limit = RateLimits::default();
+        let domain = domain.or(Some(&no_limit));
+        self.reserve_now(who, Some(limits), domain, (0, 1), now)
     }
 
-    pub fn commit_now(&self, user: &str, rcpts: u32, now: Instant) {
+    /// Reserves one message and `rcpts` recipients in `domain` only.
+    pub fn reserve_domain_now(
+        &self,
+        domain: &DomainLimits,
+        rcpts: u32,
+        now: Instant,
+    ) -> Result<(), Exceeded> {
+        let who = Parties::domain(&domain.domain);
+        self.reserve_now(who, None, Some(&domain.limits), (1, rcpts), now)
+    }
+
+    pub fn commit_now(&self, who: Parties<'_>, rcpts: u32, now: Instant) {
         let t = self.since(now);
-        self.with(user, |c| {
+        let mut map = self.counts.locked();
+        for key in who.keys() {
+            let c = counts(&mut map, key);
             c.reserved_messages = c.reserved_messages.saturating_sub(1);
             c.reserved_rcpts = c.reserved_rcpts.saturating_sub(rcpts);
             c.messages_hour.add(t, 1);
             c.rcpts_hour.add(t, rcpts);
             c.rcpts_day.add(t, rcpts);
-        })
+        }
     }
 
-    pub fn release_now(&self, user: &str, messages: u32, rcpts: u32) {
-        self.with(user, |c| {
+    pub fn release_now(&self, who: Parties<'_>, messages: u32, rcpts: u32) {
+        let mut map = self.counts.locked();
+        for key in who.keys() {
+            let c = counts(&mut map, key);
             c.reserved_messages = c.reserved_messages.saturating_sub(messages);
             c.reserved_rcpts = c.reserved_rcpts.saturating_sub(rcpts);
-        })
+        }
     }
 
     pub fn prune_now(&self, now: Instant) -> usize {
         let t = self.since(now);
-        let mut users = self.users.locked();
-        users.retain(|_, c| !c.idle(t));
-        users.len()
+        let mut map = self.counts.locked();
+        map.retain(|_, c| !c.idle(t));
+        map.len()
     }
 
-    pub fn usage_now(&self, user: &str, now: Instant) -> Usage {
+    fn usage_of(&self, key: &Key, now: Instant) -> Usage {
         let t = self.since(now);
-        let mut users = self.users.locked();
-        match users.get_mut(user) {
+        let mut map = self.counts.locked();
+        match map.get_mut(key) {
             Some(c) => Usage {
                 messages_last_hour: c.messages_hour.used(t),
                 recipients_last_hour: c.rcpts_hour.used(t),
@@ -353,15 +503,25 @@ impl MemoryRates {
         }
     }
 
+    pub fn usage_now(&self, user: &str, now: Instant) -> Usage {
+        self.usage_of(&Key::User(user.to_string()), now)
+    }
+
+    pub fn domain_usage_now(&self, domain: &str, now: Instant) -> Usage {
+        self.usage_of(&Key::Domain(domain.to_string()), now)
+    }
+
     /// Counts use that was reserved elsewhere (the shared store, before it went
     /// away), so this instance's own memory stays a true lower bound.
-    pub fn record(&self, user: &str, messages: u32, rcpts: u32, now: Instant) {
+    pub fn record(&self, who: Parties<'_>, messages: u32, rcpts: u32, now: Instant) {
         let t = self.since(now);
-        self.with(user, |c| {
+        let mut map = self.counts.locked();
+        for key in who.keys() {
+            let c = counts(&mut map, key);
             c.messages_hour.add(t, messages);
             c.rcpts_hour.add(t, rcpts);
             c.rcpts_day.add(t, rcpts);
-        })
+        }
     }
 }
 
@@ -370,28 +530,48 @@ impl RateStore for MemoryRates {
         &'a self,
         user: &'a str,
         limits: &'a RateLimits,
+        domain: Option<&'a DomainLimits>,
         now: Instant,
     ) -> Pending<'a, Result<Ticket, Exceeded>> {
-        let r = self.reserve_message_now(user, limits, now);
-        Box::pin(ready(r.map(|()| Ticket::local(user))))
+        let r = self.reserve_message_now(user, limits, domain, now);
+        Box::pin(ready(r.map(|()| Ticket {
+            domain: domain.map(|d| d.domain.clone()),
+            ..Ticket::local(user)
+        })))
     }
 
     fn reserve_recipient<'a>(
         &'a self,
         ticket: &'a mut Ticket,
         limits: &'a RateLimits,
+        domain: Option<&'a RateLimits>,
         now: Instant,
     ) -> Pending<'a, Result<(), Exceeded>> {
-        Box::pin(ready(self.reserve_recipient_now(&ticket.user, limits, now)))
+        let who = Parties::of(ticket);
+        Box::pin(ready(self.reserve_recipient_now(who, limits, domain, now)))
+    }
+
+    fn reserve_domain<'a>(
+        &'a self,
+        ticket: &'a mut Ticket,
+        domain: &'a DomainLimits,
+        rcpts: u32,
+        now: Instant,
+    ) -> Pending<'a, Result<(), Exceeded>> {
+        let r = self.reserve_domain_now(domain, rcpts, now);
+        if r.is_ok() {
+            ticket.domain = Some(domain.domain.clone());
+        }
+        Box::pin(ready(r))
     }
 
     fn commit<'a>(&'a self, ticket: &'a Ticket, rcpts: u32, now: Instant) -> Pending<'a, ()> {
-        self.commit_now(&ticket.user, rcpts, now);
+        self.commit_now(Parties::of(ticket), rcpts, now);
         Box::pin(ready(()))
     }
 
     fn release(&self, ticket: &Ticket, messages: u32, rcpts: u32) {
-        self.release_now(&ticket.user, messages, rcpts)
+        self.release_now(Parties::of(ticket), messages, rcpts)
     }
 
     fn prune(&self, now: Instant) -> usize {
@@ -401,6 +581,10 @@ impl RateStore for MemoryRates {
     fn usage<'a>(&'a self, user: &'a str, now: Instant) -> Pending<'a, Usage> {
         Box::pin(ready(self.usage_now(user, now)))
     }
+
+    fn domain_usage<'a>(&'a self, domain: &'a str, now: Instant) -> Pending<'a, Usage> {
+        Box::pin(ready(self.domain_usage_now(domain, now)))
+    }
 }
 
 /// One transaction's reservation; given back on drop unless committed, so a
@@ -408,6 +592,8 @@ impl RateStore for MemoryRates {
 pub struct Reservation {
     store: Arc<dyn RateStore>,
     ticket: Ticket,
+    /// The sender domain's limits, when they count this message.
+    domain: Option<DomainLimits>,
     rcpts: u32,
     done: bool,
 }
@@ -420,21 +606,51 @@ impl Reservation {
         limits: &RateLimits,
         now: Instant,
     ) -> Result<Reservation, Exceeded> {
-        let ticket = store.reserve_message(user, limits, now).await?;
+        Reservation::message_in(store, user, limits, None, now).await
+    }
+
+    /// Reserves a message for `user` and, when given, its sender domain.
+    pub async fn message_in(
+        store: Arc<dyn RateStore>,
+        user: &str,
+        limits: &RateLimits,
+        domain: Option<DomainLimits>,
+        now: Instant,
+    ) -> Result<Reservation, Exceeded> {
+        let ticket = store
+            .reserve_message(user, limits, domain.as_ref(), now)
+            .await?;
         Ok(Reservation {
             store,
             ticket,
+            domain,
             rcpts: 0,
             done: false,
         })
     }
 
-    /// Reserves one more recipient in this transaction.
+    /// Reserves one more recipient in this transaction (in its domain too).
     pub async fn recipient(&mut self, limits: &RateLimits, now: Instant) -> Result<(), Exceeded> {
+        let domain = self.domain.as_ref().map(|d| &d.limits);
         self.store
-            .reserve_recipient(&mut self.ticket, limits, now)
+            .reserve_recipient(&mut self.ticket, limits, domain, now)
             .await?;
         self.rcpts += 1;
+        Ok(())
+    }
+
+    /// Whether a sender domain is reserved with this message.
+    pub fn has_domain(&self) -> bool {
+        self.ticket.domain.is_some()
+    }
+
+    /// Reserves the message and every recipient so far in `domain` (the null
+    /// sender's header From domain, known only at the end of DATA).
+    pub async fn domain(&mut self, domain: DomainLimits, now: Instant) -> Result<(), Exceeded> {
+        self.store
+            .reserve_domain(&mut self.ticket, &domain, self.rcpts, now)
+            .await?;
+        self.domain = Some(domain);
         Ok(())
     }
 

@@ -20,11 +20,19 @@ pub(super) fn body(name: &str, event: &Event, at: SystemTime) -> Vec<u8> {
             limit,
             max,
             retry_after,
+            domain,
             ..
-        } => json!({
-            "event": name, "time": time, "user": user, "limit": limit, "max": max,
-            "retry_after_seconds": retry_after.as_secs(),
-        }),
+        } => {
+            let mut v = json!({
+                "event": name, "time": time, "user": user, "limit": limit, "max": max,
+                "retry_after_seconds": retry_after.as_secs(),
+                "scope": if domain.is_some() { "domain" } else { "user" },
+            });
+            if let Some(d) = domain {
+                v["domain"] = json!(d);
+            }
+            v
+        }
         Event::Bounced {
             id,
             user,
