@@ -190,3 +190,147 @@ async fn a_null_sender_message_counts_against_its_header_from_domain() {
         a.expect("RSET", 250).await;
     }
 }
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// One admin API call with curl: the status and the JSON body (`Null` if none).
+async fn api(
+    h: &Harness,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut headers = Vec::new();
+    if let Some(t) = token {
+        headers.push(format!("Authorization: Bearer {t}"));
+    }
+    if body.is_some() {
+        headers.push("Content-Type: application/json".to_string());
+    }
+    let url = format!("http://{}{path}", common::web::admin_addr(h));
+    let r = common::web::request(method, &url, &headers, body, &[]).await;
+    (r.status, r.json())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_changes_a_domains_limits_at_once_and_for_good() {
+    if !common::have("curl") {
+        return;
+    }
+    let mut h = Harness::start(Setup {
+        users: users(),
+        files: vec![
+            (
+                "users.yaml",
+                format!("# the panel's users\n{}", users_file()),
+            ),
+            ("admin.token", format!("{TOKEN}\n")),
+        ],
+        extra: "admin:\n  address: \"127.0.0.1:0\"\n  token_file: admin.token\n\
+                domain_rate_limits: { recipients_per_day: 1000 }\n"
+            .into(),
+        ..Setup::default()
+    })
+    .await;
+    let t = Some(TOKEN);
+    assert_eq!(api(&h, "GET", "/api/v1/domains", None, None).await.0, 401);
+    let put = Some(r#"{"rate_limits": {"messages_per_hour": 1}}"#);
+    assert_eq!(
+        api(&h, "PUT", "/api/v1/domains/other.example", None, put)
+            .await
+            .0,
+        401
+    );
+    let (status, list) = api(&h, "GET", "/api/v1/domains", t, None).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["site1.example", "site3.example", "xn--bcher-kva.example"]
+    );
+    assert_eq!(list[0]["rate_limits"]["messages_per_hour"], 5);
+    assert_eq!(
+        list[0]["rate_limits"]["recipients_per_day"], 1000,
+        "the default fills in"
+    );
+
+    // other.example is unlisted: only the default applies, so 2 messages pass.
+    let mut o = h.session("other", "other-password").await;
+    for _ in 0..2 {
+        let r = o
+            .send_mail("o@other.example", &["r@example.org"], "x\r\n")
+            .await;
+        assert_eq!(r.code, 250, "{r:?}");
+    }
+    let (status, d) = api(&h, "GET", "/api/v1/domains/Other.Example", t, None).await;
+    assert_eq!((status, d["listed"].as_bool()), (200, Some(false)), "{d}");
+    assert_eq!(d["usage"]["messages_last_hour"], 2, "{d}");
+    // Limited to 2 per hour by the API: the very next MAIL is refused.
+    let two = Some(r#"{"rate_limits": {"messages_per_hour": 2}}"#);
+    let (status, d) = api(&h, "PUT", "/api/v1/domains/other.example", t, two).await;
+    assert_eq!((status, d["listed"].as_bool()), (201, Some(true)), "{d}");
+    let r = o.cmd("MAIL FROM:<o@other.example>").await;
+    assert_eq!((r.code, esc(&r)), (450, "4.7.1".into()));
+    assert!(r.text.contains("of domain other.example (2)"), "{}", r.text);
+    assert_eq!(
+        api(&h, "PUT", "/api/v1/domains/other.example", t, two)
+            .await
+            .0,
+        200
+    );
+
+    // Refusals: a name that is not a domain, an unknown key, a domain never listed.
+    let bad = api(&h, "PUT", "/api/v1/domains/a%20b", t, two).await;
+    assert_eq!(bad.0, 422, "{}", bad.1);
+    let typo = Some(r#"{"rate_limits": {"messages_per_hours": 2}}"#);
+    assert_eq!(
+        api(&h, "PUT", "/api/v1/domains/x.example", t, typo).await.0,
+        422
+    );
+    assert_eq!(
+        api(&h, "DELETE", "/api/v1/domains/never.example", t, None)
+            .await
+            .0,
+        404
+    );
+
+    // Persisted in the users file, its comment kept, and in force after a restart.
+    let file = std::fs::read_to_string(h.dir.path().join("users.yaml")).unwrap();
+    assert!(file.starts_with("# the panel's users\n"), "{file}");
+    assert!(file.contains("\"other.example\""), "{file}");
+    assert!(h.terminate().success());
+    h.launch().await;
+    // Counts are in memory (a restart forgets them); the limit of 2 is kept.
+    let mut o = h.session("other", "other-password").await;
+    for _ in 0..2 {
+        let r = o
+            .send_mail("o@other.example", &["r@example.org"], "x\r\n")
+            .await;
+        assert_eq!(r.code, 250, "{r:?}");
+    }
+    let r = o.cmd("MAIL FROM:<o@other.example>").await;
+    assert!(r.text.contains("of domain other.example (2)"), "{}", r.text);
+    let (_, d) = api(&h, "GET", "/api/v1/domains/other.example", t, None).await;
+    assert_eq!(d["own_rate_limits"]["messages_per_hour"], 2, "{d}");
+    // Unlisted again: the default applies, nothing else.
+    assert_eq!(
+        api(&h, "DELETE", "/api/v1/domains/other.example", t, None)
+            .await
+            .0,
+        204
+    );
+    let (_, d) = api(&h, "GET", "/api/v1/domains/other.example", t, None).await;
+    assert_eq!(d["listed"].as_bool(), Some(false), "{d}");
+    // Users and domains go on working: a new user through the API still appends.
+    let user = r#"{"name": "new", "password": "new-password-1234", "senders": ["@other.example"]}"#;
+    assert_eq!(api(&h, "POST", "/api/v1/users", t, Some(user)).await.0, 201);
+    let file = std::fs::read_to_string(h.dir.path().join("users.yaml")).unwrap();
+    assert!(file.starts_with("# the panel's users\n"), "{file}");
+    assert!(!file.contains("name: \"other.example\""), "{file}");
+}

@@ -156,8 +156,11 @@ async fn first_start_creates_the_tables_and_the_cli_reaches_the_server() {
     let Some(pg) = Postgres::start() else { return };
     let mut h = Harness::start(setup(&pg, false)).await;
     assert_eq!(
-        pg.psql("postern", "SELECT version, name FROM postern_schema"),
-        "1|users"
+        pg.psql(
+            "postern",
+            "SELECT version, name FROM postern_schema ORDER BY version"
+        ),
+        "1|users\n2|domains"
     );
     assert_eq!(
         pg.psql("postern", "SELECT count(*) FROM postern_users"),
@@ -217,6 +220,7 @@ async fn first_start_creates_the_tables_and_the_cli_reaches_the_server() {
         &format!(
             "CREATE ROLE limited LOGIN PASSWORD '{PASSWORD}';
              GRANT SELECT, INSERT, UPDATE, DELETE ON postern_users TO limited;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON postern_domains TO limited;
              GRANT SELECT, UPDATE ON postern_users_version TO limited;
              GRANT SELECT ON postern_schema TO limited;"
         ),
