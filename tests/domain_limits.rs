@@ -25,6 +25,7 @@ fn users() -> Vec<TestUser> {
             ..TestUser::new("strict", "strict-password", &["@site3.example"])
         },
         TestUser::new("other", "other-password", &["@other.example"]),
+        TestUser::new("lists", "lists-password", &["@rcpt.example"]),
         TestUser::new(
             "idn",
             "idn-password",
@@ -39,7 +40,8 @@ fn users_file() -> String {
         + "domains:\n\
            \x20 - name: site1.example\n    rate_limits: { messages_per_hour: 5 }\n\
            \x20 - name: site3.example\n    rate_limits: { messages_per_hour: 10 }\n\
-           \x20 - name: Bücher.Example\n    rate_limits: { messages_per_hour: 1 }\n"
+           \x20 - name: Bücher.Example\n    rate_limits: { messages_per_hour: 1 }\n\
+           \x20 - name: rcpt.example\n    rate_limits: { recipients_per_hour: 3 }\n"
 }
 
 async fn start(queue: bool) -> Harness {
@@ -129,6 +131,31 @@ async fn the_stricter_of_user_and_domain_limit_wins() {
     // The user's own limit: the reply does not blame the domain.
     assert!(r.text.contains("messages_per_hour (1)"), "{}", r.text);
     assert!(!r.text.contains("domain"), "{}", r.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domains_recipient_limit_refuses_at_rcpt() {
+    let h = start(false).await;
+    let mut c = h.session("lists", "lists-password").await;
+    c.expect("MAIL FROM:<news@rcpt.example>", 250).await;
+    for i in 0..3 {
+        c.expect(&format!("RCPT TO:<r{i}@example.org>"), 250).await;
+    }
+    let r = c.cmd("RCPT TO:<r3@example.org>").await;
+    assert_eq!((r.code, esc(&r)), (450, "4.7.1".into()));
+    assert!(
+        r.text
+            .contains("recipients_per_hour of domain rcpt.example (3)"),
+        "{}",
+        r.text
+    );
+    c.expect("DATA", 354).await;
+    c.send_raw(b"Subject: three\r\n\r\nx\r\n.\r\n").await;
+    assert_eq!(c.read_reply().await.code, 250);
+    assert_eq!(h.sink.wait_for(1, W).await[0].rcpts.len(), 3);
+    c.expect("MAIL FROM:<news@rcpt.example>", 250).await;
+    let r = c.cmd("RCPT TO:<r4@example.org>").await;
+    assert_eq!(r.code, 450, "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,6 +260,14 @@ async fn the_admin_api_changes_a_domains_limits_at_once_and_for_good() {
         ..Setup::default()
     })
     .await;
+    let (ok, out) = common::cli(&h, &["check-config"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            "domains    4 with their own limits; domain_rate_limits for every other domain"
+        ),
+        "{out}"
+    );
     let t = Some(TOKEN);
     assert_eq!(api(&h, "GET", "/api/v1/domains", None, None).await.0, 401);
     let put = Some(r#"{"rate_limits": {"messages_per_hour": 1}}"#);
@@ -252,11 +287,16 @@ async fn the_admin_api_changes_a_domains_limits_at_once_and_for_good() {
         .collect();
     assert_eq!(
         names,
-        ["site1.example", "site3.example", "xn--bcher-kva.example"]
+        [
+            "rcpt.example",
+            "site1.example",
+            "site3.example",
+            "xn--bcher-kva.example"
+        ]
     );
-    assert_eq!(list[0]["rate_limits"]["messages_per_hour"], 5);
+    assert_eq!(list[1]["rate_limits"]["messages_per_hour"], 5);
     assert_eq!(
-        list[0]["rate_limits"]["recipients_per_day"], 1000,
+        list[1]["rate_limits"]["recipients_per_day"], 1000,
         "the default fills in"
     );
 

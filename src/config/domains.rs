@@ -181,4 +181,40 @@ mod tests {
         listed.insert("open.example".into(), RateLimits::default());
         assert_eq!(limits_for(&listed, None, "open.example"), None);
     }
+
+    #[test]
+    fn the_users_file_lists_domains_once_each_by_their_key() {
+        let parse = |text: &str| {
+            let mut problems = Problems::default();
+            let users = crate::config::parse_users(
+                text,
+                Path::new("users.yaml"),
+                &RateLimits::default(),
+                &mut problems,
+            );
+            (users, problems)
+        };
+        let (users, _) = parse(
+            "domains:\n  - name: Bücher.Example\n    rate_limits: { messages_per_hour: 3 }\n\
+             \x20 - name: open.example\nusers: []\n",
+        );
+        let users = users.unwrap();
+        let l = users.domain_limits("xn--bcher-kva.example", None).unwrap();
+        assert_eq!(l.messages_per_hour, Some(3));
+        assert_eq!(users.domains().len(), 2);
+        let (users, problems) = parse(
+            "domains:\n  - name: bücher.example\n  - name: XN--BCHER-KVA.example\n\
+             \x20 - name: \"@x.example\"\n",
+        );
+        assert!(users.is_none());
+        let all = problems.to_string();
+        assert!(
+            all.contains("domains[1].name") && all.contains("listed twice"),
+            "{all}"
+        );
+        assert!(all.contains("domains[2].name"), "{all}");
+        let (_, problems) =
+            parse("domains:\n  - name: y.example\n    rate_limits: { messages: 1 }\n");
+        assert!(problems.to_string().contains("unknown field"), "{problems}");
+    }
 }

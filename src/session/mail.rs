@@ -84,7 +84,7 @@ impl Session {
         let retry_after = human(e.retry_after);
         let Some(domain) = &e.domain else {
             warn!(user = %user, limit = e.limit, max = e.max, retry_after = %retry_after, "rate limit reached");
-            metrics::counter!("postern_rate_limit_hits_total", "limit" => e.limit).increment(1);
+            metrics::counter!("postern_rate_limit_hits_total", "limit" => e.limit, "scope" => "user").increment(1);
             self.ctx.events.rate_limited(&user, e, message_refused);
             if let Some(reason) = self.ctx.brake.limited(&user, SystemTime::now()) {
                 warn!(user = %user, reason = %reason, "user suspended by the abuse brake");
