@@ -164,3 +164,34 @@ async fn a_domain_costs_no_extra_round_trip_and_the_null_sender_one() {
     let r = d.cmd("MAIL FROM:<b@site1.example>").await;
     assert_eq!(r.code, 450, "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_a_domain_limit_holds_in_each_instances_memory() {
+    if !have("redis-server") {
+        return;
+    }
+    let mut redis = Redis::start();
+    let a = instance(&redis).await;
+    assert!(a.wait_log("cluster: Redis reachable", W).await);
+    // Two counted in Redis, and in this instance's memory too.
+    let mut c = a.session("site1-a", "a-password").await;
+    for _ in 0..2 {
+        let r = c
+            .send_mail("a@site1.example", &["r@example.org"], "x\r\n")
+            .await;
+        assert_eq!(r.code, 250, "{r:?}");
+    }
+    redis.kill();
+    // Redis gone: memory answers, from the two it knows: three more, then 450.
+    let mut d = a.session("site1-b", "b-password").await;
+    for i in 0..3 {
+        let r = d
+            .send_mail("b@site1.example", &["r@example.org"], "x\r\n")
+            .await;
+        assert_eq!(r.code, 250, "message {i}: {r:?}");
+    }
+    let r = d.cmd("MAIL FROM:<b@site1.example>").await;
+    assert_eq!(r.code, 450, "{r:?}");
+    assert!(r.text.contains("of domain site1.example (5)"), "{r:?}");
+    assert!(a.wait_log("Redis unreachable", W).await);
+}
