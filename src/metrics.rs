@@ -17,7 +17,7 @@
 //! | `postern_auth_verifications_total` | argon2 verifications run (cached results are not) |
 //! | `postern_messages_total` | `result` (`accepted`, `rejected`), `reason` |
 //! | `postern_recipients_total` | `result` |
-//! | `postern_rate_limit_hits_total` | `limit` |
+//! | `postern_rate_limit_hits_total` | `limit`, `scope` (`user`, `domain`) |
 //! | `postern_upstream_replies_total` | `code` (class: `2xx`, `4xx`, `5xx`, `error`) |
 //! | `postern_upstream_duration_seconds` | histogram of the smarthost's time per message |
 //! | `postern_spool_removal_seconds` | summary of the time from the smarthost's 250 to the message's durable removal from the spool (unlink and directory fsync: the window in which a power loss duplicates it) |

@@ -156,8 +156,11 @@ async fn first_start_creates_the_tables_and_the_cli_reaches_the_server() {
     let Some(pg) = Postgres::start() else { return };
     let mut h = Harness::start(setup(&pg, false)).await;
     assert_eq!(
-        pg.psql("postern", "SELECT version, name FROM postern_schema"),
-        "1|users"
+        pg.psql(
+            "postern",
+            "SELECT version, name FROM postern_schema ORDER BY version"
+        ),
+        "1|users\n2|domains"
     );
     assert_eq!(
         pg.psql("postern", "SELECT count(*) FROM postern_users"),
@@ -217,6 +220,7 @@ async fn first_start_creates_the_tables_and_the_cli_reaches_the_server() {
         &format!(
             "CREATE ROLE limited LOGIN PASSWORD '{PASSWORD}';
              GRANT SELECT, INSERT, UPDATE, DELETE ON postern_users TO limited;
+             GRANT SELECT, INSERT, UPDATE, DELETE ON postern_domains TO limited;
              GRANT SELECT, UPDATE ON postern_users_version TO limited;
              GRANT SELECT ON postern_schema TO limited;"
         ),
@@ -250,7 +254,8 @@ async fn two_instances_share_one_database_and_a_panel_writes_to_it() {
     );
     assert_eq!(
         pg.psql("postern", "SELECT count(*) FROM postern_schema"),
-        "1"
+        "2",
+        "each migration applied once"
     );
 
     let (status, body) = api(
@@ -549,4 +554,66 @@ async fn an_unreadable_row_is_left_out_and_everything_else_goes_on() {
     }
     assert_eq!(auth(&second, "nullsender", "bad-password").await, 535);
     assert_password_never_logged(&second);
+}
+
+#[tokio::test]
+async fn domain_limits_from_the_database_and_the_api_apply_at_once_and_persist() {
+    let Some(pg) = Postgres::start() else { return };
+    let mut h = Harness::start(setup(&pg, true)).await;
+    // A panel lists the domain, then adds its user: one reload brings both.
+    pg.psql(
+        "postern",
+        "INSERT INTO postern_domains (name, messages_per_hour) VALUES ('site1.example', 1)",
+    );
+    insert_user(&pg, "shop", "shop-password", "@site1.example");
+    until_auth(&h, "shop", "shop-password", 235).await;
+    let mut c = Client::connect(h.starttls).await;
+    c.expect("EHLO client.test", 250).await;
+    let mut c = c.starttls(&h.ca_pem()).await;
+    c.expect("EHLO client.test", 250).await;
+    assert_eq!(c.auth_plain("shop", "shop-password").await.code, 235);
+    let r = c
+        .send_mail("a@site1.example", &["r@example.org"], "x\r\n")
+        .await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let r = c.cmd("MAIL FROM:<a@site1.example>").await;
+    assert_eq!(r.code, 450, "{r:?}");
+    assert!(r.text.contains("of domain site1.example (1)"), "{}", r.text);
+    // The API raises it: in force at the next MAIL, and written to the table.
+    let body = r#"{"rate_limits": {"messages_per_hour": 3}}"#;
+    let (status, answer) = api(&h, "PUT", "/api/v1/domains/site1.example", Some(body));
+    assert_eq!(status, 200, "{answer}");
+    c.expect("MAIL FROM:<a@site1.example>", 250).await;
+    c.expect("RSET", 250).await;
+    assert_eq!(
+        pg.psql(
+            "postern",
+            "SELECT messages_per_hour FROM postern_domains WHERE name = 'site1.example'"
+        ),
+        "3"
+    );
+    let (status, answer) = api(&h, "PUT", "/api/v1/domains/B%C3%BCcher.example", Some(body));
+    assert_eq!(status, 201, "{answer}");
+    assert!(
+        answer.contains("\"name\":\"xn--bcher-kva.example\""),
+        "{answer}"
+    );
+    // After a restart, read back from the database.
+    assert!(h.terminate().success());
+    h.launch().await;
+    let (status, answer) = api(&h, "GET", "/api/v1/domains", None);
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v[0]["name"], "site1.example", "{answer}");
+    assert_eq!(v[0]["own_rate_limits"]["messages_per_hour"], 3, "{answer}");
+    assert_eq!(v[1]["name"], "xn--bcher-kva.example", "{answer}");
+    assert_eq!(
+        api(&h, "DELETE", "/api/v1/domains/site1.example", None).0,
+        204
+    );
+    assert_eq!(
+        pg.psql("postern", "SELECT count(*) FROM postern_domains"),
+        "1"
+    );
+    assert_password_never_logged(&h);
 }

@@ -21,6 +21,7 @@
 mod auth;
 mod dashboard;
 mod doctor;
+mod domains;
 mod error;
 mod listener;
 mod messages;
@@ -108,6 +109,11 @@ pub fn router(state: Arc<AdminState>) -> Router {
         )
         .route("/v1/users/{name}/suspend", post(users::suspend))
         .route("/v1/users/{name}/unsuspend", post(users::unsuspend))
+        .route("/v1/domains", get(domains::list))
+        .route(
+            "/v1/domains/{domain}",
+            get(domains::get).put(domains::put).delete(domains::delete),
+        )
         .route("/v1/queue", get(queue::list))
         .route("/v1/queue/flush", post(queue::flush))
         .route("/v1/queue/{id}", axum::routing::delete(queue::delete))

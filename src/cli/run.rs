@@ -96,6 +96,7 @@ fn print_users(config: &postern::config::Config, users: &postern::config::Users)
         config.users_file.display(),
         users.disabled_count()
     );
+    print_domains(config, users);
     for u in users.iter() {
         for n in &u.networks {
             println!("  network    {n} -> {}", u.name);
@@ -106,6 +107,18 @@ fn print_users(config: &postern::config::Config, users: &postern::config::Users)
                 );
             }
         }
+    }
+}
+
+/// The per-domain limits line of `check-config`, when any domain has limits.
+fn print_domains(config: &postern::config::Config, users: &postern::config::Users) {
+    let listed = users.domains().len();
+    match (listed, &config.domain_rate_limits) {
+        (0, None) => {}
+        (n, None) => println!("  domains    {n} with their own limits"),
+        (n, Some(_)) => println!(
+            "  domains    {n} with their own limits; domain_rate_limits for every other domain"
+        ),
     }
 }
 
@@ -124,11 +137,14 @@ fn print_database(config: &postern::config::Config, db: &postern::config::UsersD
         tokio::time::timeout(std::time::Duration::from_secs(10), load).await
     });
     match loaded {
-        Ok(Ok(users)) => println!(
-            "  users      {} in the database ({} disabled)",
-            users.len(),
-            users.disabled_count()
-        ),
+        Ok(Ok(users)) => {
+            println!(
+                "  users      {} in the database ({} disabled)",
+                users.len(),
+                users.disabled_count()
+            );
+            print_domains(config, &users);
+        }
         Ok(Err(e)) => println!("  warning    {e}"),
         Err(_) => println!("  warning    the users database did not answer within 10 seconds"),
     }

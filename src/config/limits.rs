@@ -109,3 +109,10 @@ pub(super) fn rate_limits(cx: &mut Ctx) -> RateLimits {
         .unwrap_or_default()
         .over(&RateLimits::default())
 }
+
+/// `domain_rate_limits`: the limits of sender domains not listed in `domains:`;
+/// `None` when not given (such domains have no domain limit).
+pub(super) fn domain_rate_limits(cx: &mut Ctx) -> Option<RateLimits> {
+    cx.section::<RawRateLimits>("domain_rate_limits")
+        .map(|r| r.over(&RateLimits::default()))
+}

@@ -18,6 +18,7 @@ const KNOWN_KEYS: &[&str] = &[
     "delivery",
     "limits",
     "rate_limits",
+    "domain_rate_limits",
     "log",
     "timeouts",
     "received",
@@ -159,6 +160,7 @@ impl Config {
         let delivery = delivery::delivery(cx);
         let limits = limits::limits(cx);
         let rate_limits = limits::rate_limits(cx);
+        let domain_rate_limits = limits::domain_rate_limits(cx);
         let log = log::log(cx);
         let timeouts = timeouts::timeouts(cx);
         let received_include_client_ip = general::received_include_client_ip(cx);
@@ -186,6 +188,7 @@ impl Config {
             delivery,
             limits,
             rate_limits,
+            domain_rate_limits,
             log,
             timeouts,
             received_include_client_ip,

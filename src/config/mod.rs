@@ -25,6 +25,7 @@ mod database;
 mod delivery;
 mod delivery_log;
 mod dkim;
+mod domains;
 pub mod edit;
 mod file_checks;
 mod general;
@@ -54,6 +55,7 @@ pub use database::{UsersDatabase, check_url as check_database_url};
 pub use delivery::{Delivery, DeliveryMode};
 pub use delivery_log::DeliveryLogConfig;
 pub use dkim::Dkim;
+pub use domains::{address_domain, check_domain_name, domain_key};
 pub use general::RunAs;
 pub use limits::{Limits, RateLimits, RawRateLimits};
 pub use listeners::{Listener, TlsFiles, TlsMode};
@@ -95,6 +97,9 @@ pub struct Config {
     pub delivery: Delivery,
     pub limits: Limits,
     pub rate_limits: RateLimits,
+    /// `domain_rate_limits`: the limits of every sender domain the users file (or
+    /// database) does not list; `None`: unlisted domains have no domain limit.
+    pub domain_rate_limits: Option<RateLimits>,
     pub log: Log,
     pub timeouts: Timeouts,
     /// Whether the `Received:` header names the client's address.

@@ -13,6 +13,9 @@ use std::sync::Arc;
 struct RawUsersFile {
     #[serde(default)]
     users: Vec<RawUser>,
+    /// Per-domain limits (see `domains.rs`).
+    #[serde(default)]
+    domains: Vec<super::domains::RawDomain>,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +58,8 @@ pub struct User {
 pub struct Users {
     by_name: HashMap<String, Arc<User>>,
     networks: NetworkIndex,
+    /// The `domains:` list: each listed domain's own limits, by domain key.
+    domains: HashMap<String, RateLimits>,
 }
 
 impl Users {
@@ -66,6 +71,26 @@ impl Users {
     /// that contains it; `None` when it is in no user's network.
     pub fn by_address(&self, ip: std::net::IpAddr) -> Option<&Arc<User>> {
         self.networks.lookup(ip)
+    }
+
+    /// The limits that apply to `domain` (a [`super::domain_key`]): its entry over
+    /// `default` (the config's `domain_rate_limits`), else `default`.
+    pub fn domain_limits(&self, domain: &str, default: Option<&RateLimits>) -> Option<RateLimits> {
+        super::domains::limits_for(&self.domains, default, domain)
+    }
+
+    /// The listed domains with their own limits (only the keys they set), sorted.
+    pub fn domains(&self) -> Vec<(&str, &RateLimits)> {
+        let mut v: Vec<_> = self.domains.iter().map(|(d, l)| (d.as_str(), l)).collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+
+    /// This user set with `domains` as its domain list (the users in a database,
+    /// whose domains come from their own table).
+    pub fn with_domains(mut self, domains: HashMap<String, RateLimits>) -> Users {
+        self.domains = domains;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -95,6 +120,7 @@ impl Users {
         Users {
             by_name: list.into_iter().map(|(_, u)| (u.name.clone(), u)).collect(),
             networks,
+            domains: HashMap::new(),
         }
     }
 }
@@ -141,7 +167,12 @@ pub fn parse_users(
         in_order.push((i, user));
     }
     let networks = networks::index(&in_order, path, problems);
-    (problems.len() == before).then_some(Users { by_name, networks })
+    let domains = super::domains::parse_domains(raw.domains, path, problems);
+    (problems.len() == before).then_some(Users {
+        by_name,
+        networks,
+        domains,
+    })
 }
 
 /// Validates one entry (`users[i]`), recording its problems.

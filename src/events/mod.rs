@@ -62,6 +62,8 @@ pub enum Event {
         limit: &'static str,
         max: u32,
         retry_after: Duration,
+        /// The sender domain whose limit it was; `None`: the user's own limit.
+        domain: Option<String>,
         /// At MAIL: a whole message was refused (the traffic counters count it).
         message_refused: bool,
         /// The first refusal for this user and limit in this window (the webhook
@@ -142,9 +144,15 @@ impl Events {
         e: &crate::policy::rates::Exceeded,
         message_refused: bool,
     ) {
+        // A domain's limit fires once per domain, whichever of its users hit it
+        // (a space never appears in a user name).
+        let who = match &e.domain {
+            Some(d) => format!("domain {d}"),
+            None => user.to_string(),
+        };
         let first = first_in_window(
             &mut self.limits_fired.locked(),
-            (user.to_string(), e.limit),
+            (who, e.limit),
             Instant::now(),
             e.retry_after,
         );
@@ -153,6 +161,7 @@ impl Events {
             limit: e.limit,
             max: e.max,
             retry_after: e.retry_after,
+            domain: e.domain.clone(),
             message_refused,
             first,
         });

@@ -10,16 +10,23 @@
 //! one user cannot together overshoot, and a message that is refused or abandoned
 //! gives its reservation back and costs nothing.
 //!
+//! A sender domain may have limits of its own (see `config::domains`): a message
+//! then counts against its user *and* its domain, reserved in both at once, so
+//! that ten users of one domain share the domain's quota. The stricter wins: a
+//! message goes only if both have room, and only accepted ones count, in both.
+//!
 //! The store sits behind [`RateStore`] so that a shared one (Redis) can replace the
 //! in-memory [`MemoryRates`] for several instances.
 
+mod memory;
+
+pub use memory::{MemoryRates, Parties};
+
 use crate::config::RateLimits;
-use crate::lock::MutexExt;
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::future::{Future, ready};
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Which limit was reached, and when the count will have room again.
@@ -28,14 +35,20 @@ pub struct Exceeded {
     pub limit: &'static str,
     pub max: u32,
     pub retry_after: Duration,
+    /// The sender domain whose limit this is; `None`: the user's own.
+    pub domain: Option<String>,
 }
 
 impl fmt::Display for Exceeded {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(d) = &self.domain {
+            write!(f, "{} of domain {d} ", self.limit)?;
+        } else {
+            write!(f, "{} ", self.limit)?;
+        }
         write!(
             f,
-            "{} ({}) reached, resets in {}",
-            self.limit,
+            "({}) reached, resets in {}",
             self.max,
             human(self.retry_after)
         )
@@ -53,101 +66,11 @@ pub fn human(d: Duration) -> String {
     }
 }
 
-/// Counts in a sliding window made of `buckets` buckets of `bucket` length each.
-#[derive(Debug, Clone)]
-struct Window {
-    bucket: Duration,
-    buckets: u64,
-    /// (bucket index, count), oldest first; empty buckets are not stored, so there
-    /// are never more entries than the limit allows events.
-    counts: VecDeque<(u64, u32)>,
-    total: u32,
-}
-
-impl Window {
-    fn new(bucket: Duration, buckets: u64) -> Window {
-        Window {
-            bucket,
-            buckets,
-            counts: VecDeque::new(),
-            total: 0,
-        }
-    }
-
-    fn index(&self, since_origin: Duration) -> u64 {
-        since_origin.as_secs() / self.bucket.as_secs().max(1)
-    }
-
-    fn prune(&mut self, since_origin: Duration) {
-        let now = self.index(since_origin);
-        while let Some(&(i, n)) = self.counts.front() {
-            if i + self.buckets <= now {
-                self.counts.pop_front();
-                self.total -= n;
-            } else {
-                break;
-            }
-        }
-    }
-
-    fn used(&mut self, since_origin: Duration) -> u32 {
-        self.prune(since_origin);
-        self.total
-    }
-
-    fn add(&mut self, since_origin: Duration, n: u32) {
-        if n == 0 {
-            return;
-        }
-        let i = self.index(since_origin);
-        self.total += n;
-        match self.counts.back_mut() {
-            Some((last, count)) if *last == i => *count += n,
-            _ => self.counts.push_back((i, n)),
-        }
-    }
-
-    /// When the oldest counted bucket leaves the window.
-    fn retry_after(&self, since_origin: Duration) -> Duration {
-        match self.counts.front() {
-            Some(&(i, _)) => {
-                let frees = Duration::from_secs((i + self.buckets) * self.bucket.as_secs());
-                frees.saturating_sub(since_origin)
-            }
-            None => Duration::ZERO,
-        }
-    }
-}
-
-/// One user's counts.
-#[derive(Debug, Clone)]
-struct UserCounts {
-    messages_hour: Window,
-    rcpts_hour: Window,
-    rcpts_day: Window,
-    reserved_messages: u32,
-    reserved_rcpts: u32,
-}
-
-impl UserCounts {
-    fn new() -> UserCounts {
-        let second = Duration::from_secs(1);
-        UserCounts {
-            messages_hour: Window::new(second, 3600),
-            rcpts_hour: Window::new(second, 3600),
-            rcpts_day: Window::new(second, 86_400),
-            reserved_messages: 0,
-            reserved_rcpts: 0,
-        }
-    }
-
-    fn idle(&mut self, t: Duration) -> bool {
-        self.reserved_messages == 0
-            && self.reserved_rcpts == 0
-            && self.messages_hour.used(t) == 0
-            && self.rcpts_hour.used(t) == 0
-            && self.rcpts_day.used(t) == 0
-    }
+/// A sender domain (its `config::domain_key`) and the limits that apply to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainLimits {
+    pub domain: String,
+    pub limits: RateLimits,
 }
 
 /// What a user has used, counted (accepted) messages only, for the admin API.
@@ -176,6 +99,12 @@ pub struct Ticket {
     /// Recipients reserved in this instance's memory although the message is
     /// shared (the shared store could not be reached at RCPT).
     pub local_rcpts: u32,
+    /// The sender domain reserved with the user, if its limits count this message.
+    pub domain: Option<String>,
+    /// The domain's reservation is in this instance's memory although the user's
+    /// is shared (a null-sender message whose domain was reserved while the
+    /// shared store could not be reached).
+    pub domain_local: bool,
 }
 
 impl Ticket {
@@ -192,18 +121,32 @@ impl Ticket {
 /// shared store, so they are futures; giving back is fire-and-forget, because it
 /// happens when a transaction is dropped.
 pub trait RateStore: Send + Sync {
-    /// Reserves room for one more message, or says which limit is reached.
+    /// Reserves room for one more message of `user`, and of `domain` when given
+    /// (both or neither), or says which limit is reached.
     fn reserve_message<'a>(
         &'a self,
         user: &'a str,
         limits: &'a RateLimits,
+        domain: Option<&'a DomainLimits>,
         now: Instant,
     ) -> Pending<'a, Result<Ticket, Exceeded>>;
-    /// Reserves room for one more recipient of the message `ticket` holds.
+    /// Reserves room for one more recipient of the message `ticket` holds, in
+    /// its domain too (`domain` are the domain's limits) if it has one.
     fn reserve_recipient<'a>(
         &'a self,
         ticket: &'a mut Ticket,
         limits: &'a RateLimits,
+        domain: Option<&'a RateLimits>,
+        now: Instant,
+    ) -> Pending<'a, Result<(), Exceeded>>;
+    /// Reserves the message and its `rcpts` recipients in `domain` at once, for a
+    /// message whose domain is known only at the end of DATA (the null sender's
+    /// header From). The ticket must have no domain yet.
+    fn reserve_domain<'a>(
+        &'a self,
+        ticket: &'a mut Ticket,
+        domain: &'a DomainLimits,
+        rcpts: u32,
         now: Instant,
     ) -> Pending<'a, Result<(), Exceeded>>;
     /// Turns a reservation (one message, `rcpts` recipients) into counted use.
@@ -214,193 +157,9 @@ pub trait RateStore: Send + Sync {
     fn prune(&self, now: Instant) -> usize;
     /// What `user` has used in the current windows (reservations not included).
     fn usage<'a>(&'a self, user: &'a str, now: Instant) -> Pending<'a, Usage>;
-}
-
-/// The in-memory store: one process, counts lost on restart.
-pub struct MemoryRates {
-    origin: Instant,
-    users: Mutex<HashMap<String, UserCounts>>,
-}
-
-impl MemoryRates {
-    pub fn new(origin: Instant) -> MemoryRates {
-        MemoryRates {
-            origin,
-            users: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn with<R>(&self, user: &str, f: impl FnOnce(&mut UserCounts) -> R) -> R {
-        let mut users = self.users.locked();
-        f(users
-            .entry(user.to_string())
-            .or_insert_with(UserCounts::new))
-    }
-
-    fn since(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.origin)
-    }
-}
-
-fn check(
-    window: &mut Window,
-    reserved: u32,
-    max: Option<u32>,
-    name: &'static str,
-    t: Duration,
-) -> Result<(), Exceeded> {
-    let Some(max) = max else { return Ok(()) };
-    if window.used(t) + reserved < max {
-        return Ok(());
-    }
-    let retry_after = if window.used(t) == 0 {
-        // Everything is reserved by transactions in progress: soon.
-        Duration::from_secs(60)
-    } else {
-        window.retry_after(t)
-    };
-    Err(Exceeded {
-        limit: name,
-        max,
-        retry_after,
-    })
-}
-
-/// The memory store's answers, synchronous: the shared store falls back on them.
-impl MemoryRates {
-    pub fn reserve_message_now(
-        &self,
-        user: &str,
-        limits: &RateLimits,
-        now: Instant,
-    ) -> Result<(), Exceeded> {
-        let t = self.since(now);
-        self.with(user, |c| {
-            check(
-                &mut c.messages_hour,
-                c.reserved_messages,
-                limits.messages_per_hour,
-                "messages_per_hour",
-                t,
-            )?;
-            c.reserved_messages += 1;
-            Ok(())
-        })
-    }
-
-    pub fn reserve_recipient_now(
-        &self,
-        user: &str,
-        limits: &RateLimits,
-        now: Instant,
-    ) -> Result<(), Exceeded> {
-        let t = self.since(now);
-        self.with(user, |c| {
-            check(
-                &mut c.rcpts_hour,
-                c.reserved_rcpts,
-                limits.recipients_per_hour,
-                "recipients_per_hour",
-                t,
-            )?;
-            check(
-                &mut c.rcpts_day,
-                c.reserved_rcpts,
-                limits.recipients_per_day,
-                "recipients_per_day",
-                t,
-            )?;
-            c.reserved_rcpts += 1;
-            Ok(())
-        })
-    }
-
-    pub fn commit_now(&self, user: &str, rcpts: u32, now: Instant) {
-        let t = self.since(now);
-        self.with(user, |c| {
-            c.reserved_messages = c.reserved_messages.saturating_sub(1);
-            c.reserved_rcpts = c.reserved_rcpts.saturating_sub(rcpts);
-            c.messages_hour.add(t, 1);
-            c.rcpts_hour.add(t, rcpts);
-            c.rcpts_day.add(t, rcpts);
-        })
-    }
-
-    pub fn release_now(&self, user: &str, messages: u32, rcpts: u32) {
-        self.with(user, |c| {
-            c.reserved_messages = c.reserved_messages.saturating_sub(messages);
-            c.reserved_rcpts = c.reserved_rcpts.saturating_sub(rcpts);
-        })
-    }
-
-    pub fn prune_now(&self, now: Instant) -> usize {
-        let t = self.since(now);
-        let mut users = self.users.locked();
-        users.retain(|_, c| !c.idle(t));
-        users.len()
-    }
-
-    pub fn usage_now(&self, user: &str, now: Instant) -> Usage {
-        let t = self.since(now);
-        let mut users = self.users.locked();
-        match users.get_mut(user) {
-            Some(c) => Usage {
-                messages_last_hour: c.messages_hour.used(t),
-                recipients_last_hour: c.rcpts_hour.used(t),
-                recipients_last_day: c.rcpts_day.used(t),
-            },
-            None => Usage::default(),
-        }
-    }
-
-    /// Counts use that was reserved elsewhere (the shared store, before it went
-    /// away), so this instance's own memory stays a true lower bound.
-    pub fn record(&self, user: &str, messages: u32, rcpts: u32, now: Instant) {
-        let t = self.since(now);
-        self.with(user, |c| {
-            c.messages_hour.add(t, messages);
-            c.rcpts_hour.add(t, rcpts);
-            c.rcpts_day.add(t, rcpts);
-        })
-    }
-}
-
-impl RateStore for MemoryRates {
-    fn reserve_message<'a>(
-        &'a self,
-        user: &'a str,
-        limits: &'a RateLimits,
-        now: Instant,
-    ) -> Pending<'a, Result<Ticket, Exceeded>> {
-        let r = self.reserve_message_now(user, limits, now);
-        Box::pin(ready(r.map(|()| Ticket::local(user))))
-    }
-
-    fn reserve_recipient<'a>(
-        &'a self,
-        ticket: &'a mut Ticket,
-        limits: &'a RateLimits,
-        now: Instant,
-    ) -> Pending<'a, Result<(), Exceeded>> {
-        Box::pin(ready(self.reserve_recipient_now(&ticket.user, limits, now)))
-    }
-
-    fn commit<'a>(&'a self, ticket: &'a Ticket, rcpts: u32, now: Instant) -> Pending<'a, ()> {
-        self.commit_now(&ticket.user, rcpts, now);
-        Box::pin(ready(()))
-    }
-
-    fn release(&self, ticket: &Ticket, messages: u32, rcpts: u32) {
-        self.release_now(&ticket.user, messages, rcpts)
-    }
-
-    fn prune(&self, now: Instant) -> usize {
-        self.prune_now(now)
-    }
-
-    fn usage<'a>(&'a self, user: &'a str, now: Instant) -> Pending<'a, Usage> {
-        Box::pin(ready(self.usage_now(user, now)))
-    }
+    /// What the users of `domain` (a domain key) have used together, counted
+    /// only while the domain had limits.
+    fn domain_usage<'a>(&'a self, domain: &'a str, now: Instant) -> Pending<'a, Usage>;
 }
 
 /// One transaction's reservation; given back on drop unless committed, so a
@@ -408,6 +167,8 @@ impl RateStore for MemoryRates {
 pub struct Reservation {
     store: Arc<dyn RateStore>,
     ticket: Ticket,
+    /// The sender domain's limits, when they count this message.
+    domain: Option<DomainLimits>,
     rcpts: u32,
     done: bool,
 }
@@ -420,21 +181,51 @@ impl Reservation {
         limits: &RateLimits,
         now: Instant,
     ) -> Result<Reservation, Exceeded> {
-        let ticket = store.reserve_message(user, limits, now).await?;
+        Reservation::message_in(store, user, limits, None, now).await
+    }
+
+    /// Reserves a message for `user` and, when given, its sender domain.
+    pub async fn message_in(
+        store: Arc<dyn RateStore>,
+        user: &str,
+        limits: &RateLimits,
+        domain: Option<DomainLimits>,
+        now: Instant,
+    ) -> Result<Reservation, Exceeded> {
+        let ticket = store
+            .reserve_message(user, limits, domain.as_ref(), now)
+            .await?;
         Ok(Reservation {
             store,
             ticket,
+            domain,
             rcpts: 0,
             done: false,
         })
     }
 
-    /// Reserves one more recipient in this transaction.
+    /// Reserves one more recipient in this transaction (in its domain too).
     pub async fn recipient(&mut self, limits: &RateLimits, now: Instant) -> Result<(), Exceeded> {
+        let domain = self.domain.as_ref().map(|d| &d.limits);
         self.store
-            .reserve_recipient(&mut self.ticket, limits, now)
+            .reserve_recipient(&mut self.ticket, limits, domain, now)
             .await?;
         self.rcpts += 1;
+        Ok(())
+    }
+
+    /// Whether a sender domain is reserved with this message.
+    pub fn has_domain(&self) -> bool {
+        self.ticket.domain.is_some()
+    }
+
+    /// Reserves the message and every recipient so far in `domain` (the null
+    /// sender's header From domain, known only at the end of DATA).
+    pub async fn domain(&mut self, domain: DomainLimits, now: Instant) -> Result<(), Exceeded> {
+        self.store
+            .reserve_domain(&mut self.ticket, &domain, self.rcpts, now)
+            .await?;
+        self.domain = Some(domain);
         Ok(())
     }
 

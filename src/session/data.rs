@@ -15,6 +15,7 @@ use super::mail::{failed_reply, upstream_lost};
 use super::record::Verdict;
 use super::{Flow, Session, Transaction};
 use crate::context::Mode;
+use crate::policy::rates::DomainLimits;
 use crate::proto::data::{DataError, DataReceiver, Feed};
 use crate::proto::printable::Printable;
 use crate::proto::received::{Trace, received_header};
@@ -281,11 +282,19 @@ impl Session {
         target: Target,
         queue_id: &str,
     ) -> Flow {
-        let txn = self.txn.take().expect("transaction is open");
+        let mut txn = self.txn.take().expect("transaction is open");
         // From here on, returning without finishing drops `target`: the smarthost
         // connection closes without end of data, or the spool file is deleted.
         if let Some(flow) = self.refuse_bad_message(io, &txn, &received, &gate, queue_id) {
             return flow;
+        }
+        if let Some(domain) = self.header_domain(&txn, &gate)
+            && let Err(e) = txn.quota.domain(domain, std::time::Instant::now()).await
+        {
+            self.note_rate_limit(&e, true);
+            let at = (queue_id, received.size as u64);
+            let v = Verdict::refused("rate_limit", super::mail::rate_limit_reply(&e));
+            return self.conclude(io, &txn, at, v);
         }
         if gate.bcc_removed > 0 {
             info!(
@@ -325,6 +334,17 @@ impl Session {
                     .await
             }
         }
+    }
+
+    /// The domain a null-sender message counts against: its header From's (an
+    /// allowed sender of the user's, checked by the gate), if it has limits. It is
+    /// reserved with every recipient before anything is relayed or spooled, so
+    /// concurrent sessions cannot overshoot the domain's limit any more than at MAIL.
+    fn header_domain(&self, txn: &Transaction, gate: &HeaderGate) -> Option<DomainLimits> {
+        if !txn.from.is_empty() || txn.quota.has_domain() {
+            return None;
+        }
+        self.domain_limits(gate.header_from.as_deref()?)
     }
 
     /// Refuses a message whose content or header section was found bad: logs why,

@@ -4,7 +4,7 @@ use super::{Flow, Session, Transaction};
 use crate::config::User;
 use crate::context::Mode;
 use crate::events::By;
-use crate::policy::rates::{Exceeded, Reservation, human};
+use crate::policy::rates::{DomainLimits, Exceeded, Reservation, human};
 use crate::policy::senders::sender_allowed;
 use crate::proto::command::{MailFrom, RcptTo};
 use crate::proto::printable::Printable;
@@ -55,28 +55,55 @@ pub(super) fn relay_reply(mut r: Reply) -> Reply {
     r
 }
 
+/// `450 4.7.1` for a rate limit reached (the user's or the domain's).
+pub(super) fn rate_limit_reply(e: &Exceeded) -> Reply {
+    Reply::new(450, Esc(4, 7, 1), format!("Rate limit {e}"))
+}
+
 impl Session {
-    /// Answers `450 4.7.1` for a rate limit, logs it, and tells the brake.
+    /// Answers `450 4.7.1` for a rate limit, after [`Session::note_rate_limit`].
     fn rate_limited<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut SmtpStream<S>,
         e: &Exceeded,
     ) -> Flow {
+        // No transaction yet: the refusal is at MAIL, of a whole message.
+        self.note_rate_limit(e, self.txn.is_none());
+        self.refuse(io, rate_limit_reply(e))
+    }
+
+    /// Logs a rate limit reached, counts it, emits the event and tells the brake.
+    /// A domain's limit is not the user's doing (its other users may have used
+    /// the quota up): the brake hears only of the user's own limits.
+    pub(super) fn note_rate_limit(&mut self, e: &Exceeded, message_refused: bool) {
         let user = self
             .user
             .as_ref()
             .map(|u| u.name.clone())
             .unwrap_or_default();
-        warn!(user = %user, limit = e.limit, max = e.max, retry_after = %human(e.retry_after), "rate limit reached");
-        metrics::counter!("postern_rate_limit_hits_total", "limit" => e.limit).increment(1);
-        // No transaction yet: the refusal is at MAIL, of a whole message.
-        let at_mail = self.txn.is_none();
-        self.ctx.events.rate_limited(&user, e, at_mail);
-        if let Some(reason) = self.ctx.brake.limited(&user, SystemTime::now()) {
-            warn!(user = %user, reason = %reason, "user suspended by the abuse brake");
-            self.ctx.events.suspended(&user, &reason, By::Brake);
-        }
-        self.refuse(io, Reply::new(450, Esc(4, 7, 1), format!("Rate limit {e}")))
+        let retry_after = human(e.retry_after);
+        let Some(domain) = &e.domain else {
+            warn!(user = %user, limit = e.limit, max = e.max, retry_after = %retry_after, "rate limit reached");
+            metrics::counter!("postern_rate_limit_hits_total", "limit" => e.limit, "scope" => "user").increment(1);
+            self.ctx.events.rate_limited(&user, e, message_refused);
+            if let Some(reason) = self.ctx.brake.limited(&user, SystemTime::now()) {
+                warn!(user = %user, reason = %reason, "user suspended by the abuse brake");
+                self.ctx.events.suspended(&user, &reason, By::Brake);
+            }
+            return;
+        };
+        warn!(user = %user, domain = %Printable(domain), limit = e.limit, max = e.max, retry_after = %retry_after, "domain rate limit reached");
+        metrics::counter!("postern_rate_limit_hits_total", "limit" => e.limit, "scope" => "domain")
+            .increment(1);
+        self.ctx.events.rate_limited(&user, e, message_refused);
+    }
+
+    /// The limits of the sender domain of `address` (a domain key), if it has any.
+    pub(super) fn domain_limits(&self, address: &str) -> Option<DomainLimits> {
+        let domain = crate::config::address_domain(address)?;
+        let default = self.ctx.config.domain_rate_limits.as_ref();
+        let limits = self.ctx.auth.users().domain_limits(&domain, default)?;
+        Some(DomainLimits { domain, limits })
     }
 
     /// Checks that a transaction may start; the reply if not.
@@ -142,10 +169,12 @@ impl Session {
         if let Some(reply) = self.sender_refusal(&user, &from) {
             return self.refuse(io, reply);
         }
-        let quota = match Reservation::message(
+        // The null sender's domain is its header From's, reserved at the end of DATA.
+        let quota = match Reservation::message_in(
             self.ctx.rates.clone(),
             &user.name,
             &user.rate_limits,
+            self.domain_limits(&from.address),
             Instant::now(),
         )
         .await
@@ -257,10 +286,7 @@ impl Session {
         let txn = self.txn.as_mut().expect("checked by rcpt_precheck");
         if let Err(e) = txn.quota.recipient(&limits, Instant::now()).await {
             let flow = self.rate_limited(io, &e);
-            self.note_refused(
-                &to.address,
-                &Reply::new(450, Esc(4, 7, 1), format!("Rate limit {e}")),
-            );
+            self.note_refused(&to.address, &rate_limit_reply(&e));
             return flow;
         }
         if txn.upstream.is_none() {

@@ -49,6 +49,16 @@ impl Keys {
         ["res", "lease", "mh", "mh:i", "rh", "rh:i", "rd", "rd:i"].map(|k| format!("{u}q:{k}"))
     }
 
+    /// The quota keys of a sender domain (a domain key), in the same order, under
+    /// its own hash tag `{d:DOMAIN}`. A message's reservation touches its user's
+    /// keys and its domain's in one script: atomic on the one Redis (or Valkey)
+    /// primary that `cluster.redis` names. Under Redis Cluster the two tags would
+    /// be two slots, which a script cannot span; Postern does not use Redis Cluster.
+    pub fn domain_quota(&self, domain: &str) -> [String; 8] {
+        let d = format!("{}{{d:{}}}:", self.prefix, escape(domain));
+        ["res", "lease", "mh", "mh:i", "rh", "rh:i", "rd", "rd:i"].map(|k| format!("{d}q:{k}"))
+    }
+
     /// The login-failure keys of one record (failures, offences, block), under the
     /// hash tag of what it counts: an address, a username, or a username from an
     /// address (in the user's slot).
@@ -119,6 +129,14 @@ mod tests {
         assert!(q.iter().all(|key| key.starts_with("p:{u:alice}:")));
         let pair = k.failure_record(&Record::Pair("alice", "192.0.2.1".parse().unwrap()));
         assert_eq!(pair[0], "p:{u:alice}:f:192.0.2.1:fails");
+        let d = k.domain_quota("xn--bcher-kva.example");
+        assert_eq!(d[2], "p:{d:xn--bcher-kva.example}:q:mh");
+        // A user and a domain of the same name never share a key.
+        assert!(
+            k.quota("x")
+                .iter()
+                .all(|u| !k.domain_quota("x").contains(u))
+        );
         let ip = k.failure_record(&Record::Address("2001:db8::1".parse().unwrap()));
         assert_eq!(ip[2], "p:{a:2001%3Adb8%3A%3A1}:f:block");
     }

@@ -9,8 +9,11 @@
 //! cannot lose each other's edit. File work and argon2 run on the blocking pool,
 //! never on the async runtime.
 
+use super::domains::{domains_block, replace_domains};
 use super::entry::{apply_change, check_argon2id, check_name, new_entry, reasons};
-use super::{BoxFuture, NewUser, Password, StoreError, UserChange, UsersStore};
+use super::{
+    BoxFuture, DomainEntry, NewUser, Password, RateLimitsInput, StoreError, UserChange, UsersStore,
+};
 use crate::config::{Problems, RateLimits, User, Users, edit, parse_users};
 use crate::lock::MutexExt;
 use serde_yaml::Value;
@@ -151,6 +154,83 @@ impl UsersStore for FileStore {
                 Ok,
             )?;
             inner.commit(&new, index, None).map(|_| ())
+        })
+    }
+
+    fn domains(&self) -> BoxFuture<'_, Result<Vec<DomainEntry>, StoreError>> {
+        self.blocking(|inner| {
+            let users = inner.read()?.1;
+            Ok((users.domains().into_iter())
+                .map(|(d, l)| (d.to_string(), l.into()))
+                .collect())
+        })
+    }
+
+    fn put_domain<'a>(
+        &'a self,
+        domain: &'a str,
+        limits: RateLimitsInput,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let domain = domain.to_string();
+        self.edit_domains(move |list| {
+            let new = match list.iter_mut().find(|(d, _)| *d == domain) {
+                Some(entry) => {
+                    entry.1 = limits;
+                    false
+                }
+                None => {
+                    list.push((domain, limits));
+                    true
+                }
+            };
+            Ok(new)
+        })
+    }
+
+    fn delete_domain<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let domain = domain.to_string();
+        self.edit_domains(move |list| {
+            let before = list.len();
+            list.retain(|(d, _)| *d != domain);
+            if list.len() == before {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+    }
+}
+
+impl FileStore {
+    /// Rewrites the `domains:` block with `change` made to the list (sorted), and
+    /// puts the result in force.
+    fn edit_domains<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut Vec<DomainEntry>) -> Result<T, StoreError> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        self.blocking(move |inner| {
+            let _writing = inner.lock()?;
+            let (text, users) = inner.read()?;
+            let mut list: Vec<DomainEntry> = (users.domains().into_iter())
+                .map(|(d, l)| (d.to_string(), l.into()))
+                .collect();
+            let answer = change(&mut list)?;
+            list.sort_by(|a, b| a.0.cmp(&b.0));
+            let new = replace_domains(&text, &domains_block(&list));
+            let mut problems = Problems::default();
+            let Some(users) = parse_users(&new, &inner.path, &inner.defaults, &mut problems) else {
+                return Err(StoreError::Invalid(
+                    problems
+                        .0
+                        .iter()
+                        .map(|p| format!("{}: {}", p.key, p.why))
+                        .collect(),
+                ));
+            };
+            edit::write_atomically(&inner.path, &new).map_err(|e| {
+                StoreError::Unavailable(format!("cannot write {}: {e}", inner.path.display()))
+            })?;
+            (inner.in_force)(users);
+            Ok(answer)
         })
     }
 }

@@ -13,6 +13,7 @@
 //! Passwords given in plain text are hashed here with argon2id, on the blocking
 //! pool, and never logged or returned: [`Password`] holds them as a [`Secret`].
 
+mod domains;
 mod entry;
 mod file;
 pub mod postgres;
@@ -116,7 +117,22 @@ pub trait UsersStore: Send + Sync {
         change: UserChange,
     ) -> BoxFuture<'a, Result<Arc<User>, StoreError>>;
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Every listed domain (its domain key) with the limits it sets, sorted.
+    fn domains(&self) -> BoxFuture<'_, Result<Vec<DomainEntry>, StoreError>>;
+    /// Sets a domain's own limits, listing it if it was not; `Ok(true)` if it is
+    /// new. `domain` must be a domain key (`config::check_domain_name`).
+    fn put_domain<'a>(
+        &'a self,
+        domain: &'a str,
+        limits: RateLimitsInput,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Unlists a domain; [`StoreError::NotFound`] if it is not listed.
+    fn delete_domain<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 }
+
+/// A listed domain and the limits it sets itself (the others fall back to the
+/// config's `domain_rate_limits`).
+pub type DomainEntry = (String, RateLimitsInput);
 
 #[cfg(test)]
 mod tests;

@@ -221,3 +221,130 @@ fn human_durations() {
     assert_eq!(human(Duration::from_secs(750)), "12m30s");
     assert_eq!(human(Duration::from_secs(3900)), "1h05m");
 }
+
+fn site1(m: Option<u32>, rh: Option<u32>) -> DomainLimits {
+    DomainLimits {
+        domain: "site1.example".into(),
+        limits: limits(m, rh, None),
+    }
+}
+
+async fn send_as(
+    store: &Arc<dyn RateStore>,
+    user: &str,
+    l: &RateLimits,
+    domain: Option<DomainLimits>,
+    now: Instant,
+    rcpts: u32,
+) -> Result<(), Exceeded> {
+    let mut r = Reservation::message_in(store.clone(), user, l, domain, now).await?;
+    for _ in 0..rcpts {
+        r.recipient(l, now).await?;
+    }
+    r.commit(now).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn users_of_one_domain_share_its_limit_and_the_stricter_limit_wins() {
+    let t0 = Instant::now();
+    let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
+    let open = limits(None, None, None);
+    for user in ["a", "b", "a", "b", "a"] {
+        send_as(&store, user, &open, Some(site1(Some(5), None)), t0, 1)
+            .await
+            .unwrap();
+    }
+    let e = send_as(&store, "b", &open, Some(site1(Some(5), None)), t0, 1)
+        .await
+        .unwrap_err();
+    assert_eq!((e.limit, e.max), ("messages_per_hour", 5));
+    assert_eq!(e.domain.as_deref(), Some("site1.example"));
+    assert!(e.to_string().contains("of domain site1.example"), "{e}");
+    // Another domain, and no domain at all, are not affected.
+    let other = DomainLimits {
+        domain: "site2.example".into(),
+        limits: limits(Some(5), None, None),
+    };
+    send_as(&store, "b", &open, Some(other), t0, 1)
+        .await
+        .unwrap();
+    send_as(&store, "b", &open, None, t0, 1).await.unwrap();
+    // A user limit stricter than the domain's still applies, and says it is the user's.
+    let strict = limits(Some(1), None, None);
+    send_as(&store, "c", &strict, Some(site1(Some(50), None)), t0, 1)
+        .await
+        .unwrap();
+    let e = send_as(&store, "c", &strict, Some(site1(Some(50), None)), t0, 1)
+        .await
+        .unwrap_err();
+    assert_eq!((e.max, e.domain), (1, None));
+    let u = store.domain_usage("site1.example", t0).await;
+    assert_eq!((u.messages_last_hour, u.recipients_last_hour), (6, 6));
+}
+
+#[tokio::test]
+async fn a_refused_or_abandoned_message_costs_neither_user_nor_domain() {
+    let t0 = Instant::now();
+    let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
+    let user = limits(Some(10), Some(2), None);
+    // The domain's recipient limit refuses the third recipient: nothing is
+    // reserved in the user either.
+    let mut r = Reservation::message_in(store.clone(), "a", &user, Some(site1(None, Some(2))), t0)
+        .await
+        .unwrap();
+    r.recipient(&user, t0).await.unwrap();
+    let held = Reservation::message_in(
+        store.clone(),
+        "b",
+        &limits(None, None, None),
+        Some(site1(None, Some(2))),
+        t0,
+    )
+    .await
+    .unwrap();
+    let mut held = held;
+    held.recipient(&limits(None, None, None), t0).await.unwrap();
+    let e = r.recipient(&user, t0).await.unwrap_err();
+    assert_eq!(
+        (e.limit, e.domain.as_deref()),
+        ("recipients_per_hour", Some("site1.example"))
+    );
+    drop(held);
+    // Given back: the user's own second recipient fits again.
+    r.recipient(&user, t0).await.unwrap();
+    drop(r);
+    assert_eq!(store.usage("a", t0).await, Usage::default());
+    assert_eq!(
+        store.domain_usage("site1.example", t0).await,
+        Usage::default()
+    );
+    assert_eq!(store.prune(t0), 0, "nothing reserved or counted is left");
+}
+
+#[tokio::test]
+async fn a_null_sender_message_reserves_its_domain_with_every_recipient_at_once() {
+    let t0 = Instant::now();
+    let store: Arc<dyn RateStore> = Arc::new(MemoryRates::new(t0));
+    let open = limits(None, None, None);
+    let mut r = Reservation::message(store.clone(), "a", &open, t0)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        r.recipient(&open, t0).await.unwrap();
+    }
+    assert!(!r.has_domain());
+    // Three recipients do not fit under 2: refused as a whole.
+    let e = r.domain(site1(None, Some(2)), t0).await.unwrap_err();
+    assert_eq!(e.domain.as_deref(), Some("site1.example"));
+    r.domain(site1(Some(1), Some(3)), t0).await.unwrap();
+    // A second message meanwhile finds the domain's only message reserved.
+    let e = send_as(&store, "b", &open, Some(site1(Some(1), None)), t0, 1)
+        .await
+        .unwrap_err();
+    assert_eq!(e.retry_after, Duration::from_secs(60));
+    r.commit(t0).await;
+    let u = store.domain_usage("site1.example", t0).await;
+    assert_eq!((u.messages_last_hour, u.recipients_last_day), (1, 3));
+    assert_eq!(store.usage("a", t0).await.recipients_last_hour, 3);
+}

@@ -1,33 +1,47 @@
--- Shared by every quota script. KEYS (one user, one hash tag):
+-- Shared by every quota script. KEYS: the 8 keys of one party (a user), then
+-- optionally the 8 of a second (the message's sender domain); each party:
 --   1 reservations (hash: id -> recipients held; '#m', '#r' totals)
 --   2 leases (zset: id -> expiry in ms)
 --   3,4 messages per hour: bucket counts (hash: second -> n; '#' total), bucket index (zset)
 --   5,6 recipients per hour;  7,8 recipients per day
+-- One script checks and changes both parties, so a message is reserved in its
+-- user and its domain at once or in neither.
 -- Time is Redis's own clock, so instances with skewed clocks still agree.
 -- Negative increments are written `0 - n`: Lua prints -0 as "-0", which HINCRBY refuses.
 local t = redis.call('TIME')
 local now_s = tonumber(t[1])
 local now_ms = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+local function party(base)
+  local k = {}
+  for i = 1, 8 do k[i] = KEYS[base + i] end
+  return k
+end
+local U = party(0)
+local D = nil
+if #KEYS >= 16 then D = party(8) end
+local PARTIES = {U}
+if D then PARTIES[2] = D end
+
 -- Reservations whose lease ran out belong to an instance that crashed or lost
 -- Redis mid-transaction: give them back.
-local function expire_leases()
-  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+local function expire_leases(k)
+  local gone = redis.call('ZRANGEBYSCORE', k[2], '-inf', now_ms)
   for _, id in ipairs(gone) do
-    local r = redis.call('HGET', KEYS[1], id)
+    local r = redis.call('HGET', k[1], id)
     if r then
-      redis.call('HINCRBY', KEYS[1], '#m', -1)
-      redis.call('HINCRBY', KEYS[1], '#r', 0 - tonumber(r))
-      redis.call('HDEL', KEYS[1], id)
+      redis.call('HINCRBY', k[1], '#m', -1)
+      redis.call('HINCRBY', k[1], '#r', 0 - tonumber(r))
+      redis.call('HDEL', k[1], id)
     end
   end
   if #gone > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+    redis.call('ZREMRANGEBYSCORE', k[2], '-inf', now_ms)
   end
 end
 
-local function reserved(field)
-  return tonumber(redis.call('HGET', KEYS[1], field) or '0')
+local function reserved(k, field)
+  return tonumber(redis.call('HGET', k[1], field) or '0')
 end
 
 -- The count of a window of `len` seconds, after dropping the buckets that left it
@@ -56,18 +70,28 @@ local function retry_after(index, len, count)
   return math.max(tonumber(first[2]) + len - now_s, 1)
 end
 
--- nil if one more fits under `max` (negative: no limit), else the refusal.
-local function check(counts, index, len, held, max, name)
+-- nil if `extra` more fit under `max` (negative: no limit), else the refusal.
+local function check(counts, index, len, held, max, name, extra)
   if max < 0 then return nil end
   local n = used(counts, index, len)
-  if n + held < max then return nil end
+  if n + held + extra <= max then return nil end
   return {0, name, max, retry_after(index, len, n)}
 end
 
-local function check_rcpt(max_rh, max_rd)
-  local held = reserved('#r')
-  return check(KEYS[5], KEYS[6], 3600, held, max_rh, 'recipients_per_hour')
-    or check(KEYS[7], KEYS[8], 86400, held, max_rd, 'recipients_per_day')
+local function check_message(k, max)
+  return check(k[3], k[4], 3600, reserved(k, '#m'), max, 'messages_per_hour', 1)
+end
+
+local function check_rcpt(k, max_rh, max_rd, extra)
+  local held = reserved(k, '#r')
+  return check(k[5], k[6], 3600, held, max_rh, 'recipients_per_hour', extra)
+    or check(k[7], k[8], 86400, held, max_rd, 'recipients_per_day', extra)
+end
+
+-- A refusal by the sender domain's limits says so (a fifth element).
+local function of_domain(r)
+  if r then r[5] = 'domain' end
+  return r
 end
 
 local function add(counts, index, len, n)
@@ -79,8 +103,16 @@ local function add(counts, index, len, n)
   redis.call('EXPIRE', index, len + 60)
 end
 
-local function hold(id, lease_ms)
-  redis.call('ZADD', KEYS[2], now_ms + lease_ms, id)
-  redis.call('PEXPIRE', KEYS[1], lease_ms * 2)
-  redis.call('PEXPIRE', KEYS[2], lease_ms * 2)
+local function hold(k, id, lease_ms)
+  redis.call('ZADD', k[2], now_ms + lease_ms, id)
+  redis.call('PEXPIRE', k[1], lease_ms * 2)
+  redis.call('PEXPIRE', k[2], lease_ms * 2)
+end
+
+-- Adds `r` recipients to reservation `id` of every party.
+local function hold_rcpts(id, r)
+  for _, k in ipairs(PARTIES) do
+    redis.call('HINCRBY', k[1], id, r)
+    redis.call('HINCRBY', k[1], '#r', r)
+  end
 end

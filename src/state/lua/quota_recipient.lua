@@ -1,15 +1,20 @@
--- ARGV: id, lease ms, max recipients/hour, max recipients/day.
--- Returns {1} or {0, limit, max, retry after seconds}. A reservation whose lease
--- ran out (a transaction slower than the lease) is taken up again.
-expire_leases()
+-- ARGV: id, lease ms, the user's max recipients/hour and /day, then the domain's
+-- (with the domain's keys).
+-- Returns {1} or {0, limit, max, retry after seconds[, 'domain']}. A reservation
+-- whose lease ran out (a transaction slower than the lease) is taken up again.
 local id, lease_ms = ARGV[1], tonumber(ARGV[2])
-if not redis.call('HGET', KEYS[1], id) then
-  redis.call('HSET', KEYS[1], id, 0)
-  redis.call('HINCRBY', KEYS[1], '#m', 1)
+for _, k in ipairs(PARTIES) do
+  expire_leases(k)
+  if not redis.call('HGET', k[1], id) then
+    redis.call('HSET', k[1], id, 0)
+    redis.call('HINCRBY', k[1], '#m', 1)
+  end
 end
-local refused = check_rcpt(tonumber(ARGV[3]), tonumber(ARGV[4]))
-hold(id, lease_ms)
+local refused = check_rcpt(U, tonumber(ARGV[3]), tonumber(ARGV[4]), 1)
+if not refused and D then
+  refused = of_domain(check_rcpt(D, tonumber(ARGV[5]), tonumber(ARGV[6]), 1))
+end
+for _, k in ipairs(PARTIES) do hold(k, id, lease_ms) end
 if refused then return refused end
-redis.call('HINCRBY', KEYS[1], id, 1)
-redis.call('HINCRBY', KEYS[1], '#r', 1)
+hold_rcpts(id, 1)
 return {1}

@@ -14,6 +14,7 @@
 //! - `tls`: TLS through rustls, with `sslmode=require` (plain otherwise: a unix
 //!   socket or loopback).
 
+mod domains;
 mod rows;
 mod schema;
 mod sync;
@@ -23,7 +24,10 @@ pub use rows::{UserRow, users_from_rows};
 pub use schema::migrate;
 pub use sync::keep_in_sync;
 
-use super::{BoxFuture, NewUser, StoreError, UserChange, UsersStore, entry::check_name};
+use super::{
+    BoxFuture, DomainEntry, NewUser, RateLimitsInput, StoreError, UserChange, UsersStore,
+    entry::check_name,
+};
 use crate::config::{RateLimits, User, Users, UsersDatabase};
 use rows::{COLUMNS, reasons_against};
 use std::str::FromStr;
@@ -144,6 +148,8 @@ pub async fn load(
     let (users, problems) = users_from_rows(&rows, defaults)
         .map_err(|p| format!("users database {}: {}", database.label, p.join("; ")))?;
     log_problems(&problems);
+    let users = (domains::with_domains(&client, users).await)
+        .map_err(|e| fail("cannot read the domains", e))?;
     info!(database = %database.label, users = users.len(), "users loaded from the database");
     Ok(users)
 }
@@ -248,7 +254,9 @@ impl Inner {
         let (users, problems) = users_from_rows(&rows, &self.defaults)
             .map_err(|p| StoreError::Unavailable(p.join("; ")))?;
         log_problems(&problems);
-        Ok(users)
+        domains::with_domains(client, users)
+            .await
+            .map_err(unavailable)
     }
 
     /// After a change: the users put in force, and `name`'s.
@@ -378,5 +386,21 @@ impl UsersStore for PgStore {
 
     fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.inner.delete(name))
+    }
+
+    fn domains(&self) -> BoxFuture<'_, Result<Vec<DomainEntry>, StoreError>> {
+        self.list_domains()
+    }
+
+    fn put_domain<'a>(
+        &'a self,
+        domain: &'a str,
+        limits: RateLimitsInput,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.put(domain.to_string(), limits)
+    }
+
+    fn delete_domain<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.unlist(domain.to_string())
     }
 }

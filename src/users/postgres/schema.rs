@@ -10,11 +10,18 @@ use tokio_postgres::Client;
 
 /// Every migration, in the order applied: (version, name, SQL). Append only: an
 /// applied migration is never edited, a change is a new file.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "users",
-    include_str!("../../../migrations/0001_users.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "users",
+        include_str!("../../../migrations/0001_users.sql"),
+    ),
+    (
+        2,
+        "domains",
+        include_str!("../../../migrations/0002_domains.sql"),
+    ),
+];
 
 /// The advisory lock key ("postern" in ASCII), shared by every instance.
 const LOCK_KEY: i64 = 0x0070_6f73_7465_726e;

@@ -124,6 +124,8 @@ async fn reload(client: &Client, defaults: &RateLimits, in_force: &InForce) -> R
     match users_from_rows(&rows, defaults) {
         Ok((users, problems)) => {
             log_problems(&problems);
+            let users =
+                (super::domains::with_domains(client, users).await).map_err(|e| clean(&e))?;
             info!(users = users.len(), "users reloaded from the database");
             in_force(users);
         }
