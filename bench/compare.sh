@@ -3,6 +3,12 @@
 #
 #   bench/compare.sh            # full run (about 8 minutes on 2 cores)
 #   bench/compare.sh --quick    # one round, smaller counts (about 4 minutes)
+#   bench/compare.sh --only 1k-many,100k-many   # only these load scenarios (any mode)
+#
+# Besides Postfix, every scenario also runs straight into the STARTTLS + AUTH sink
+# (the same load generator, no proxy in between): the fair ceiling for passthrough,
+# next to the plain smtp-source -> smtp-sink one (no TLS, no AUTH). A last run relays
+# through an XOAUTH2 smarthost and counts the token endpoint's requests.
 #
 # It also runs Postern passthrough with quotas in a private redis-server (cluster mode)
 # against the same instance with its quotas in memory (1 KB, many per connection), and
@@ -24,7 +30,15 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 QUICK=0
-[ "${1:-}" = "--quick" ] && QUICK=1
+ONLY=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) QUICK=1 ;;
+    --only) ONLY=${2:?--only needs a list such as 1k-many,100k-many}; shift ;;
+    *) echo "usage: bench/compare.sh [--quick] [--only SCENARIO,...]" >&2; exit 2 ;;
+  esac
+  shift
+done
 ROUNDS=3
 N_SMALL=10000   # 1 KB messages, many per connection
 N_CONN=3000     # one message per connection
@@ -36,6 +50,7 @@ if [ "$QUICK" = 1 ]; then
 fi
 CONC=50
 SINK_PORT=25250; POSTFIX_PORT=25870; POSTERN_PORT=25871; REDIS_PORT=25379
+OAUTH_SINK_PORT=25252; TOKEN_PORT=25443
 
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -237,18 +252,20 @@ postfix_master() { cat "$WORK/postfix-queue/pid/master.pid" 2>/dev/null | tr -d 
 # Samples tree_rss of $1 every 0.2 s into $2 until killed; the peak is `sort -n | tail -1`.
 sample_rss() { while true; do tree_rss "$1" >> "$2"; sleep 0.2; done; }
 
-sink_count() { cat sink.count 2>/dev/null || echo 0; }
+COUNT_FILE=sink.count   # the sink whose count ends a run (the XOAUTH2 run has its own)
+sink_count() { cat "$COUNT_FILE" 2>/dev/null || echo 0; }
 # Runs one load; prints "rate p99_ms peak_rss_kib" (rate end to end: until the sink
 # has every accepted message).
 run_load() { # label server_pid port size per_conn total
   local label=$1 pid=$2 port=$3 size=$4 per=$5 total=$6
-  local before start json ok t_end rate p99 peak sampler
+  local before start json ok t_end rate p99 peak sampler who=(--users-file users.txt)
+  [ "$port" = "$SINK_PORT" ] && who=(--user relay --password-file relay.pw)
   before=$(sink_count)
   : > "rss-$label"
   sample_rss "$pid" "rss-$label" & sampler=$!
   start=$(date +%s.%N)
   json=$("$BIN/postern-bench" load --target 127.0.0.1:$port --tls starttls --ca ca.pem \
-    --users-file users.txt --concurrency $CONC --messages-per-connection "$per" \
+    "${who[@]}" --concurrency $CONC --messages-per-connection "$per" \
     --total "$total" --size "$size" --from bench1@bench.example --max-seconds 120 --json)
   ok=$(echo "$json" | sed 's/.*"messages":\([0-9]*\).*/\1/')
   if [ "$per" != 0 ]; then
@@ -280,30 +297,37 @@ SCENARIOS=(
   "logins 1024 0 $N_LOGIN"
 )
 
+selected() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+SINK_PID=${PIDS[0]}
+
 echo "== ceiling: smtp-source -> smtp-sink (plain, no TLS)"
 smtp-sink -u postfix -c 127.0.0.1:25251 1000 > smtp-sink.log 2>&1 &
 PIDS+=($!)
 sleep 0.5
-ceiling() { # extra smtp-source flags
-  local s e
+ceiling() { # count size extra-smtp-source-flags
+  local n=$1 size=$2 s e
+  shift 2
   s=$(date +%s.%N)
-  smtp-source "$@" -s $CONC -m "$N_SMALL" -l 1024 -f bench@bench.example -t rcpt@example.org 127.0.0.1:25251 >&2 ||
+  smtp-source "$@" -s $CONC -m "$n" -l "$size" -f bench@bench.example -t rcpt@example.org 127.0.0.1:25251 >&2 ||
     { echo "smtp-source failed" >&2; echo 0; return; }
   e=$(date +%s.%N)
-  echo "$N_SMALL $s $e" | awk '{printf "%.0f", $1/($3-$2)}'
+  echo "$n $s $e" | awk '{printf "%.0f", $1/($3-$2)}'
 }
 for r in $(seq 1 $ROUNDS); do
-  record ceiling-many "$(ceiling -d)"
-  record ceiling-one "$(ceiling)"
+  record ceiling-many "$(ceiling "$N_SMALL" 1024 -d)"
+  record ceiling-one "$(ceiling "$N_SMALL" 1024)"
+  record ceiling-100k-many "$(ceiling "$N_BIG" 102400 -d)"
 done
 
 for r in $(seq 1 $ROUNDS); do
   echo "== round $r of $ROUNDS"
   for sc in "${SCENARIOS[@]}"; do
     read -r name size per total <<< "$sc"
-    for server in postfix postern-queue postern-pass; do
+    selected "$name" || continue
+    for server in postfix postern-queue postern-pass direct; do
       [ "$name" = logins ] && [ "$server" = postern-pass ] && continue
       case $server in
+        direct) pid=$SINK_PID; port=$SINK_PORT ;;
         postfix) pid=$(postfix_master); port=$POSTFIX_PORT ;;
         postern-queue) start_postern queue; pid=$POSTERN_PID; port=$POSTERN_PORT ;;
         postern-pass) start_postern pass; pid=$POSTERN_PID; port=$POSTERN_PORT ;;
@@ -313,15 +337,9 @@ for r in $(seq 1 $ROUNDS); do
       record "$server-$name-rate" "$rate"
       record "$server-$name-p99" "$p99"
       record "$server-$name-peak" "$peak"
-      [ "$server" != postfix ] && stop_postern
+      case $server in postern-*) stop_postern ;; esac
     done
   done
-  # Direct to the sink: the latency floor for passthrough.
-  read -r rate p99 peak <<< "$("$BIN/postern-bench" load --target 127.0.0.1:$SINK_PORT --tls starttls --ca ca.pem \
-    --user relay --password-file relay.pw --concurrency $CONC --messages-per-connection 100 \
-    --total "$N_SMALL" --size 1024 --json | sed 's/.*"rate":\([0-9.]*\).*"message_p99_ms":\([0-9.]*\).*/\1 \2 0/')"
-  record "direct-1k-many-rate" "$rate"
-  record "direct-1k-many-p99" "$p99"
 done
 
 echo "== latency: one client, 1 KB, 100 per connection (direct to the sink, then through Postern passthrough)"
@@ -359,6 +377,41 @@ for r in $(seq 1 $ROUNDS); do
   done
 done
 
+echo "== XOAUTH2: passthrough 1k-many to a sink taking only tokens from its own token endpoint"
+# The sink serves the token endpoint (client credentials, tokens living an hour) and
+# counts its requests: Postern should fetch one token per lifetime, not one per
+# message or per smarthost connection.
+echo "bench-client-secret" > oauth.secret
+chmod 0600 oauth.secret
+"$BIN/postern-bench" sink --listen 127.0.0.1:$OAUTH_SINK_PORT --tls starttls \
+  --cert server.pem --key postern.key --count-file oauth-sink.count \
+  --token-endpoint 127.0.0.1:$TOKEN_PORT --token-user relay@bench.example \
+  --token-secret-file oauth.secret --token-lifetime 3600 --token-count-file tokens.count > oauth-sink.log 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 50); do grep -q "sink listening" oauth-sink.log && break; sleep 0.1; done
+# The passthrough configuration with another smarthost block.
+awk '/^smarthost:/ {skip=1; next} skip && /^ / {next} {skip=0; print}' postern-pass.yaml > postern-oauth.yaml
+cat >> postern-oauth.yaml <<EOF
+smarthost:
+  address: "localhost:$OAUTH_SINK_PORT"
+  tls: starttls
+  ca_file: ca.pem
+  username: relay@bench.example
+  oauth2:
+    token_url: https://localhost:$TOKEN_PORT/oauth2/v2.0/token
+    client_id: bench-client
+    client_secret_file: oauth.secret
+    scope: https://outlook.office365.com/.default
+EOF
+COUNT_FILE=oauth-sink.count
+start_postern oauth
+read -r OAUTH_RATE p99 peak <<< "$(run_load postern-oauth-1k-many "$POSTERN_PID" $POSTERN_PORT 1024 100 "$N_SMALL")"
+OAUTH_OK=$(sink_count)
+stop_postern
+COUNT_FILE=sink.count
+OAUTH_FETCHES=$(cat tokens.count 2>/dev/null || echo 0)
+echo "   postern-oauth  1k-many    ${OAUTH_RATE}/s  p99 ${p99} ms; token fetches: $OAUTH_FETCHES for $OAUTH_OK messages"
+
 echo "== idle TLS sessions"
 idle_cost() { # pid port sessions -> KiB per session
   local pid=$1 port=$2 n=$3 before held
@@ -379,7 +432,7 @@ stop_postern
 # Postfix serves 100 sessions by default (one smtpd process each): measure 90.
 record postfix-idle-kib "$(idle_cost "$(postfix_master)" $POSTFIX_PORT 90)"
 
-m() { echo "${RESULT[$1]}" | tr ' ' '\n' | grep -v '^$' | median; }
+m() { echo "${RESULT[$1]:-}" | tr ' ' '\n' | { grep -v '^$' || true; } | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
 
 OUT=$ROOT/bench/results.md
@@ -397,9 +450,20 @@ OUT=$ROOT/bench/results.md
   pf=$(m postfix-logins-rate); pq=$(m postern-queue-logins-rate)
   echo "| logins (STARTTLS+AUTH+QUIT) /s | $pf | $pq | $(ratio "$pq" "$pf")× | | |"
   echo
-  cm=$(m ceiling-many); co=$(m ceiling-one)
-  echo "Ceiling, smtp-source → smtp-sink without TLS: $cm msg/s on reused connections, $co msg/s with a connection per message."
-  echo "Postern passthrough 1k-many is $(ratio "$(m postern-pass-1k-many-rate)" "$cm")× that ceiling."
+  cm=$(m ceiling-many); co=$(m ceiling-one); cb=$(m ceiling-100k-many)
+  echo "Ceiling, smtp-source → smtp-sink without TLS: $cm msg/s on reused connections, $co msg/s with a connection per message"
+  echo "(1 KB), $cb msg/s at 100 KB on reused connections. Postern passthrough 1k-many is $(ratio "$(m postern-pass-1k-many-rate)" "$cm")× that ceiling."
+  echo
+  echo 'Passthrough against both yardsticks: the plain ceiling above, and the same load (`postern-bench load`,'
+  echo "STARTTLS + AUTH) straight into the same STARTTLS + AUTH sink, with no proxy in between."
+  echo
+  echo "| scenario | plain ceiling msg/s | direct to the TLS+AUTH sink msg/s | Postern passthrough msg/s | ÷ plain | ÷ direct |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+  for name in 1k-many 1k-one 100k-many 100k-one; do
+    case $name in 1k-many) c=$cm ;; 1k-one) c=$co ;; 100k-many) c=$cb ;; *) c="" ;; esac
+    d=$(m "direct-$name-rate"); pp=$(m "postern-pass-$name-rate")
+    echo "| $name | ${c:--} | $d | $pp | $([ -n "$c" ] && echo "$(ratio "$pp" "$c")×" || echo -) | $(ratio "$pp" "$d")× |"
+  done
   echo
   echo "| memory | Postfix | Postern |"
   echo "| --- | ---: | ---: |"
@@ -413,6 +477,9 @@ OUT=$ROOT/bench/results.md
   echo
   echo "Cluster mode (quotas in a local Redis), passthrough 1k-many: $(m cl-cluster-rate) msg/s against $(m cl-limited-rate) msg/s"
   echo "in memory ($(ratio "$(m cl-cluster-rate)" "$(m cl-limited-rate)")×), p99 $(m cl-cluster-p99) ms against $(m cl-limited-p99) ms; $(m cl-calls) Redis script calls per message."
+  echo
+  echo "XOAUTH2 smarthost (client-credentials tokens living an hour), passthrough 1k-many: $OAUTH_RATE msg/s;"
+  echo "token fetches: $OAUTH_FETCHES for $OAUTH_OK messages."
 } > "$OUT"
 echo
 cat "$OUT"

@@ -152,8 +152,10 @@ impl Authenticator {
             self.padded(started.elapsed()).await;
             return AuthOutcome::BadCredentials;
         }
-        let (ok, took) = match self.run(client, username, password, &hash).await {
+        let known = user.is_some();
+        let (ok, took) = match self.run(client, username, password, &hash, known).await {
             Ran::Done(ok, took) => (ok, took),
+            Ran::Remembered => return outcome(true, user),
             Ran::Rejected => {
                 self.padded(started.elapsed()).await;
                 return AuthOutcome::BadCredentials;
@@ -165,11 +167,7 @@ impl Authenticator {
         if costliest {
             self.pad.observe(took);
         }
-        if ok {
-            if user.is_some() {
-                self.cache.remember(username, pw, &hash, Instant::now());
-            }
-        } else {
+        if !ok {
             self.rejected.remember(username, pw, &hash, Instant::now());
             self.padded(started.elapsed()).await;
         }
@@ -177,7 +175,14 @@ impl Authenticator {
     }
 
     /// One argon2 run behind the client's gate and the shared queue.
-    async fn run(&self, client: IpAddr, username: &str, password: &Secret, hash: &str) -> Ran {
+    async fn run(
+        &self,
+        client: IpAddr,
+        username: &str,
+        password: &Secret,
+        hash: &str,
+        known: bool,
+    ) -> Ran {
         let _gate = ClientGate::enter(&self.per_client, client).await;
         // A burst of the same wrong password on parallel connections waited here
         // behind the first of them: its answer may be known by now.
@@ -193,6 +198,16 @@ impl Authenticator {
         let Ok(_permit) = self.permits.acquire().await else {
             return Ran::Busy;
         };
+        // Likewise a burst of one user's logins (a site opening its connections at
+        // once) queued here behind the first: its success may be known by now. With
+        // 50 connections of 20 users, 20 verifications instead of 50.
+        if known
+            && self
+                .cache
+                .hit(username, password.expose(), hash, Instant::now())
+        {
+            return Ran::Remembered;
+        }
         self.verified.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("postern_auth_verifications_total").increment(1);
         let t = Instant::now();
@@ -200,6 +215,11 @@ impl Authenticator {
             .verifier
             .verify(password.clone(), hash.to_string())
             .await;
+        if ok && known {
+            // Before the permit goes, so the next in the queue finds it.
+            self.cache
+                .remember(username, password.expose(), hash, Instant::now());
+        }
         Ran::Done(ok, t.elapsed())
     }
 
@@ -218,6 +238,8 @@ enum Ran {
     Done(bool, Duration),
     /// Known wrong while it waited at the client's gate.
     Rejected,
+    /// Known right (verified for another connection) while it waited in the queue.
+    Remembered,
     /// The shared queue is full.
     Busy,
 }

@@ -142,6 +142,34 @@ async fn verified_logins_and_repeated_failures_are_cached() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_one_users_logins_runs_argon2_once() {
+    // A site opening its connections at once: all queue for the one verifier
+    // thread; those behind the first find its success remembered.
+    let users = Users::from_list(vec![user("alice", "right", false)]);
+    let a = Arc::new(Authenticator::new(users, 1, 64));
+    let burst: Vec<_> = (0..12u8)
+        .map(|i| {
+            let a = a.clone();
+            tokio::spawn(async move {
+                let from = IpAddr::from([192, 0, 2, i]);
+                a.verify(from, "alice", &Secret::new("right".into())).await
+            })
+        })
+        .collect();
+    for t in burst {
+        assert!(matches!(t.await.unwrap(), AuthOutcome::Ok(_)));
+    }
+    assert_eq!(a.verifications(), 1);
+    // A wrong password in the same situation still pays its own verification.
+    let ip: IpAddr = "192.0.2.99".parse().unwrap();
+    assert!(matches!(
+        a.verify(ip, "alice", &Secret::new("wrong".into())).await,
+        AuthOutcome::BadCredentials
+    ));
+    assert_eq!(a.verifications(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_repeats_leaves_the_queue_to_others() {
     let users = Users::from_list(vec![
         user("alice", "right", false),

@@ -95,7 +95,7 @@ impl DataReceiver {
         let mut start = 0;
         while start < input.len() {
             let rest = &input[start..];
-            let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+            let Some(lf) = memchr::memchr(b'\n', rest) else {
                 self.buffer(rest);
                 self.last_byte = rest[rest.len() - 1];
                 return Feed::NeedMore;

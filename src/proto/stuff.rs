@@ -15,14 +15,26 @@ impl Default for DotStuffer {
 }
 
 impl DotStuffer {
-    /// Appends `input`, stuffed, to `out`.
+    /// Appends `input`, stuffed, to `out`. Only dots are looked at (with SIMD), and
+    /// the runs between those that start a line are copied whole: this is on every
+    /// byte of every relayed message.
     pub fn stuff(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        for &b in input {
-            if self.at_line_start && b == b'.' {
+        out.reserve(input.len());
+        let mut copied = 0;
+        for dot in memchr::memchr_iter(b'.', input) {
+            let line_start = match dot {
+                0 => self.at_line_start,
+                _ => input[dot - 1] == b'\n',
+            };
+            if line_start {
+                out.extend_from_slice(&input[copied..dot]);
                 out.push(b'.');
+                copied = dot;
             }
-            out.push(b);
-            self.at_line_start = b == b'\n';
+        }
+        out.extend_from_slice(&input[copied..]);
+        if let Some(&last) = input.last() {
+            self.at_line_start = last == b'\n';
         }
     }
 
@@ -50,6 +62,31 @@ mod tests {
         s.stuff(b".c\r\n", &mut out);
         s.finish(&mut out);
         assert_eq!(out, b"..a\r\nb\r\n...c\r\n.\r\n");
+    }
+
+    #[test]
+    fn stuffs_like_the_byte_by_byte_rule() {
+        // Every split of inputs rich in dots and line ends, against the rule itself.
+        let inputs: [&[u8]; 4] = [b"..\r\n.\r\n", b"a.b\r\n.c.\r\n\n..", b".", b"x\n.\n"];
+        for input in inputs {
+            let mut want = Vec::new();
+            let mut start = true;
+            for &b in input {
+                if start && b == b'.' {
+                    want.push(b'.');
+                }
+                want.push(b);
+                start = b == b'\n';
+            }
+            for cut in 0..=input.len() {
+                let mut s = DotStuffer::default();
+                let mut out = Vec::new();
+                s.stuff(&input[..cut], &mut out);
+                s.stuff(&[], &mut out);
+                s.stuff(&input[cut..], &mut out);
+                assert_eq!(out, want, "{input:?} cut at {cut}");
+            }
+        }
     }
 
     #[test]

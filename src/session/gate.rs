@@ -121,6 +121,12 @@ impl HeaderGate {
         self
     }
 
+    /// The header section was released, and nothing is waiting in [`Self::ready`]:
+    /// what follows is body, which [`Self::push`] would pass on unchanged.
+    pub fn passes_through(&self) -> bool {
+        self.released && self.refused.is_none() && self.ready.is_empty()
+    }
+
     /// Takes the next content lines; `done` after the last.
     pub fn push(&mut self, content: &[u8], done: bool) {
         if self.refused.is_some() {

@@ -211,9 +211,13 @@ async fn exchange<S: AsyncBufRead + AsyncWrite + Unpin>(
     limit: Duration,
     phase: &'static str,
 ) -> Result<Reply, UpstreamError> {
+    // One write: over TLS every write is its own record and its own syscall.
+    // Zeroed when dropped: the line may be an AUTH one.
+    let mut wire = zeroize::Zeroizing::new(Vec::with_capacity(line.len() + 2));
+    wire.extend_from_slice(line.as_bytes());
+    wire.extend_from_slice(b"\r\n");
     let write = async {
-        s.write_all(line.as_bytes()).await?;
-        s.write_all(b"\r\n").await?;
+        s.write_all(&wire).await?;
         s.flush().await
     };
     timeout(limit, write)

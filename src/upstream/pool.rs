@@ -5,11 +5,21 @@
 //! did not finish), and the next transaction takes the most recently used one.
 //! Connections idle past `idle_timeout`, used for `max_messages_per_connection`
 //! messages, or that saw any error are closed instead.
+//!
+//! `pool_size` is what stays idle between bursts. Under load more connections come
+//! back than that at moments, and are wanted again a millisecond later: closing
+//! them made 50 busy clients reconnect (TCP, TLS, EHLO, AUTH on both sides) every
+//! few messages. A connection beyond `pool_size` is therefore kept while the
+//! surplus is fresh, and the oldest surplus goes once idle for [`SURPLUS_GRACE`]:
+//! the idle connections never outnumber those in use together a moment before.
 
 use super::client::{Upstream, UpstreamError, UpstreamSettings};
 use crate::lock::MutexExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long a connection beyond `pool_size` may stay idle.
+pub const SURPLUS_GRACE: Duration = Duration::from_secs(2);
 
 pub struct Pool {
     /// This pool's place in [`super::Relays`].
@@ -83,17 +93,19 @@ impl Pool {
 
     /// Returns a connection whose last transaction is complete (or was RSET).
     pub fn put(&self, conn: Upstream) {
-        if conn.broken || conn.messages >= self.max_messages {
+        // `pool_size: 0` turns pooling off, surplus included.
+        if conn.broken || conn.messages >= self.max_messages || self.max_idle == 0 {
             tokio::spawn(conn.quit());
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.locked();
-        if idle.len() >= self.max_idle {
-            drop(idle);
+        let stale = surplus(&mut idle, self.max_idle, now);
+        idle.push((conn, now));
+        drop(idle);
+        for conn in stale {
             tokio::spawn(conn.quit());
-            return;
         }
-        idle.push((conn, Instant::now()));
     }
 
     /// Resets an unfinished transaction, then pools the connection if that worked.
@@ -107,16 +119,19 @@ impl Pool {
         }
     }
 
-    /// Closes idle connections past their idle timeout; run periodically.
+    /// Closes idle connections past their idle timeout, and the surplus past its
+    /// grace; run periodically.
     pub fn prune(&self) {
         let mut idle = self.idle.locked();
         let now = Instant::now();
-        let (keep, stale): (Vec<_>, Vec<_>) = idle
+        let mut stale = surplus(&mut idle, self.max_idle, now);
+        let (keep, timed_out): (Vec<_>, Vec<_>) = idle
             .drain(..)
             .partition(|(_, since)| now.duration_since(*since) < self.idle_timeout);
         *idle = keep;
         drop(idle);
-        for (conn, _) in stale {
+        stale.extend(timed_out.into_iter().map(|(conn, _)| conn));
+        for conn in stale {
             tokio::spawn(conn.quit());
         }
     }
@@ -136,5 +151,43 @@ impl Pool {
 
     pub fn idle_timeout(&self) -> Duration {
         self.idle_timeout
+    }
+}
+
+/// Takes out the idle entries beyond `keep` that have been idle for [`SURPLUS_GRACE`],
+/// oldest first. The list is oldest first: connections are taken from its end.
+fn surplus<T>(idle: &mut Vec<(T, Instant)>, keep: usize, now: Instant) -> Vec<T> {
+    let over = idle.len().saturating_sub(keep);
+    let old = idle[..over]
+        .iter()
+        .take_while(|(_, since)| now.duration_since(*since) >= SURPLUS_GRACE)
+        .count();
+    idle.drain(..old).map(|(conn, _)| conn).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_stale_surplus_goes_oldest_first() {
+        let t = Instant::now();
+        let at = |ms: u64| t + Duration::from_millis(ms);
+        // Five idle, oldest first; two are kept whatever their age.
+        let mut idle: Vec<(u32, Instant)> = vec![
+            (1, at(0)),
+            (2, at(100)),
+            (3, at(2500)),
+            (4, at(2600)),
+            (5, at(2700)),
+        ];
+        // At 2.05 s only the first has been idle for the grace.
+        assert_eq!(surplus(&mut idle, 2, at(2050)), vec![1]);
+        // Later the whole surplus (three beyond two kept) is stale; the two newest stay.
+        assert_eq!(surplus(&mut idle, 2, at(10_000)), vec![2, 3]);
+        assert_eq!(idle.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![4, 5]);
+        // Within the pool size nothing goes, however old.
+        assert!(surplus(&mut idle, 2, at(99_000)).is_empty());
+        assert!(surplus(&mut idle, 8, at(99_000)).is_empty());
     }
 }

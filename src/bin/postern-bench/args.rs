@@ -87,22 +87,41 @@ pub enum Cmd {
         auth: bool,
     },
     /// A discarding smarthost stand-in that demands STARTTLS (or implicit TLS) and AUTH.
-    Sink {
-        #[arg(long)]
-        listen: SocketAddr,
-        #[arg(long, value_enum, default_value = "starttls")]
-        tls: Tls,
-        #[arg(long)]
-        cert: Option<PathBuf>,
-        #[arg(long)]
-        key: Option<PathBuf>,
-        #[arg(long)]
-        user: Option<String>,
-        #[arg(long)]
-        password_file: Option<PathBuf>,
-        /// Keep the number of accepted messages in this file (rewritten every 20 ms),
-        /// for measuring end-to-end delivery.
-        #[arg(long)]
-        count_file: Option<PathBuf>,
-    },
+    Sink(SinkArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SinkArgs {
+    #[arg(long)]
+    pub listen: SocketAddr,
+    #[arg(long, value_enum, default_value = "starttls")]
+    pub tls: Tls,
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Keep the number of accepted messages in this file (rewritten every 20 ms),
+    /// for measuring end-to-end delivery.
+    #[arg(long)]
+    pub count_file: Option<PathBuf>,
+    /// Also serve an OAuth 2.0 token endpoint (HTTPS, client credentials, the
+    /// sink's certificate) here, and take AUTH XOAUTH2 with its tokens only.
+    #[arg(long, requires_all = ["token_user", "token_secret_file", "cert"])]
+    pub token_endpoint: Option<SocketAddr>,
+    /// The mailbox the tokens log in as (XOAUTH2's `user=`).
+    #[arg(long)]
+    pub token_user: Option<String>,
+    /// The client secret the token endpoint expects, in a file.
+    #[arg(long)]
+    pub token_secret_file: Option<PathBuf>,
+    /// Seconds a token lives.
+    #[arg(long, default_value_t = 3600)]
+    pub token_lifetime: u64,
+    /// Keep the number of token requests in this file.
+    #[arg(long)]
+    pub token_count_file: Option<PathBuf>,
 }

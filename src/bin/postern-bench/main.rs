@@ -11,7 +11,7 @@
 //!
 //! Layout: `args` (flags), `client` (connection, session setup), `load` (the load
 //! generator), `report` (its figures and report), `idle` (held sessions), `sink`
-//! (the stand-in smarthost).
+//! (the stand-in smarthost), `token` (its OAuth 2.0 token endpoint, for XOAUTH2).
 
 mod args;
 mod client;
@@ -19,6 +19,7 @@ mod idle;
 mod load;
 mod report;
 mod sink;
+mod token;
 
 use args::{Cli, Cmd};
 use clap::Parser;
@@ -62,15 +63,7 @@ fn main() -> std::process::ExitCode {
                 hold,
                 auth,
             } => idle::idle(target, sessions, Duration::from_secs(hold), auth).await,
-            Cmd::Sink {
-                listen,
-                tls,
-                cert,
-                key,
-                user,
-                password_file,
-                count_file,
-            } => sink::sink(listen, tls, cert, key, user, password_file, count_file).await,
+            Cmd::Sink(args) => sink::sink(args).await,
         }
     });
     match result {

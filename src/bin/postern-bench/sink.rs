@@ -1,46 +1,55 @@
 //! `postern-bench sink`: the library's discarding stand-in smarthost on a port, with
-//! an optional file that counts accepted messages for end-to-end measurements.
+//! an optional file that counts accepted messages for end-to-end measurements, and
+//! an optional token endpoint for AUTH XOAUTH2 (see [`crate::token`]).
 
-use crate::args::Tls;
+use crate::args::{SinkArgs, Tls};
+use crate::token::{self, Tokens};
 use postern::config::{TlsFiles, TlsMode};
 use postern::sink::{Sink, SinkConfig};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn sink(
-    listen: SocketAddr,
-    tls: Tls,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    user: Option<String>,
-    password_file: Option<PathBuf>,
-    count_file: Option<PathBuf>,
-) -> Result<(), String> {
-    let server_tls = match (cert, key) {
+/// A secret's file, its trailing newline dropped.
+fn read_secret(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end().to_string())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+pub async fn sink(args: SinkArgs) -> Result<(), String> {
+    let server_tls = match (&args.cert, &args.key) {
         (Some(certificate), Some(private_key)) => Some(
             postern::tls::load_server_config(&TlsFiles {
-                certificate,
-                private_key,
+                certificate: certificate.clone(),
+                private_key: private_key.clone(),
             })
             .map_err(|e| e.to_string())?,
         ),
         _ => None,
     };
-    let credentials = match (user, password_file) {
-        (Some(u), Some(p)) => Some((
-            u,
-            std::fs::read_to_string(&p)
-                .map_err(|e| format!("{}: {e}", p.display()))?
-                .trim_end()
-                .to_string(),
-        )),
+    let credentials = match (args.user, &args.password_file) {
+        (Some(u), Some(p)) => Some((u, read_secret(p)?)),
+        _ => None,
+    };
+    let xoauth2 = match (args.token_endpoint, &server_tls) {
+        (Some(listen), Some(tls)) => {
+            let secret = args.token_secret_file.as_deref().expect("required by clap");
+            let tokens = Tokens::new(
+                args.token_user.clone().expect("required by clap"),
+                read_secret(secret)?,
+                Duration::from_secs(args.token_lifetime),
+                args.token_count_file.clone(),
+            );
+            token::serve(listen, tls.clone(), tokens.clone()).await?;
+            Some(tokens.check())
+        }
+        (Some(_), None) => return Err("--token-endpoint needs --cert and --key".into()),
         _ => None,
     };
     let config = SinkConfig {
         hostname: "bench-sink".into(),
-        tls: match tls {
+        tls: match args.tls {
             Tls::Starttls => TlsMode::Starttls,
             Tls::Implicit => TlsMode::Implicit,
             Tls::None => TlsMode::None,
@@ -51,14 +60,15 @@ pub async fn sink(
         verbose: false,
         discard: true,
         smtputf8: true,
-        xoauth2: None,
+        xoauth2,
     };
+    let listen = args.listen;
     let sink = Sink::start(listen, config)
         .await
         .map_err(|e| format!("{listen}: {e}"))?;
     println!("sink listening on {}", sink.addr);
     let sink = Arc::new(sink);
-    if let Some(path) = count_file {
+    if let Some(path) = args.count_file {
         let sink = sink.clone();
         tokio::spawn(async move {
             let mut last = usize::MAX;
