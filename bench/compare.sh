@@ -3,6 +3,12 @@
 #
 #   bench/compare.sh            # full run (about 8 minutes on 2 cores)
 #   bench/compare.sh --quick    # one round, smaller counts (about 4 minutes)
+#   bench/compare.sh --only 100k-many --postern-only --servers postern-queue --rounds 3
+#                               # a partial run: only the scenario(s) and servers named,
+#                               # with the server's CPU time per message; it prints its
+#                               # figures and leaves bench/results.md alone
+#   POSTERN_BIN=/path/to/bins bench/compare.sh ...   # prebuilt binaries (no build), to
+#                               # alternate a before and an after build in one window
 #
 # It also runs Postern passthrough with quotas in a private redis-server (cluster mode)
 # against the same instance with its quotas in memory (1 KB, many per connection), and
@@ -23,26 +29,44 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-QUICK=0
-[ "${1:-}" = "--quick" ] && QUICK=1
+QUICK=0; ONLY=""; SERVERS="postfix postern-queue postern-pass"; ROUNDS_ARG=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) QUICK=1 ;;
+    --only) ONLY="$ONLY ${2:?--only SCENARIO}"; shift ;;
+    --postern-only) SERVERS="postern-queue postern-pass" ;;
+    --servers) SERVERS=${2:?--servers "LIST"}; shift ;;
+    --rounds) ROUNDS_ARG=${2:?--rounds N}; shift ;;
+    *) echo "usage: bench/compare.sh [--quick] [--only SCENARIO]... [--postern-only] [--servers LIST] [--rounds N]" >&2; exit 2 ;;
+  esac
+  shift
+done
+# A partial run measures what it was asked to and nothing else.
+PARTIAL=0
+[ -n "$ONLY" ] || [ "$SERVERS" != "postfix postern-queue postern-pass" ] || [ -n "$ROUNDS_ARG" ] && PARTIAL=1
+WITH_POSTFIX=0
+case " $SERVERS " in *" postfix "*) WITH_POSTFIX=1 ;; esac
 ROUNDS=3
-N_SMALL=10000   # 1 KB messages, many per connection
-N_CONN=3000     # one message per connection
-N_BIG=1000      # 100 KB messages
+N_SMALL=${N_SMALL:-10000}   # 1 KB messages, many per connection
+N_CONN=${N_CONN:-3000}      # one message per connection
+N_BIG=${N_BIG:-1000}        # 100 KB messages
 N_LOGIN=5000    # STARTTLS + AUTH sessions
 IDLE=5000       # idle TLS sessions held open
 if [ "$QUICK" = 1 ]; then
   ROUNDS=1; N_SMALL=6000; N_CONN=1500; N_BIG=500; N_LOGIN=2000; IDLE=2000
 fi
+[ -n "$ROUNDS_ARG" ] && ROUNDS=$ROUNDS_ARG
 CONC=50
 SINK_PORT=25250; POSTFIX_PORT=25870; POSTERN_PORT=25871; REDIS_PORT=25379
 
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
-command -v postfix >/dev/null 2>&1 || need+=(postfix)
-command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin)
-[ -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so ] || [ -e /usr/lib/aarch64-linux-gnu/sasl2/libplain.so ] || need+=(libsasl2-modules)
+if [ "$WITH_POSTFIX" = 1 ]; then
+  command -v postfix >/dev/null 2>&1 || need+=(postfix)
+  command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin)
+  [ -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so ] || [ -e /usr/lib/aarch64-linux-gnu/sasl2/libplain.so ] || need+=(libsasl2-modules)
+fi
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${#need[@]}" -gt 0 ]; then
@@ -52,9 +76,13 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-echo "== building Postern (release)"
-cargo build --release --locked --bins 2>&1 | tail -1
-BIN=$ROOT/target/release
+if [ -n "${POSTERN_BIN:-}" ]; then
+  BIN=$POSTERN_BIN
+else
+  echo "== building Postern (release)"
+  cargo build --release --locked --bins 2>&1 | tail -1
+  BIN=$ROOT/target/release
+fi
 WORK=$(mktemp -d /tmp/postern-bench.XXXXXX)
 chmod 0755 "$WORK"
 PIDS=()
@@ -101,6 +129,7 @@ PIDS+=($!)
 for _ in $(seq 1 50); do grep -q "sink listening" sink.log && break; sleep 0.1; done
 grep -q "sink listening" sink.log || { echo "the sink did not start:"; cat sink.log; exit 1; }
 
+if [ "$WITH_POSTFIX" = 1 ]; then
 echo "== Postfix $(postconf -d -h mail_version 2>/dev/null || echo) on 127.0.0.1:$POSTFIX_PORT"
 POSTFIX_DIR=$WORK/postfix
 mkdir -p "$POSTFIX_DIR/sasl" "$WORK/postfix-queue" "$WORK/postfix-data"
@@ -175,6 +204,7 @@ postfix -c "$POSTFIX_DIR" set-permissions >/dev/null 2>&1 || true
 postfix -c "$POSTFIX_DIR" check 2>/dev/null || true
 postfix -c "$POSTFIX_DIR" start >/dev/null 2>&1
 sleep 2
+fi
 
 cat > postern-queue.yaml <<EOF
 hostname: relay.bench.test
@@ -238,12 +268,16 @@ postfix_master() { cat "$WORK/postfix-queue/pid/master.pid" 2>/dev/null | tr -d 
 sample_rss() { while true; do tree_rss "$1" >> "$2"; sleep 0.2; done; }
 
 sink_count() { cat sink.count 2>/dev/null || echo 0; }
-# Runs one load; prints "rate p99_ms peak_rss_kib" (rate end to end: until the sink
-# has every accepted message).
+# CPU time (clock ticks, user + system) a process has used: Postern is one process.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# Runs one load; prints "rate p99_ms peak_rss_kib cpu_ms_per_message" (rate end to
+# end: until the sink has every accepted message; CPU of the server process alone,
+# meaningful for Postern only).
 run_load() { # label server_pid port size per_conn total
   local label=$1 pid=$2 port=$3 size=$4 per=$5 total=$6
-  local before start json ok t_end rate p99 peak sampler
+  local before start json ok t_end rate p99 peak sampler cpu0 cpu
   before=$(sink_count)
+  cpu0=$(cpu_ticks "$pid")
   : > "rss-$label"
   sample_rss "$pid" "rss-$label" & sampler=$!
   start=$(date +%s.%N)
@@ -258,13 +292,14 @@ run_load() { # label server_pid port size per_conn total
     done
   fi
   t_end=$(date +%s.%N)
+  cpu=$(echo "$cpu0 $(cpu_ticks "$pid") $(getconf CLK_TCK) $ok" | awk '{ if ($4 > 0) printf "%.3f", ($2-$1)*1000/$3/$4; else print 0 }')
   kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
   rate=$(echo "$ok $start $t_end" | awk '{printf "%.0f", $1/($3-$2)}')
   p99=$(echo "$json" | sed 's/.*"message_p99_ms":\([0-9.]*\).*/\1/')
   [ "$per" = 0 ] && p99=$(echo "$json" | sed 's/.*"setup_p99_ms":\([0-9.]*\).*/\1/')
   peak=$(sort -n "rss-$label" | tail -1)
   echo "$label ok=$ok $json" >> loads.log
-  echo "$rate $p99 ${peak:-0}"
+  echo "$rate $p99 ${peak:-0} $cpu"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -280,6 +315,7 @@ SCENARIOS=(
   "logins 1024 0 $N_LOGIN"
 )
 
+if [ "$PARTIAL" = 0 ]; then
 echo "== ceiling: smtp-source -> smtp-sink (plain, no TLS)"
 smtp-sink -u postfix -c 127.0.0.1:25251 1000 > smtp-sink.log 2>&1 &
 PIDS+=($!)
@@ -296,26 +332,31 @@ for r in $(seq 1 $ROUNDS); do
   record ceiling-many "$(ceiling -d)"
   record ceiling-one "$(ceiling)"
 done
+fi
 
 for r in $(seq 1 $ROUNDS); do
   echo "== round $r of $ROUNDS"
   for sc in "${SCENARIOS[@]}"; do
     read -r name size per total <<< "$sc"
-    for server in postfix postern-queue postern-pass; do
+    [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]] && continue
+    for server in $SERVERS; do
       [ "$name" = logins ] && [ "$server" = postern-pass ] && continue
       case $server in
         postfix) pid=$(postfix_master); port=$POSTFIX_PORT ;;
         postern-queue) start_postern queue; pid=$POSTERN_PID; port=$POSTERN_PORT ;;
         postern-pass) start_postern pass; pid=$POSTERN_PID; port=$POSTERN_PORT ;;
       esac
-      read -r rate p99 peak <<< "$(run_load "$server-$name-$r" "$pid" "$port" "$size" "$per" "$total")"
-      printf "   %-14s %-10s %8s/s  p99 %8s ms  peak PSS %8s KiB\n" "$server" "$name" "$rate" "$p99" "$peak"
+      read -r rate p99 peak cpu <<< "$(run_load "$server-$name-$r" "$pid" "$port" "$size" "$per" "$total")"
+      [ "$server" = postfix ] && cpu=-
+      printf "   %-14s %-10s %8s/s  p99 %8s ms  peak PSS %8s KiB  CPU %6s ms/msg\n" "$server" "$name" "$rate" "$p99" "$peak" "$cpu"
+      record "$server-$name-cpu" "$cpu"
       record "$server-$name-rate" "$rate"
       record "$server-$name-p99" "$p99"
       record "$server-$name-peak" "$peak"
       [ "$server" != postfix ] && stop_postern
     done
   done
+  [ "$PARTIAL" = 1 ] && continue
   # Direct to the sink: the latency floor for passthrough.
   read -r rate p99 peak <<< "$("$BIN/postern-bench" load --target 127.0.0.1:$SINK_PORT --tls starttls --ca ca.pem \
     --user relay --password-file relay.pw --concurrency $CONC --messages-per-connection 100 \
@@ -323,6 +364,21 @@ for r in $(seq 1 $ROUNDS); do
   record "direct-1k-many-rate" "$rate"
   record "direct-1k-many-p99" "$p99"
 done
+
+m() { echo "${RESULT[$1]}" | tr ' ' '\n' | grep -v '^$' | median; }
+if [ "$PARTIAL" = 1 ]; then
+  echo "== medians of $ROUNDS round(s) (partial run; bench/results.md left alone)"
+  for sc in "${SCENARIOS[@]}"; do
+    read -r name _ <<< "$sc"
+    [ -n "$ONLY" ] && [[ " $ONLY " != *" $name "* ]] && continue
+    for server in $SERVERS; do
+      [ -n "${RESULT[$server-$name-rate]:-}" ] || continue
+      printf "   %-14s %-10s %8s/s  p99 %8s ms  peak PSS %8s KiB  CPU %6s ms/msg\n" "$server" "$name" \
+        "$(m "$server-$name-rate")" "$(m "$server-$name-p99")" "$(m "$server-$name-peak")" "$(m "$server-$name-cpu")"
+    done
+  done
+  exit 0
+fi
 
 echo "== latency: one client, 1 KB, 100 per connection (direct to the sink, then through Postern passthrough)"
 lat() { # port user-args...
@@ -379,7 +435,6 @@ stop_postern
 # Postfix serves 100 sessions by default (one smtpd process each): measure 90.
 record postfix-idle-kib "$(idle_cost "$(postfix_master)" $POSTFIX_PORT 90)"
 
-m() { echo "${RESULT[$1]}" | tr ' ' '\n' | grep -v '^$' | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
 
 OUT=$ROOT/bench/results.md
