@@ -65,6 +65,8 @@ pub fn new_id() -> String {
     )
 }
 
+mod dirsync;
+
 /// Opens a file and fsyncs it; used for directories.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -164,6 +166,8 @@ pub struct Spool {
     free: std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>,
     /// Only a spool opened by the server recycles files.
     recycle: bool,
+    /// Fsyncs of `queue/`, shared by the commits and removals that arrive together.
+    queue_sync: std::sync::Arc<dirsync::DirSync>,
 }
 
 /// What [`Spool::take_out`] did with a message file.
@@ -211,6 +215,7 @@ impl Spool {
             free_dir: dir.join("free"),
             free: Default::default(),
             recycle: false,
+            queue_sync: std::sync::Arc::new(dirsync::DirSync::new(dir.join("queue"))),
         }
     }
 
@@ -289,7 +294,7 @@ impl Spool {
                 let _ = std::fs::remove_file(&tmp_path);
             })?;
             if inline {
-                return sync_dir(&spool.queue).inspect_err(|_| {
+                return spool.sync_queue().inspect_err(|_| {
                     let _ = std::fs::remove_file(&msg);
                 });
             }
@@ -310,7 +315,7 @@ impl Spool {
         f.write_all(&embed(env, content).map_err(io::Error::other)?)?;
         f.sync_all()?;
         std::fs::rename(&tmp, self.message_path(&env.id))?;
-        sync_dir(&self.queue)
+        self.sync_queue()
     }
 
     /// Atomically writes (or replaces) an envelope, then fsyncs the directory.
@@ -322,7 +327,7 @@ impl Spool {
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, self.envelope_path(&env.id))?;
-        sync_dir(&self.queue)
+        self.sync_queue()
     }
 
     /// Reads one envelope; `None` if it is gone (delivered or deleted).
@@ -371,9 +376,11 @@ impl Spool {
         Ok(existed)
     }
 
-    /// Makes removals and renames in `queue/` durable.
+    /// Makes removals and renames in `queue/` made before this call durable: one
+    /// directory fsync, shared with the callers that arrive at about the same time
+    /// (group commit, see [`dirsync`]).
     pub fn sync_queue(&self) -> io::Result<()> {
-        sync_dir(&self.queue)
+        self.queue_sync.sync()
     }
 
     /// Removes an envelope written back after its message was deleted.
