@@ -4,6 +4,12 @@
 #   bench/compare.sh            # full run (about 8 minutes on 2 cores)
 #   bench/compare.sh --quick    # one round, smaller counts (about 4 minutes)
 #   bench/compare.sh --only 1k-many,100k-many   # only these load scenarios (any mode)
+#   bench/compare.sh --only 100k-many --postern-only --servers postern-queue --rounds 3
+#                               # a partial run: only the scenario(s) and servers named,
+#                               # with the server's CPU time per message; it prints its
+#                               # figures and leaves bench/results.md alone
+#   POSTERN_BIN=/path/to/bins bench/compare.sh ...   # prebuilt binaries (no build), to
+#                               # alternate a before and an after build in one window
 #
 # Besides Postfix, every scenario also runs straight into the STARTTLS + AUTH sink
 # (the same load generator, no proxy in between): the fair ceiling for passthrough,
@@ -29,25 +35,35 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-QUICK=0
-ONLY=""
+ALL_SERVERS="postfix postern-queue postern-pass direct"
+QUICK=0; ONLY=""; SERVERS=$ALL_SERVERS; ROUNDS_ARG=""
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
-    --only) ONLY=${2:?--only needs a list such as 1k-many,100k-many}; shift ;;
-    *) echo "usage: bench/compare.sh [--quick] [--only SCENARIO,...]" >&2; exit 2 ;;
+    --only) ONLY="$ONLY ${2:?--only SCENARIO[,SCENARIO...]}"; shift ;;
+    --postern-only) SERVERS="postern-queue postern-pass" ;;
+    --servers) SERVERS=${2:?--servers "LIST"}; shift ;;
+    --rounds) ROUNDS_ARG=${2:?--rounds N}; shift ;;
+    *) echo "usage: bench/compare.sh [--quick] [--only SCENARIO[,SCENARIO...]]... [--postern-only] [--servers LIST] [--rounds N]" >&2; exit 2 ;;
   esac
   shift
 done
+ONLY=${ONLY//,/ }
+# A partial run measures what it was asked to and nothing else.
+PARTIAL=0
+[ -n "$ONLY" ] || [ "$SERVERS" != "$ALL_SERVERS" ] || [ -n "$ROUNDS_ARG" ] && PARTIAL=1
+WITH_POSTFIX=0
+case " $SERVERS " in *" postfix "*) WITH_POSTFIX=1 ;; esac
 ROUNDS=3
-N_SMALL=10000   # 1 KB messages, many per connection
-N_CONN=3000     # one message per connection
-N_BIG=1000      # 100 KB messages
+N_SMALL=${N_SMALL:-10000}   # 1 KB messages, many per connection
+N_CONN=${N_CONN:-3000}      # one message per connection
+N_BIG=${N_BIG:-1000}        # 100 KB messages
 N_LOGIN=5000    # STARTTLS + AUTH sessions
-IDLE=5000       # idle TLS sessions held open
+IDLE=10000      # idle TLS sessions held open (the target is stated at 10,000)
 if [ "$QUICK" = 1 ]; then
   ROUNDS=1; N_SMALL=6000; N_CONN=1500; N_BIG=500; N_LOGIN=2000; IDLE=2000
 fi
+[ -n "$ROUNDS_ARG" ] && ROUNDS=$ROUNDS_ARG
 CONC=50
 SINK_PORT=25250; POSTFIX_PORT=25870; POSTERN_PORT=25871; REDIS_PORT=25379
 OAUTH_SINK_PORT=25252; TOKEN_PORT=25443
@@ -55,9 +71,11 @@ OAUTH_SINK_PORT=25252; TOKEN_PORT=25443
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 need=()
-command -v postfix >/dev/null 2>&1 || need+=(postfix)
-command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin)
-[ -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so ] || [ -e /usr/lib/aarch64-linux-gnu/sasl2/libplain.so ] || need+=(libsasl2-modules)
+if [ "$WITH_POSTFIX" = 1 ]; then
+  command -v postfix >/dev/null 2>&1 || need+=(postfix)
+  command -v saslpasswd2 >/dev/null 2>&1 || need+=(sasl2-bin)
+  [ -e /usr/lib/x86_64-linux-gnu/sasl2/libplain.so ] || [ -e /usr/lib/aarch64-linux-gnu/sasl2/libplain.so ] || need+=(libsasl2-modules)
+fi
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 if [ "${#need[@]}" -gt 0 ]; then
@@ -67,9 +85,13 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-echo "== building Postern (release)"
-cargo build --release --locked --bins 2>&1 | tail -1
-BIN=$ROOT/target/release
+if [ -n "${POSTERN_BIN:-}" ]; then
+  BIN=$POSTERN_BIN
+else
+  echo "== building Postern (release)"
+  cargo build --release --locked --bins 2>&1 | tail -1
+  BIN=$ROOT/target/release
+fi
 WORK=$(mktemp -d /tmp/postern-bench.XXXXXX)
 chmod 0755 "$WORK"
 PIDS=()
@@ -116,6 +138,7 @@ PIDS+=($!)
 for _ in $(seq 1 50); do grep -q "sink listening" sink.log && break; sleep 0.1; done
 grep -q "sink listening" sink.log || { echo "the sink did not start:"; cat sink.log; exit 1; }
 
+if [ "$WITH_POSTFIX" = 1 ]; then
 echo "== Postfix $(postconf -d -h mail_version 2>/dev/null || echo) on 127.0.0.1:$POSTFIX_PORT"
 POSTFIX_DIR=$WORK/postfix
 mkdir -p "$POSTFIX_DIR/sasl" "$WORK/postfix-queue" "$WORK/postfix-data"
@@ -190,6 +213,7 @@ postfix -c "$POSTFIX_DIR" set-permissions >/dev/null 2>&1 || true
 postfix -c "$POSTFIX_DIR" check 2>/dev/null || true
 postfix -c "$POSTFIX_DIR" start >/dev/null 2>&1
 sleep 2
+fi
 
 cat > postern-queue.yaml <<EOF
 hostname: relay.bench.test
@@ -254,13 +278,17 @@ sample_rss() { while true; do tree_rss "$1" >> "$2"; sleep 0.2; done; }
 
 COUNT_FILE=sink.count   # the sink whose count ends a run (the XOAUTH2 run has its own)
 sink_count() { cat "$COUNT_FILE" 2>/dev/null || echo 0; }
-# Runs one load; prints "rate p99_ms peak_rss_kib" (rate end to end: until the sink
-# has every accepted message).
+# CPU time (clock ticks, user + system) a process has used: Postern is one process.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# Runs one load; prints "rate p99_ms peak_rss_kib cpu_ms_per_message" (rate end to
+# end: until the sink has every accepted message; CPU of the server process alone,
+# meaningful for Postern and the sink only).
 run_load() { # label server_pid port size per_conn total
   local label=$1 pid=$2 port=$3 size=$4 per=$5 total=$6
-  local before start json ok t_end rate p99 peak sampler who=(--users-file users.txt)
+  local before start json ok t_end rate p99 peak sampler cpu0 cpu who=(--users-file users.txt)
   [ "$port" = "$SINK_PORT" ] && who=(--user relay --password-file relay.pw)
   before=$(sink_count)
+  cpu0=$(cpu_ticks "$pid")
   : > "rss-$label"
   sample_rss "$pid" "rss-$label" & sampler=$!
   start=$(date +%s.%N)
@@ -275,13 +303,14 @@ run_load() { # label server_pid port size per_conn total
     done
   fi
   t_end=$(date +%s.%N)
+  cpu=$(echo "$cpu0 $(cpu_ticks "$pid") $(getconf CLK_TCK) $ok" | awk '{ if ($4 > 0) printf "%.3f", ($2-$1)*1000/$3/$4; else print 0 }')
   kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
   rate=$(echo "$ok $start $t_end" | awk '{printf "%.0f", $1/($3-$2)}')
   p99=$(echo "$json" | sed 's/.*"message_p99_ms":\([0-9.]*\).*/\1/')
   [ "$per" = 0 ] && p99=$(echo "$json" | sed 's/.*"setup_p99_ms":\([0-9.]*\).*/\1/')
   peak=$(sort -n "rss-$label" | tail -1)
   echo "$label ok=$ok $json" >> loads.log
-  echo "$rate $p99 ${peak:-0}"
+  echo "$rate $p99 ${peak:-0} $cpu"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -297,9 +326,10 @@ SCENARIOS=(
   "logins 1024 0 $N_LOGIN"
 )
 
-selected() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+selected() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 SINK_PID=${PIDS[0]}
 
+if [ "$PARTIAL" = 0 ]; then
 echo "== ceiling: smtp-source -> smtp-sink (plain, no TLS)"
 smtp-sink -u postfix -c 127.0.0.1:25251 1000 > smtp-sink.log 2>&1 &
 PIDS+=($!)
@@ -318,13 +348,14 @@ for r in $(seq 1 $ROUNDS); do
   record ceiling-one "$(ceiling "$N_SMALL" 1024)"
   record ceiling-100k-many "$(ceiling "$N_BIG" 102400 -d)"
 done
+fi
 
 for r in $(seq 1 $ROUNDS); do
   echo "== round $r of $ROUNDS"
   for sc in "${SCENARIOS[@]}"; do
     read -r name size per total <<< "$sc"
     selected "$name" || continue
-    for server in postfix postern-queue postern-pass direct; do
+    for server in $SERVERS; do
       [ "$name" = logins ] && [ "$server" = postern-pass ] && continue
       case $server in
         direct) pid=$SINK_PID; port=$SINK_PORT ;;
@@ -332,8 +363,10 @@ for r in $(seq 1 $ROUNDS); do
         postern-queue) start_postern queue; pid=$POSTERN_PID; port=$POSTERN_PORT ;;
         postern-pass) start_postern pass; pid=$POSTERN_PID; port=$POSTERN_PORT ;;
       esac
-      read -r rate p99 peak <<< "$(run_load "$server-$name-$r" "$pid" "$port" "$size" "$per" "$total")"
-      printf "   %-14s %-10s %8s/s  p99 %8s ms  peak PSS %8s KiB\n" "$server" "$name" "$rate" "$p99" "$peak"
+      read -r rate p99 peak cpu <<< "$(run_load "$server-$name-$r" "$pid" "$port" "$size" "$per" "$total")"
+      [ "$server" = postfix ] && cpu=-
+      printf "   %-14s %-10s %8s/s  p99 %8s ms  peak PSS %8s KiB  CPU %6s ms/msg\n" "$server" "$name" "$rate" "$p99" "$peak" "$cpu"
+      record "$server-$name-cpu" "$cpu"
       record "$server-$name-rate" "$rate"
       record "$server-$name-p99" "$p99"
       record "$server-$name-peak" "$peak"
@@ -341,6 +374,21 @@ for r in $(seq 1 $ROUNDS); do
     done
   done
 done
+
+m() { echo "${RESULT[$1]:-}" | tr ' ' '\n' | { grep -v '^$' || true; } | median; }
+if [ "$PARTIAL" = 1 ]; then
+  echo "== medians of $ROUNDS round(s) (partial run; bench/results.md left alone)"
+  for sc in "${SCENARIOS[@]}"; do
+    read -r name _ <<< "$sc"
+    selected "$name" || continue
+    for server in $SERVERS; do
+      [ -n "${RESULT[$server-$name-rate]:-}" ] || continue
+      printf "   %-14s %-10s %8s/s  p99 %8s ms  peak PSS %8s KiB  CPU %6s ms/msg\n" "$server" "$name" \
+        "$(m "$server-$name-rate")" "$(m "$server-$name-p99")" "$(m "$server-$name-peak")" "$(m "$server-$name-cpu")"
+    done
+  done
+  exit 0
+fi
 
 echo "== latency: one client, 1 KB, 100 per connection (direct to the sink, then through Postern passthrough)"
 lat() { # port user-args...
@@ -367,7 +415,7 @@ for r in $(seq 1 $ROUNDS); do
   for server in limited cluster; do
     start_postern $server
     calls_before=$(evalsha_calls)
-    read -r rate p99 peak <<< "$(run_load "postern-$server-cluster-$r" "$POSTERN_PID" $POSTERN_PORT 1024 100 "$N_SMALL")"
+    read -r rate p99 peak _ <<< "$(run_load "postern-$server-cluster-$r" "$POSTERN_PID" $POSTERN_PORT 1024 100 "$N_SMALL")"
     printf "   %-14s %-10s %8s/s  p99 %8s ms\n" "postern-$server" "1k-many" "$rate" "$p99"
     record "cl-$server-rate" "$rate"; record "cl-$server-p99" "$p99"
     if [ $server = cluster ]; then
@@ -405,7 +453,7 @@ smarthost:
 EOF
 COUNT_FILE=oauth-sink.count
 start_postern oauth
-read -r OAUTH_RATE p99 peak <<< "$(run_load postern-oauth-1k-many "$POSTERN_PID" $POSTERN_PORT 1024 100 "$N_SMALL")"
+read -r OAUTH_RATE p99 peak _ <<< "$(run_load postern-oauth-1k-many "$POSTERN_PID" $POSTERN_PORT 1024 100 "$N_SMALL")"
 OAUTH_OK=$(sink_count)
 stop_postern
 COUNT_FILE=sink.count
@@ -432,7 +480,6 @@ stop_postern
 # Postfix serves 100 sessions by default (one smtpd process each): measure 90.
 record postfix-idle-kib "$(idle_cost "$(postfix_master)" $POSTFIX_PORT 90)"
 
-m() { echo "${RESULT[$1]:-}" | tr ' ' '\n' | { grep -v '^$' || true; } | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a/b; else print "n/a" }'; }
 
 OUT=$ROOT/bench/results.md

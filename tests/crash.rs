@@ -67,6 +67,18 @@ async fn removal_window(port: u16, metric: &str) -> Window {
     w
 }
 
+/// Lines of 1,000 bytes in message `seq`: most messages are tiny, one in five is
+/// about 100 KB (held in memory and spooled as one file) and one in 25 about 300 KB
+/// (written to disk as it arrives, with a separate envelope file), so that a kill
+/// finds both spool paths in every state.
+fn filler_lines(seq: u64) -> usize {
+    match seq % 25 {
+        7 => 300,
+        s if s % 5 == 2 => 100,
+        _ => 0,
+    }
+}
+
 /// Sends messages with sequence numbers until the connection dies; records acks.
 async fn submit_until_killed(
     h_addr: std::net::SocketAddr,
@@ -118,8 +130,11 @@ async fn submit_until_killed(
                     _ => break 'outer,
                 }
             }
-            c.send_raw(format!("X-Seq: {seq}\r\nSubject: crash\r\n\r\nbody\r\n.\r\n").as_bytes())
-                .await;
+            let filler = format!("{}\r\n", "x".repeat(998)).repeat(filler_lines(seq));
+            c.send_raw(
+                format!("X-Seq: {seq}\r\nSubject: crash\r\n\r\n{filler}body\r\n.\r\n").as_bytes(),
+            )
+            .await;
             match c.try_read_reply().await {
                 Some(r) if r.code == 250 => {
                     acked.lock().unwrap().insert(seq);
@@ -191,6 +206,14 @@ async fn kill_9_loop_loses_nothing_and_duplicates_nothing() {
             .unwrap()
             .parse()
             .unwrap();
+        let filler = text
+            .lines()
+            .filter(|l| l.len() == 998 && l.bytes().all(|b| b == b'x'));
+        assert_eq!(
+            filler.count(),
+            filler_lines(seq),
+            "message {seq} arrived incomplete"
+        );
         *count.entry(seq).or_default() += 1;
         arrivals.entry(seq).or_default().push(m.received_at);
     }

@@ -488,7 +488,8 @@ async fn spool_files_are_private_whatever_the_umask() {
     })
     .await;
     let mut c = h.session("alice", "alice-password").await;
-    let big = format!("Subject: big\r\n\r\n{}", "x".repeat(998) + "\r\n").repeat(80);
+    // Over the 256 KiB held in memory: a message file without an envelope, plus a .env.
+    let big = format!("Subject: big\r\n\r\n{}", "x".repeat(998) + "\r\n").repeat(300);
     let ids = [
         queued_id(
             &c.send_mail("a@alice.example", &["b@example.org"], "x\r\n")

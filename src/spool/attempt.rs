@@ -7,7 +7,7 @@ use super::bookkeeping::{record, sendable, worth_persisting};
 use super::bounce::{self, Report};
 use super::envelope::{Envelope, body_of};
 use super::queue::Queue;
-use super::store::unix_now;
+use super::store::{INLINE, unix_now};
 use crate::events::Event;
 use crate::journal::entry::{attempt_status, format_time};
 use crate::journal::{Entry, Kind, Recipient};
@@ -155,9 +155,13 @@ fn unix_second_of(at: std::time::Instant) -> u64 {
 }
 
 /// Messages up to this size are read whole for delivery; larger ones are streamed
-/// from their file (which then holds just the message: only small ones embed their
-/// envelope).
+/// from their file (which then holds just the message: only messages held in memory
+/// while they arrived, up to [`INLINE`] bytes, embed their envelope).
 const WHOLE_READ: u64 = 256 * 1024;
+const _: () = assert!(
+    INLINE as u64 <= WHOLE_READ,
+    "a file with an envelope in front is read whole"
+);
 
 /// The spooled message, read off the runtime when it is small.
 async fn message_content(queue: &Queue, env: &Envelope) -> std::io::Result<Content> {

@@ -84,15 +84,16 @@ async fn large_messages_and_crash_leftovers() {
     // Over the inline size: streamed to tmp/, then .msg (no header) plus .env.
     let mut w = spool.writer().await.unwrap();
     let line = [b'x'; 998];
-    for _ in 0..100 {
+    for _ in 0..300 {
         w.write(&line).await.unwrap();
         w.write(b"\r\n").await.unwrap();
     }
+    assert!(w.file.is_some(), "written to tmp/ as it arrived");
     let id = w.id().to_string();
     spool.commit(w, &env(&id)).await.unwrap();
     let file = std::fs::read(spool.message_path(&id)).unwrap();
-    assert_eq!(file.len(), 100_000);
-    assert_eq!(body_of(&file).len(), 100_000);
+    assert_eq!(file.len(), 300_000);
+    assert_eq!(body_of(&file).len(), 300_000);
     assert!(dir.path().join(format!("queue/{id}.env")).exists());
     assert_eq!(spool.load_all(true).unwrap(), vec![env(&id)]);
     // A crash between renaming a large message and writing its envelope: the
@@ -104,6 +105,49 @@ async fn large_messages_and_crash_leftovers() {
     std::fs::write(dir.path().join("queue/ABC.env"), "x").unwrap();
     assert!(spool.load_all(true).unwrap().is_empty());
     assert!(!dir.path().join("queue/ABC.env").exists());
+}
+
+/// Writes `lines` lines of 1,000 bytes.
+async fn write_lines(w: &mut MessageWriter, lines: usize) {
+    let line = [b'y'; 998];
+    for _ in 0..lines {
+        w.write(&line).await.unwrap();
+        w.write(b"\r\n").await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn messages_up_to_the_inline_size_are_one_file_from_the_memory_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    // 100 KB: held in memory (taking its share of the budget), one file at commit.
+    let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(200_000));
+    let mut w = spool.writer().await.unwrap();
+    w.held = Held::from(budget.clone());
+    write_lines(&mut w, 100).await;
+    assert!(w.file.is_none());
+    assert_eq!(budget.available_permits(), 100_000);
+    let id = w.id().to_string();
+    spool.commit(w, &env(&id)).await.unwrap();
+    assert_eq!(budget.available_permits(), 200_000, "given back at commit");
+    let file = std::fs::read(spool.message_path(&id)).unwrap();
+    assert!(file.starts_with(MAGIC));
+    assert_eq!(body_of(&file).len(), 100_000);
+    assert!(!dir.path().join(format!("queue/{id}.env")).exists());
+    // When the budget cannot spare the memory, the message goes to disk as it
+    // arrives (and gives back what it held): the two-file path, never a refusal.
+    let mut w = spool.writer().await.unwrap();
+    w.held = Held::from(std::sync::Arc::new(tokio::sync::Semaphore::new(50_000)));
+    write_lines(&mut w, 100).await;
+    assert!(w.file.is_some());
+    let second = w.id().to_string();
+    spool.commit(w, &env(&second)).await.unwrap();
+    let file = std::fs::read(spool.message_path(&second)).unwrap();
+    assert_eq!(body_of(&file).len(), 100_000);
+    assert!(dir.path().join(format!("queue/{second}.env")).exists());
+    let mut all = spool.load_all(true).unwrap();
+    all.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(all, vec![env(&id), env(&second)]);
 }
 
 #[tokio::test]
