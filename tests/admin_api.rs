@@ -468,6 +468,17 @@ async fn suspend_refuses_logins_until_unsuspended() {
         return;
     }
     let h = Harness::start(setup()).await;
+    // A reason that would reorder or hide text where it is shown: refused.
+    for hostile in ["spam\u{202e}24 tekcit", "zero\u{200b}width", "bell\u{7}"] {
+        let a = api(
+            &h,
+            "POST",
+            "/api/v1/users/alice/suspend",
+            Some(json!({ "reason": hostile })),
+        )
+        .await;
+        assert_eq!(a.status, 422, "{hostile:?}: {}", a.raw);
+    }
     let a = api(
         &h,
         "POST",

@@ -241,9 +241,10 @@ pub async fn suspend(
     let reason = req
         .reason
         .unwrap_or_else(|| "suspended through the admin API".into());
-    if reason.chars().count() > MAX_REASON_LEN || reason.chars().any(char::is_control) {
+    let hidden = crate::proto::printable::hidden;
+    if reason.chars().count() > MAX_REASON_LEN || reason.chars().any(hidden) {
         return Err(ApiError::invalid(vec![format!(
-            "reason: at most {MAX_REASON_LEN} characters, no control characters"
+            "reason: at most {MAX_REASON_LEN} characters, no control or invisible characters"
         )]));
     }
     let user = s.ctx.users.get(&name).await?;

@@ -116,23 +116,29 @@ pub fn append_user(text: &str, block: &str) -> Option<String> {
 }
 
 /// Where `name`'s entry is in the users file: the index of its `- name: NAME`
-/// line, the index just past its last line (trailing blank lines left out), and
-/// the indentation of its dash. `None` when the entry is not written that way (the
-/// caller then rewrites the file from its parsed form).
+/// line inside the top-level `users:` list, the index just past its last line
+/// (trailing blank lines left out), and the indentation of its dash. `None` when
+/// the entry is not written that way, or when the file uses YAML anchors or aliases
+/// (an entry removed or replaced as text could take an anchor others refer to): the
+/// caller then rewrites the file from its parsed form.
 fn entry_span(lines: &[&str], name: &str) -> Option<(usize, usize, usize)> {
-    let quoted = [name.to_string(), format!("\"{name}\""), format!("'{name}'")];
-    let start = lines.iter().position(|l| {
-        let t = l.trim_start();
-        t.strip_prefix("- name:")
-            .map(|v| {
-                let v = v.split(" #").next().unwrap_or("").trim();
-                quoted.iter().any(|q| v == q)
-            })
-            .unwrap_or(false)
-    })?;
+    if lines.iter().any(|l| has_anchor_or_alias(l)) {
+        return None;
+    }
+    let (first, last) = users_section(lines)?;
+    let mut found = (first..last).filter(|&i| {
+        lines[i]
+            .trim_start()
+            .strip_prefix("- name:")
+            .is_some_and(|v| scalar_is(v, name))
+    });
+    let start = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
     let dash = lines[start].len() - lines[start].trim_start().len();
     let mut end = start + 1;
-    while end < lines.len() {
+    while end < last {
         let l = lines[end];
         let indent = l.len() - l.trim_start().len();
         if !l.trim().is_empty() && indent <= dash {
@@ -144,6 +150,36 @@ fn entry_span(lines: &[&str], name: &str) -> Option<(usize, usize, usize)> {
         end -= 1;
     }
     Some((start, end, dash))
+}
+
+/// The lines of the top-level `users:` block list: from the line after `users:` to
+/// the next top-level key (a `domains:` list may hold the same names).
+fn users_section(lines: &[&str]) -> Option<(usize, usize)> {
+    let first = lines.iter().position(|l| l.trim_end() == "users:")? + 1;
+    let last = (first..lines.len())
+        .find(|&i| {
+            let l = lines[i];
+            !l.is_empty() && !l.starts_with([' ', '-', '#'])
+        })
+        .unwrap_or(lines.len());
+    Some((first, last))
+}
+
+/// Whether the value written after `- name:` is `name`, read as YAML reads it
+/// (plain, single- or double-quoted with escapes), so `'"dave"'` is not `dave`.
+fn scalar_is(written: &str, name: &str) -> bool {
+    let value = written.split(" #").next().unwrap_or("").trim();
+    serde_yaml::from_str::<String>(value).is_ok_and(|v| v == name)
+}
+
+/// Whether a line holds a YAML anchor (`&common`) or alias (`*common`) as a value
+/// or an item (`senders: &common [...]`, `senders: *common`, `- *item`, `[*a, *b]`).
+/// A false alarm costs only a rewrite.
+fn has_anchor_or_alias(line: &str) -> bool {
+    let t = line.trim_start();
+    let t = t.strip_prefix("- ").unwrap_or(t);
+    let value = t.split_once(": ").map_or(t, |(_, v)| v).trim_start();
+    value.starts_with(['&', '*']) || value.contains("[*") || value.contains(", *")
 }
 
 /// Joins lines back into a file that ends with a line end.
@@ -409,6 +445,36 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(path).unwrap();
         (m.uid(), m.gid(), m.mode() & 0o7777)
+    }
+
+    #[test]
+    fn an_entry_is_found_by_its_yaml_value_in_the_users_list_only() {
+        let text = "domains:\n  - name: \"site1.example\"\n    rate_limits: { messages_per_hour: 5 }\n\
+                    users:\n  - name: \"dave\"\n    senders: [\"@d.example\"]\n\
+                    \x20 - name: '\"dave\"'\n    senders: [\"@q.example\"]\n\
+                    \x20 - name: site1.example\n    senders: [\"@s.example\"]\n";
+        // `'"dave"'` is the user whose name has quotes in it, not dave.
+        let out = set_disabled(text, "\"dave\"", true).unwrap();
+        let dave_quoted = out.find("'\"dave\"'").unwrap();
+        assert!(out[dave_quoted..].contains("disabled: true"), "{out}");
+        assert!(!out[..dave_quoted].contains("disabled"), "{out}");
+        // A user named like a listed domain: its own entry, not the domain's.
+        let out = remove_entry(text, "site1.example").unwrap();
+        assert!(out.contains("messages_per_hour: 5"), "{out}");
+        assert!(!out.contains("@s.example"), "{out}");
+        // A name written twice is not guessed at: the caller rewrites.
+        let twice = format!("{text}  - name: dave\n    senders: []\n");
+        assert!(remove_entry(&twice, "dave").is_none());
+    }
+
+    #[test]
+    fn a_file_with_anchors_or_aliases_is_not_edited_as_text() {
+        let text = "users:\n  - name: a\n    senders: &common [\"@x.example\"]\n\
+                    \x20 - name: b\n    senders: *common\n";
+        assert!(remove_entry(text, "a").is_none());
+        assert!(set_disabled(text, "b", true).is_none());
+        let plain = "users:\n  - name: a\n    senders: [\"@x.example\"] # R&D\n";
+        assert!(remove_entry(plain, "a").is_some());
     }
 
     #[test]

@@ -184,11 +184,12 @@ fn parse_user(
     problems: &mut Problems,
 ) -> User {
     let key = format!("users[{i}]");
-    if u.name.is_empty() || u.name.chars().any(|c| c.is_control() || c == ' ') {
+    let hidden = crate::proto::printable::hidden;
+    if u.name.is_empty() || u.name.chars().any(|c| hidden(c) || c.is_whitespace()) {
         problems.add(
             path,
             &format!("{key}.name"),
-            "must be non-empty, without spaces or control characters",
+            "must be non-empty, without spaces, control characters or invisible ones (bidi overrides, zero-width)",
         );
     }
     if let Some(Err(e)) = u.password.as_deref().map(super::check_phc) {
