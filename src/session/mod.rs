@@ -152,7 +152,10 @@ impl Session {
             };
             let flow = match line {
                 ReadLine::Line(mut l) => {
-                    let flow = self.command(&l, io).await;
+                    // Boxed: a command's future (DATA and the upstream transaction
+                    // within it) is several KiB, which every idle session's task
+                    // would otherwise carry; allocated only while a command runs.
+                    let flow = Box::pin(self.command(&l, io)).await;
                     // `AUTH PLAIN <initial response>` carries a password.
                     zeroize::Zeroize::zeroize(&mut l[..]);
                     flow
@@ -353,6 +356,11 @@ impl Peer {
 
 /// Runs one accepted connection to its end: TLS (implicit or after STARTTLS),
 /// greeting, commands.
+///
+/// Each phase (the plain-text part, the handshake, the session over TLS) runs as
+/// its own boxed future, freed when the phase ends: a task's future is as large as
+/// its largest state, and every idle session pays for that allocation (per idle TLS
+/// session: 13 KiB of future before, under 4 KiB after).
 pub async fn serve_connection(ctx: Arc<Context>, listener: Listener, tcp: TcpStream, peer: Peer) {
     let mut session = Session::new(ctx.clone(), listener.clone(), peer.address());
     let span = session.span.clone();
@@ -367,33 +375,42 @@ pub async fn serve_connection(ctx: Arc<Context>, listener: Listener, tcp: TcpStr
         let greeting = Reply::plain(220, format!("{} ESMTP Postern", ctx.config.hostname));
         match listener.tls {
             TlsMode::Implicit => {
-                let Some(tls) = handshake(&ctx, tcp).await else {
+                let Some(tls) = Box::pin(handshake(&ctx, tcp)).await else {
                     return;
                 };
                 session.tls = Some(describe(&tls));
-                let mut io = SmtpStream::new(tls, ctx.config.timeouts.write);
-                io.reply(&greeting);
-                let flow = session.run(&mut io).await;
-                finish(&mut session, &mut io, flow).await;
+                Box::pin(over_tls(&mut session, tls, Some(greeting))).await;
             }
             TlsMode::Starttls | TlsMode::None => {
                 let mut io = SmtpStream::new(tcp, ctx.config.timeouts.write);
                 io.reply(&greeting);
-                let Ok(tcp) = until_starttls(&mut session, io).await else {
+                let Ok(tcp) = Box::pin(until_starttls(&mut session, io)).await else {
                     return;
                 };
-                let Some(tls) = handshake(&ctx, tcp).await else {
+                let Some(tls) = Box::pin(handshake(&ctx, tcp)).await else {
                     return;
                 };
                 session.tls_started(describe(&tls));
-                let mut io = SmtpStream::new(tls, ctx.config.timeouts.write);
-                let flow = session.run(&mut io).await;
-                finish(&mut session, &mut io, flow).await;
+                Box::pin(over_tls(&mut session, tls, None)).await;
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// The session over TLS, after the handshake: the greeting first for implicit TLS.
+async fn over_tls(
+    session: &mut Session,
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    greeting: Option<Reply>,
+) {
+    let mut io = SmtpStream::new(tls, session.ctx.config.timeouts.write);
+    if let Some(greeting) = greeting {
+        io.reply(&greeting);
+    }
+    let flow = session.run(&mut io).await;
+    Box::pin(finish(session, &mut io, flow)).await;
 }
 
 /// Runs the session over a plain stream until it ends (with how) or says 220 to
