@@ -108,10 +108,12 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// A ticket with nothing but the user (the memory store's).
-    pub fn local(user: &str) -> Ticket {
+    /// A ticket held in this instance's memory: the user, and the domain when its
+    /// limits count the message.
+    pub fn local(user: &str, domain: Option<&DomainLimits>) -> Ticket {
         Ticket {
             user: user.to_string(),
+            domain: domain.map(|d| d.domain.clone()),
             ..Ticket::default()
         }
     }

@@ -283,10 +283,7 @@ impl RateStore for SharedRates {
                 None => self
                     .local
                     .reserve_message_now(user, limits, domain, now)
-                    .map(|()| Ticket {
-                        domain: domain.map(|d| d.domain.clone()),
-                        ..Ticket::local(user)
-                    }),
+                    .map(|()| Ticket::local(user, domain)),
             }
         })
     }

@@ -385,10 +385,7 @@ impl RateStore for MemoryRates {
         now: Instant,
     ) -> Pending<'a, Result<Ticket, Exceeded>> {
         let r = self.reserve_message_now(user, limits, domain, now);
-        Box::pin(ready(r.map(|()| Ticket {
-            domain: domain.map(|d| d.domain.clone()),
-            ..Ticket::local(user)
-        })))
+        Box::pin(ready(r.map(|()| Ticket::local(user, domain))))
     }
 
     fn reserve_recipient<'a>(
