@@ -8,6 +8,7 @@
 #                               # a partial run: only the scenario(s) and servers named,
 #                               # with the server's CPU time per message; it prints its
 #                               # figures and leaves bench/results.md alone
+#   bench/compare.sh --only cluster --rounds 3   # only cluster mode against memory
 #   POSTERN_BIN=/path/to/bins bench/compare.sh ...   # prebuilt binaries (no build), to
 #                               # alternate a before and an after build in one window
 #
@@ -326,6 +327,27 @@ SCENARIOS=(
   "logins 1024 0 $N_LOGIN"
 )
 
+cluster_runs() {
+  echo "== cluster mode: 1k-many through passthrough with and without Redis"
+  redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" > redis.log 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 50); do redis-cli -p $REDIS_PORT ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+  evalsha_calls() { redis-cli -p $REDIS_PORT info commandstats | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p'; }
+  for r in $(seq 1 $ROUNDS); do
+    for server in limited cluster; do
+      start_postern $server
+      calls_before=$(evalsha_calls)
+      read -r rate p99 peak _ <<< "$(run_load "postern-$server-cluster-$r" "$POSTERN_PID" $POSTERN_PORT 1024 100 "$N_SMALL")"
+      printf "   %-14s %-10s %8s/s  p99 %8s ms\n" "postern-$server" "1k-many" "$rate" "$p99"
+      record "cl-$server-rate" "$rate"; record "cl-$server-p99" "$p99"
+      if [ $server = cluster ]; then
+        record cl-calls "$(echo "${calls_before:-0} $(evalsha_calls) $N_SMALL" | awk '{printf "%.2f", ($2-$1)/$3}')"
+      fi
+      stop_postern
+    done
+  done
+}
+
 selected() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 SINK_PID=${PIDS[0]}
 
@@ -387,6 +409,10 @@ if [ "$PARTIAL" = 1 ]; then
         "$(m "$server-$name-rate")" "$(m "$server-$name-p99")" "$(m "$server-$name-peak")" "$(m "$server-$name-cpu")"
     done
   done
+  if [[ " $ONLY " == *" cluster "* ]]; then
+    cluster_runs
+    echo "   cluster mode 1k-many: $(m cl-cluster-rate)/s (p99 $(m cl-cluster-p99) ms) against $(m cl-limited-rate)/s in memory (p99 $(m cl-limited-p99) ms); $(m cl-calls) script calls per message"
+  fi
   exit 0
 fi
 
@@ -406,24 +432,7 @@ for r in $(seq 1 $ROUNDS); do
   stop_postern
 done
 
-echo "== cluster mode: 1k-many through passthrough with and without Redis"
-redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" > redis.log 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 50); do redis-cli -p $REDIS_PORT ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-evalsha_calls() { redis-cli -p $REDIS_PORT info commandstats | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p'; }
-for r in $(seq 1 $ROUNDS); do
-  for server in limited cluster; do
-    start_postern $server
-    calls_before=$(evalsha_calls)
-    read -r rate p99 peak _ <<< "$(run_load "postern-$server-cluster-$r" "$POSTERN_PID" $POSTERN_PORT 1024 100 "$N_SMALL")"
-    printf "   %-14s %-10s %8s/s  p99 %8s ms\n" "postern-$server" "1k-many" "$rate" "$p99"
-    record "cl-$server-rate" "$rate"; record "cl-$server-p99" "$p99"
-    if [ $server = cluster ]; then
-      record cl-calls "$(echo "${calls_before:-0} $(evalsha_calls) $N_SMALL" | awk '{printf "%.2f", ($2-$1)/$3}')"
-    fi
-    stop_postern
-  done
-done
+cluster_runs
 
 echo "== XOAUTH2: passthrough 1k-many to a sink taking only tokens from its own token endpoint"
 # The sink serves the token endpoint (client credentials, tokens living an hour) and

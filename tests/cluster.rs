@@ -27,16 +27,6 @@ async fn instance(redis: &Redis, users: Vec<TestUser>, extra: &str) -> Harness {
     .await
 }
 
-/// How many times Redis ran `cmd`, from `INFO commandstats`.
-fn calls(stats: &str, cmd: &str) -> u32 {
-    let line = stats
-        .lines()
-        .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")));
-    line.and_then(|l| l.split("calls=").nth(1))
-        .and_then(|v| v.split(',').next())
-        .map_or(0, |v| v.parse().unwrap())
-}
-
 /// Sends one message as `user` through `h`; the reply code at the end (or at the
 /// first refusal).
 async fn send(h: &Harness, user: &str, password: &str, from: &str) -> u16 {
@@ -97,8 +87,8 @@ async fn a_quota_is_exact_across_instances_and_survives_a_restart() {
         .await;
     assert_eq!(r.code, 250);
     let stats = redis.cli(&["INFO", "commandstats"]);
-    assert_eq!(calls(&stats, "evalsha"), 2, "{stats}");
-    assert_eq!(calls(&stats, "eval"), 0, "{stats}");
+    assert_eq!(redis.calls("evalsha"), 2, "{stats}");
+    assert_eq!(redis.calls("eval"), 0, "{stats}");
     // The counts live in Redis: a restarted instance still refuses.
     let mut a = Arc::try_unwrap(a).ok().expect("no other owner");
     a.terminate();

@@ -105,6 +105,13 @@ pub struct Ticket {
     /// is shared (a null-sender message whose domain was reserved while the
     /// shared store could not be reached).
     pub domain_local: bool,
+    /// The grant (room a shared store took ahead, see `state::grants`) this
+    /// message's room came from; `id` then names only a domain reserved at the
+    /// end of DATA ([`Ticket::domain_apart`]).
+    pub grant: Option<String>,
+    /// The domain was reserved apart from the user, under `id` (a null-sender
+    /// message whose user's room came from a grant).
+    pub domain_apart: bool,
 }
 
 impl Ticket {

@@ -168,6 +168,9 @@ impl Server {
         crate::daemon::notify_stopping();
         let _ = shutdown_tx.send(true);
         drain(&ctx, &limits).await;
+        if let Some(cluster) = &ctx.cluster {
+            cluster.stop().await;
+        }
         if let Some(t) = admin_task {
             // It drains on the same signal: requests in flight are answered.
             let _ = tokio::time::timeout(ctx.config.timeouts.shutdown_grace, t).await;

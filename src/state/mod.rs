@@ -5,11 +5,13 @@
 //! - [`keys`]: key names (pure; hash tags for Redis Cluster, escaped names);
 //! - [`link`]: the connection, its timeouts, and up/down (log and metric);
 //! - [`rates`]: quotas (Lua scripts, leases on reservations);
+//! - [`grants`]: room for several messages taken ahead far from a limit;
 //! - [`failures`]: login failures (the same records as in memory, a shared key);
 //! - [`pacing`]: `max_messages_per_minute` (GCRA, burst one, one key per entry);
 //! - [`suspensions`]: the suspension list (a hash, pub/sub, the brake as cache).
 
 pub mod failures;
+pub mod grants;
 pub mod keys;
 pub mod link;
 pub mod pacing;
@@ -84,6 +86,13 @@ impl Cluster {
         vec![
             tokio::spawn(self.link.clone().keep_probing()),
             tokio::spawn(self.suspensions.clone().run(brake)),
+            tokio::spawn(self.rates.clone().keep_settling()),
         ]
+    }
+
+    /// At shutdown, once the last transaction is over: every grant is settled,
+    /// so what this instance sent is counted and its unused room given back.
+    pub async fn stop(&self) {
+        self.rates.settle(true).await;
     }
 }

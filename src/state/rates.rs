@@ -1,30 +1,36 @@
 //! Quotas shared through Redis: one limit across every instance, exact.
 //!
-//! Reserve, commit and give back are Lua scripts over one user's keys (one hash
+//! Reserve, count and give back are Lua scripts over one user's keys (one hash
 //! tag), so concurrent transactions on different instances cannot overshoot. A
 //! reservation has a lease ([`LEASE`]): one that belongs to an instance that
 //! crashed is given back when it runs out instead of holding the user's room
-//! forever. The common message costs two round trips: MAIL reserves the message
-//! and, if it fits, one recipient ahead (so the first RCPT asks nobody), and the
-//! end of DATA commits.
+//! forever.
 //!
-//! A message whose sender domain has limits is reserved, committed and given
-//! back in its user's keys and its domain's in the same script call, so the
-//! domain costs no extra round trip (keys: see [`Keys::domain_quota`]). Only a
+//! Near a limit, a message costs two round trips: MAIL reserves the message and,
+//! if it fits, one recipient ahead (so the first RCPT asks nobody), and the end of
+//! DATA counts it. Far from every limit, the reserve script grants this instance
+//! room for more messages ahead ([`super::grants`]): the next messages ask
+//! nobody, and what they sent is counted in one call per grant, in the background
+//! ([`SharedRates::keep_settling`]).
+//!
+//! A message whose sender domain has limits is reserved, counted and given back
+//! in its user's keys and its domain's in the same script call, so the domain
+//! costs no extra round trip (keys: see [`Keys::domain_quota`]). Only a
 //! null-sender message, whose domain is its header From's, reserves the domain
-//! in a third call at the end of DATA.
+//! in a call of its own at the end of DATA.
 //!
 //! When Redis cannot be reached, this instance's memory answers ([`MemoryRates`]),
 //! which also counts every message this instance sent while Redis was there, so
 //! the fallback limit starts from what this instance knows rather than from zero.
 
+use super::grants::{GRANT, Grants, Settle, Terms};
 use super::keys::Keys;
 use super::link::Link;
 use crate::config::RateLimits;
-use crate::policy::rates::{
-    DomainLimits, Exceeded, MemoryRates, Parties, Pending, RateStore, Ticket, Usage,
-};
+use crate::policy::rates::{DomainLimits, Exceeded, MemoryRates, Ticket, Usage};
 use redis::Script;
+
+mod store;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,6 +39,9 @@ use std::time::{Duration, Instant};
 /// transaction's quiet stretches (a slow DATA), short enough that a crashed
 /// instance does not block a user for long.
 pub const LEASE: Duration = Duration::from_secs(15 * 60);
+
+/// How often grants are settled: the most the counts in Redis lag this instance.
+pub const SETTLE_EVERY: Duration = Duration::from_millis(200);
 
 macro_rules! quota_script {
     ($file:literal) => {
@@ -43,8 +52,7 @@ macro_rules! quota_script {
 struct Scripts {
     reserve: Script,
     recipient: Script,
-    commit: Script,
-    release: Script,
+    settle: Script,
     usage: Script,
     domain: Script,
 }
@@ -55,6 +63,7 @@ pub struct SharedRates {
     keys: Keys,
     local: Arc<MemoryRates>,
     scripts: Arc<Scripts>,
+    grants: Grants,
     /// Makes reservation ids unique across instances: a random start.
     instance: u64,
     next: AtomicU64,
@@ -111,11 +120,11 @@ impl SharedRates {
             scripts: Arc::new(Scripts {
                 reserve: Script::new(quota_script!("lua/quota_reserve.lua")),
                 recipient: Script::new(quota_script!("lua/quota_recipient.lua")),
-                commit: Script::new(quota_script!("lua/quota_commit.lua")),
-                release: Script::new(quota_script!("lua/quota_release.lua")),
+                settle: Script::new(quota_script!("lua/quota_settle.lua")),
                 usage: Script::new(quota_script!("lua/quota_usage.lua")),
                 domain: Script::new(quota_script!("lua/quota_domain.lua")),
             }),
+            grants: Grants::default(),
             instance: u64::from_be_bytes(seed),
             next: AtomicU64::new(1),
         }
@@ -141,11 +150,15 @@ impl SharedRates {
         keys
     }
 
+    /// Reserves a message (and, with a recipient limit, recipients ahead) in
+    /// Redis. Far from the limits Redis may grant room for more messages: the
+    /// ticket then draws on that grant, and the grant is recorded here.
     async fn reserve_shared(
         &self,
         user: &str,
         limits: &RateLimits,
         domain: Option<&DomainLimits>,
+        now: Instant,
     ) -> Option<Result<Ticket, Exceeded>> {
         let id = self.new_id();
         let none = RateLimits::default();
@@ -169,27 +182,34 @@ impl SharedRates {
                     .arg(if ahead { 1 } else { 0 })
                     .arg(max_arg(dl.messages_per_hour))
                     .arg(max_arg(dl.recipients_per_hour))
-                    .arg(max_arg(dl.recipients_per_day));
+                    .arg(max_arg(dl.recipients_per_day))
+                    .arg(GRANT);
                 async move { inv.invoke_async(&mut c).await }
             })
             .await?;
         if first_int(&reply, 0) != 1 {
             return Some(Err(refusal(&reply, name)));
         }
-        Some(Ok(Ticket {
+        let rcpts = first_int(&reply, 1).clamp(0, u32::MAX as i64) as u32;
+        let msgs = first_int(&reply, 2).clamp(1, u32::MAX as i64) as u32;
+        let mut ticket = Ticket {
             user: user.to_string(),
-            id,
             shared: true,
-            // Without recipient limits every recipient fits: none is reserved, none asked.
-            spare: if ahead {
-                first_int(&reply, 1) as u32
-            } else {
-                u32::MAX
-            },
-            local_rcpts: 0,
             domain: name.map(str::to_string),
-            domain_local: false,
-        }))
+            ..Ticket::default()
+        };
+        if msgs > 1 {
+            let terms = terms(limits, domain.map(|d| &d.limits));
+            let room = (msgs, ahead.then_some(rcpts));
+            self.grants.add(&id, user, name, terms, room, now);
+            ticket.grant = Some(id);
+            ticket.id = self.new_id();
+        } else {
+            ticket.id = id;
+            // Without recipient limits every recipient fits: none is reserved, none asked.
+            ticket.spare = if ahead { rcpts } else { u32::MAX };
+        }
+        Some(Ok(ticket))
     }
 
     async fn domain_shared(
@@ -222,6 +242,8 @@ impl SharedRates {
         })
     }
 
+    /// Reserves one more recipient under the ticket's reservation (its grant's,
+    /// if it has one).
     async fn recipient_shared(
         &self,
         ticket: &Ticket,
@@ -230,6 +252,7 @@ impl SharedRates {
     ) -> Option<Result<(), Exceeded>> {
         let none = RateLimits::default();
         let dl = domain.unwrap_or(&none);
+        let id = ticket.grant.as_ref().unwrap_or(&ticket.id);
         let reply: Vec<redis::Value> = self
             .link
             .run("reserving a recipient", |mut c| {
@@ -237,7 +260,7 @@ impl SharedRates {
                 for k in self.ticket_keys(ticket) {
                     inv.key(k);
                 }
-                inv.arg(&ticket.id)
+                inv.arg(id)
                     .arg(LEASE.as_millis() as u64)
                     .arg(max_arg(limits.recipients_per_hour))
                     .arg(max_arg(limits.recipients_per_day))
@@ -253,173 +276,74 @@ impl SharedRates {
         })
     }
 
-    async fn commit_shared(&self, ticket: &Ticket, rcpts: u32) -> Option<()> {
-        let shared_rcpts = rcpts.saturating_sub(ticket.local_rcpts);
+    /// One settle call: under reservation `s.id`, count `s.count` and give back
+    /// `s.drop` (messages, recipients), in `keys`.
+    async fn settle_shared(&self, what: &'static str, keys: Vec<String>, s: &Settle) -> Option<()> {
         self.link
-            .run("counting a message", |mut c| {
-                let mut inv = self.scripts.commit.prepare_invoke();
-                for k in self.ticket_keys(ticket) {
+            .run(what, |mut c| {
+                let mut inv = self.scripts.settle.prepare_invoke();
+                for k in keys {
                     inv.key(k);
                 }
-                inv.arg(&ticket.id).arg(shared_rcpts);
+                inv.arg(&s.id)
+                    .arg(s.count.0)
+                    .arg(s.count.1)
+                    .arg(s.drop.0)
+                    .arg(s.drop.1)
+                    .arg(LEASE.as_millis() as u64);
                 async move { inv.invoke_async::<i64>(&mut c).await }
             })
             .await
             .map(|_| ())
     }
-}
 
-impl RateStore for SharedRates {
-    fn reserve_message<'a>(
-        &'a self,
-        user: &'a str,
-        limits: &'a RateLimits,
-        domain: Option<&'a DomainLimits>,
-        now: Instant,
-    ) -> Pending<'a, Result<Ticket, Exceeded>> {
-        Box::pin(async move {
-            match self.reserve_shared(user, limits, domain).await {
-                Some(r) => r,
-                None => self
-                    .local
-                    .reserve_message_now(user, limits, domain, now)
-                    .map(|()| Ticket::local(user, domain)),
-            }
-        })
-    }
-
-    fn reserve_recipient<'a>(
-        &'a self,
-        ticket: &'a mut Ticket,
-        limits: &'a RateLimits,
-        domain: Option<&'a RateLimits>,
-        now: Instant,
-    ) -> Pending<'a, Result<(), Exceeded>> {
-        Box::pin(async move {
-            if !ticket.shared {
-                let who = Parties::of(ticket);
-                return self.local.reserve_recipient_now(who, limits, domain, now);
-            }
-            if ticket.spare > 0 {
-                // Reserved ahead at MAIL (or no recipient limit at all).
-                ticket.spare = ticket.spare.saturating_sub(1);
-                return Ok(());
-            }
-            match self.recipient_shared(ticket, limits, domain).await {
-                Some(r) => r,
-                None => {
-                    let who = Parties::of(ticket);
-                    self.local.reserve_recipient_now(who, limits, domain, now)?;
-                    ticket.local_rcpts += 1;
-                    Ok(())
-                }
-            }
-        })
-    }
-
-    fn reserve_domain<'a>(
-        &'a self,
-        ticket: &'a mut Ticket,
-        domain: &'a DomainLimits,
-        rcpts: u32,
-        now: Instant,
-    ) -> Pending<'a, Result<(), Exceeded>> {
-        Box::pin(async move {
-            let shared = match ticket.shared {
-                true => self.domain_shared(ticket, domain, rcpts).await,
-                false => None,
-            };
-            match shared {
-                Some(r) => r?,
-                None => {
-                    self.local.reserve_domain_now(domain, rcpts, now)?;
-                    ticket.domain_local = ticket.shared;
-                }
-            }
-            ticket.domain = Some(domain.domain.clone());
-            Ok(())
-        })
-    }
-
-    fn commit<'a>(&'a self, ticket: &'a Ticket, rcpts: u32, now: Instant) -> Pending<'a, ()> {
-        Box::pin(async move {
-            if !ticket.shared {
-                self.local.commit_now(Parties::of(ticket), rcpts, now);
-                return;
-            }
-            // Counted here too: if Redis goes away, this instance's own use is known.
-            self.local
-                .release_now(Parties::of(ticket), 0, ticket.local_rcpts);
-            if let Some(d) = ticket.domain.as_deref().filter(|_| ticket.domain_local) {
-                self.local.release_now(Parties::domain(d), 1, rcpts);
-            }
-            self.local.record(Parties::of(ticket), 1, rcpts, now);
-            // If this fails the lease gives the reservation back and the message is
-            // counted only here: the price of an outage, never a refusal.
-            let _ = self.commit_shared(ticket, rcpts).await;
-        })
-    }
-
-    fn release(&self, ticket: &Ticket, messages: u32, rcpts: u32) {
-        if !ticket.shared {
-            return self.local.release_now(Parties::of(ticket), messages, rcpts);
-        }
-        let local = rcpts.min(ticket.local_rcpts);
-        self.local.release_now(Parties::of(ticket), 0, local);
-        if let Some(d) = ticket.domain.as_deref().filter(|_| ticket.domain_local) {
-            self.local.release_now(Parties::domain(d), messages, rcpts);
-        }
-        let shared = rcpts - local;
-        if messages == 0 && shared == 0 {
-            return;
-        }
-        // From Drop: nobody waits for this. Without a runtime (a test), the lease
-        // gives it back.
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (link, scripts, keys) = (
-            self.link.clone(),
-            self.scripts.clone(),
-            self.ticket_keys(ticket),
-        );
-        let id = ticket.id.clone();
-        rt.spawn(async move {
-            link.run("giving back a reservation", |mut c| {
-                let mut inv = scripts.release.prepare_invoke();
-                for k in &keys {
-                    inv.key(k);
-                }
-                inv.arg(&id).arg(messages.min(1)).arg(shared);
-                async move { inv.invoke_async::<i64>(&mut c).await }
-            })
-            .await;
+    /// Settles what is due: every grant's sent messages are counted and its
+    /// unused room given back once its [`super::grants::LIFE`] is over (every
+    /// grant's, with `all`). The calls go out together on the one connection.
+    pub async fn settle(&self, all: bool) {
+        let due = self.grants.due(Instant::now(), all);
+        let calls = due.iter().map(|s| {
+            let keys = self.party_keys(&s.user, s.domain.as_deref());
+            self.settle_shared("counting a grant", keys, s)
         });
+        futures_util::future::join_all(calls).await;
     }
 
-    fn prune(&self, now: Instant) -> usize {
-        self.local.prune_now(now)
+    /// Settles grants every [`SETTLE_EVERY`], forever (aborted at shutdown, after
+    /// a last [`SharedRates::settle`] of everything).
+    pub async fn keep_settling(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(SETTLE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.settle(false).await;
+        }
     }
 
-    fn usage<'a>(&'a self, user: &'a str, now: Instant) -> Pending<'a, Usage> {
-        Box::pin(async move {
-            match self.usage_shared(self.keys.quota(user)).await {
-                Some(u) => u,
-                None => self.local.usage_now(user, now),
-            }
-        })
-    }
-
-    fn domain_usage<'a>(&'a self, domain: &'a str, now: Instant) -> Pending<'a, Usage> {
-        Box::pin(async move {
-            match self.usage_shared(self.keys.domain_quota(domain)).await {
-                Some(u) => u,
-                None => self.local.domain_usage_now(domain, now),
-            }
-        })
+    /// How many grants this instance holds.
+    pub fn grants(&self) -> usize {
+        self.grants.len()
     }
 }
 
+/// The limits a grant is taken under.
+fn terms(user: &RateLimits, domain: Option<&RateLimits>) -> Terms {
+    Terms {
+        user: user.clone(),
+        domain: domain.cloned(),
+    }
+}
+
+/// A message's own reservation: counted with `rcpts` recipients, or given back.
+fn settle_of(id: &str, count: (u32, u32), drop: (u32, u32)) -> Settle {
+    Settle {
+        id: id.to_string(),
+        user: String::new(),
+        domain: None,
+        count,
+        drop,
+    }
+}
 impl SharedRates {
     /// The counts under one party's keys, or `None` if Redis cannot be asked.
     async fn usage_shared(&self, keys: [String; 8]) -> Option<Usage> {

@@ -108,6 +108,18 @@ impl Redis {
             .expect("redis-cli runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    /// How many times this server ran `cmd` since the last `CONFIG RESETSTAT`,
+    /// from `INFO commandstats`.
+    pub fn calls(&self, cmd: &str) -> u32 {
+        let stats = self.cli(&["INFO", "commandstats"]);
+        let line = stats
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")));
+        line.and_then(|l| l.split("calls=").nth(1))
+            .and_then(|v| v.split(',').next())
+            .map_or(0, |v| v.parse().unwrap())
+    }
 }
 
 impl Drop for Redis {

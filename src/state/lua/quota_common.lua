@@ -1,6 +1,7 @@
 -- Shared by every quota script. KEYS: the 8 keys of one party (a user), then
 -- optionally the 8 of a second (the message's sender domain); each party:
---   1 reservations (hash: id -> recipients held; '#m', '#r' totals)
+--   1 reservations (hash: id -> recipients held, 'id+m' -> messages held when
+--     more than one (a grant); '#m', '#r' totals)
 --   2 leases (zset: id -> expiry in ms)
 --   3,4 messages per hour: bucket counts (hash: second -> n; '#' total), bucket index (zset)
 --   5,6 recipients per hour;  7,8 recipients per day
@@ -23,17 +24,27 @@ if #KEYS >= 16 then D = party(8) end
 local PARTIES = {U}
 if D then PARTIES[2] = D end
 
+-- Messages a reservation holds: a grant (room taken ahead by one instance, see
+-- `state::grants`) keeps its count in `ID+m`; a single message's has none.
+local function held_msgs(k, id)
+  return tonumber(redis.call('HGET', k[1], id .. '+m') or '1')
+end
+
+-- Drops reservation `id` (holding `m` messages, `r` recipients) from party `k`.
+local function forget(k, id, m, r)
+  redis.call('HINCRBY', k[1], '#m', 0 - m)
+  redis.call('HINCRBY', k[1], '#r', 0 - r)
+  redis.call('HDEL', k[1], id, id .. '+m')
+  redis.call('ZREM', k[2], id)
+end
+
 -- Reservations whose lease ran out belong to an instance that crashed or lost
 -- Redis mid-transaction: give them back.
 local function expire_leases(k)
   local gone = redis.call('ZRANGEBYSCORE', k[2], '-inf', now_ms)
   for _, id in ipairs(gone) do
     local r = redis.call('HGET', k[1], id)
-    if r then
-      redis.call('HINCRBY', k[1], '#m', -1)
-      redis.call('HINCRBY', k[1], '#r', 0 - tonumber(r))
-      redis.call('HDEL', k[1], id)
-    end
+    if r then forget(k, id, held_msgs(k, id), tonumber(r)) end
   end
   if #gone > 0 then
     redis.call('ZREMRANGEBYSCORE', k[2], '-inf', now_ms)
@@ -76,6 +87,27 @@ local function check(counts, index, len, held, max, name, extra)
   local n = used(counts, index, len)
   if n + held + extra <= max then return nil end
   return {0, name, max, retry_after(index, len, n)}
+end
+
+-- How many more fit under `max` (negative: no limit) in a window, `held` reserved.
+local function room(counts, index, len, held, max)
+  if max < 0 then return 2 ^ 40 end
+  return max - used(counts, index, len) - held
+end
+
+local function message_room(k, max)
+  return room(k[3], k[4], 3600, reserved(k, '#m'), max)
+end
+
+local function rcpt_room(k, max_rh, max_rd)
+  local held = reserved(k, '#r')
+  return math.min(room(k[5], k[6], 3600, held, max_rh), room(k[7], k[8], 86400, held, max_rd))
+end
+
+-- Room an instance may take ahead beyond the one it needs now: nothing within
+-- 128 of the limit (every message then asks), at most 1/128 of the room beyond.
+local function ahead(room_left, want)
+  return math.max(math.min(want, math.floor((room_left - 1) / 128)), 0)
 end
 
 local function check_message(k, max)

@@ -1,25 +1,31 @@
 -- ARGV: id, lease ms, the user's max messages/hour, recipients/hour, recipients/day
--- (-1: no limit), 1 to also reserve one recipient ahead if it fits (the common
--- message has one, and its RCPT then needs no round trip), then the domain's
--- three maxima (with the domain's keys).
--- Returns {1, recipients reserved ahead} or {0, limit, max, retry after seconds[, 'domain']}.
+-- (-1: no limit), 1 to also reserve recipients ahead (a recipient limit applies:
+-- the common message has one, and its RCPT then needs no round trip), the domain's
+-- three maxima (with the domain's keys), then how many more messages (and as many
+-- recipients) the instance would take ahead as a grant, far from the limits.
+-- Returns {1, recipients reserved, messages reserved (1 + those ahead)} or
+-- {0, limit, max, retry after seconds[, 'domain']}.
 for _, k in ipairs(PARTIES) do expire_leases(k) end
-local id, lease_ms = ARGV[1], tonumber(ARGV[2])
-local refused = check_message(U, tonumber(ARGV[3]))
-if refused then return refused end
+local id, lease_ms, want = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[10] or '0')
+local m_room = message_room(U, tonumber(ARGV[3]))
+if m_room < 1 then return check_message(U, tonumber(ARGV[3])) end
 if D then
-  refused = check_message(D, tonumber(ARGV[7]))
-  if refused then return of_domain(refused) end
+  local d_room = message_room(D, tonumber(ARGV[7]))
+  if d_room < 1 then return of_domain(check_message(D, tonumber(ARGV[7]))) end
+  m_room = math.min(m_room, d_room)
+end
+local msgs = 1 + ahead(m_room, want)
+local rcpts = 0
+if ARGV[6] == '1' then
+  local r_room = rcpt_room(U, tonumber(ARGV[4]), tonumber(ARGV[5]))
+  if D then r_room = math.min(r_room, rcpt_room(D, tonumber(ARGV[8]), tonumber(ARGV[9]))) end
+  if r_room >= 1 then rcpts = 1 + ahead(r_room, want) end
 end
 for _, k in ipairs(PARTIES) do
-  redis.call('HSET', k[1], id, 0)
-  redis.call('HINCRBY', k[1], '#m', 1)
+  redis.call('HSET', k[1], id, rcpts)
+  if msgs > 1 then redis.call('HSET', k[1], id .. '+m', msgs) end
+  redis.call('HINCRBY', k[1], '#m', msgs)
+  if rcpts > 0 then redis.call('HINCRBY', k[1], '#r', rcpts) end
+  hold(k, id, lease_ms)
 end
-local ahead = 0
-if ARGV[6] == '1' and not check_rcpt(U, tonumber(ARGV[4]), tonumber(ARGV[5]), 1)
-    and not (D and check_rcpt(D, tonumber(ARGV[8]), tonumber(ARGV[9]), 1)) then
-  hold_rcpts(id, 1)
-  ahead = 1
-end
-for _, k in ipairs(PARTIES) do hold(k, id, lease_ms) end
-return {1, ahead}
+return {1, rcpts, msgs}

@@ -1,0 +1,241 @@
+//! Room taken ahead from the shared quotas: grants.
+//!
+//! Asking Redis twice for every message (reserve at MAIL, count at the end of
+//! DATA) makes Redis the price of every message. Far from a limit, the reserve
+//! script instead lets an instance take up to [`GRANT`] more messages (and as
+//! many recipients) ahead, under one reservation id: a *grant*. This instance
+//! then hands that room to its sessions without asking anybody, counts what they
+//! send, and settles with Redis in one call per grant ([`Grants::due`]): what was
+//! sent is counted, what was not used is given back.
+//!
+//! Nothing overshoots: a grant is a reservation, so other instances see its room
+//! as taken. What it costs is fairness near a limit, and the script takes care of
+//! that: within 128 messages of a limit no grant is made (every message asks, as
+//! before), and beyond, a grant takes at most 1/128 of the room left. A grant
+//! hands out room for at most [`LIFE`] and is then settled, so room one instance
+//! took and did not use goes back within about a second; the counts in Redis lag
+//! this instance's sending by at most the settling period (and at shutdown,
+//! everything is settled).
+//!
+//! This module is only the bookkeeping (pure, no I/O); `state::rates` talks to
+//! Redis.
+
+use crate::config::RateLimits;
+use crate::lock::MutexExt;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The most messages (and recipients) a grant takes beyond the one it is for.
+pub const GRANT: u32 = 63;
+
+/// How long a grant hands out room before it is settled and a new one taken.
+pub const LIFE: Duration = Duration::from_secs(1);
+
+/// Who a grant's room belongs to: a user, and the sender domain reserved with it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Owner {
+    user: String,
+    domain: Option<String>,
+}
+
+/// The limits a grant was taken under; room is handed out only under the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terms {
+    pub user: RateLimits,
+    pub domain: Option<RateLimits>,
+}
+
+#[derive(Debug)]
+struct Grant {
+    owner: Owner,
+    terms: Terms,
+    born: Instant,
+    /// Still handing out room (else it waits for its sessions, then goes).
+    current: bool,
+    spare_msgs: u32,
+    /// Recipients reserved and not handed out; `None`: no recipient limit, so
+    /// every recipient fits without a reservation.
+    spare_rcpts: Option<u32>,
+    /// Handed to transactions still in progress.
+    out_msgs: u32,
+    out_rcpts: u32,
+    /// Since the last settle: sent (to count), and given back (to drop).
+    sent_msgs: u32,
+    sent_rcpts: u32,
+    back_msgs: u32,
+    back_rcpts: u32,
+}
+
+impl Grant {
+    /// Stops handing out: the spare room is given back at the next settle.
+    fn retire(&mut self) {
+        self.current = false;
+        self.back_msgs += std::mem::take(&mut self.spare_msgs);
+        self.back_rcpts += self.spare_rcpts.take().unwrap_or(0);
+    }
+}
+
+/// One call to make to Redis: for grant `id` of `user` (and `domain`), count
+/// `count` and give back `drop` (messages, recipients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settle {
+    pub id: String,
+    pub user: String,
+    pub domain: Option<String>,
+    pub count: (u32, u32),
+    pub drop: (u32, u32),
+}
+
+/// This instance's grants.
+#[derive(Default)]
+pub struct Grants {
+    inner: Mutex<HashMap<String, Grant>>,
+}
+
+impl Grants {
+    /// Takes one message from a current grant of `user` (and `domain`) taken
+    /// under the same `terms`; returns its id, or `None` if Redis must be asked.
+    pub fn take(&self, user: &str, domain: Option<&str>, terms: &Terms) -> Option<String> {
+        let mut grants = self.inner.locked();
+        let (id, g) = grants.iter_mut().find(|(_, g)| {
+            g.current
+                && g.spare_msgs > 0
+                && g.owner.user == user
+                && g.owner.domain.as_deref() == domain
+                && g.terms == *terms
+        })?;
+        g.spare_msgs -= 1;
+        g.out_msgs += 1;
+        if g.spare_msgs == 0 {
+            g.retire();
+        }
+        Some(id.clone())
+    }
+
+    /// Records a grant Redis just made: `msgs` messages (one of them taken now)
+    /// and `rcpts` recipients (`None`: no recipient limit).
+    pub fn add(
+        &self,
+        id: &str,
+        user: &str,
+        domain: Option<&str>,
+        terms: Terms,
+        (msgs, rcpts): (u32, Option<u32>),
+        now: Instant,
+    ) {
+        let grant = Grant {
+            owner: Owner {
+                user: user.to_string(),
+                domain: domain.map(str::to_string),
+            },
+            terms,
+            born: now,
+            current: msgs > 1,
+            spare_msgs: msgs.saturating_sub(1),
+            spare_rcpts: rcpts,
+            out_msgs: 1,
+            out_rcpts: 0,
+            sent_msgs: 0,
+            sent_rcpts: 0,
+            back_msgs: 0,
+            back_rcpts: 0,
+        };
+        self.inner.locked().insert(id.to_string(), grant);
+    }
+
+    /// Takes one recipient from grant `id`'s spare room if it is still current
+    /// and under the same `terms`; `false`: Redis must be asked.
+    pub fn take_rcpt(&self, id: &str, terms: &Terms) -> bool {
+        let mut grants = self.inner.locked();
+        let Some(g) = grants
+            .get_mut(id)
+            .filter(|g| g.current && g.terms == *terms)
+        else {
+            return false;
+        };
+        match &mut g.spare_rcpts {
+            None => true,
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                g.out_rcpts += 1;
+                true
+            }
+        }
+    }
+
+    /// Redis reserved one more recipient under grant `id` (beyond its spare).
+    pub fn rcpt_reserved(&self, id: &str) {
+        if let Some(g) = self.inner.locked().get_mut(id) {
+            g.out_rcpts += 1;
+        }
+    }
+
+    /// A transaction of grant `id` sent its message to `rcpts` recipients.
+    pub fn sent(&self, id: &str, rcpts: u32) {
+        if let Some(g) = self.inner.locked().get_mut(id) {
+            g.out_msgs = g.out_msgs.saturating_sub(1);
+            g.out_rcpts = g.out_rcpts.saturating_sub(rcpts);
+            g.sent_msgs += 1;
+            g.sent_rcpts += rcpts;
+        }
+    }
+
+    /// A transaction of grant `id` gives back `msgs` messages and `rcpts`
+    /// recipients: spare room again while the grant is current.
+    pub fn give_back(&self, id: &str, msgs: u32, rcpts: u32) {
+        let mut grants = self.inner.locked();
+        let Some(g) = grants.get_mut(id) else { return };
+        g.out_msgs = g.out_msgs.saturating_sub(msgs);
+        g.out_rcpts = g.out_rcpts.saturating_sub(rcpts);
+        if g.current {
+            g.spare_msgs += msgs;
+            if let Some(n) = &mut g.spare_rcpts {
+                *n += rcpts;
+            }
+        } else {
+            g.back_msgs += msgs;
+            g.back_rcpts += rcpts;
+        }
+    }
+
+    /// What to tell Redis now: grants older than [`LIFE`] (or all, with `all`)
+    /// stop handing out, and every grant with something sent or given back is
+    /// settled. A grant with nothing in progress any more is then forgotten.
+    pub fn due(&self, now: Instant, all: bool) -> Vec<Settle> {
+        let mut grants = self.inner.locked();
+        let mut calls = Vec::new();
+        grants.retain(|id, g| {
+            if g.current && (all || now.saturating_duration_since(g.born) >= LIFE) {
+                g.retire();
+            }
+            let count = (g.sent_msgs, g.sent_rcpts);
+            let drop = (count.0 + g.back_msgs, count.1 + g.back_rcpts);
+            if drop != (0, 0) {
+                calls.push(Settle {
+                    id: id.clone(),
+                    user: g.owner.user.clone(),
+                    domain: g.owner.domain.clone(),
+                    count,
+                    drop,
+                });
+                (g.sent_msgs, g.sent_rcpts, g.back_msgs, g.back_rcpts) = (0, 0, 0, 0);
+            }
+            g.current || g.out_msgs > 0
+        });
+        calls
+    }
+
+    /// How many grants this instance holds (for tests and the log).
+    pub fn len(&self) -> usize {
+        self.inner.locked().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests;
