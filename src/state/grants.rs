@@ -68,11 +68,12 @@ struct Grant {
 }
 
 impl Grant {
-    /// Stops handing out: the spare room is given back at the next settle.
+    /// Stops handing out messages: their spare room is given back at the next
+    /// settle. Spare recipients stay for the messages still in progress, and go
+    /// back with the last of them.
     fn retire(&mut self) {
         self.current = false;
         self.back_msgs += std::mem::take(&mut self.spare_msgs);
-        self.back_rcpts += self.spare_rcpts.take().unwrap_or(0);
     }
 }
 
@@ -90,27 +91,55 @@ pub struct Settle {
 /// This instance's grants.
 #[derive(Default)]
 pub struct Grants {
-    inner: Mutex<HashMap<String, Grant>>,
+    inner: Mutex<Book>,
+}
+
+/// The grants by id, and the ids of those still handing out by owner (so that a
+/// message finds its user's without looking through every user's).
+#[derive(Default)]
+struct Book {
+    grants: HashMap<String, Grant>,
+    current: HashMap<Owner, Vec<String>>,
+}
+
+impl Book {
+    /// Retires grant `id` and takes it off its owner's current list.
+    fn retire(&mut self, id: &str) {
+        let Some(g) = self.grants.get_mut(id) else {
+            return;
+        };
+        g.retire();
+        if let Some(ids) = self.current.get_mut(&g.owner) {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                self.current.remove(&g.owner);
+            }
+        }
+    }
 }
 
 impl Grants {
     /// Takes one message from a current grant of `user` (and `domain`) taken
     /// under the same `terms`; returns its id, or `None` if Redis must be asked.
     pub fn take(&self, user: &str, domain: Option<&str>, terms: &Terms) -> Option<String> {
-        let mut grants = self.inner.locked();
-        let (id, g) = grants.iter_mut().find(|(_, g)| {
-            g.current
-                && g.spare_msgs > 0
-                && g.owner.user == user
-                && g.owner.domain.as_deref() == domain
-                && g.terms == *terms
+        let mut book = self.inner.locked();
+        let owner = Owner {
+            user: user.to_string(),
+            domain: domain.map(str::to_string),
+        };
+        let id = book.current.get(&owner)?.iter().find(|id| {
+            book.grants
+                .get(*id)
+                .is_some_and(|g| g.spare_msgs > 0 && g.terms == *terms)
         })?;
+        let id = id.clone();
+        let g = book.grants.get_mut(&id)?;
         g.spare_msgs -= 1;
         g.out_msgs += 1;
         if g.spare_msgs == 0 {
-            g.retire();
+            book.retire(&id);
         }
-        Some(id.clone())
+        Some(id)
     }
 
     /// Records a grant Redis just made: `msgs` messages (one of them taken now)
@@ -141,17 +170,19 @@ impl Grants {
             back_msgs: 0,
             back_rcpts: 0,
         };
-        self.inner.locked().insert(id.to_string(), grant);
+        let mut book = self.inner.locked();
+        if grant.current {
+            let ids = book.current.entry(grant.owner.clone()).or_default();
+            ids.push(id.to_string());
+        }
+        book.grants.insert(id.to_string(), grant);
     }
 
-    /// Takes one recipient from grant `id`'s spare room if it is still current
-    /// and under the same `terms`; `false`: Redis must be asked.
+    /// Takes one recipient from grant `id`'s spare room if its message is under
+    /// the grant's `terms`; `false`: Redis must be asked.
     pub fn take_rcpt(&self, id: &str, terms: &Terms) -> bool {
-        let mut grants = self.inner.locked();
-        let Some(g) = grants
-            .get_mut(id)
-            .filter(|g| g.current && g.terms == *terms)
-        else {
+        let mut book = self.inner.locked();
+        let Some(g) = (book.grants.get_mut(id)).filter(|g| g.terms == *terms) else {
             return false;
         };
         match &mut g.spare_rcpts {
@@ -167,14 +198,14 @@ impl Grants {
 
     /// Redis reserved one more recipient under grant `id` (beyond its spare).
     pub fn rcpt_reserved(&self, id: &str) {
-        if let Some(g) = self.inner.locked().get_mut(id) {
+        if let Some(g) = self.inner.locked().grants.get_mut(id) {
             g.out_rcpts += 1;
         }
     }
 
     /// A transaction of grant `id` sent its message to `rcpts` recipients.
     pub fn sent(&self, id: &str, rcpts: u32) {
-        if let Some(g) = self.inner.locked().get_mut(id) {
+        if let Some(g) = self.inner.locked().grants.get_mut(id) {
             g.out_msgs = g.out_msgs.saturating_sub(1);
             g.out_rcpts = g.out_rcpts.saturating_sub(rcpts);
             g.sent_msgs += 1;
@@ -185,8 +216,10 @@ impl Grants {
     /// A transaction of grant `id` gives back `msgs` messages and `rcpts`
     /// recipients: spare room again while the grant is current.
     pub fn give_back(&self, id: &str, msgs: u32, rcpts: u32) {
-        let mut grants = self.inner.locked();
-        let Some(g) = grants.get_mut(id) else { return };
+        let mut book = self.inner.locked();
+        let Some(g) = book.grants.get_mut(id) else {
+            return;
+        };
         g.out_msgs = g.out_msgs.saturating_sub(msgs);
         g.out_rcpts = g.out_rcpts.saturating_sub(rcpts);
         if g.current {
@@ -204,11 +237,21 @@ impl Grants {
     /// stop handing out, and every grant with something sent or given back is
     /// settled. A grant with nothing in progress any more is then forgotten.
     pub fn due(&self, now: Instant, all: bool) -> Vec<Settle> {
-        let mut grants = self.inner.locked();
+        let mut book = self.inner.locked();
+        let aged: Vec<String> = (book.current.values().flatten())
+            .filter(|id| {
+                let born = book.grants.get(*id).map_or(now, |g| g.born);
+                all || now.saturating_duration_since(born) >= LIFE
+            })
+            .cloned()
+            .collect();
+        for id in &aged {
+            book.retire(id);
+        }
         let mut calls = Vec::new();
-        grants.retain(|id, g| {
-            if g.current && (all || now.saturating_duration_since(g.born) >= LIFE) {
-                g.retire();
+        book.grants.retain(|id, g| {
+            if !g.current && g.out_msgs == 0 {
+                g.back_rcpts += g.spare_rcpts.take().unwrap_or(0);
             }
             let count = (g.sent_msgs, g.sent_rcpts);
             let drop = (count.0 + g.back_msgs, count.1 + g.back_rcpts);
@@ -229,7 +272,7 @@ impl Grants {
 
     /// How many grants this instance holds (for tests and the log).
     pub fn len(&self) -> usize {
-        self.inner.locked().len()
+        self.inner.locked().grants.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -22,7 +22,10 @@ fn a_grant_hands_out_its_room_then_retires() {
     assert_eq!(g.take("shop", None, &terms(1000)).as_deref(), Some("g1"));
     // Three messages: the one the grant was made for and two taken; none left.
     assert_eq!(g.take("shop", None, &terms(1000)), None);
-    // It retired when its last message went: its recipients are not handed out.
+    // Retired when its last message went; its recipients still serve the three.
+    for _ in 0..3 {
+        assert!(g.take_rcpt("g1", &terms(1000)));
+    }
     assert!(!g.take_rcpt("g1", &terms(1000)));
 }
 
@@ -59,17 +62,17 @@ fn settling_counts_what_was_sent_and_gives_back_the_rest() {
         }]
     );
     assert!(g.due(t0, false).is_empty());
-    // Past its life: the spare room (8 messages, 7 recipients) goes back, the
-    // message in progress keeps its room.
+    // Past its life: the spare messages (8) go back; the message in progress
+    // keeps its room, and the spare recipients (7) in case it has more.
     let due = g.due(t0 + LIFE, false);
-    assert_eq!((due[0].count, due[0].drop), ((0, 0), (8, 7)));
+    assert_eq!((due[0].count, due[0].drop), ((0, 0), (8, 0)));
     assert_eq!(g.take("shop", None, &terms(1000)), None);
     assert_eq!(g.len(), 1);
     // The last message gives one recipient back, and is sent to the other.
     g.give_back("g1", 0, 1);
     g.sent("g1", 1);
     let due = g.due(t0 + LIFE, false);
-    assert_eq!((due[0].count, due[0].drop), ((1, 1), (1, 2)));
+    assert_eq!((due[0].count, due[0].drop), ((1, 1), (1, 9)));
     assert!(g.is_empty());
 }
 
@@ -117,8 +120,34 @@ fn a_grant_of_one_message_is_not_current() {
     let t0 = Instant::now();
     g.add("g1", "shop", None, terms(1000), (1, Some(1)), t0);
     assert_eq!(g.take("shop", None, &terms(1000)), None);
+    assert!(g.take_rcpt("g1", &terms(1000)));
     g.sent("g1", 1);
     let due = g.due(t0, false);
     assert_eq!((due[0].count, due[0].drop), ((1, 1), (1, 1)));
     assert!(g.is_empty());
+}
+
+#[test]
+fn several_grants_of_one_user_are_all_used_and_other_users_are_apart() {
+    let g = Grants::default();
+    let t0 = Instant::now();
+    // Two sessions found no spare room at once: two grants of the same user.
+    g.add("g1", "shop", None, terms(1000), (2, Some(2)), t0);
+    g.add("g2", "shop", None, terms(1000), (2, Some(2)), t0);
+    g.add("g3", "blog", None, terms(1000), (4, Some(4)), t0);
+    let mut ids = vec![
+        g.take("shop", None, &terms(1000)).unwrap(),
+        g.take("shop", None, &terms(1000)).unwrap(),
+    ];
+    ids.sort();
+    assert_eq!(ids, ["g1", "g2"]);
+    assert_eq!(g.take("shop", None, &terms(1000)), None);
+    assert_eq!(g.take("blog", None, &terms(1000)).as_deref(), Some("g3"));
+    // Shutdown: everything retires; blog's unused room goes back.
+    let mut due = g.due(t0, true);
+    due.sort_by(|a, b| a.id.cmp(&b.id));
+    // shop's two kept their spare recipients for their messages in progress.
+    assert_eq!(due.len(), 1, "{due:?}");
+    assert_eq!((due[0].id.as_str(), due[0].drop), ("g3", (2, 0)));
+    assert_eq!(g.len(), 3, "their messages are still in progress");
 }
