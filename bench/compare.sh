@@ -9,6 +9,10 @@
 #                               # with the server's CPU time per message; it prints its
 #                               # figures and leaves bench/results.md alone
 #   bench/compare.sh --only cluster --rounds 3   # only cluster mode against memory
+#   PERF_DIR=/tmp/prof bench/compare.sh --only ...   # also a flat `perf` profile of Postern
+#                               # during each of its loads, one file per run
+#   WARMUP=0 bench/compare.sh ...   # no warm-up: by default every server first sees one
+#                               # login per user before each measured load
 #   POSTERN_BIN=/path/to/bins bench/compare.sh ...   # prebuilt binaries (no build), to
 #                               # alternate a before and an after build in one window
 #
@@ -288,10 +292,26 @@ run_load() { # label server_pid port size per_conn total
   local label=$1 pid=$2 port=$3 size=$4 per=$5 total=$6
   local before start json ok t_end rate p99 peak sampler cpu0 cpu who=(--users-file users.txt)
   [ "$port" = "$SINK_PORT" ] && who=(--user relay --password-file relay.pw)
+  if [ "$per" != 0 ] && [ "${WARMUP:-1}" = 1 ]; then
+    # Warm-up, the same for every server: each user logs in once before the
+    # measured load. Postern verifies a password with argon2 once and then
+    # remembers the login for 5 minutes; in a 500-message run of 100 KB those
+    # first 20 verifications were a quarter of its CPU, a cost of starting, not of
+    # relaying (WARMUP=0 measures cold servers).
+    "$BIN/postern-bench" load --target 127.0.0.1:$port --tls starttls --ca ca.pem \
+      "${who[@]}" --concurrency 4 --messages-per-connection 0 --total "$USERS" \
+      --size 1024 --from bench1@bench.example --max-seconds 30 --json > /dev/null 2>&1 || true
+  fi
   before=$(sink_count)
   cpu0=$(cpu_ticks "$pid")
   : > "rss-$label"
   sample_rss "$pid" "rss-$label" & sampler=$!
+  local perf_pid=""
+  if [ -n "${PERF_DIR:-}" ] && [[ $label == postern-* ]]; then
+    # A flat CPU profile of the server during the load (PERF_DIR=/some/dir).
+    perf record -e cpu-clock ${PERF_ARGS:--F 2000} -p "$pid" -o "$PERF_DIR/$label.data" > /dev/null 2>&1 &
+    perf_pid=$!
+  fi
   start=$(date +%s.%N)
   json=$("$BIN/postern-bench" load --target 127.0.0.1:$port --tls starttls --ca ca.pem \
     "${who[@]}" --concurrency $CONC --messages-per-connection "$per" \
@@ -306,6 +326,7 @@ run_load() { # label server_pid port size per_conn total
   t_end=$(date +%s.%N)
   cpu=$(echo "$cpu0 $(cpu_ticks "$pid") $(getconf CLK_TCK) $ok" | awk '{ if ($4 > 0) printf "%.3f", ($2-$1)*1000/$3/$4; else print 0 }')
   kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
+  [ -z "$perf_pid" ] || { kill -INT "$perf_pid" 2>/dev/null; wait "$perf_pid" 2>/dev/null || true; }
   rate=$(echo "$ok $start $t_end" | awk '{printf "%.0f", $1/($3-$2)}')
   p99=$(echo "$json" | sed 's/.*"message_p99_ms":\([0-9.]*\).*/\1/')
   [ "$per" = 0 ] && p99=$(echo "$json" | sed 's/.*"setup_p99_ms":\([0-9.]*\).*/\1/')

@@ -175,12 +175,11 @@ fn check_line(line: &[u8]) -> Option<DataError> {
     let Some(body) = body.strip_suffix(b"\r") else {
         return Some(DataError::BareLf);
     };
-    if body.contains(&b'\r') {
-        Some(DataError::BareCr)
-    } else if body.contains(&0) {
-        Some(DataError::Nul)
-    } else {
-        None
+    // One vectorised pass for both (the slice's own `contains` was two slower ones).
+    match memchr::memchr2(b'\r', 0, body).map(|i| body[i]) {
+        Some(b'\r') => Some(DataError::BareCr),
+        Some(_) => Some(DataError::Nul),
+        None => None,
     }
 }
 
