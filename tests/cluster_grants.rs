@@ -6,55 +6,13 @@
 
 mod common;
 
+use common::quota::{field, instance, send_many, user};
 use common::redis::Redis;
-use common::{Harness, Setup, TestUser, have};
+use common::{Harness, Setup, have};
 use std::sync::Arc;
 use std::time::Duration;
 
 const W: Duration = Duration::from_secs(10);
-
-/// A user whose password is `NAME-password`, with `extra` (its rate limits).
-fn user(name: &'static str, password: &'static str, extra: &'static str) -> TestUser {
-    TestUser {
-        extra,
-        ..TestUser::new(name, password, &["@shop.example"])
-    }
-}
-
-async fn instance(redis: &Redis, users: Vec<TestUser>) -> Harness {
-    let h = Harness::start(Setup {
-        users,
-        extra: redis.cluster_yaml(),
-        ..Setup::default()
-    })
-    .await;
-    assert!(h.wait_log("cluster: Redis reachable", W).await);
-    h
-}
-
-/// A field of one of `user`'s quota hashes (`res`, `mh`, `rd`...), 0 if absent.
-fn field(redis: &Redis, user: &str, key: &str, field: &str) -> i64 {
-    let v = redis.cli(&["HGET", &format!("test:{{u:{user}}}:q:{key}"), field]);
-    v.trim().parse().unwrap_or(0)
-}
-
-/// Sends up to `n` messages on one connection as `user`; how many were accepted
-/// before the first refusal (which must be the message limit's).
-async fn send_many(h: &Harness, user: &str, n: usize) -> usize {
-    let mut c = h.session(user, &format!("{user}-password")).await;
-    for i in 0..n {
-        let body = format!("Subject: {i}\r\n\r\nx\r\n");
-        let r = c
-            .send_mail("m@shop.example", &["rcpt@example.org"], &body)
-            .await;
-        if r.code != 250 {
-            assert_eq!(r.code, 450, "{r:?}");
-            assert!(r.text.contains("messages_per_hour"), "{r:?}");
-            return i;
-        }
-    }
-    n
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn far_from_its_limit_most_messages_ask_redis_nothing_and_all_are_counted() {
@@ -193,4 +151,31 @@ async fn a_null_sender_message_drawing_on_room_taken_ahead_counts_against_its_do
     assert_eq!(field(&redis, "bulk", "mh", "#"), 3);
     assert_eq!(field(&redis, "bulk", "res", "#m"), 0);
     assert_eq!((domain("res", "#m"), domain("res", "#r")), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_a_message_limit_mail_reserves_one_recipient_ahead_not_a_grants_worth() {
+    if !have("redis-server") {
+        return;
+    }
+    let redis = Redis::start();
+    // Near the message limit (no grant), far from the recipient limit.
+    let small = user(
+        "small",
+        "small-password",
+        "    rate_limits: { messages_per_hour: 10, recipients_per_day: 100000 }\n",
+    );
+    let a = instance(&redis, vec![small]).await;
+    let mut c = a.session("small", "small-password").await;
+    c.expect("MAIL FROM:<m@shop.example>", 250).await;
+    let held = (
+        field(&redis, "small", "res", "#m"),
+        field(&redis, "small", "res", "#r"),
+    );
+    c.expect("RSET", 250).await;
+    assert_eq!(
+        held,
+        (1, 1),
+        "(messages, recipients) held by one MAIL near a limit"
+    );
 }

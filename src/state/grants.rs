@@ -65,6 +65,11 @@ struct Grant {
     sent_rcpts: u32,
     back_msgs: u32,
     back_rcpts: u32,
+    /// The settle sent and not yet confirmed: sent again, as it is, until
+    /// Redis confirms it (its token makes a repeat count once).
+    pending: Option<Settle>,
+    /// Settles made so far (each one's token is the grant id and this).
+    settles: u64,
 }
 
 impl Grant {
@@ -75,13 +80,40 @@ impl Grant {
         self.current = false;
         self.back_msgs += std::mem::take(&mut self.spare_msgs);
     }
+
+    /// The next settle from what was sent and given back since the last one
+    /// (now the grant's pending one), or `None` if there is nothing to say.
+    fn next_settle(&mut self, id: &str) -> Option<Settle> {
+        let count = (self.sent_msgs, self.sent_rcpts);
+        let drop = (count.0 + self.back_msgs, count.1 + self.back_rcpts);
+        if drop == (0, 0) {
+            return None;
+        }
+        (
+            self.sent_msgs,
+            self.sent_rcpts,
+            self.back_msgs,
+            self.back_rcpts,
+        ) = (0, 0, 0, 0);
+        self.settles += 1;
+        Some(Settle {
+            id: id.to_string(),
+            seq: self.settles,
+            user: self.owner.user.clone(),
+            domain: self.owner.domain.clone(),
+            count,
+            drop,
+        })
+    }
 }
 
-/// One call to make to Redis: for grant `id` of `user` (and `domain`), count
-/// `count` and give back `drop` (messages, recipients).
+/// One call to make to Redis: for reservation `id` (a grant's, of `user` and
+/// `domain`), count `count` and give back `drop` (messages, recipients). `id`
+/// and `seq` make its token: Redis applies a settle once, however often sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settle {
     pub id: String,
+    pub seq: u64,
     pub user: String,
     pub domain: Option<String>,
     pub count: (u32, u32),
@@ -169,6 +201,8 @@ impl Grants {
             sent_rcpts: 0,
             back_msgs: 0,
             back_rcpts: 0,
+            pending: None,
+            settles: 0,
         };
         let mut book = self.inner.locked();
         if grant.current {
@@ -234,8 +268,9 @@ impl Grants {
     }
 
     /// What to tell Redis now: grants older than [`LIFE`] (or all, with `all`)
-    /// stop handing out, and every grant with something sent or given back is
-    /// settled. A grant with nothing in progress any more is then forgotten.
+    /// stop handing out, and every grant with something sent or given back, or
+    /// a settle not yet confirmed ([`Grants::confirm`]), is settled. A grant
+    /// with nothing in progress and nothing unsettled is then forgotten.
     pub fn due(&self, now: Instant, all: bool) -> Vec<Settle> {
         let mut book = self.inner.locked();
         let aged: Vec<String> = (book.current.values().flatten())
@@ -253,21 +288,25 @@ impl Grants {
             if !g.current && g.out_msgs == 0 {
                 g.back_rcpts += g.spare_rcpts.take().unwrap_or(0);
             }
-            let count = (g.sent_msgs, g.sent_rcpts);
-            let drop = (count.0 + g.back_msgs, count.1 + g.back_rcpts);
-            if drop != (0, 0) {
-                calls.push(Settle {
-                    id: id.clone(),
-                    user: g.owner.user.clone(),
-                    domain: g.owner.domain.clone(),
-                    count,
-                    drop,
-                });
-                (g.sent_msgs, g.sent_rcpts, g.back_msgs, g.back_rcpts) = (0, 0, 0, 0);
+            if g.pending.is_none() {
+                g.pending = g.next_settle(id);
             }
-            g.current || g.out_msgs > 0
+            calls.extend(g.pending.clone());
+            g.current || g.out_msgs > 0 || g.pending.is_some()
         });
         calls
+    }
+
+    /// Redis answered settle `seq` of grant `id`: applied (`ok`), it is done;
+    /// else it stays pending and goes again, as it is, with the next [`Grants::due`].
+    pub fn confirm(&self, id: &str, seq: u64, ok: bool) {
+        let mut book = self.inner.locked();
+        if let Some(g) = book.grants.get_mut(id)
+            && ok
+            && g.pending.as_ref().is_some_and(|p| p.seq == seq)
+        {
+            g.pending = None;
+        }
     }
 
     /// How many grants this instance holds (for tests and the log).

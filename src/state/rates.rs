@@ -30,7 +30,9 @@ use crate::config::RateLimits;
 use crate::policy::rates::{DomainLimits, Exceeded, MemoryRates, Ticket, Usage};
 use redis::Script;
 
+mod settler;
 mod store;
+use settler::Settler;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -52,7 +54,6 @@ macro_rules! quota_script {
 struct Scripts {
     reserve: Script,
     recipient: Script,
-    settle: Script,
     usage: Script,
     domain: Script,
 }
@@ -62,7 +63,8 @@ pub struct SharedRates {
     link: Arc<Link>,
     keys: Keys,
     local: Arc<MemoryRates>,
-    scripts: Arc<Scripts>,
+    scripts: Scripts,
+    settler: Arc<Settler>,
     grants: Grants,
     /// Makes reservation ids unique across instances: a random start.
     instance: u64,
@@ -117,13 +119,13 @@ impl SharedRates {
             link,
             keys,
             local: Arc::new(MemoryRates::new(origin)),
-            scripts: Arc::new(Scripts {
+            scripts: Scripts {
                 reserve: Script::new(quota_script!("lua/quota_reserve.lua")),
                 recipient: Script::new(quota_script!("lua/quota_recipient.lua")),
-                settle: Script::new(quota_script!("lua/quota_settle.lua")),
                 usage: Script::new(quota_script!("lua/quota_usage.lua")),
                 domain: Script::new(quota_script!("lua/quota_domain.lua")),
-            }),
+            },
+            settler: Arc::new(Settler::new(quota_script!("lua/quota_settle.lua"))),
             grants: Grants::default(),
             instance: u64::from_be_bytes(seed),
             next: AtomicU64::new(1),
@@ -276,37 +278,23 @@ impl SharedRates {
         })
     }
 
-    /// One settle call: under reservation `s.id`, count `s.count` and give back
-    /// `s.drop` (messages, recipients), in `keys`.
-    async fn settle_shared(&self, what: &'static str, keys: Vec<String>, s: &Settle) -> Option<()> {
-        self.link
-            .run(what, |mut c| {
-                let mut inv = self.scripts.settle.prepare_invoke();
-                for k in keys {
-                    inv.key(k);
-                }
-                inv.arg(&s.id)
-                    .arg(s.count.0)
-                    .arg(s.count.1)
-                    .arg(s.drop.0)
-                    .arg(s.drop.1)
-                    .arg(LEASE.as_millis() as u64);
-                async move { inv.invoke_async::<i64>(&mut c).await }
-            })
-            .await
-            .map(|_| ())
-    }
-
     /// Settles what is due: every grant's sent messages are counted and its
     /// unused room given back once its [`super::grants::LIFE`] is over (every
-    /// grant's, with `all`). The calls go out together on the one connection.
-    pub async fn settle(&self, all: bool) {
+    /// grant's, with `all`), and message settles that failed are made again.
+    /// The calls go out together on the one connection. `true` if nothing is
+    /// left unsettled.
+    pub async fn settle(&self, all: bool) -> bool {
         let due = self.grants.due(Instant::now(), all);
-        let calls = due.iter().map(|s| {
+        let calls = due.iter().map(|s| async move {
             let keys = self.party_keys(&s.user, s.domain.as_deref());
-            self.settle_shared("counting a grant", keys, s)
+            let ok = (self.settler)
+                .call(&self.link, "counting a grant", &keys, s)
+                .await;
+            self.grants.confirm(&s.id, s.seq, ok);
+            ok
         });
-        futures_util::future::join_all(calls).await;
+        let done = futures_util::future::join_all(calls).await;
+        self.settler.retry(&self.link).await && done.into_iter().all(|ok| ok)
     }
 
     /// Settles grants every [`SETTLE_EVERY`], forever (aborted at shutdown, after
@@ -334,10 +322,11 @@ fn terms(user: &RateLimits, domain: Option<&RateLimits>) -> Terms {
     }
 }
 
-/// A message's own reservation: counted with `rcpts` recipients, or given back.
-fn settle_of(id: &str, count: (u32, u32), drop: (u32, u32)) -> Settle {
+/// A message's own reservation `id`: counted, or given back (settle `seq`).
+fn settle_of(id: &str, seq: u64, count: (u32, u32), drop: (u32, u32)) -> Settle {
     Settle {
         id: id.to_string(),
+        seq,
         user: String::new(),
         domain: None,
         count,

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod oauth_standins;
 pub mod postgres;
+pub mod quota;
 pub mod redis;
 pub mod web;
 

@@ -109,6 +109,27 @@ impl Redis {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `lines` (commands, one per line) on one `redis-cli` connection, so
+    /// that nothing of another client's runs in between but between two of
+    /// them; the output, a line per reply.
+    pub fn cli_batch(&self, lines: &str) -> Vec<String> {
+        use std::io::Write;
+        let mut child = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("redis-cli runs");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(lines.as_bytes()).expect("redis-cli reads");
+        drop(stdin);
+        let out = child.wait_with_output().expect("redis-cli ends");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     /// How many times this server ran `cmd` since the last `CONFIG RESETSTAT`,
     /// from `INFO commandstats`.
     pub fn calls(&self, cmd: &str) -> u32 {

@@ -1,5 +1,19 @@
 use super::*;
 
+/// Redis confirms every settle in `due`.
+fn confirmed(g: &Grants, due: &[Settle]) {
+    for s in due {
+        g.confirm(&s.id, s.seq, true);
+    }
+}
+
+/// What is due now, all of it confirmed at once.
+fn settled(g: &Grants, now: Instant, all: bool) -> Vec<Settle> {
+    let due = g.due(now, all);
+    confirmed(g, &due);
+    due
+}
+
 fn terms(max: u32) -> Terms {
     Terms {
         user: RateLimits {
@@ -50,29 +64,31 @@ fn settling_counts_what_was_sent_and_gives_back_the_rest() {
     assert!(g.take_rcpt(&id, &terms(1000)));
     assert!(g.take_rcpt(&id, &terms(1000)));
     // Young: only what was sent is settled; the grant still hands out.
-    let due = g.due(t0, false);
+    let due = settled(&g, t0, false);
     assert_eq!(
         due,
         vec![Settle {
             id: "g1".into(),
+            seq: 1,
             user: "shop".into(),
             domain: None,
             count: (1, 1),
             drop: (1, 1),
         }]
     );
-    assert!(g.due(t0, false).is_empty());
+    assert!(settled(&g, t0, false).is_empty());
     // Past its life: the spare messages (8) go back; the message in progress
     // keeps its room, and the spare recipients (7) in case it has more.
-    let due = g.due(t0 + LIFE, false);
+    let due = settled(&g, t0 + LIFE, false);
     assert_eq!((due[0].count, due[0].drop), ((0, 0), (8, 0)));
     assert_eq!(g.take("shop", None, &terms(1000)), None);
     assert_eq!(g.len(), 1);
     // The last message gives one recipient back, and is sent to the other.
     g.give_back("g1", 0, 1);
     g.sent("g1", 1);
-    let due = g.due(t0 + LIFE, false);
+    let due = settled(&g, t0 + LIFE, false);
     assert_eq!((due[0].count, due[0].drop), ((1, 1), (1, 9)));
+    assert!(settled(&g, t0 + LIFE, false).is_empty());
     assert!(g.is_empty());
 }
 
@@ -88,8 +104,9 @@ fn room_given_back_is_spare_again_while_current() {
     assert!(g.take("shop", None, &terms(1000)).is_none());
     g.sent("g1", 0);
     g.sent("g1", 0);
-    let due = g.due(t0, false);
+    let due = settled(&g, t0, false);
     assert_eq!((due[0].count, due[0].drop), ((2, 0), (2, 2)));
+    assert!(settled(&g, t0 + LIFE, false).is_empty());
     assert!(g.is_empty());
 }
 
@@ -109,8 +126,9 @@ fn without_a_recipient_limit_every_recipient_fits_and_shutdown_settles_all() {
         assert!(g.take_rcpt("g1", &free));
     }
     g.sent("g1", 20);
-    let due = g.due(t0, true);
+    let due = settled(&g, t0, true);
     assert_eq!((due[0].count, due[0].drop), ((1, 20), (5, 20)));
+    assert!(settled(&g, t0 + LIFE, false).is_empty());
     assert!(g.is_empty());
 }
 
@@ -122,8 +140,9 @@ fn a_grant_of_one_message_is_not_current() {
     assert_eq!(g.take("shop", None, &terms(1000)), None);
     assert!(g.take_rcpt("g1", &terms(1000)));
     g.sent("g1", 1);
-    let due = g.due(t0, false);
+    let due = settled(&g, t0, false);
     assert_eq!((due[0].count, due[0].drop), ((1, 1), (1, 1)));
+    assert!(settled(&g, t0 + LIFE, false).is_empty());
     assert!(g.is_empty());
 }
 
@@ -144,10 +163,53 @@ fn several_grants_of_one_user_are_all_used_and_other_users_are_apart() {
     assert_eq!(g.take("shop", None, &terms(1000)), None);
     assert_eq!(g.take("blog", None, &terms(1000)).as_deref(), Some("g3"));
     // Shutdown: everything retires; blog's unused room goes back.
-    let mut due = g.due(t0, true);
+    let mut due = settled(&g, t0, true);
     due.sort_by(|a, b| a.id.cmp(&b.id));
     // shop's two kept their spare recipients for their messages in progress.
     assert_eq!(due.len(), 1, "{due:?}");
     assert_eq!((due[0].id.as_str(), due[0].drop), ("g3", (2, 0)));
     assert_eq!(g.len(), 3, "their messages are still in progress");
+}
+
+#[test]
+fn a_settle_redis_did_not_confirm_goes_again_as_it_was_and_keeps_its_grant() {
+    let g = Grants::default();
+    let t0 = Instant::now();
+    g.add("g1", "shop", None, terms(1000), (3, Some(3)), t0);
+    assert!(g.take_rcpt("g1", &terms(1000)));
+    g.sent("g1", 1);
+    let first = g.due(t0 + LIFE, false);
+    assert_eq!(
+        (first[0].seq, first[0].count, first[0].drop),
+        (1, (1, 1), (3, 3))
+    );
+    // Redis failed to answer: the same settle (same token) goes again, however
+    // often, and the grant is kept for it.
+    g.confirm("g1", 1, false);
+    assert_eq!(g.due(t0 + LIFE, false), first);
+    assert_eq!(g.due(t0 + LIFE, true), first);
+    assert_eq!(g.len(), 1);
+    // A confirmation of another settle changes nothing; this one's ends it.
+    g.confirm("g1", 2, true);
+    assert_eq!(g.due(t0 + LIFE, false), first);
+    g.confirm("g1", 1, true);
+    assert!(g.due(t0 + LIFE, false).is_empty());
+    assert!(g.is_empty());
+}
+
+#[test]
+fn counts_made_while_a_settle_is_unconfirmed_go_in_the_next() {
+    let g = Grants::default();
+    let t0 = Instant::now();
+    g.add("g1", "shop", None, terms(1000), (10, Some(10)), t0);
+    g.sent("g1", 0);
+    let first = g.due(t0, false);
+    assert_eq!(first[0].count, (1, 0));
+    let id = g.take("shop", None, &terms(1000)).unwrap();
+    g.sent(&id, 0);
+    // Still the first (unconfirmed): the new message waits for the next.
+    assert_eq!(g.due(t0, false), first);
+    g.confirm("g1", first[0].seq, true);
+    let next = g.due(t0, false);
+    assert_eq!((next[0].seq, next[0].count), (2, (1, 0)));
 }

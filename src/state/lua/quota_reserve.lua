@@ -20,6 +20,8 @@ if ARGV[6] == '1' then
   local r_room = rcpt_room(U, tonumber(ARGV[4]), tonumber(ARGV[5]))
   if D then r_room = math.min(r_room, rcpt_room(D, tonumber(ARGV[8]), tonumber(ARGV[9]))) end
   if r_room >= 1 then rcpts = 1 + ahead(r_room, want) end
+  -- Without a grant the message alone holds them: one recipient ahead, as before.
+  if msgs == 1 then rcpts = math.min(rcpts, 1) end
 end
 for _, k in ipairs(PARTIES) do
   redis.call('HSET', k[1], id, rcpts)

@@ -1,11 +1,17 @@
 -- Counts and gives back in one step. ARGV: id, messages and recipients to count,
--- messages and recipients reservation `id` gives back, lease ms.
+-- messages and recipients reservation `id` gives back, lease ms. The last key
+-- (after one or two parties' 8) records this call's token: a call made again
+-- (its answer was lost) is applied once (`state::rates::settler`).
 -- A message's commit counts it and drops its whole reservation; a grant (room
 -- taken ahead) counts what its instance sent since the last settle and gives back
 -- what it will not use, keeping the rest held with a fresh lease. Counting
 -- happens whether or not the reservation is still there (a lease may have run
 -- out: the mail went anyway).
 local id = ARGV[1]
+if #KEYS % 8 == 1 then
+  local fresh = redis.call('SET', KEYS[#KEYS], 1, 'NX', 'PX', tonumber(ARGV[6]) * 2)
+  if not fresh then return 0 end
+end
 local add_m, add_r = tonumber(ARGV[2]), tonumber(ARGV[3])
 local drop_m, drop_r, lease_ms = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 for _, k in ipairs(PARTIES) do

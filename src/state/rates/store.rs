@@ -117,22 +117,20 @@ impl RateStore for SharedRates {
             }
             self.local.record(Parties::of(ticket), 1, rcpts, now);
             let shared = rcpts.saturating_sub(ticket.local_rcpts);
-            // If a call fails the lease gives the reservation back and the message
-            // is counted only here: the price of an outage, never a refusal.
+            // A call that fails is made again later (`settler`): never a refusal.
+            let what = "counting a message";
             let Some(grant) = &ticket.grant else {
-                let own = settle_of(&ticket.id, (1, shared), (1, 0));
-                let _ = self
-                    .settle_shared("counting a message", self.ticket_keys(ticket), &own)
-                    .await;
-                return;
+                let own = settle_of(&ticket.id, self.settler.seq(), (1, shared), (1, 0));
+                let keys = self.ticket_keys(ticket);
+                return self.settler.message(&self.link, what, keys, own).await;
             };
             // Counted with the grant's next settle; only a domain reserved apart
             // (at the end of DATA) is counted now.
             self.grants.sent(grant, shared);
             if let Some(d) = ticket.domain.as_deref().filter(|_| ticket.domain_apart) {
-                let own = settle_of(&ticket.id, (1, rcpts), (1, 0));
+                let own = settle_of(&ticket.id, self.settler.seq(), (1, rcpts), (1, 0));
                 let keys = self.keys.domain_quota(d).to_vec();
-                let _ = self.settle_shared("counting a message", keys, &own).await;
+                self.settler.message(&self.link, what, keys, own).await;
             }
         })
     }
@@ -164,23 +162,11 @@ impl RateStore for SharedRates {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (link, scripts) = (self.link.clone(), self.scripts.clone());
-        let own = settle_of(&ticket.id, (0, 0), (messages.min(1), shared));
+        let (link, settler) = (self.link.clone(), self.settler.clone());
+        let own = settle_of(&ticket.id, settler.seq(), (0, 0), (messages.min(1), shared));
         rt.spawn(async move {
-            link.run("giving back a reservation", |mut c| {
-                let mut inv = scripts.settle.prepare_invoke();
-                for k in &keys {
-                    inv.key(k);
-                }
-                inv.arg(&own.id)
-                    .arg(0)
-                    .arg(0)
-                    .arg(own.drop.0)
-                    .arg(own.drop.1)
-                    .arg(super::LEASE.as_millis() as u64);
-                async move { inv.invoke_async::<i64>(&mut c).await }
-            })
-            .await;
+            let what = "giving back a reservation";
+            settler.message(&link, what, keys, own).await;
         });
     }
 
