@@ -32,6 +32,11 @@ pub const GRANT: u32 = 63;
 /// How long a grant hands out room before it is settled and a new one taken.
 pub const LIFE: Duration = Duration::from_secs(1);
 
+/// How long a settle Redis does not confirm is sent again before it is given up
+/// (logged): less than the time Redis remembers what it applied (the lease), so
+/// that a settle sent again is never applied twice.
+pub const RETRY_FOR: Duration = Duration::from_secs(10 * 60);
+
 /// Who a grant's room belongs to: a user, and the sender domain reserved with it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Owner {
@@ -68,6 +73,8 @@ struct Grant {
     /// The settle sent and not yet confirmed: sent again, as it is, until
     /// Redis confirms it (its token makes a repeat count once).
     pending: Option<Settle>,
+    /// When the pending settle was first sent.
+    pending_since: Option<Instant>,
     /// Settles made so far (each one's token is the grant id and this).
     settles: u64,
 }
@@ -118,6 +125,14 @@ pub struct Settle {
     pub domain: Option<String>,
     pub count: (u32, u32),
     pub drop: (u32, u32),
+}
+
+/// What [`Grants::due`] found: the settles to send, and how many were given up
+/// after [`RETRY_FOR`] without a confirmation.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Due {
+    pub calls: Vec<Settle>,
+    pub given_up: usize,
 }
 
 /// This instance's grants.
@@ -202,6 +217,7 @@ impl Grants {
             back_msgs: 0,
             back_rcpts: 0,
             pending: None,
+            pending_since: None,
             settles: 0,
         };
         let mut book = self.inner.locked();
@@ -271,7 +287,7 @@ impl Grants {
     /// stop handing out, and every grant with something sent or given back, or
     /// a settle not yet confirmed ([`Grants::confirm`]), is settled. A grant
     /// with nothing in progress and nothing unsettled is then forgotten.
-    pub fn due(&self, now: Instant, all: bool) -> Vec<Settle> {
+    pub fn due(&self, now: Instant, all: bool) -> Due {
         let mut book = self.inner.locked();
         let aged: Vec<String> = (book.current.values().flatten())
             .filter(|id| {
@@ -283,18 +299,24 @@ impl Grants {
         for id in &aged {
             book.retire(id);
         }
-        let mut calls = Vec::new();
+        let mut due = Due::default();
         book.grants.retain(|id, g| {
             if !g.current && g.out_msgs == 0 {
                 g.back_rcpts += g.spare_rcpts.take().unwrap_or(0);
             }
+            let since = g.pending_since.unwrap_or(now);
+            if g.pending.is_some() && now.saturating_duration_since(since) >= RETRY_FOR {
+                g.pending = None;
+                due.given_up += 1;
+            }
             if g.pending.is_none() {
                 g.pending = g.next_settle(id);
+                g.pending_since = Some(now);
             }
-            calls.extend(g.pending.clone());
+            due.calls.extend(g.pending.clone());
             g.current || g.out_msgs > 0 || g.pending.is_some()
         });
-        calls
+        due
     }
 
     /// Redis answered settle `seq` of grant `id`: applied (`ok`), it is done;

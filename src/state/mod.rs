@@ -22,8 +22,9 @@ use crate::config::Cluster as ClusterConfig;
 use crate::policy::brake::Brake;
 use keys::Keys;
 use link::Link;
+use rates::Pass;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// Everything cluster mode shares, built once from `cluster:`.
@@ -92,18 +93,26 @@ impl Cluster {
 
     /// At shutdown, once the last transaction is over: every grant is settled,
     /// so what this instance sent is counted and its unused room given back.
-    /// A settle Redis does not answer is tried again for up to two seconds; what
+    /// A settle Redis does not answer is made again for up to two seconds; what
     /// is still unsettled then is lost (logged): its room comes back with the lease.
     pub async fn stop(&self) {
-        for _ in 0..10 {
-            if self.rates.settle(true).await {
-                return;
+        let all_settled = async {
+            loop {
+                match self.rates.settle(true).await {
+                    Pass::Idle => return,
+                    Pass::Done => {}
+                    Pass::Failed => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
             }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        if tokio::time::timeout(Duration::from_secs(2), all_settled)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grants = self.rates.grants(),
+                "cluster: some counts could not be settled with Redis at shutdown; they are lost, and the room they held comes back when its lease runs out"
+            );
         }
-        tracing::warn!(
-            grants = self.rates.grants(),
-            "cluster: some counts could not be settled with Redis at shutdown; they are lost, and the room they held comes back when its lease runs out"
-        );
     }
 }

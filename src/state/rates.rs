@@ -29,6 +29,7 @@ use super::link::Link;
 use crate::config::RateLimits;
 use crate::policy::rates::{DomainLimits, Exceeded, MemoryRates, Ticket, Usage};
 use redis::Script;
+use tracing::warn;
 
 mod settler;
 mod store;
@@ -114,7 +115,12 @@ fn max_arg(max: Option<u32>) -> i64 {
 impl SharedRates {
     pub fn new(link: Arc<Link>, keys: Keys, origin: Instant) -> SharedRates {
         let mut seed = [0u8; 8];
-        let _ = getrandom::fill(&mut seed);
+        if getrandom::fill(&mut seed).is_err() {
+            // Ids must differ across instances and restarts: the clock and pid.
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            let nanos = t.map_or(0, |d| d.as_nanos() as u64);
+            seed = (nanos ^ u64::from(std::process::id()).rotate_left(40)).to_be_bytes();
+        }
         SharedRates {
             link,
             keys,
@@ -281,11 +287,16 @@ impl SharedRates {
     /// Settles what is due: every grant's sent messages are counted and its
     /// unused room given back once its [`super::grants::LIFE`] is over (every
     /// grant's, with `all`), and message settles that failed are made again.
-    /// The calls go out together on the one connection. `true` if nothing is
-    /// left unsettled.
-    pub async fn settle(&self, all: bool) -> bool {
+    /// The calls go out together on the one connection.
+    pub async fn settle(&self, all: bool) -> Pass {
         let due = self.grants.due(Instant::now(), all);
-        let calls = due.iter().map(|s| async move {
+        if due.given_up > 0 {
+            warn!(
+                grants = due.given_up,
+                "cluster: counts of grants Redis never confirmed were given up; the room they held comes back with the lease"
+            );
+        }
+        let calls = due.calls.iter().map(|s| async move {
             let keys = self.party_keys(&s.user, s.domain.as_deref());
             let ok = (self.settler)
                 .call(&self.link, "counting a grant", &keys, s)
@@ -293,8 +304,13 @@ impl SharedRates {
             self.grants.confirm(&s.id, s.seq, ok);
             ok
         });
-        let done = futures_util::future::join_all(calls).await;
-        self.settler.retry(&self.link).await && done.into_iter().all(|ok| ok)
+        let ok = futures_util::future::join_all(calls).await;
+        let none_kept = self.settler.retry(&self.link).await;
+        match (ok.is_empty(), ok.iter().all(|ok| *ok)) {
+            (true, _) if none_kept => Pass::Idle,
+            (_, true) if none_kept => Pass::Done,
+            _ => Pass::Failed,
+        }
     }
 
     /// Settles grants every [`SETTLE_EVERY`], forever (aborted at shutdown, after
@@ -312,6 +328,17 @@ impl SharedRates {
     pub fn grants(&self) -> usize {
         self.grants.len()
     }
+}
+
+/// What a settling pass found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Nothing was left to settle.
+    Idle,
+    /// Everything due was settled (sent, and confirmed by Redis).
+    Done,
+    /// Redis did not confirm something: it is made again later.
+    Failed,
 }
 
 /// The limits a grant is taken under.

@@ -63,3 +63,15 @@ pub async fn send_until_refused(h: &Harness, user: &str) -> usize {
         }
     }
 }
+
+/// `f()` once it equals `want`, or its last value after 10 s (polled every 100 ms).
+pub async fn eventually<T: PartialEq>(want: T, f: impl Fn() -> T) -> T {
+    let deadline = tokio::time::Instant::now() + W;
+    loop {
+        let now = f();
+        if now == want || tokio::time::Instant::now() > deadline {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

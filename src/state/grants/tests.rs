@@ -9,7 +9,7 @@ fn confirmed(g: &Grants, due: &[Settle]) {
 
 /// What is due now, all of it confirmed at once.
 fn settled(g: &Grants, now: Instant, all: bool) -> Vec<Settle> {
-    let due = g.due(now, all);
+    let due = g.due(now, all).calls;
     confirmed(g, &due);
     due
 }
@@ -178,7 +178,7 @@ fn a_settle_redis_did_not_confirm_goes_again_as_it_was_and_keeps_its_grant() {
     g.add("g1", "shop", None, terms(1000), (3, Some(3)), t0);
     assert!(g.take_rcpt("g1", &terms(1000)));
     g.sent("g1", 1);
-    let first = g.due(t0 + LIFE, false);
+    let first = g.due(t0 + LIFE, false).calls;
     assert_eq!(
         (first[0].seq, first[0].count, first[0].drop),
         (1, (1, 1), (3, 3))
@@ -186,14 +186,14 @@ fn a_settle_redis_did_not_confirm_goes_again_as_it_was_and_keeps_its_grant() {
     // Redis failed to answer: the same settle (same token) goes again, however
     // often, and the grant is kept for it.
     g.confirm("g1", 1, false);
-    assert_eq!(g.due(t0 + LIFE, false), first);
-    assert_eq!(g.due(t0 + LIFE, true), first);
+    assert_eq!(g.due(t0 + LIFE, false).calls, first);
+    assert_eq!(g.due(t0 + LIFE, true).calls, first);
     assert_eq!(g.len(), 1);
     // A confirmation of another settle changes nothing; this one's ends it.
     g.confirm("g1", 2, true);
-    assert_eq!(g.due(t0 + LIFE, false), first);
+    assert_eq!(g.due(t0 + LIFE, false).calls, first);
     g.confirm("g1", 1, true);
-    assert!(g.due(t0 + LIFE, false).is_empty());
+    assert!(g.due(t0 + LIFE, false).calls.is_empty());
     assert!(g.is_empty());
 }
 
@@ -203,13 +203,49 @@ fn counts_made_while_a_settle_is_unconfirmed_go_in_the_next() {
     let t0 = Instant::now();
     g.add("g1", "shop", None, terms(1000), (10, Some(10)), t0);
     g.sent("g1", 0);
-    let first = g.due(t0, false);
+    let first = g.due(t0, false).calls;
     assert_eq!(first[0].count, (1, 0));
     let id = g.take("shop", None, &terms(1000)).unwrap();
     g.sent(&id, 0);
     // Still the first (unconfirmed): the new message waits for the next.
-    assert_eq!(g.due(t0, false), first);
+    assert_eq!(g.due(t0, false).calls, first);
     g.confirm("g1", first[0].seq, true);
-    let next = g.due(t0, false);
+    let next = g.due(t0, false).calls;
     assert_eq!((next[0].seq, next[0].count), (2, (1, 0)));
+}
+
+#[test]
+fn what_is_sent_while_a_settle_is_pending_goes_in_the_next_even_at_shutdown() {
+    let g = Grants::default();
+    let t0 = Instant::now();
+    g.add("g1", "shop", None, terms(1000), (10, Some(10)), t0);
+    g.sent("g1", 0);
+    let first = g.due(t0, false).calls;
+    g.confirm("g1", first[0].seq, false);
+    // More sent, then shutdown: the pending one goes first, unchanged...
+    let id = g.take("shop", None, &terms(1000)).unwrap();
+    g.sent(&id, 0);
+    assert_eq!(g.due(t0, true).calls, first);
+    g.confirm("g1", first[0].seq, true);
+    // ...then the rest: the new message and the spare room (10 - 2).
+    let rest = settled(&g, t0, true);
+    assert_eq!(
+        (rest[0].seq, rest[0].count, rest[0].drop),
+        (2, (1, 0), (9, 10))
+    );
+    assert!(g.due(t0, true).calls.is_empty());
+    assert!(g.is_empty());
+}
+
+#[test]
+fn a_settle_unconfirmed_for_too_long_is_given_up() {
+    let g = Grants::default();
+    let t0 = Instant::now();
+    g.add("g1", "shop", None, terms(1000), (2, Some(2)), t0);
+    g.sent("g1", 1);
+    let first = g.due(t0 + LIFE, false);
+    assert_eq!(first.given_up, 0);
+    let later = g.due(t0 + LIFE + RETRY_FOR, false);
+    assert_eq!((later.calls.len(), later.given_up), (0, 1));
+    assert!(g.is_empty());
 }

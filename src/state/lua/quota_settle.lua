@@ -1,7 +1,8 @@
 -- Counts and gives back in one step. ARGV: id, messages and recipients to count,
--- messages and recipients reservation `id` gives back, lease ms. The last key
--- (after one or two parties' 8) records this call's token: a call made again
--- (its answer was lost) is applied once (`state::rates::settler`).
+-- messages and recipients reservation `id` gives back, lease ms, then this call's
+-- sequence number. The last key (after one or two parties' 8) keeps the last
+-- number applied for `id`: a call made again (its answer was lost) or overtaken
+-- by a later one is not applied (`state::rates::settler`).
 -- A message's commit counts it and drops its whole reservation; a grant (room
 -- taken ahead) counts what its instance sent since the last settle and gives back
 -- what it will not use, keeping the rest held with a fresh lease. Counting
@@ -9,8 +10,9 @@
 -- out: the mail went anyway).
 local id = ARGV[1]
 if #KEYS % 8 == 1 then
-  local fresh = redis.call('SET', KEYS[#KEYS], 1, 'NX', 'PX', tonumber(ARGV[6]) * 2)
-  if not fresh then return 0 end
+  local seq = tonumber(ARGV[7])
+  if seq <= tonumber(redis.call('GET', KEYS[#KEYS]) or '0') then return 0 end
+  redis.call('SET', KEYS[#KEYS], seq, 'PX', tonumber(ARGV[6]))
 end
 local add_m, add_r = tonumber(ARGV[2]), tonumber(ARGV[3])
 local drop_m, drop_r, lease_ms = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
