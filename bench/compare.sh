@@ -9,6 +9,7 @@
 #                               # with the server's CPU time per message; it prints its
 #                               # figures and leaves bench/results.md alone
 #   bench/compare.sh --only cluster --rounds 3   # only cluster mode against memory
+#   bench/compare.sh --only idle --servers postern-queue   # only memory per idle TLS session
 #   PERF_DIR=/tmp/prof bench/compare.sh --only ...   # also a flat `perf` profile of Postern
 #                               # during each of its loads, one file per run
 #   WARMUP=0 bench/compare.sh ...   # no warm-up: by default every server first sees one
@@ -418,6 +419,18 @@ for r in $(seq 1 $ROUNDS); do
   done
 done
 
+idle_cost() { # pid port sessions -> KiB per session
+  local pid=$1 port=$2 n=$3 before held
+  before=$(tree_rss "$pid")
+  "$BIN/postern-bench" idle --target 127.0.0.1:$port --tls starttls --ca ca.pem --sessions "$n" --hold 8 > idle.out &
+  local holder=$!
+  for _ in $(seq 1 600); do grep -q "^open" idle.out && break; sleep 0.1; done
+  sleep 2
+  held=$(tree_rss "$pid")
+  cat idle.out >&2
+  wait $holder || true
+  echo "$before $held $n" | awk '{printf "%.1f", ($2-$1)/$3}'
+}
 m() { echo "${RESULT[$1]:-}" | tr ' ' '\n' | { grep -v '^$' || true; } | median; }
 if [ "$PARTIAL" = 1 ]; then
   echo "== medians of $ROUNDS round(s) (partial run; bench/results.md left alone)"
@@ -433,6 +446,11 @@ if [ "$PARTIAL" = 1 ]; then
   if [[ " $ONLY " == *" cluster "* ]]; then
     cluster_runs
     echo "   cluster mode 1k-many: $(m cl-cluster-rate)/s (p99 $(m cl-cluster-p99) ms) against $(m cl-limited-rate)/s in memory (p99 $(m cl-limited-p99) ms); $(m cl-calls) script calls per message"
+  fi
+  if [[ " $ONLY " == *" idle "* ]]; then
+    start_postern queue
+    echo "   postern idle TLS sessions: $(idle_cost "$POSTERN_PID" $POSTERN_PORT $IDLE) KiB each ($IDLE sessions)"
+    stop_postern
   fi
   exit 0
 fi
@@ -491,18 +509,6 @@ OAUTH_FETCHES=$(cat tokens.count 2>/dev/null || echo 0)
 echo "   postern-oauth  1k-many    ${OAUTH_RATE}/s  p99 ${p99} ms; token fetches: $OAUTH_FETCHES for $OAUTH_OK messages"
 
 echo "== idle TLS sessions"
-idle_cost() { # pid port sessions -> KiB per session
-  local pid=$1 port=$2 n=$3 before held
-  before=$(tree_rss "$pid")
-  "$BIN/postern-bench" idle --target 127.0.0.1:$port --tls starttls --ca ca.pem --sessions "$n" --hold 8 > idle.out &
-  local holder=$!
-  for _ in $(seq 1 600); do grep -q "^open" idle.out && break; sleep 0.1; done
-  sleep 2
-  held=$(tree_rss "$pid")
-  cat idle.out >&2
-  wait $holder || true
-  echo "$before $held $n" | awk '{printf "%.1f", ($2-$1)/$3}'
-}
 start_postern queue
 record postern-idle-kib "$(idle_cost "$POSTERN_PID" $POSTERN_PORT $IDLE)"
 record postern-idle-rss "$(tree_rss "$POSTERN_PID")"
