@@ -179,12 +179,6 @@ impl Transaction {
         })
     }
 
-    /// Whether the smarthost already took DATA (sent with the last RCPT): the
-    /// content must follow now, not wait for anything.
-    pub fn took_data(&self) -> bool {
-        matches!(&self.kind, Kind::Smtp(s) if matches!(s.data_ready, Some(Ok(()))))
-    }
-
     /// Whether the connection is still there (nothing was lost).
     pub fn is_open(&self) -> bool {
         match &self.kind {
