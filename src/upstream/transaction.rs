@@ -390,10 +390,13 @@ impl Smtp {
     /// RCPT, and DATA with it when `then_data` and the smarthost pipelines.
     async fn rcpt(&mut self, address: &str, then_data: bool) -> Result<(), Failed> {
         let line = format!("RCPT TO:<{address}>");
-        // Already taking content: a RCPT now would be part of the message.
-        if let Some(Ok(())) = self.data_ready.take() {
-            self.conn = None;
-            return Err(Failed::Lost(UpstreamError::Closed));
+        match self.data_ready.take() {
+            // Already taking content: a RCPT now would be part of the message.
+            Some(Ok(())) => {
+                self.conn = None;
+                return Err(Failed::Lost(UpstreamError::Closed));
+            }
+            Some(Err(_)) | None => {}
         }
         let conn = self.conn()?;
         if !(then_data && conn.caps.pipelining) {
