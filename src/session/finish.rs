@@ -185,6 +185,8 @@ impl Session {
         );
         let ok = Reply::new(250, Esc(2, 0, 0), format!("Ok: queued as {}", env.id));
         let flow = self.conclude(io, &txn, at, Verdict::accepted("queued", ok, None));
+        // Scheduled only now: its intake is in the delivery log before any attempt.
+        queue.enqueued(&env);
         txn.quota.commit(std::time::Instant::now()).await;
         flow
     }

@@ -103,15 +103,15 @@ impl Queue {
         self.len() == 0
     }
 
-    /// Takes a finished message over from a session: makes it durable, then
-    /// schedules it. When this returns `Ok`, the client may be told 250.
+    /// Takes a finished message over from a session: makes it durable. When this
+    /// returns `Ok`, the client may be told 250; the message is not delivered
+    /// until [`Queue::enqueued`] schedules it, so the session records its intake
+    /// first and no delivery attempt can be logged ahead of it.
     pub async fn accept(&self, writer: MessageWriter, env: &Envelope) -> std::io::Result<()> {
-        self.spool.commit(writer, env).await?;
-        self.enqueued(env);
-        Ok(())
+        self.spool.commit(writer, env).await
     }
 
-    /// A message was just committed to the spool.
+    /// A message was just committed to the spool: it is due now.
     pub fn enqueued(&self, env: &Envelope) {
         self.due
             .locked()
