@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::quota::{field, instance, send_many, user};
+use common::quota::{field, instance, send_many, two_instances, user};
 use common::redis::Redis;
 use common::{Harness, Setup, have};
 use std::sync::Arc;
@@ -57,15 +57,8 @@ async fn near_a_limit_room_taken_ahead_never_overshoots_and_comes_back() {
     }
     let redis = Redis::start();
     // 300 an hour: room is taken ahead only while more than 128 remain.
-    let meter = || {
-        user(
-            "meter",
-            "meter-password",
-            "    rate_limits: { messages_per_hour: 300 }\n",
-        )
-    };
-    let a = Arc::new(instance(&redis, vec![meter()]).await);
-    let b = Arc::new(instance(&redis, vec![meter()]).await);
+    let limits = "    rate_limits: { messages_per_hour: 300 }\n";
+    let (a, b) = two_instances(&redis, || user("meter", "meter-password", limits)).await;
     // 40 connections at once, half on each instance, 10 messages each: 400
     // attempts against 300.
     let barrier = Arc::new(tokio::sync::Barrier::new(40));

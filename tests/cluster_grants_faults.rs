@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::quota::{eventually, field, instance, send_until_refused, user};
+use common::quota::{eventually, field, instance, send_until_refused, two_instances, user};
 use common::redis::Redis;
 use common::{Harness, have};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Sends one message as `user`; just before its final dot, `break_redis` runs
@@ -49,6 +48,26 @@ async fn counts(redis: &Redis, user: &str, want: (i64, i64, i64)) -> (i64, i64, 
     eventually(want, || (f("mh", "#"), f("res", "#m"), f("res", "#r"))).await
 }
 
+/// Redis and one instance with two users: `far` (200 messages an hour: a
+/// message draws on a grant) and `near` (10: counted at the end of DATA).
+async fn far_and_near() -> (Redis, Harness) {
+    let redis = Redis::start();
+    let users = vec![
+        user(
+            "far",
+            "far-password",
+            "    rate_limits: { messages_per_hour: 200 }\n",
+        ),
+        user(
+            "near",
+            "near-password",
+            "    rate_limits: { messages_per_hour: 10 }\n",
+        ),
+    ];
+    let a = instance(&redis, users).await;
+    (redis, a)
+}
+
 /// Runs every lease of `user` out (as if 15 minutes had passed).
 fn run_leases_out(redis: &Redis, user: &str) {
     let lease = format!("test:{{u:{user}}}:q:lease");
@@ -69,20 +88,7 @@ async fn a_settle_redis_refused_is_made_again_and_nothing_is_lost() {
     if !have("redis-server") {
         return;
     }
-    let redis = Redis::start();
-    let users = vec![
-        user(
-            "far",
-            "far-password",
-            "    rate_limits: { messages_per_hour: 200 }\n",
-        ),
-        user(
-            "near",
-            "near-password",
-            "    rate_limits: { messages_per_hour: 10 }\n",
-        ),
-    ];
-    let a = instance(&redis, users).await;
+    let (redis, a) = far_and_near().await;
     for (name, limit) in [("far", 200), ("near", 10)] {
         let deny = "ACL SETUSER default -@scripting\n";
         send_across(&a, &redis, name, deny, "ACL SETUSER default +@all\n").await;
@@ -110,20 +116,7 @@ async fn a_settle_answered_too_late_and_made_again_counts_once() {
     if !have("redis-server") {
         return;
     }
-    let redis = Redis::start();
-    let users = vec![
-        user(
-            "far",
-            "far-password",
-            "    rate_limits: { messages_per_hour: 200 }\n",
-        ),
-        user(
-            "near",
-            "near-password",
-            "    rate_limits: { messages_per_hour: 10 }\n",
-        ),
-    ];
-    let a = instance(&redis, users).await;
+    let (redis, a) = far_and_near().await;
     for name in ["far", "near"] {
         send_across(&a, &redis, name, "CLIENT PAUSE 1500 WRITE\n", "PING\n").await;
         // Once every copy has run (and a little longer), still one.
@@ -151,15 +144,8 @@ async fn mixed_endings_on_two_instances_leave_exact_counts() {
         return;
     }
     let redis = Redis::start();
-    let bulk = || {
-        user(
-            "bulk",
-            "bulk-password",
-            "    rate_limits: { messages_per_hour: 100000, recipients_per_day: 100000 }\n",
-        )
-    };
-    let a = Arc::new(instance(&redis, vec![bulk()]).await);
-    let b = Arc::new(instance(&redis, vec![bulk()]).await);
+    let limits = "    rate_limits: { messages_per_hour: 100000, recipients_per_day: 100000 }\n";
+    let (a, b) = two_instances(&redis, || user("bulk", "bulk-password", limits)).await;
     let mut tasks = Vec::new();
     for i in 0..12 {
         let h = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -267,15 +253,8 @@ async fn near_a_recipient_limit_two_instances_never_overshoot() {
         return;
     }
     let redis = Redis::start();
-    let r = || {
-        user(
-            "rcpt",
-            "rcpt-password",
-            "    rate_limits: { recipients_per_hour: 300 }\n",
-        )
-    };
-    let a = Arc::new(instance(&redis, vec![r()]).await);
-    let b = Arc::new(instance(&redis, vec![r()]).await);
+    let limits = "    rate_limits: { recipients_per_hour: 300 }\n";
+    let (a, b) = two_instances(&redis, || user("rcpt", "rcpt-password", limits)).await;
     let mut tasks = Vec::new();
     for i in 0..16 {
         let h = if i % 2 == 0 { a.clone() } else { b.clone() };

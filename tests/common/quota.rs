@@ -3,6 +3,7 @@
 
 use super::redis::Redis;
 use super::{Harness, Setup, TestUser};
+use std::sync::Arc;
 use std::time::Duration;
 
 const W: Duration = Duration::from_secs(10);
@@ -25,6 +26,16 @@ pub async fn instance(redis: &Redis, users: Vec<TestUser>) -> Harness {
     .await;
     assert!(h.wait_log("cluster: Redis reachable", W).await);
     h
+}
+
+/// Two instances sharing `redis`, each with the user `mk` makes.
+pub async fn two_instances(
+    redis: &Redis,
+    mk: impl Fn() -> TestUser,
+) -> (Arc<Harness>, Arc<Harness>) {
+    let a = instance(redis, vec![mk()]).await;
+    let b = instance(redis, vec![mk()]).await;
+    (Arc::new(a), Arc::new(b))
 }
 
 /// A field of one of `user`'s quota hashes (`res`, `mh`, `rd`...), 0 if absent.

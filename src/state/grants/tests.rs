@@ -25,6 +25,15 @@ fn terms(max: u32) -> Terms {
     }
 }
 
+/// Grants holding `g1`: room for 10 messages and 10 recipients of `shop`,
+/// made now (returned).
+fn one_grant() -> (Grants, Instant) {
+    let g = Grants::default();
+    let t0 = Instant::now();
+    g.add("g1", "shop", None, terms(1000), (10, Some(10)), t0);
+    (g, t0)
+}
+
 #[test]
 fn a_grant_hands_out_its_room_then_retires() {
     let g = Grants::default();
@@ -45,9 +54,7 @@ fn a_grant_hands_out_its_room_then_retires() {
 
 #[test]
 fn other_limits_take_nothing_from_a_grant() {
-    let g = Grants::default();
-    let t0 = Instant::now();
-    g.add("g1", "shop", None, terms(1000), (10, Some(10)), t0);
+    let (g, t0) = one_grant();
     assert_eq!(g.take("shop", None, &terms(999)), None);
     assert!(!g.take_rcpt("g1", &terms(999)));
     assert!(g.take_rcpt("g1", &terms(1000)));
@@ -55,9 +62,7 @@ fn other_limits_take_nothing_from_a_grant() {
 
 #[test]
 fn settling_counts_what_was_sent_and_gives_back_the_rest() {
-    let g = Grants::default();
-    let t0 = Instant::now();
-    g.add("g1", "shop", None, terms(1000), (10, Some(10)), t0);
+    let (g, t0) = one_grant();
     assert!(g.take_rcpt("g1", &terms(1000)));
     g.sent("g1", 1);
     let id = g.take("shop", None, &terms(1000)).unwrap();
@@ -199,9 +204,7 @@ fn a_settle_redis_did_not_confirm_goes_again_as_it_was_and_keeps_its_grant() {
 
 #[test]
 fn counts_made_while_a_settle_is_unconfirmed_go_in_the_next() {
-    let g = Grants::default();
-    let t0 = Instant::now();
-    g.add("g1", "shop", None, terms(1000), (10, Some(10)), t0);
+    let (g, t0) = one_grant();
     g.sent("g1", 0);
     let first = g.due(t0, false).calls;
     assert_eq!(first[0].count, (1, 0));
@@ -216,9 +219,7 @@ fn counts_made_while_a_settle_is_unconfirmed_go_in_the_next() {
 
 #[test]
 fn what_is_sent_while_a_settle_is_pending_goes_in_the_next_even_at_shutdown() {
-    let g = Grants::default();
-    let t0 = Instant::now();
-    g.add("g1", "shop", None, terms(1000), (10, Some(10)), t0);
+    let (g, t0) = one_grant();
     g.sent("g1", 0);
     let first = g.due(t0, false).calls;
     g.confirm("g1", first[0].seq, false);
