@@ -103,6 +103,8 @@ struct SinkState {
     accepted: AtomicUsize,
     /// DATA commands answered 354.
     data_commands: AtomicUsize,
+    /// RCPT commands that arrived with a DATA right behind them (pipelined).
+    pipelined_data: AtomicUsize,
     arrived: Notify,
     deferred_once: Mutex<std::collections::HashSet<String>>,
 }
@@ -152,6 +154,12 @@ impl Sink {
     /// Messages accepted so far (kept or discarded).
     pub fn accepted(&self) -> usize {
         self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    /// RCPT commands received together with the DATA after them (the client
+    /// pipelined them).
+    pub fn pipelined_data(&self) -> usize {
+        self.state.pipelined_data.load(Ordering::SeqCst)
     }
 
     /// DATA commands answered `354` so far (a transaction that reached the message).
@@ -300,6 +308,13 @@ impl Conn {
                     }
                 }
                 Command::Mail { from } => self.mail(from.address, need_tls),
+                Command::Rcpt { to } if io.next_is_data() => {
+                    self.state.pipelined_data.fetch_add(1, Ordering::SeqCst);
+                    match self.rcpt(to.address) {
+                        Some(r) => r,
+                        None => return false,
+                    }
+                }
                 Command::Rcpt { to } => match self.rcpt(to.address) {
                     Some(r) => r,
                     None => return false,

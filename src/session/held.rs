@@ -56,11 +56,14 @@ pub(super) enum Unsent {
 
 impl Relay {
     pub(super) fn new(txn: Transaction, keys: Arc<Keys>) -> Relay {
+        // Keys loaded after DATA went upstream with the last RCPT: this message
+        // goes unsigned rather than keep the smarthost waiting for its header.
+        let sign = !keys.is_empty() && !txn.took_data();
         Relay {
             txn: Some(txn),
             opened: false,
             unopened: None,
-            keys: (!keys.is_empty()).then_some(keys),
+            keys: sign.then_some(keys),
             head: Vec::new(),
             held: None,
             budget: Held::default(),

@@ -103,6 +103,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SmtpStream<S> {
         result
     }
 
+    /// Whether the next line, already received, is `DATA` (a client pipelining
+    /// its transaction sends it with the last RCPT).
+    pub fn next_is_data(&self) -> bool {
+        let b = &self.rbuf[..];
+        b.len() >= 6 && b[..4].eq_ignore_ascii_case(b"DATA") && &b[4..6] == b"\r\n"
+    }
+
     /// Reads one command line of at most `max` bytes; the whole line must arrive
     /// within `limit`, so a client trickling bytes cannot hold the session forever.
     pub async fn read_line(&mut self, max: usize, limit: Duration) -> ReadLine {

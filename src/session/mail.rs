@@ -352,9 +352,12 @@ impl Session {
         io: &mut SmtpStream<S>,
         address: String,
     ) -> Flow {
+        // A client that pipelines sends DATA with its last RCPT: it goes upstream
+        // in the same write (not when DKIM keys may make DATA wait for the header).
+        let then_data = io.next_is_data() && self.ctx.dkim.current().is_empty();
         let txn = self.txn.as_mut().expect("transaction is open");
         let smarthost = txn.upstream.as_mut().expect("passthrough transaction");
-        match smarthost.rcpt(&address).await {
+        match smarthost.rcpt(&address, then_data).await {
             Ok(()) => {
                 txn.rcpts.push(address);
                 self.ok(io, Reply::new(250, Esc(2, 1, 5), "Recipient OK"))

@@ -436,6 +436,28 @@ impl Upstream {
         r
     }
 
+    /// Sends `line` and DATA in one write (the smarthost offers PIPELINING) and
+    /// reads their replies in order: `line`'s, then DATA's unless `line` lost the
+    /// connection (an error or a 421, after which no second reply comes).
+    pub async fn command_then_data(
+        &mut self,
+        line: &str,
+        phase: &'static str,
+    ) -> (
+        Result<Reply, UpstreamError>,
+        Option<Result<Reply, UpstreamError>>,
+    ) {
+        let t = self.settings.command_timeout;
+        let both = format!("{line}\r\nDATA");
+        let first = exchange(&mut self.stream, &both, t, phase).await;
+        let second = match &first {
+            Ok(r) if r.code != 421 => Some(read_reply(&mut self.stream, t, "DATA").await),
+            _ => None,
+        };
+        self.broken |= first.is_err() || second.as_ref().is_some_and(|r| r.is_err());
+        (first, second)
+    }
+
     /// Writes raw DATA bytes (already dot-stuffed).
     pub async fn write_data(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
         let t = self.settings.command_timeout;

@@ -112,8 +112,9 @@ async fn attempt_on(
         }
     };
     let mut accepted = Vec::new();
-    for a in pending {
-        match txn.rcpt(a).await {
+    for (n, a) in pending.iter().enumerate() {
+        // DATA goes out with the last recipient when the smarthost pipelines.
+        match txn.rcpt(a, n + 1 == pending.len()).await {
             Ok(()) => accepted.push(a.clone()),
             Err(f @ Failed::Refused(_)) => out.settle(std::slice::from_ref(a), &f),
             Err(f) => {

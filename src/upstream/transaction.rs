@@ -83,6 +83,9 @@ enum Kind {
 struct Smtp {
     /// `None` once the connection is lost or handed back.
     conn: Option<Upstream>,
+    /// DATA's verdict when DATA went out with the last RCPT (pipelined):
+    /// `Some(Ok)` means the smarthost now takes content.
+    data_ready: Option<Result<(), Failed>>,
     stuffer: DotStuffer,
     wire: Vec<u8>,
 }
@@ -176,6 +179,12 @@ impl Transaction {
         })
     }
 
+    /// Whether the smarthost already took DATA (sent with the last RCPT): the
+    /// content must follow now, not wait for anything.
+    pub fn took_data(&self) -> bool {
+        matches!(&self.kind, Kind::Smtp(s) if matches!(s.data_ready, Some(Ok(()))))
+    }
+
     /// Whether the connection is still there (nothing was lost).
     pub fn is_open(&self) -> bool {
         match &self.kind {
@@ -198,17 +207,15 @@ impl Transaction {
         result
     }
 
-    /// RCPT for one recipient.
-    pub async fn rcpt(&mut self, address: &str) -> Result<(), Failed> {
+    /// RCPT for one recipient. With `then_data` (the client pipelined DATA right
+    /// after it), DATA goes out in the same write when the smarthost pipelines and
+    /// paces nothing, and its verdict waits for [`Transaction::data`].
+    pub async fn rcpt(&mut self, address: &str, then_data: bool) -> Result<(), Failed> {
         self.chosen.push(address.to_string());
+        let paced = self.relays.pacer(self.index).is_some();
         match &mut self.kind {
             Kind::Smtp(s) => {
-                let line = format!("RCPT TO:<{address}>");
-                let result = match s.conn() {
-                    Ok(c) => c.command(&line, "RCPT").await,
-                    Err(f) => return Err(f),
-                };
-                let verdict = s.verdict(result, "RCPT");
+                let verdict = s.rcpt(address, then_data && !paced).await;
                 self.observed(verdict)
             }
             Kind::Graph(b) => {
@@ -264,9 +271,11 @@ impl Transaction {
         result
     }
 
-    /// Abandons the transaction: RSET, and the connection goes back to its pool.
+    /// Abandons the transaction: RSET, and the connection goes back to its pool
+    /// (closed instead if it already took DATA: RSET would be content there).
     pub async fn reset(self) {
         if let Kind::Smtp(mut s) = self.kind
+            && !matches!(s.data_ready, Some(Ok(())))
             && let Some(conn) = s.conn.take()
         {
             self.relays.reset_and_put(conn).await;
@@ -341,6 +350,7 @@ impl Smtp {
             }
             let mut smtp = Smtp {
                 conn: Some(taken.conn),
+                data_ready: None,
                 stuffer: DotStuffer::default(),
                 wire: Vec::new(),
             };
@@ -383,12 +393,43 @@ impl Smtp {
             .ok_or(Failed::Lost(UpstreamError::Closed))
     }
 
+    /// RCPT, and DATA with it when `then_data` and the smarthost pipelines.
+    async fn rcpt(&mut self, address: &str, then_data: bool) -> Result<(), Failed> {
+        let line = format!("RCPT TO:<{address}>");
+        // Already taking content: a RCPT now would be part of the message.
+        if let Some(Ok(())) = self.data_ready.take() {
+            self.conn = None;
+            return Err(Failed::Lost(UpstreamError::Closed));
+        }
+        let conn = self.conn()?;
+        if !(then_data && conn.caps.pipelining) {
+            let result = conn.command(&line, "RCPT").await;
+            return self.verdict(result, "RCPT");
+        }
+        let (rcpt, data) = conn.command_then_data(&line, "RCPT").await;
+        let verdict = self.verdict(rcpt, "RCPT");
+        if let Some(data) = data
+            && self.conn.is_some()
+        {
+            self.data_ready = Some(self.data_verdict(data));
+        }
+        verdict
+    }
+
     async fn data(&mut self) -> Result<(), Failed> {
+        if let Some(ready) = self.data_ready.take() {
+            return ready;
+        }
         let result = self.conn()?.command("DATA", "DATA").await;
+        self.data_verdict(result)
+    }
+
+    /// DATA's reply: 354 or a refusal; any other positive reply means the two
+    /// sides no longer agree.
+    fn data_verdict(&mut self, result: Result<Reply, UpstreamError>) -> Result<(), Failed> {
         match result {
             Ok(r) if r.code == 354 => Ok(()),
             Ok(reply) if reply.is_positive() => {
-                // Not the 354 DATA needs: the two sides no longer agree.
                 self.conn = None;
                 Err(Failed::Lost(UpstreamError::Refused {
                     phase: "DATA",
