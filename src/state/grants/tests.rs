@@ -54,7 +54,7 @@ fn a_grant_hands_out_its_room_then_retires() {
 
 #[test]
 fn other_limits_take_nothing_from_a_grant() {
-    let (g, t0) = one_grant();
+    let (g, _) = one_grant();
     assert_eq!(g.take("shop", None, &terms(999)), None);
     assert!(!g.take_rcpt("g1", &terms(999)));
     assert!(g.take_rcpt("g1", &terms(1000)));
