@@ -395,7 +395,21 @@ impl Session {
             };
         };
         let id = format!("{}.{}", self.id, self.messages + 1);
-        let mut relay = Relay::new(smarthost, self.ctx.dkim.current());
+        let keys = self.ctx.dkim.current();
+        if smarthost.took_data() && !keys.is_empty() {
+            // DATA went upstream with the last RCPT while no key was loaded, and a
+            // reload brought keys since: the smarthost waits for content that can
+            // no longer be signed first. Not sent unsigned: the client tries again.
+            warn!("DKIM keys were loaded between the pipelined RCPT and DATA; answering 451");
+            smarthost.reset().await;
+            self.txn = None;
+            return Err(Reply::new(
+                451,
+                Esc(4, 3, 0),
+                "Signing keys changed during the transaction; try again",
+            ));
+        }
+        let mut relay = Relay::new(smarthost, keys);
         if !relay.waits_for_header()
             && let Err(f) = relay.open().await
         {

@@ -14,7 +14,10 @@
 //! or at the end for a held one. So a message refused while it is gathered never
 //! opened DATA at the smarthost (its connection is RSET and pooled), no smarthost
 //! connection sits in DATA while a client uploads a message to sign, and a
-//! transaction that never reaches DATA uses no pacing slot.
+//! transaction that never reaches DATA uses no pacing slot. The one exception is
+//! upstream pipelining: with no key loaded and no pacing at the smarthost, a
+//! client's DATA pipelined behind its last RCPT went upstream with that RCPT, and
+//! the relay then finds DATA already open.
 
 use crate::dkim::sign::SignError;
 use crate::dkim::{Keys, Signing};
@@ -56,14 +59,14 @@ pub(super) enum Unsent {
 
 impl Relay {
     pub(super) fn new(txn: Transaction, keys: Arc<Keys>) -> Relay {
-        // Keys loaded after DATA went upstream with the last RCPT: this message
-        // goes unsigned rather than keep the smarthost waiting for its header.
-        let sign = !keys.is_empty() && !txn.took_data();
+        // The session never hands over keys with a transaction whose DATA already
+        // went upstream (with its last RCPT): it answers 451 instead.
+        debug_assert!(keys.is_empty() || !txn.took_data());
         Relay {
             txn: Some(txn),
             opened: false,
             unopened: None,
-            keys: sign.then_some(keys),
+            keys: (!keys.is_empty()).then_some(keys),
             head: Vec::new(),
             held: None,
             budget: Held::default(),

@@ -100,3 +100,16 @@ fn every_default_suite_is_still_served() {
         );
     }
 }
+
+#[test]
+fn the_server_offers_exactly_the_default_suites_reordered() {
+    let names = |suites: &[SupportedCipherSuite]| {
+        let mut v: Vec<String> = suites.iter().map(|s| format!("{:?}", s.suite())).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&server_provider().cipher_suites),
+        names(rustls::crypto::ring::DEFAULT_CIPHER_SUITES)
+    );
+}

@@ -86,6 +86,9 @@ struct Smtp {
     /// DATA's verdict when DATA went out with the last RCPT (pipelined):
     /// `Some(Ok)` means the smarthost now takes content.
     data_ready: Option<Result<(), Failed>>,
+    /// The smarthost answered 354 (pipelined or not): whatever follows is content,
+    /// so the connection can never be RSET and pooled.
+    in_content: bool,
     stuffer: DotStuffer,
     wire: Vec<u8>,
 }
@@ -182,7 +185,7 @@ impl Transaction {
     /// Whether the smarthost already took DATA (sent with the last RCPT): the
     /// content must follow now, not wait for anything.
     pub fn took_data(&self) -> bool {
-        matches!(&self.kind, Kind::Smtp(s) if matches!(s.data_ready, Some(Ok(()))))
+        matches!(&self.kind, Kind::Smtp(s) if s.took_data())
     }
 
     /// Whether the connection is still there (nothing was lost).
@@ -216,6 +219,12 @@ impl Transaction {
         match &mut self.kind {
             Kind::Smtp(s) => {
                 let verdict = s.rcpt(address, then_data && !paced).await;
+                // DATA's refusal, back with this RCPT, counts now (a throttle holds
+                // the smarthost) even if the client's DATA never asks for it.
+                if let Some(Err(f)) = &s.data_ready {
+                    self.relays
+                        .note_failure(self.index, f, &words(&self.chosen));
+                }
                 self.observed(verdict)
             }
             Kind::Graph(b) => {
@@ -227,11 +236,15 @@ impl Transaction {
 
     /// DATA: `Ok` once the smarthost takes content.
     pub async fn data(&mut self) -> Result<(), Failed> {
-        let result = match &mut self.kind {
-            Kind::Smtp(s) => s.data().await,
-            Kind::Graph(_) => Ok(()),
+        let (result, noted) = match &mut self.kind {
+            // A pipelined DATA's refusal was noted when it came back.
+            Kind::Smtp(s) => {
+                let noted = s.data_ready.is_some();
+                (s.data().await, noted)
+            }
+            Kind::Graph(_) => (Ok(()), false),
         };
-        self.observed(result)
+        if noted { result } else { self.observed(result) }
     }
 
     /// Writes message content (not yet dot-stuffed).
@@ -275,7 +288,7 @@ impl Transaction {
     /// (closed instead if it already took DATA: RSET would be content there).
     pub async fn reset(self) {
         if let Kind::Smtp(mut s) = self.kind
-            && !matches!(s.data_ready, Some(Ok(())))
+            && !s.took_data()
             && let Some(conn) = s.conn.take()
         {
             self.relays.reset_and_put(conn).await;
@@ -351,6 +364,7 @@ impl Smtp {
             let mut smtp = Smtp {
                 conn: Some(taken.conn),
                 data_ready: None,
+                in_content: false,
                 stuffer: DotStuffer::default(),
                 wire: Vec::new(),
             };
@@ -397,10 +411,12 @@ impl Smtp {
     async fn rcpt(&mut self, address: &str, then_data: bool) -> Result<(), Failed> {
         let line = format!("RCPT TO:<{address}>");
         // Already taking content: a RCPT now would be part of the message.
-        if let Some(Ok(())) = self.data_ready.take() {
+        if self.took_data() {
             self.conn = None;
             return Err(Failed::Lost(UpstreamError::Closed));
         }
+        // A pipelined DATA refused earlier: this RCPT starts over.
+        self.data_ready = None;
         let conn = self.conn()?;
         if !(then_data && conn.caps.pipelining) {
             let result = conn.command(&line, "RCPT").await;
@@ -417,11 +433,20 @@ impl Smtp {
     }
 
     async fn data(&mut self) -> Result<(), Failed> {
-        if let Some(ready) = self.data_ready.take() {
-            return ready;
-        }
-        let result = self.conn()?.command("DATA", "DATA").await;
-        self.data_verdict(result)
+        let verdict = match self.data_ready.take() {
+            Some(ready) => ready,
+            None => {
+                let result = self.conn()?.command("DATA", "DATA").await;
+                self.data_verdict(result)
+            }
+        };
+        self.in_content = verdict.is_ok();
+        verdict
+    }
+
+    /// Whether the smarthost took DATA (answered 354): content must follow.
+    fn took_data(&self) -> bool {
+        self.in_content || matches!(self.data_ready, Some(Ok(())))
     }
 
     /// DATA's reply: 354 or a refusal; any other positive reply means the two
