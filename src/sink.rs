@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | sender `reject550` | `550 5.7.1` at MAIL |
 //! | sender `throttle454` | `454 4.7.0 Throttling failure` at MAIL (as SES says it) |
+//! | sender `throttledata` | the same throttle at DATA, valid recipients or not |
 //! | recipient `reject550` | `550 5.1.1` at RCPT |
 //! | recipient `defer450` | `450 4.2.1` at RCPT |
 //! | recipient `hangup` | connection closed at RCPT |
@@ -320,7 +321,17 @@ impl Conn {
                     None => return false,
                 },
                 Command::Data => {
-                    if self.from.is_none() || self.rcpts.is_empty() {
+                    if self
+                        .from
+                        .as_deref()
+                        .is_some_and(|f| f.starts_with("throttledata"))
+                    {
+                        Reply::new(
+                            454,
+                            Esc(4, 7, 0),
+                            "Throttling failure: Maximum sending rate exceeded.",
+                        )
+                    } else if self.from.is_none() || self.rcpts.is_empty() {
                         Reply::new(503, Esc(5, 5, 1), "MAIL and RCPT first")
                     } else {
                         self.state.data_commands.fetch_add(1, Ordering::SeqCst);

@@ -12,7 +12,12 @@ const W: Duration = Duration::from_secs(10);
 
 /// MAIL, the RCPTs and DATA in one write; the codes of their replies.
 async fn pipelined(c: &mut common::client::Client, rcpts: &[&str]) -> Vec<u16> {
-    let mut batch = String::from("MAIL FROM:<a@alice.example>\r\n");
+    pipelined_from(c, "a@alice.example", rcpts).await
+}
+
+/// The same from `sender`.
+async fn pipelined_from(c: &mut common::client::Client, sender: &str, rcpts: &[&str]) -> Vec<u16> {
+    let mut batch = format!("MAIL FROM:<{sender}>\r\n");
     for r in rcpts {
         batch.push_str(&format!("RCPT TO:<{r}>\r\n"));
     }
@@ -70,6 +75,31 @@ async fn a_refused_last_recipient_keeps_every_reply_in_order() {
     assert_eq!(msgs[0].rcpts, ["one@example.org"]);
     assert_eq!(msgs[1].rcpts, ["two@example.org"]);
     assert_eq!(h.sink.connections(), 1, "the smarthost connection was kept");
+}
+
+/// The smarthost throttles the DATA that went up with the only recipient, which it
+/// refused: the client hears of no valid recipient (its DATA never needed the
+/// smarthost's), yet the throttle holds the smarthost like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_on_a_pipelined_data_holds_the_smarthost() {
+    let h = Harness::start(Setup::default()).await;
+    let mut c = h.session("alice", "alice-password").await;
+    let codes = pipelined_from(
+        &mut c,
+        "throttledata@alice.example",
+        &["reject550@example.org"],
+    )
+    .await;
+    assert_eq!(codes, [250, 550, 554]);
+    assert_eq!(h.sink.pipelined_data(), 1);
+    c.expect("RSET", 250).await;
+    let r = c.cmd("MAIL FROM:<a@alice.example>").await;
+    assert_eq!(r.code / 100, 4, "the smarthost is held: {r:?}");
+    assert!(
+        h.logs()
+            .iter()
+            .any(|l| l.contains("smarthost is throttling"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
